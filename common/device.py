@@ -1,0 +1,21 @@
+"""Device selection shared by every script (one ``--device`` flag)."""
+from __future__ import annotations
+
+import torch
+
+
+def resolve_device(flag: str = "auto") -> torch.device:
+    """Turn a ``--device`` value into a :class:`torch.device`.
+
+    ``"auto"`` picks CUDA when a GPU is visible and the CPU otherwise; anything else (``"cpu"``,
+    ``"cuda"``, ``"cuda:1"``) is taken as given, with a clear error when CUDA is asked for but absent.
+    """
+    if flag == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(flag)
+    except RuntimeError as exc:
+        raise ValueError(f"--device {flag!r} is not a valid device (use auto, cpu, cuda or cuda:N)") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {flag!r} asks for CUDA, but no GPU is visible to PyTorch")
+    return device

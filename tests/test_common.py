@@ -1,0 +1,59 @@
+"""Tests for the lead's shared helpers: atomic writes, device resolution, seeding."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from common.device import resolve_device
+from common.io import atomic_torch_save, atomic_write_bytes, atomic_write_text
+from common.seed import fix_randseed
+
+
+def test_atomic_write_creates_parents_and_leaves_no_temp(tmp_path):
+    target = tmp_path / "a" / "b" / "file.txt"
+    atomic_write_text("hello", target)
+    assert target.read_text() == "hello"
+    assert sorted(os.listdir(target.parent)) == ["file.txt"]
+
+
+def test_atomic_write_keeps_old_file_when_interrupted(tmp_path, monkeypatch):
+    target = tmp_path / "file.bin"
+    atomic_write_bytes(b"old", target)
+
+    def broken_replace(src, dst):
+        raise KeyboardInterrupt  # as if the job were killed between write and rename
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_bytes(b"new", target)
+    monkeypatch.undo()
+    assert target.read_bytes() == b"old"
+    assert sorted(os.listdir(tmp_path)) == ["file.bin"]
+
+
+def test_atomic_torch_save_roundtrip(tmp_path):
+    tensor = torch.arange(6, dtype=torch.float32).view(2, 3)
+    path = atomic_torch_save({"x": tensor}, tmp_path / "t.pt")
+    assert torch.equal(torch.load(path, map_location="cpu")["x"], tensor)
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    with pytest.raises(ValueError, match="--device"):
+        resolve_device("not-a-device")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no GPU"):
+            resolve_device("cuda")
+
+
+def test_fix_randseed_is_reproducible():
+    fix_randseed(3)
+    first = (np.random.rand(), torch.rand(1).item())
+    fix_randseed(3)
+    assert (np.random.rand(), torch.rand(1).item()) == first
+    assert isinstance(fix_randseed(None), int)
