@@ -1,0 +1,1 @@
+"""Datasets, split files and the synthetic benchmark generator."""
