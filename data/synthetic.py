@@ -566,7 +566,7 @@ def _coco(root: Path, seed: int, ipc: int, min_size: int, max_size: int) -> dict
     return counts
 
 
-def _prepare_root(root: Path, benchmarks: Sequence[str]) -> None:
+def _prepare_root(root: Path) -> None:
     """Refuse to write over data this generator did not make; clear a previous synthetic tree."""
     owned = (root / MARKER).exists() or (root / INCOMPLETE_MARKER).exists()
     targets = [root / "VOC2012", root / "COCO2014", root / "splits"]
@@ -608,7 +608,7 @@ def make_benchmark(root: Path, *, seed: int = 0, images_per_class: int = 6, min_
     if not 32 <= min_size <= max_size:
         raise ValueError(f"need 32 <= min_size <= max_size, got {min_size}, {max_size}")
     start = time.perf_counter()
-    _prepare_root(root, benchmarks)
+    _prepare_root(root)
     counts: dict[str, Any] = {}
     with warnings.catch_warnings():
         # pycocotools' decode wrapper trips numpy 2's __array__(copy=...) deprecation; harmless here
