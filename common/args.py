@@ -1,0 +1,186 @@
+"""The command-line flags of train.py and test.py, defined once, validated and resolved.
+
+Released flags keep their names and defaults (``--datapath --benchmark --logpath --bsz --lr --niter --nworker
+--fold --stage --backbone --traincampath --valcampath``; test: ``--load --nshot --visualize
+--use_original_imgsize``). Flags added by this reproduction: ``--splitpath --device --img-size --masking
+--backbone-weights --seed --nepisodes --amp --resume``.
+
+Paths: a path given on the command line is taken relative to the working directory, as any shell user expects;
+the *defaults* are not: the released ``../Datasets_HSN`` meant "next to the repository", so the default data
+root is ``<repo>/../Datasets_HSN`` wherever the script is started from. Every path is made absolute, and a
+missing one is reported with the flag that names it.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+from pathlib import Path
+from typing import Literal, Optional, Sequence
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATAPATH = REPO_ROOT.parent / "Datasets_HSN"
+LOG_ROOT = REPO_ROOT / "logs"
+BACKBONES = ("vgg16", "resnet50", "resnet101")
+BENCHMARKS = ("pascal", "coco")
+Script = Literal["train", "test"]
+
+# Default CAM folders under --datapath: the released train.py defaults for PASCAL, the README's name for COCO.
+DEFAULT_CAM_DIRS = {"pascal": ("CAM_Train", "CAM_Val"), "coco": ("CAM_COCO", "CAM_COCO")}
+
+
+def build_parser(script: Script) -> argparse.ArgumentParser:
+    """The parser of ``train.py`` (``script="train"``) or ``test.py`` (``script="test"``)."""
+    training = script == "train"
+    parser = argparse.ArgumentParser(
+        description=("Train" if training else "Test") + " IMR-HSNet (few-shot segmentation from image label text)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+    data = parser.add_argument_group("data")
+    data.add_argument("--datapath", type=str, default=None,
+                      help=f"root holding VOC2012/ and COCO2014/ (default: {DEFAULT_DATAPATH})")
+    data.add_argument("--benchmark", type=str, default="pascal", choices=BENCHMARKS, help="few-shot benchmark")
+    data.add_argument("--fold", type=int, default=0, choices=[0, 1, 2, 3], help="cross-validation fold")
+    data.add_argument("--traincampath", type=str, default=None,
+                      help="folder of the training images' CAMs ({name}--{class}.pt); default "
+                           "<datapath>/CAM_Train (PASCAL) or <datapath>/CAM_COCO (COCO, one folder for both)")
+    data.add_argument("--valcampath", type=str, default=None,
+                      help="folder of the validation/test images' CAMs; default <datapath>/CAM_Val (PASCAL) "
+                           "or the COCO CAM folder")
+    data.add_argument("--splitpath", type=str, default=None,
+                      help="folder holding pascal/ and coco/ split lists (default: the repository's data/splits)")
+    data.add_argument("--img-size", dest="img_size", type=int, default=400,
+                      help="square input side (CAMs are img_size/8 a side)")
+    data.add_argument("--nepisodes", type=int, default=1000,
+                      help="episodes per validation/test pass (released: 1000)")
+    data.add_argument("--nworker", type=int, default=8, help="data-loader worker processes")
+    data.add_argument("--bsz", type=int, default=40 if training else 10,
+                      help="episodes per batch (global: split over GPUs / DDP ranks)")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--backbone", type=str, default="resnet50", choices=BACKBONES, help="feature extractor")
+    model.add_argument("--stage", type=int, default=2, help="IMR iterations (released: 2 PASCAL, 3 COCO)")
+    model.add_argument("--masking", type=str, default="released", choices=["released", "paper"],
+                       help="feature masking with CAMs: as the released code does it, or as the paper describes")
+    model.add_argument("--backbone-weights", dest="backbone_weights", type=str,
+                       default="imagenet" if training else "none",
+                       help="initial backbone weights: 'imagenet', 'none' (random), or a torchvision state-dict "
+                            "file" + ("" if training else " (test: the --load checkpoint holds the backbone)"))
+
+    run = parser.add_argument_group("run")
+    run.add_argument("--logpath", type=str, default="",
+                     help="run name: relative names go to <repo>/logs/<name>.log as released; an absolute path is "
+                          "the run folder itself")
+    run.add_argument("--device", type=str, default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
+    run.add_argument("--amp", action="store_true", help="autocast to float16 on CUDA")
+    run.add_argument("--seed", type=int, default=None if training else 0,
+                     help="training: base seed of the per-epoch episode draws (default: drawn at random, as "
+                          "released, and saved with the run); test: episode seed (released: 0)")
+    if training:
+        run.add_argument("--lr", type=float, default=4e-4, help="Adam learning rate")
+        run.add_argument("--niter", type=int, default=400, help="number of epochs")
+        run.add_argument("--resume", action="store_true",
+                         help="continue the run in --logpath from its last.pt")
+    else:
+        run.add_argument("--load", type=str, default=None, help="checkpoint to test (best_model.pt format)")
+        run.add_argument("--nshot", type=int, default=1, help="support images per episode")
+        run.add_argument("--visualize", action="store_true",
+                         help="write support/query/prediction images to <run folder>/vis")
+        run.add_argument("--use_original_imgsize", action="store_true",
+                         help="score predictions at the query's original size")
+    return parser
+
+
+def _positive(parser: argparse.ArgumentParser, flag: str, value: float, minimum: float = 1) -> None:
+    if value < minimum:
+        parser.error(f"argument {flag}: must be >= {minimum}, got {value}")
+
+
+def _existing(parser: argparse.ArgumentParser, flag: str, value: Optional[str], default: Path,
+              kind: str = "folder") -> Path:
+    """Absolute path of a flag's value (CWD-relative) or of its default; error naming the flag if missing."""
+    path = Path(value).expanduser().resolve() if value else default
+    exists = path.is_dir() if kind == "folder" else path.is_file()
+    if not exists:
+        origin = f"{flag} {value}" if value else f"{flag} (default)"
+        parser.error(f"argument {flag}: {kind} not found: {path} (from {origin})")
+    return path
+
+
+def validate_and_resolve(args: argparse.Namespace, script: Script,
+                         parser: Optional[argparse.ArgumentParser] = None) -> argparse.Namespace:
+    """Check values (errors name the flag and exit with status 2) and make every path absolute."""
+    parser = parser or build_parser(script)
+    _positive(parser, "--bsz", args.bsz)
+    _positive(parser, "--stage", args.stage)
+    _positive(parser, "--nepisodes", args.nepisodes)
+    _positive(parser, "--nworker", args.nworker, 0)
+    _positive(parser, "--img-size", args.img_size, 32)
+    if script == "train":
+        _positive(parser, "--niter", args.niter)
+        if not args.lr > 0:
+            parser.error(f"argument --lr: must be > 0, got {args.lr}")
+    else:
+        _positive(parser, "--nshot", args.nshot)
+        if args.use_original_imgsize and args.bsz != 1:
+            parser.error("argument --use_original_imgsize: needs --bsz 1 (query masks keep their own sizes)")
+        if not args.load:
+            parser.error("argument --load: a checkpoint is required (e.g. logs/<run>.log/best_model.pt)")
+        args.load = str(_existing(parser, "--load", args.load, Path(), kind="file"))
+
+    datapath = _existing(parser, "--datapath", args.datapath, DEFAULT_DATAPATH)
+    args.datapath = str(datapath)
+    train_dir, val_dir = DEFAULT_CAM_DIRS[args.benchmark]
+    if args.benchmark == "coco":
+        # One CAM folder for COCO (the released COCO dataset asserts traincampath == valcampath).
+        if args.traincampath and args.valcampath and \
+                Path(args.traincampath).resolve() != Path(args.valcampath).resolve():
+            parser.error("arguments --traincampath/--valcampath: COCO uses one CAM folder for both; "
+                         f"got {args.traincampath} and {args.valcampath}")
+        args.traincampath = args.valcampath = args.traincampath or args.valcampath
+    needed = ["--valcampath"] + (["--traincampath"] if script == "train" else [])
+    for flag, default in (("--traincampath", datapath / train_dir), ("--valcampath", datapath / val_dir)):
+        attr = flag[2:]
+        value = getattr(args, attr)
+        if flag in needed:
+            setattr(args, attr, str(_existing(parser, flag, value, default)))
+        else:
+            setattr(args, attr, str(Path(value).expanduser().resolve() if value else default))
+    if args.splitpath:
+        args.splitpath = str(_existing(parser, "--splitpath", args.splitpath, Path()))
+    if args.backbone_weights.lower() == "none":
+        args.backbone_weights = None
+    elif args.backbone_weights != "imagenet":
+        args.backbone_weights = str(_existing(parser, "--backbone-weights", args.backbone_weights, Path(),
+                                              kind="file"))
+    return args
+
+
+def parse_args(script: Script, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Parse, validate and resolve the flags of ``train.py`` or ``test.py``."""
+    parser = build_parser(script)
+    args = parser.parse_args(argv)
+    return validate_and_resolve(args, script, parser)
+
+
+def resolve_run_dir(logpath: str, *, training: bool, load: Optional[str] = None,
+                    now: Optional[datetime.datetime] = None) -> Path:
+    """The run folder: where logs, TensorBoard events, checkpoints and args.json go.
+
+    As released: a relative name ``N`` becomes ``<repo>/logs/N.log``; an empty name becomes the time
+    (``_MMDD_HHMMSS``); a test run without ``--logpath`` is ``_TEST_<run of --load>_MMDD_HHMMSS``.
+    An absolute ``--logpath`` is used as the run folder itself.
+    """
+    logtime = (now or datetime.datetime.now()).strftime("_%m%d_%H%M%S")
+    if logpath and Path(logpath).expanduser().is_absolute():
+        return Path(logpath).expanduser()
+    if not logpath and not training and load:
+        logpath = "_TEST_" + Path(load).parent.name.split(".")[0] + logtime
+    if not logpath:
+        logpath = logtime
+    return LOG_ROOT / (logpath + ".log")
+
+
+def args_to_json(args: argparse.Namespace) -> str:
+    """The resolved arguments as pretty JSON (saved as ``args.json`` in the run folder)."""
+    return json.dumps(vars(args), indent=2, sort_keys=True, default=str) + "\n"

@@ -1,0 +1,97 @@
+"""Checkpoints of a training run: ``best_model.pt`` (released format) and ``last.pt`` (everything to resume).
+
+``best_model.pt`` is what the released ``train.py`` saved: the state dict of the ``nn.DataParallel``-wrapped
+model, i.e. every key prefixed with ``module.``. Ours is built from the *unwrapped* model and prefixed, so the
+released ``test.py`` loads it and :func:`model.checkpoint.load_model_state` loads both.
+
+``last.pt`` (written every epoch) holds the unprefixed model state, the optimizer (and AMP scaler) state, the
+epoch just finished, the best validation mIoU so far, the RNG states (Python, NumPy, torch CPU, CUDA) and the
+resolved arguments -- only tensors, numbers, strings and containers, so it loads with ``weights_only=True``.
+Both files are written atomically (:mod:`common.io`).
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import numpy as np
+import torch
+
+from common.io import atomic_torch_save
+
+BEST_NAME = "best_model.pt"
+LAST_NAME = "last.pt"
+FORMAT_VERSION = 1
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside ``nn.DataParallel`` / ``DistributedDataParallel`` (or the model itself)."""
+    return model.module if hasattr(model, "module") and isinstance(model.module, torch.nn.Module) else model
+
+
+def released_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """State dict with ``module.``-prefixed keys, as the released DataParallel save; tensors on the CPU."""
+    return {f"module.{key}": value.detach().cpu() for key, value in unwrap(model).state_dict().items()}
+
+
+def save_best(model: torch.nn.Module, run_dir: Path) -> Path:
+    """Write ``run_dir/best_model.pt`` in the released format."""
+    return atomic_torch_save(released_state_dict(model), run_dir / BEST_NAME)
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy, torch and CUDA RNG states in a ``weights_only``-loadable form."""
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {"kind": np_kind, "keys": torch.from_numpy(np_keys.astype(np.int64)), "pos": int(np_pos),
+                  "has_gauss": int(np_has_gauss), "cached_gaussian": float(np_gauss)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured (CUDA states only when GPUs are visible)."""
+    python = state["python"]
+    random.setstate((python[0], tuple(python[1]), python[2]))
+    np_state = state["numpy"]
+    np.random.set_state((np_state["kind"], np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
+                         np_state["has_gauss"], np_state["cached_gaussian"]))
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        cuda_states = list(state["cuda"])[: torch.cuda.device_count()]
+        for index, cuda_state in enumerate(cuda_states):
+            torch.cuda.set_rng_state(cuda_state.cpu(), index)
+
+
+def save_last(run_dir: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
+              best_miou: float, args: Mapping[str, Any], scaler: Optional[Any] = None,
+              extra: Optional[Mapping[str, Any]] = None) -> Path:
+    """Write ``run_dir/last.pt`` after ``epoch`` (0-based) finished."""
+    state = {
+        "format_version": FORMAT_VERSION,
+        "model": {key: value.detach().cpu() for key, value in unwrap(model).state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "epoch": int(epoch),
+        "best_miou": float(best_miou),
+        "rng": rng_state(),
+        "args": {key: value for key, value in args.items()},
+        "extra": dict(extra or {}),
+    }
+    return atomic_torch_save(state, run_dir / LAST_NAME)
+
+
+def load_last(run_dir: Path) -> dict[str, Any]:
+    """Read ``run_dir/last.pt`` on the CPU; a clear error when it is missing."""
+    path = run_dir / LAST_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume: no {LAST_NAME} in {run_dir} (was the run started with this --logpath?)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: unknown checkpoint format {state.get('format_version')!r}")
+    return state
