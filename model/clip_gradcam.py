@@ -1,0 +1,428 @@
+"""CLIP RN50 Grad-CAM priors: the released recipe, batched.
+
+The released ``generate_cam_*.py`` give every (image, class) pair a coarse mask this way:
+
+* CLIP RN50 (OpenAI weights), prompts ``"a photo of a {class}"`` for all classes of the benchmark;
+* CLIP's preprocessing: resize the short side to 224 (bicubic), centre crop 224, CLIP mean/std;
+* the "classifier" is the softmax over the prompts of ``100 * cos(image, text)``, and the Grad-CAM target is
+  the probability of the image's class;
+* Grad-CAM (pytorch-grad-cam) on the output of the visual tower's last bottleneck, ``visual.layer4[-1]``
+  (B, 2048, 7, 7): channel weights = spatial mean of the gradient, ReLU of the weighted sum, min-max
+  normalised and ``cv2.resize``-d (bilinear) to the input size 224x224, min-max normalised again;
+* ``cv2.resize`` (bilinear, half-pixel centres, no antialiasing) to 50x50, saved as a float32 tensor.
+
+The released scripts do this one image at a time, re-encoding all prompts with the text transformer (and
+back-propagating through it and through the whole ResNet) for every pair. Here:
+
+* the prompts are encoded once (:func:`encode_prompts`);
+* the ResNet trunk up to ``layer4[-1]`` runs without autograd on a batch of images (optionally under CUDA
+  autocast), and Grad-CAM runs on the small head (attention pool + prompt softmax) with the layer4 feature
+  map as its input; the gradient reaching ``layer4[-1]``'s output is the same, because nothing before it
+  enters the head's computation except through that feature map;
+* a batch holds many images, each with its own target class: in eval mode every image's output depends on
+  that image alone (BatchNorm uses running statistics, the attention pool attends within an image, the
+  softmax is per image), so the gradient of ``sum_i p_i[c_i]`` w.r.t. image i's features is exactly the
+  gradient of ``p_i[c_i]`` alone; batching changes nothing but float rounding.
+
+Grad-CAM itself (weights, ReLU, min-max, resize to 224, layer aggregation) is pytorch-grad-cam's
+:class:`~pytorch_grad_cam.GradCAM`; the only extension is telling it the CAM's size is the *image's* (224),
+not its input's (the 7x7 features), see :class:`_HeadGradCAM`. :func:`per_image_reference_cams` runs the
+released per-image procedure with the same library for tests and benchmarks.
+
+Public API (also used by ``predict.py``)::
+
+    model = load_clip("RN50.pt", device=device)            # or load_clip(None): download / cache
+    cams = compute_cams(model, images, class_indices, PASCAL_CLASSES, cam_size=50)   # (N, 50, 50)
+    # or, to reuse the encoded prompts across many calls:
+    cam = ClipGradCAM(model, PASCAL_CLASSES)
+    cams = cam(cam.preprocess_batch(images), class_indices)
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Union
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torchvision import transforms
+from torchvision.transforms import InterpolationMode
+
+import open_clip
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+from open_clip.model import build_model_from_openai_state_dict
+from open_clip.pretrained import download_pretrained_from_url, get_pretrained_url
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+
+# Class names exactly as the released generate_cam_voc.py / generate_cam_coco.py spell them.
+PASCAL_CLASSES: tuple[str, ...] = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
+    "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor")
+COCO_CLASSES: tuple[str, ...] = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
+    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard",
+    "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
+    "teddy bear", "hair drier", "toothbrush")
+CLASS_NAMES: dict[str, tuple[str, ...]] = {"pascal": PASCAL_CLASSES, "coco": COCO_CLASSES}
+
+PROMPT_TEMPLATE = "a photo of a {}"
+LOGIT_SCALE = 100.0  # the released model multiplies by a constant 100, not by exp(logit_scale)
+CLIP_MODEL_NAME = "RN50"
+DEFAULT_CACHE_DIR = Path("~/.cache/clip").expanduser()  # where OpenAI's clip and open_clip cache RN50.pt
+
+
+class ClipWeightsError(RuntimeError):
+    """The CLIP weights could not be found, downloaded or understood."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Loading
+# ----------------------------------------------------------------------------------------------------------
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of an OpenAI CLIP checkpoint: a TorchScript archive (``RN50.pt``) or a plain state dict."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.load is deprecated": it is OpenAI's format
+            return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+    except (RuntimeError, ValueError):
+        pass  # not a TorchScript archive: try a pickled state dict
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 -- any unpickling failure means "not a CLIP file"
+        raise ClipWeightsError(
+            f"--clip-weights {path}: neither a TorchScript archive (OpenAI's RN50.pt) nor a torch state dict "
+            f"({type(exc).__name__}: {exc})") from exc
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ClipWeightsError(f"--clip-weights {path}: expected a dict of tensors (a CLIP state dict), "
+                               f"got {type(obj).__name__}")
+    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in obj.items()}
+
+
+def build_clip_from_state_dict(state_dict: dict[str, torch.Tensor], *, source: str = "state dict") -> nn.Module:
+    """An fp32, eval-mode, frozen open_clip ``CLIP`` (QuickGELU) from an OpenAI-format CLIP ResNet state dict.
+
+    Shapes are read from the tensors (any ModifiedResNet width/depth works, which the tests use for a
+    small random CLIP). As in OpenAI's and the released ``build_model``, conv/linear weights pass through
+    float16 on the way in (the official weights are stored in float16, so this loses nothing for them).
+    """
+    required = ("visual.layer1.0.conv1.weight", "visual.attnpool.positional_embedding", "text_projection",
+                "token_embedding.weight", "positional_embedding", "ln_final.weight")
+    missing = [k for k in required if k not in state_dict]
+    if "visual.proj" in state_dict or missing:
+        what = "a ViT CLIP" if "visual.proj" in state_dict else f"missing keys {missing}"
+        raise ClipWeightsError(f"{source}: not an OpenAI CLIP ResNet (RN50) checkpoint ({what})")
+    try:
+        model = build_model_from_openai_state_dict(dict(state_dict), quick_gelu=True, cast_dtype=None)
+    except (RuntimeError, KeyError, AssertionError, ValueError) as exc:
+        raise ClipWeightsError(f"{source}: could not build CLIP RN50 from it ({type(exc).__name__}: "
+                               f"{str(exc).splitlines()[0][:300]})") from exc
+    model = model.float().eval().requires_grad_(False)
+    return model
+
+
+def load_clip(weights: Optional[PathLike] = None, *, device: Union[str, torch.device] = "cpu",
+              cache_dir: Optional[PathLike] = None) -> nn.Module:
+    """CLIP RN50 (open_clip, OpenAI weights) in fp32 eval mode on ``device``, parameters frozen.
+
+    Args:
+        weights: the official ``RN50.pt`` (TorchScript) or a plain state dict with the same keys. ``None``:
+            ``{cache_dir}/RN50.pt`` if it is there (verified by its SHA-256), else downloaded there.
+        device: where the model goes.
+        cache_dir: download/cache folder (default ``~/.cache/clip``, shared with OpenAI's ``clip``).
+    Raises:
+        ClipWeightsError: a missing/unreadable/incompatible file, or no download possible (offline).
+    """
+    if weights is None:
+        url = get_pretrained_url(CLIP_MODEL_NAME, "openai")
+        cache = Path(cache_dir).expanduser() if cache_dir else DEFAULT_CACHE_DIR
+        try:
+            path = Path(download_pretrained_from_url(url, cache_dir=str(cache)))
+        except Exception as exc:  # noqa: BLE001 -- URLError, timeouts, checksum mismatch ...
+            raise ClipWeightsError(
+                f"could not download the CLIP RN50 weights ({type(exc).__name__}: {exc}). Offline? Download "
+                f"{url} on a machine with internet access and either put it at {cache / 'RN50.pt'} or pass "
+                f"--clip-weights /path/to/RN50.pt") from exc
+    else:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise ClipWeightsError(f"--clip-weights {path}: no such file (expected OpenAI's RN50.pt, from "
+                                   f"{get_pretrained_url(CLIP_MODEL_NAME, 'openai')})")
+    model = build_clip_from_state_dict(_read_state_dict(path), source=f"--clip-weights {path}")
+    logger.info("CLIP RN50 weights: %s", path)
+    return model.to(device)
+
+
+def clip_preprocess(image_size: int = 224) -> Callable[[Image.Image], torch.Tensor]:
+    """CLIP's image transform, in the released order: PIL image -> (3, S, S) normalised float tensor.
+
+    Bicubic resize of the short side to ``image_size`` (PIL, antialiased), centre crop, RGB conversion
+    (after resizing, as released), ``ToTensor``, CLIP mean/std.
+    """
+    return transforms.Compose([
+        transforms.Resize(image_size, interpolation=InterpolationMode.BICUBIC),
+        transforms.CenterCrop(image_size),
+        _to_rgb,
+        transforms.ToTensor(),
+        transforms.Normalize(OPENAI_DATASET_MEAN, OPENAI_DATASET_STD),
+    ])
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    return image.convert("RGB")
+
+
+def clip_image_size(model: nn.Module) -> int:
+    """Input side of the CLIP visual tower (224 for RN50)."""
+    size = model.visual.image_size
+    return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Text
+# ----------------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def encode_prompts(model: nn.Module, class_names: Sequence[str], template: str = PROMPT_TEMPLATE) -> torch.Tensor:
+    """L2-normalised text features of ``template.format(name)`` for every class: (K, D), fp32."""
+    tokens = open_clip.tokenize([template.format(name) for name in class_names])
+    device = next(model.parameters()).device
+    features = model.encode_text(tokens.to(device)).float()
+    return features / features.norm(dim=-1, keepdim=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Grad-CAM
+# ----------------------------------------------------------------------------------------------------------
+class ClipPromptHead(nn.Module):
+    """The part of the released "classifier" after ``visual.layer4[-1]``.
+
+    ``forward(feats (B, C4, h, w)) -> probs (B, K)`` = softmax over prompts of
+    ``100 * <attnpool(feats)/|.|, text_k>``. ``feature_layer`` is an identity on the input, the Grad-CAM
+    target layer: its activation is ``layer4[-1]``'s output, its gradient the gradient reaching it.
+    """
+
+    def __init__(self, attnpool: nn.Module, text_features: torch.Tensor) -> None:
+        super().__init__()
+        self.feature_layer = nn.Identity()
+        self.attnpool = attnpool
+        self.register_buffer("text_features", text_features.float(), persistent=False)  # (K, D), normalised
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        feats = self.feature_layer(feats)                                  # (B, C4, h, w)
+        image_features = self.attnpool(feats)                              # (B, D)
+        image_features = image_features / image_features.norm(dim=-1, keepdim=True)
+        return (LOGIT_SCALE * image_features @ self.text_features.T).softmax(dim=-1)  # (B, K)
+
+
+class _HeadGradCAM(GradCAM):
+    """pytorch-grad-cam's GradCAM, run on :class:`ClipPromptHead` whose input is the layer4 feature map.
+
+    Two settings differ from a plain ``GradCAM(head, [head.feature_layer])``: the gradient w.r.t. the input
+    is requested (the features come from a no-grad trunk), and the CAM is resized to the *image* size,
+    as it is when GradCAM runs on the whole network.
+    """
+
+    def __init__(self, head: ClipPromptHead, image_size: int) -> None:
+        super().__init__(model=head, target_layers=[head.feature_layer])
+        self.compute_input_gradient = True
+        self.image_size = image_size
+
+    def get_target_width_height(self, input_tensor: torch.Tensor) -> tuple[int, int]:
+        return self.image_size, self.image_size
+
+
+def _trunk(visual: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """open_clip ModifiedResNet up to and including ``layer4``: (B, 3, S, S) -> (B, 32*width, S/32, S/32)."""
+    x = visual.stem(images)
+    x = visual.layer1(x)
+    x = visual.layer2(x)
+    x = visual.layer3(x)
+    return visual.layer4(x)
+
+
+def resize_cams(cams: np.ndarray, cam_size: int) -> torch.Tensor:
+    """``cv2.resize`` (bilinear, as released) of each (H, W) float32 map: (N, H, W) -> (N, s, s) tensor."""
+    out = np.stack([cv2.resize(np.float32(c), (cam_size, cam_size)) for c in cams]) if len(cams) else \
+        np.zeros((0, cam_size, cam_size), np.float32)
+    return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
+
+
+class ClipGradCAM:
+    """Batched Grad-CAM of CLIP RN50 for many (image, class) pairs; prompts encoded once.
+
+    Args:
+        model: an open_clip CLIP ResNet (see :func:`load_clip`), eval mode; its device is used.
+        class_names: the benchmark's class names (prompt order = class index).
+        amp: run the trunk under CUDA autocast (float16); the head and the CAM stay in float32.
+    """
+
+    def __init__(self, model: nn.Module, class_names: Sequence[str], *, amp: bool = False) -> None:
+        model.eval()
+        self.model = model
+        self.class_names = tuple(class_names)
+        self.device = next(model.parameters()).device
+        self.amp = bool(amp) and self.device.type == "cuda"
+        self.image_size = clip_image_size(model)
+        self.preprocess = clip_preprocess(self.image_size)
+        self.head = ClipPromptHead(model.visual.attnpool, encode_prompts(model, self.class_names)).eval()
+        self._gradcam = _HeadGradCAM(self.head, self.image_size)
+
+    def preprocess_batch(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """CLIP-preprocess PIL images into a (N, 3, S, S) batch."""
+        return torch.stack([self.preprocess(img) for img in images])
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """``visual.layer4[-1]`` output for a preprocessed batch (N, 3, S, S) -> (N, C4, S/32, S/32) fp32."""
+        autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else contextlib.nullcontext()
+        with autocast:
+            feats = _trunk(self.model.visual, images.to(self.device, non_blocking=True))
+        return feats.float()
+
+    def cams_from_features(self, feats: torch.Tensor, class_indices: Sequence[int],
+                           cam_size: Optional[int] = 50) -> torch.Tensor:
+        """Grad-CAM maps from layer4 features (N, C4, h, w), one target class per row.
+
+        Returns (N, cam_size, cam_size) float32 on the CPU, each min-max normalised to [0, 1] (up to the
+        1e-7 of pytorch-grad-cam); ``cam_size=None`` returns the (N, S, S) maps before the final resize.
+        """
+        class_indices = [int(c) for c in class_indices]
+        if len(class_indices) != feats.shape[0]:
+            raise ValueError(f"{feats.shape[0]} feature maps but {len(class_indices)} class indices")
+        bad = [c for c in class_indices if not 0 <= c < len(self.class_names)]
+        if bad:
+            raise ValueError(f"class indices {bad[:5]} outside 0..{len(self.class_names) - 1}")
+        if not class_indices:
+            return torch.zeros(0, cam_size or self.image_size, cam_size or self.image_size)
+        with torch.enable_grad():
+            cams = self._gradcam(input_tensor=feats.float(),
+                                 targets=[ClassifierOutputTarget(c) for c in class_indices])  # (N, S, S) np
+        self._gradcam.outputs = None  # drop the autograd graph kept by the library
+        return torch.from_numpy(cams) if cam_size is None else resize_cams(cams, cam_size)
+
+    def __call__(self, images: torch.Tensor, class_indices: Sequence[int],
+                 cam_size: Optional[int] = 50) -> torch.Tensor:
+        """CAMs of a preprocessed batch (N, 3, S, S), class ``class_indices[i]`` for image i: (N, s, s)."""
+        return self.cams_from_features(self.features(images), class_indices, cam_size)
+
+
+def compute_cams(model: nn.Module, images: Sequence[Image.Image], class_indices: Sequence[int],
+                 class_names: Sequence[str], cam_size: int = 50,
+                 device: Optional[Union[str, torch.device]] = None, amp: bool = False) -> torch.Tensor:
+    """CLIP Grad-CAM priors of PIL ``images`` for their classes: (N, cam_size, cam_size) float32 on the CPU.
+
+    ``device`` moves the model first when given (else the model's device is used). Encodes the prompts on
+    every call; build a :class:`ClipGradCAM` once to amortise that over many calls.
+    """
+    if device is not None:
+        model = model.to(device)
+    cam = ClipGradCAM(model, class_names, amp=amp)
+    return cam(cam.preprocess_batch(images), class_indices, cam_size)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The released per-image procedure (reference for tests and benchmarks)
+# ----------------------------------------------------------------------------------------------------------
+class _ReleasedClassifier(nn.Module):
+    """The released ``CLIP.forward(image)``: re-encodes every prompt on each call; (B, 3, S, S) -> (B, K)."""
+
+    def __init__(self, model: nn.Module, tokens: torch.Tensor) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("tokens", tokens, persistent=False)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        image_features = self.model.encode_image(image)
+        text_features = self.model.encode_text(self.tokens)
+        image_features = image_features / image_features.norm(dim=-1, keepdim=True)
+        text_features = text_features / text_features.norm(dim=-1, keepdim=True)
+        return (LOGIT_SCALE * image_features @ text_features.T).softmax(dim=-1)
+
+
+def per_image_reference_cams(model: nn.Module, images: Sequence[Image.Image], class_indices: Sequence[int],
+                             class_names: Sequence[str], cam_size: int = 50) -> torch.Tensor:
+    """The released procedure, pair by pair, with pytorch-grad-cam on the whole CLIP: (N, s, s).
+
+    For each pair: preprocess one image, a new ``GradCAM(model, [model.visual.layer4[-1]])`` whose forward
+    encodes image *and all prompts*, backward through everything (parameters made trainable, as released),
+    then ``cv2.resize`` to ``cam_size``. Slow on purpose: it is the baseline and the reference.
+    """
+    device = next(model.parameters()).device
+    preprocess = clip_preprocess(clip_image_size(model))
+    tokens = open_clip.tokenize([PROMPT_TEMPLATE.format(name) for name in class_names]).to(device)
+    requires_grad = [p.requires_grad for p in model.parameters()]
+    model.requires_grad_(True)  # the released model's parameters are trainable: backward runs through all
+    try:
+        out = []
+        for image, cls in zip(images, class_indices):
+            classifier = _ReleasedClassifier(model, tokens)
+            cam = GradCAM(model=classifier, target_layers=[model.visual.layer4[-1]])
+            grayscale = cam(input_tensor=preprocess(image).unsqueeze(0), targets=[ClassifierOutputTarget(int(cls))])
+            cam.activations_and_grads.release()
+            out.append(resize_cams(grayscale, cam_size)[0])
+        model.zero_grad(set_to_none=True)
+    finally:
+        for p, flag in zip(model.parameters(), requires_grad):
+            p.requires_grad_(flag)
+    return torch.stack(out) if out else torch.zeros(0, cam_size, cam_size)
+
+
+__all__ = [
+    "CLASS_NAMES", "COCO_CLASSES", "PASCAL_CLASSES", "ClipGradCAM", "ClipPromptHead", "ClipWeightsError",
+    "build_clip_from_state_dict", "clip_image_size", "clip_preprocess", "compute_cams", "encode_prompts",
+    "load_clip", "per_image_reference_cams", "resize_cams",
+]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Random weights (tests, parity checks and benchmarks without the real RN50.pt)
+# ----------------------------------------------------------------------------------------------------------
+def random_clip_state_dict(seed: int = 0, *, vision_width: int = 64, vision_layers: Sequence[int] = (3, 4, 6, 3),
+                           embed_dim: int = 1024, text_width: int = 512, text_layers: int = 12,
+                           image_size: int = 224, vocab_size: int = 49408,
+                           context_length: int = 77) -> dict[str, torch.Tensor]:
+    """A random CLIP ResNet state dict in OpenAI's format (defaults: RN50's shapes).
+
+    BatchNorm affine parameters and running statistics are randomised too (open_clip's init zeroes every
+    block's last BN scale, which would make the residual branches inert), and conv/linear weights are stored
+    in float16 like the official archive, so every loader (OpenAI's, the released, open_clip) sees the same
+    numbers. Deterministic in ``seed``; the global RNG is left untouched.
+    """
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg, convert_weights_to_fp16
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = CLIP(embed_dim,
+                     vision_cfg=CLIPVisionCfg(layers=tuple(vision_layers), width=vision_width,
+                                              image_size=image_size),
+                     text_cfg=CLIPTextCfg(context_length=context_length, vocab_size=vocab_size, width=text_width,
+                                          heads=max(1, text_width // 64), layers=text_layers),
+                     quick_gelu=True)
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.weight.data.uniform_(0.5, 1.5)
+                module.bias.data.normal_(0.0, 0.1)
+                module.running_mean.normal_(0.0, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+        convert_weights_to_fp16(model)
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+__all__.append("random_clip_state_dict")
