@@ -1,0 +1,29 @@
+"""Errors of the data package: every bad input names the file it came from."""
+from __future__ import annotations
+
+__all__ = ["DataError", "SplitError", "SplitNotFoundError", "SplitChecksumError", "UnsafePickleError",
+           "MissingCAMError"]
+
+
+class DataError(ValueError):
+    """A dataset file is missing, unreadable or inconsistent; the message names the file."""
+
+
+class SplitError(DataError):
+    """A split list is missing, malformed, empty or fails its checksum."""
+
+
+class SplitNotFoundError(SplitError, FileNotFoundError):
+    """The split lists are neither on disk nor fetchable."""
+
+
+class SplitChecksumError(SplitError):
+    """A fetched or cached split file does not match HSNet's published SHA-256."""
+
+
+class UnsafePickleError(SplitError):
+    """A split pickle references something other than dict/list/str/int (it is never executed)."""
+
+
+class MissingCAMError(DataError, FileNotFoundError):
+    """CAM priors needed by a dataset are not on disk."""

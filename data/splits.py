@@ -1,0 +1,239 @@
+"""HSNet's PASCAL-5i / COCO-20i split lists: where they come from, how they are verified, how they are read.
+
+The lists are data we do not ship. ``--splitpath DIR`` points at a local copy in HSNet's ``data/splits`` layout::
+
+    DIR/pascal/{trn,val}/fold{0..3}.txt     lines "{image}__{class:02d}" (1-based class)
+    DIR/coco/{trn,val}/fold{0..3}.pkl       pickled dict {class 0..79: ["train2014/NAME.jpg", ...]}
+
+A local folder is trusted as is (the synthetic benchmark writes its own lists, which naturally do not match
+HSNet's checksums). Without ``--splitpath`` the files are fetched once from the public HSNet repository into
+a git-ignored cache (``<repo>/.cache/splits``) and every cached file must match the SHA-256 below.
+
+Pickles are never handed to :func:`pickle.load`: :class:`RestrictedUnpickler` resolves no global other than
+``dict``/``list``/``str``/``int``, so a tampered file cannot run code, whatever its origin.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import pickle
+import re
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Optional, Union
+
+from common.io import atomic_write_bytes
+from data.errors import SplitChecksumError, SplitError, SplitNotFoundError, UnsafePickleError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "HSNET_SPLITS_URL",
+    "SPLIT_SHA256",
+    "SPLITS_URL_ENV",
+    "RestrictedUnpickler",
+    "default_cache_dir",
+    "fetch_splits",
+    "read_coco_split",
+    "read_pascal_split",
+    "resolve_split_root",
+    "sha256_file",
+]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+HSNET_SPLITS_URL = "https://raw.githubusercontent.com/juhongm999/hsnet/main/data/splits"
+SPLITS_URL_ENV = "IMR_HSNET_SPLITS_URL"  # overrides HSNET_SPLITS_URL (tests serve the files on loopback)
+NFOLDS = 4
+NCLASS = {"pascal": 20, "coco": 80}
+SPLITS = ("trn", "val")
+
+# SHA-256 of HSNet's split files (path under data/splits/ of github.com/juhongm999/hsnet, branch main).
+SPLIT_SHA256: dict[str, str] = {
+    "coco/trn/fold0.pkl": "5a94e113d8c150a7e20723360dd9779eaa1305ccddc28dff4501e29ed3df5c45",
+    "coco/trn/fold1.pkl": "69629cdd84fd57b3bb4e281b5bf65440f7ecf9b62eb119f1d8d7fe78b0fb02a8",
+    "coco/trn/fold2.pkl": "594adc4b8ebecf9b8b559284f334ff3dd3fa3c150317cbc6ce7917ce81a08c03",
+    "coco/trn/fold3.pkl": "07b38ccc9e15ebfd1ab6288eeaad3a5f289bbba3419807212169fd44b89cc5c5",
+    "coco/val/fold0.pkl": "96002389be83b4730d13b814398f54eb2baf5c3283598ec2288d60624d6ef9c3",
+    "coco/val/fold1.pkl": "a34deecdf2858fc436f5ea4d5a2d46b6674ce09f7ebce41c34b694116381fa56",
+    "coco/val/fold2.pkl": "0f275c5e9bf538f6ef8a95054f6daf2519b53785c4ab7fd07e633dda57dac1e5",
+    "coco/val/fold3.pkl": "927597bd78036a460abdab243330667af6ceffdb483bc3331ae55d148f00c449",
+    "pascal/trn/fold0.txt": "40fded8be6afbc4b70953277f2a178af8055cddd4e73fb4646b7bf19704b9da2",
+    "pascal/trn/fold1.txt": "558167c3c6fea0cda1bb7c7a275e66d5de7bc13cbc97e00c5872ac84d5f0954e",
+    "pascal/trn/fold2.txt": "d07e35f4a4ae95774c619bafb57d65d682dbd5b9f33c7f71a4f5cef8e3f99609",
+    "pascal/trn/fold3.txt": "ffe09100c0c4d9c19d074a33b0f29fe5a89a730579ba39a9f9e908186298ac17",
+    "pascal/val/fold0.txt": "748e2f4732ac502cb3aa1f3768936b394bd7ba4e611ac5bf959291a268e249df",
+    "pascal/val/fold1.txt": "afce1929e4dacbc13c07f9a26d4ce7738d415e1b18443fe173e58303836f5c14",
+    "pascal/val/fold2.txt": "50b1f5218e8f882ca65d85da5be230b978a70067e9b3e0e9fca1528f546bd7fb",
+    "pascal/val/fold3.txt": "c3825d7c52d1608d4c62c5b85d6ef3f74cf5898032bc068a94c971df17bdf71a",
+}
+
+_PASCAL_LINE = re.compile(r"^(?P<name>[^\s/\\]+)__(?P<cls>\d+)$")
+
+
+def default_cache_dir() -> Path:
+    """``<repo>/.cache/splits`` (git-ignored), where fetched split lists live."""
+    return REPO_ROOT / ".cache" / "splits"
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _where_to_put(cache: Path) -> str:
+    return (f"Get HSNet's split lists (https://github.com/juhongm999/hsnet/tree/main/data/splits: the folders "
+            f"pascal/ and coco/) and pass their folder with --splitpath DIR, or copy them into {cache}")
+
+
+def fetch_splits(cache_dir: Optional[Path] = None, *, base_url: Optional[str] = None,
+                 timeout: float = 30.0) -> Path:
+    """Make sure every HSNet split file is in ``cache_dir`` and matches :data:`SPLIT_SHA256`; return it.
+
+    Files already cached are checked, missing ones are downloaded (``base_url``, else ``$IMR_HSNET_SPLITS_URL``,
+    else :data:`HSNET_SPLITS_URL`) and checked before they are written (atomically) into the cache.
+
+    Raises:
+        SplitNotFoundError: a file could not be fetched (offline, HTTP error).
+        SplitChecksumError: a cached or fetched file differs from HSNet's; the message says where to put the files.
+    """
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    base = (base_url or os.environ.get(SPLITS_URL_ENV) or HSNET_SPLITS_URL).rstrip("/")
+    for rel, expected in SPLIT_SHA256.items():
+        path = cache / rel
+        if path.is_file():
+            actual = sha256_file(path)
+            if actual != expected:
+                raise SplitChecksumError(
+                    f"{path}: SHA-256 {actual} differs from HSNet's {expected}; delete it to fetch it again. "
+                    + _where_to_put(cache))
+            continue
+        url = f"{base}/{rel}"
+        logger.info("fetching %s", url)
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - fixed https/loopback
+                data = response.read()
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise SplitNotFoundError(f"could not fetch split list {url} ({exc}). " + _where_to_put(cache)) from exc
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != expected:
+            raise SplitChecksumError(
+                f"{url}: SHA-256 {actual} differs from HSNet's {expected}; nothing was written. "
+                + _where_to_put(cache))
+        atomic_write_bytes(data, path)
+    return cache
+
+
+def resolve_split_root(splitpath: Optional[Union[str, Path]] = None, *, cache_dir: Optional[Path] = None,
+                       base_url: Optional[str] = None, timeout: float = 30.0) -> Path:
+    """The folder holding ``pascal/`` and ``coco/`` split lists.
+
+    Args:
+        splitpath: a local copy (``--splitpath``), trusted as is; ``None`` -> the verified cache, fetched on
+            first use (see :func:`fetch_splits`).
+        cache_dir, base_url, timeout: for the fetch (defaults: ``<repo>/.cache/splits``, HSNet on GitHub, 30 s).
+    Raises:
+        SplitNotFoundError: ``splitpath`` is not a folder, or the lists cannot be fetched.
+        SplitChecksumError: a cached or fetched file is not HSNet's.
+    """
+    if splitpath is not None:
+        root = Path(splitpath).expanduser()
+        if not root.is_dir():
+            raise SplitNotFoundError(f"--splitpath {root} is not a folder; it must hold HSNet's data/splits "
+                                     "layout (pascal/{trn,val}/fold{0-3}.txt, coco/{trn,val}/fold{0-3}.pkl)")
+        return root.resolve()
+    return fetch_splits(cache_dir, base_url=base_url, timeout=timeout)
+
+
+def _split_file(root: Union[str, Path], benchmark: str, split: str, fold: int) -> Path:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if not 0 <= int(fold) < NFOLDS:
+        raise ValueError(f"fold must be in 0..{NFOLDS - 1}, got {fold}")
+    ext = "txt" if benchmark == "pascal" else "pkl"
+    path = Path(root) / benchmark / split / f"fold{int(fold)}.{ext}"
+    if not path.is_file():
+        raise SplitNotFoundError(f"split list {path} not found (expected HSNet's data/splits layout under {root})")
+    return path
+
+
+def read_pascal_split(root: Union[str, Path], split: str, fold: int) -> list[tuple[str, int]]:
+    """The (image name, 0-based class) pairs of ``{root}/pascal/{split}/fold{fold}.txt``, in file order.
+
+    Raises:
+        SplitError: a malformed line, a class outside 1..20, or no pairs at all (the message names the file).
+    """
+    path = _split_file(root, "pascal", split, fold)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SplitError(f"cannot read split list {path}: {exc}") from exc
+    pairs: list[tuple[str, int]] = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        match = _PASCAL_LINE.match(line)
+        if match is None:
+            raise SplitError(f"{path}:{lineno}: expected 'IMAGE__CC', got {line!r}")
+        cls = int(match["cls"])
+        if not 1 <= cls <= NCLASS["pascal"]:
+            raise SplitError(f"{path}:{lineno}: class {cls} outside 1..{NCLASS['pascal']}")
+        pairs.append((match["name"], cls - 1))
+    if not pairs:
+        raise SplitError(f"split list {path} is empty")
+    return pairs
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that resolves no global except ``builtins.dict/list/str/int``: no code can run."""
+
+    ALLOWED = {("builtins", "dict"), ("builtins", "list"), ("builtins", "str"), ("builtins", "int")}
+
+    def find_class(self, module: str, name: str):  # noqa: D102 - pickle API
+        if (module, name) in self.ALLOWED:
+            return getattr(__import__("builtins"), name)
+        raise UnsafePickleError(f"refusing to load global {module}.{name}")
+
+
+def _safe_unpickle(path: Path) -> object:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SplitError(f"cannot read split list {path}: {exc}") from exc
+    try:
+        return RestrictedUnpickler(io.BytesIO(data)).load()
+    except UnsafePickleError as exc:
+        raise UnsafePickleError(f"{path}: {exc}; a split pickle holds only dict/list/str/int") from exc
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a corrupt file
+        raise SplitError(f"{path} is not a valid split pickle ({type(exc).__name__}: {exc})") from exc
+
+
+def read_coco_split(root: Union[str, Path], split: str, fold: int) -> dict[int, list[str]]:
+    """The class -> image list dict of ``{root}/coco/{split}/fold{fold}.pkl`` (0-based classes, lists in
+    file order, names like ``train2014/COCO_train2014_000000000009.jpg``), loaded with the restricted unpickler.
+
+    Raises:
+        UnsafePickleError: the pickle references anything but dict/list/str/int (nothing is executed).
+        SplitError: not a dict of int -> list of str, a class outside 0..79, or no image at all.
+    """
+    path = _split_file(root, "coco", split, fold)
+    obj = _safe_unpickle(path)
+    if not isinstance(obj, dict):
+        raise SplitError(f"{path}: expected a dict class -> list of image names, got {type(obj).__name__}")
+    out: dict[int, list[str]] = {}
+    for key, names in obj.items():
+        if type(key) is not int or not 0 <= key < NCLASS["coco"]:
+            raise SplitError(f"{path}: class key {key!r} is not an int in 0..{NCLASS['coco'] - 1}")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise SplitError(f"{path}: class {key} must map to a list of image names")
+        out[key] = list(names)
+    if not any(out.values()):
+        raise SplitError(f"split list {path} is empty (no image for any class)")
+    return out
