@@ -1,0 +1,44 @@
+"""COCO-20i episodes (HSNet's layout: ``COCO2014/{train2014,val2014}``, ``COCO2014/annotations/{split}/*.png``)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from data.episodes import Episode, coco_eval_episodes, coco_train_episode, train_rng
+from data.fewshot import FewShotDataset
+from data.splits import read_coco_split
+
+__all__ = ["DatasetCOCO"]
+
+
+class DatasetCOCO(FewShotDataset):
+    """COCO-20i: fold f holds classes f, f+4, ..., f+76; ``{trn,val}/fold{f}.pkl`` map each class to its
+    images (``train2014/NAME.jpg`` / ``val2014/NAME.jpg``). Every episode draws a class, then a query and
+    supports of it (the index only selects the draw, as released). No ignore map. See
+    :class:`data.fewshot.FewShotDataset`."""
+
+    benchmark = "coco"
+    nclass = 80
+    has_ignore = False
+
+    def build_class_ids(self) -> list[int]:
+        val_ids = [self.fold + self.nfolds * v for v in range(self.nclass // self.nfolds)]
+        return val_ids if self.split == "val" else [c for c in range(self.nclass) if c not in val_ids]
+
+    def _read_split(self) -> None:
+        classwise = read_coco_split(self.split_root, self.split, self.fold)
+        self.img_metadata_classwise = {c: classwise.get(c, []) for c in range(self.nclass)}
+        self.img_metadata = sorted({n for names in classwise.values() for n in names})
+        self._check_classwise(self.class_ids, [self.split_root / "coco" / self.split / f"fold{self.fold}.pkl"])
+
+    def image_path(self, name: str) -> Path:
+        return self.datapath / "COCO2014" / name
+
+    def mask_path(self, name: str) -> Path:
+        return (self.datapath / "COCO2014" / "annotations" / name).with_suffix(".png")
+
+    def _eval_episodes(self, n: int, seed: int) -> list[Episode]:
+        return coco_eval_episodes(self.class_ids, self.img_metadata_classwise, self.shot, n, seed)
+
+    def _train_episode(self, index: int) -> Episode:
+        return coco_train_episode(train_rng(self.seed, self.epoch, index), self.class_ids,
+                                  self.img_metadata_classwise, self.shot)

@@ -1,0 +1,100 @@
+"""Building the few-shot datasets and loaders, and checking that their CAM priors exist."""
+from __future__ import annotations
+
+import os
+import shlex
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from common.args import DEFAULT_CAM_DIRS
+from data.cam_files import cam_path
+from data.coco import DatasetCOCO
+from data.errors import MissingCAMError
+from data.fewshot import FewShotDataset
+from data.pascal import DatasetPASCAL
+from data.splits import resolve_split_root
+
+__all__ = ["DATASETS", "MissingCAMError", "build_dataloader", "build_dataset", "check_cams_exist"]
+
+DATASETS: dict[str, Callable[..., FewShotDataset]] = {"pascal": DatasetPASCAL, "coco": DatasetCOCO}
+
+
+def build_dataset(benchmark: str, *, datapath: str | Path, fold: int, split: str, shot: int = 1,
+                  img_size: int = 400, cam_train_path: Optional[str | Path] = None,
+                  cam_val_path: Optional[str | Path] = None, splitpath: Optional[str | Path] = None,
+                  use_original_imgsize: bool = False, nepisodes: int = 1000, seed: Optional[int] = 0
+                  ) -> FewShotDataset:
+    """The episodes of ``benchmark`` ("pascal" or "coco"), ``fold`` and ``split`` ("trn", "val", "test").
+
+    CAM roots default to ``<datapath>/CAM_Train`` and ``<datapath>/CAM_Val`` (PASCAL) or
+    ``<datapath>/CAM_COCO`` (COCO); ``splitpath=None`` uses the verified HSNet split cache
+    (:func:`data.splits.resolve_split_root`). Validation/test episodes are the released ones for ``seed``
+    (0 as released), the first ``nepisodes``; training episodes are drawn per ``(seed, epoch, index)``,
+    see :meth:`FewShotDataset.set_epoch`.
+    """
+    if benchmark not in DATASETS:
+        raise ValueError(f"benchmark must be one of {sorted(DATASETS)}, got {benchmark!r}")
+    datapath = Path(datapath)
+    train_dir, val_dir = DEFAULT_CAM_DIRS[benchmark]
+    return DATASETS[benchmark](
+        datapath, fold=fold, split=split, shot=shot, img_size=img_size,
+        cam_train_path=Path(cam_train_path) if cam_train_path else datapath / train_dir,
+        cam_val_path=Path(cam_val_path) if cam_val_path else datapath / val_dir,
+        split_root=resolve_split_root(splitpath), use_original_imgsize=use_original_imgsize,
+        nepisodes=nepisodes, seed=seed)
+
+
+def build_dataloader(dataset: FewShotDataset, *, bsz: int, nworker: int, shuffle: bool, seed: Optional[int] = 0,
+                     sampler: Optional[Sampler[int]] = None) -> DataLoader:
+    """A DataLoader over ``dataset``; the episodes do not depend on ``bsz``, ``nworker`` or the global RNGs.
+
+    ``shuffle`` (ignored with a ``sampler``) permutes episode order with a generator seeded by ``seed``.
+    """
+    generator = torch.Generator().manual_seed(int(seed)) if seed is not None else None
+    return DataLoader(dataset, batch_size=bsz, shuffle=shuffle if sampler is None else False, sampler=sampler,
+                      num_workers=nworker, generator=generator, persistent_workers=False)
+
+
+def _cam_command(dataset: FewShotDataset) -> str:
+    args = ["--datapath", str(dataset.datapath)]
+    if dataset.benchmark == "pascal":
+        script = "generate_cam_voc.py"
+        args += ["--traincampath", str(dataset.cam_train_path), "--valcampath", str(dataset.cam_val_path)]
+    else:
+        script = "generate_cam_coco.py"
+        args += ["--campath", str(dataset.cam_root)]
+    args += ["--splitpath", str(dataset.split_root)]
+    return f"python {script} " + " ".join(shlex.quote(a) for a in args)
+
+
+def check_cams_exist(dataset: FewShotDataset, *, show: int = 5) -> None:
+    """Raise :class:`MissingCAMError` unless every CAM ``dataset`` can load is on disk.
+
+    Validation/test: the images of its episode list; training: every (image, class) of the split. Each CAM
+    folder is listed once (no per-file ``stat``), so this takes about a second for all of COCO.
+    """
+    root = dataset.cam_root
+    by_dir: dict[Path, list[Path]] = defaultdict(list)
+    for name, cls in dataset.needed_cam_pairs():
+        path = cam_path(root, name, cls)
+        by_dir[path.parent].append(path)
+    missing: list[Path] = []
+    total = 0
+    for folder, paths in by_dir.items():
+        total += len(paths)
+        try:
+            present = set(os.listdir(folder))
+        except (FileNotFoundError, NotADirectoryError):
+            present = set()
+        missing += [p for p in paths if p.name not in present]
+    if missing:
+        missing.sort()
+        first = "\n  ".join(str(p) for p in missing[:show])
+        raise MissingCAMError(
+            f"{len(missing)} of {total} CAM priors needed by {dataset.benchmark} {dataset.split} fold "
+            f"{dataset.fold} are missing under {root}, e.g.\n  {first}\n"
+            f"Generate them (from the repository root) with:\n  {_cam_command(dataset)}")

@@ -1,0 +1,117 @@
+"""Episode sampling: which query, which supports, which class.
+
+Evaluation (val/test) episodes replicate the released sampler draw for draw. The released loaders call
+``np.random.choice(list, 1, replace=False)`` on the global RNG, which ``test.py``/``train.py`` seed with
+``fix_randseed(0)`` right before a single-process (``num_workers=0``), unshuffled pass; episode ``i`` is thus
+the ``i``-th stretch of that stream. Here the same calls run on a private ``np.random.RandomState(seed)`` once,
+when the dataset is built, so batch size, workers, sharding and the global RNG no longer matter.
+
+``RandomState.choice(a, 1, replace=False)`` is ``a[permutation(len(a))[:1]]``, so drawing an index with
+``choice(len(a), 1, replace=False)`` consumes the stream identically without converting ``a`` to an array.
+
+Training episodes are fresh each epoch but reproducible: episode ``index`` of epoch ``epoch`` is drawn from
+``np.random.default_rng([seed, epoch, index])``, a function of those three numbers alone, so any number of
+workers (each with its own copy of the dataset) draws exactly the same episodes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+
+__all__ = [
+    "Episode",
+    "coco_eval_episodes",
+    "coco_train_episode",
+    "pascal_eval_episodes",
+    "pascal_train_episode",
+    "released_choice",
+    "train_rng",
+]
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One few-shot episode: a query image, ``shot`` support images (distinct from the query) and a class."""
+
+    query: str
+    supports: tuple[str, ...]
+    class_id: int  # 0-based
+
+    def as_json(self) -> list:
+        """``[query, [supports...], class_id]`` (the golden-file format)."""
+        return [self.query, list(self.supports), self.class_id]
+
+
+def released_choice(rng: np.random.RandomState, items: Sequence):
+    """``np.random.choice(items, 1, replace=False)[0]`` on ``rng``, consuming the stream identically."""
+    return items[int(rng.choice(len(items), 1, replace=False)[0])]
+
+
+def _released_supports(rng: np.random.RandomState, names: Sequence[str], query: str, shot: int) -> tuple[str, ...]:
+    """The released support loop: draw until ``shot`` names differ from the query (repeats allowed)."""
+    supports: list[str] = []
+    while True:
+        name = released_choice(rng, names)
+        if name != query:
+            supports.append(name)
+        if len(supports) == shot:
+            return tuple(supports)
+
+
+def pascal_eval_episodes(metadata: Sequence[tuple[str, int]], classwise: Mapping[int, Sequence[str]], shot: int,
+                         n: int, seed: int = 0) -> list[Episode]:
+    """The first ``n`` released PASCAL-5i val/test episodes for ``seed``.
+
+    Episode ``i`` queries ``metadata[i % len(metadata)]`` (the fold's val list in file order) and draws its
+    supports from that class's images (``classwise``, in list order).
+    """
+    rng = np.random.RandomState(seed)
+    episodes = []
+    for idx in range(n):
+        query, cls = metadata[idx % len(metadata)]
+        episodes.append(Episode(query, _released_supports(rng, classwise[cls], query, shot), int(cls)))
+    return episodes
+
+
+def coco_eval_episodes(class_ids: Sequence[int], classwise: Mapping[int, Sequence[str]], shot: int, n: int,
+                       seed: int = 0) -> list[Episode]:
+    """The first ``n`` released COCO-20i val/test episodes for ``seed``: a class uniformly from ``class_ids``,
+    a query uniformly from its images, then the supports (the released loader ignores the index)."""
+    rng = np.random.RandomState(seed)
+    episodes = []
+    for _ in range(n):
+        cls = int(released_choice(rng, class_ids))
+        query = released_choice(rng, classwise[cls])
+        episodes.append(Episode(query, _released_supports(rng, classwise[cls], query, shot), cls))
+    return episodes
+
+
+def train_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The generator of training episode ``index`` in ``epoch`` (independent of workers and batch size)."""
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch), int(index)])
+
+
+def _train_supports(rng: np.random.Generator, names: Sequence[str], query: str, shot: int) -> tuple[str, ...]:
+    supports: list[str] = []
+    while len(supports) < shot:  # the released rule: uniform draws, repeats allowed, never the query
+        name = names[int(rng.integers(len(names)))]
+        if name != query:
+            supports.append(name)
+    return tuple(supports)
+
+
+def pascal_train_episode(rng: np.random.Generator, query: str, cls: int, classwise: Mapping[int, Sequence[str]],
+                         shot: int) -> Episode:
+    """A PASCAL training episode: the query is fixed by the index (as released), the supports are random."""
+    return Episode(query, _train_supports(rng, classwise[cls], query, shot), int(cls))
+
+
+def coco_train_episode(rng: np.random.Generator, class_ids: Sequence[int], classwise: Mapping[int, Sequence[str]],
+                       shot: int) -> Episode:
+    """A COCO training episode: class, query and supports all random (the released loader ignores the index)."""
+    cls = int(class_ids[int(rng.integers(len(class_ids)))])
+    names = classwise[cls]
+    query = names[int(rng.integers(len(names)))]
+    return Episode(query, _train_supports(rng, names, query, shot), cls)

@@ -1,0 +1,199 @@
+"""The few-shot episode dataset shared by PASCAL-5i and COCO-20i (the released batch dict, our sampling)."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from data.cam_files import cam_path
+from data.episodes import Episode
+from data.errors import DataError
+from data.readers import IGNORE_LABEL, ImageTransform, read_cam, read_image, read_label
+
+__all__ = ["FewShotDataset"]
+
+NFOLDS = 4
+
+
+class FewShotDataset(Dataset):
+    """Episodes of one fold and split; ``dataset[i]`` is the released batch dict of episode ``i``.
+
+    Subclasses set ``benchmark``, ``nclass``, ``has_ignore`` and implement :meth:`build_class_ids`,
+    :meth:`_read_split` (fills ``img_metadata`` and ``img_metadata_classwise``), :meth:`image_path`,
+    :meth:`mask_path`, :meth:`_eval_episodes` and :meth:`_train_episode`.
+
+    Args:
+        datapath: root holding ``VOC2012/`` or ``COCO2014/``.
+        fold: 0..3.
+        split: ``"trn"``, ``"val"`` or ``"test"`` (val and test are the same episodes, as released).
+        shot: support images per episode.
+        img_size: square side the images (and, unless ``use_original_imgsize``, the query mask) are resized to.
+        cam_train_path, cam_val_path: CAM roots of training and validation/test images.
+        split_root: folder holding ``pascal/`` and ``coco/`` split lists (see :mod:`data.splits`).
+        use_original_imgsize: keep the query mask at the image's own size (as released).
+        nepisodes: validation/test episodes (the first ``nepisodes`` of the released sequence).
+        seed: validation/test: the released ``fix_randseed`` value (0); training: base seed of the episodes
+            (``None`` draws one).
+    """
+
+    benchmark: str = ""
+    nclass: int = 0
+    has_ignore: bool = False
+
+    def __init__(self, datapath: Path | str, *, fold: int, split: str, shot: int = 1, img_size: int = 400,
+                 cam_train_path: Path | str, cam_val_path: Path | str, split_root: Path | str,
+                 use_original_imgsize: bool = False, nepisodes: int = 1000, seed: Optional[int] = 0) -> None:
+        if split not in ("trn", "val", "test"):
+            raise ValueError(f"split must be 'trn', 'val' or 'test', got {split!r}")
+        if not 0 <= fold < NFOLDS:
+            raise ValueError(f"fold must be in 0..{NFOLDS - 1}, got {fold}")
+        if shot < 1 or img_size < 8 or nepisodes < 1:
+            raise ValueError(f"need shot >= 1, img_size >= 8, nepisodes >= 1; got {shot}, {img_size}, {nepisodes}")
+        self.split = "val" if split in ("val", "test") else "trn"  # as released
+        self.fold, self.nfolds, self.shot = fold, NFOLDS, shot
+        self.datapath = Path(datapath)
+        self.split_root = Path(split_root)
+        self.img_size = int(img_size)
+        self.cam_size = self.img_size // 8
+        self.use_original_imgsize = use_original_imgsize
+        self.cam_train_path, self.cam_val_path = Path(cam_train_path), Path(cam_val_path)
+        self.transform = ImageTransform(self.img_size)
+        self.nepisodes = int(nepisodes)
+        if seed is None:
+            seed = random.randrange(2**31) if self.split == "trn" else 0
+        self.seed = int(seed)
+        self.epoch = 0
+
+        self.class_ids: list[int] = self.build_class_ids()
+        self.img_metadata: list[Any] = []
+        self.img_metadata_classwise: dict[int, list[str]] = {}
+        self._read_split()
+        self.episodes: Optional[list[Episode]] = (
+            self._eval_episodes(self.nepisodes, self.seed) if self.split == "val" else None)
+
+    # -- to implement ------------------------------------------------------------------------------------
+    def build_class_ids(self) -> list[int]:
+        raise NotImplementedError
+
+    def _read_split(self) -> None:
+        raise NotImplementedError
+
+    def image_path(self, name: str) -> Path:
+        raise NotImplementedError
+
+    def mask_path(self, name: str) -> Path:
+        raise NotImplementedError
+
+    def _eval_episodes(self, n: int, seed: int) -> list[Episode]:
+        raise NotImplementedError
+
+    def _train_episode(self, index: int) -> Episode:
+        raise NotImplementedError
+
+    # -- episodes ----------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.img_metadata) if self.split == "trn" else self.nepisodes
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the training episodes of ``epoch`` (call before creating the epoch's DataLoader iterator,
+        so worker processes get it); no effect on validation/test episodes."""
+        self.epoch = int(epoch)
+
+    def episode(self, index: int) -> Episode:
+        """(query, supports, class) of episode ``index`` (training: of the current epoch)."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"episode {index} out of range 0..{len(self) - 1}")
+        if self.episodes is not None:
+            return self.episodes[index]
+        return self._train_episode(index)
+
+    @property
+    def cam_root(self) -> Path:
+        """CAM folder of this split's images."""
+        return self.cam_val_path if self.split == "val" else self.cam_train_path
+
+    def _check_classwise(self, classes: Iterable[int], source: Sequence[Path]) -> None:
+        """Every class an episode can draw needs two distinct images (a query and a different support)."""
+        files = ", ".join(str(p) for p in source)
+        for cls in classes:
+            names = self.img_metadata_classwise.get(cls, [])
+            if len(set(names)) < 2:
+                raise DataError(f"class {cls} has {len(set(names))} image(s) in {files}; a few-shot episode "
+                                "needs at least 2 (a query and a different support)")
+
+    # -- loading -----------------------------------------------------------------------------------------
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.load_episode(self.episode(index))
+
+    def _load(self, name: str) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+        """-> normalised image (3, S, S), label mask (H, W) uint8, original (W, H)."""
+        img_path = self.image_path(name)
+        img = read_image(img_path)
+        label = read_label(self.mask_path(name), nclass=self.nclass, image_size=img.size, image_path=img_path,
+                           allow_ignore=self.has_ignore)
+        return self.transform(img), label, img.size
+
+    def _resize_label(self, label: torch.Tensor) -> torch.Tensor:
+        """(H, W) labels -> (S, S) float, nearest, as released (``F.interpolate``, not PIL)."""
+        return F.interpolate(label[None, None].float(), size=(self.img_size, self.img_size), mode="nearest")[0, 0]
+
+    def _targets(self, label: torch.Tensor, cls: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (binary mask of class ``cls``, boundary/ignore map), both float like the label."""
+        label = label.float()
+        return (label == cls + 1).float(), (label == IGNORE_LABEL).float()
+
+    def load_episode(self, episode: Episode) -> dict[str, Any]:
+        """The released batch dict of ``episode`` (shapes for S = img_size, h = S // 8, K = shot):
+
+        query_img (3, S, S), query_mask (S, S) ((H, W) with use_original_imgsize), query_name,
+        org_query_imsize (W, H), support_imgs (K, 3, S, S), support_masks (K, S, S), support_names [K],
+        class_id () int64, query_cam (h, h), support_cams (K, h, h); PASCAL adds query_ignore_idx and
+        support_ignore_idxs (1 on 255 boundary pixels) shaped like the masks.
+        """
+        cls = episode.class_id
+        query_img, query_label, org_size = self._load(episode.query)
+        if not self.use_original_imgsize:
+            query_label = self._resize_label(query_label)
+        query_mask, query_ignore = self._targets(query_label, cls)
+
+        support_imgs, support_masks, support_ignores = [], [], []
+        for name in episode.supports:
+            img, label, _ = self._load(name)
+            mask, ignore = self._targets(self._resize_label(label), cls)
+            support_imgs.append(img)
+            support_masks.append(mask)
+            support_ignores.append(ignore)
+
+        root = self.cam_root
+        query_cam = read_cam(cam_path(root, episode.query, cls), self.cam_size)
+        support_cams = torch.stack([read_cam(cam_path(root, name, cls), self.cam_size) for name in episode.supports])
+
+        batch: dict[str, Any] = {
+            "query_img": query_img,
+            "query_mask": query_mask,
+            "query_name": episode.query,
+            "org_query_imsize": org_size,
+            "support_imgs": torch.stack(support_imgs),
+            "support_masks": torch.stack(support_masks),
+            "support_names": list(episode.supports),
+            "class_id": torch.tensor(cls),
+            "query_cam": query_cam,
+            "support_cams": support_cams,
+        }
+        if self.has_ignore:
+            batch["query_ignore_idx"] = query_ignore
+            batch["support_ignore_idxs"] = torch.stack(support_ignores)
+        return batch
+
+    # -- CAM check ---------------------------------------------------------------------------------------
+    def needed_cam_pairs(self) -> list[tuple[str, int]]:
+        """Every (image name, class) whose CAM an episode of this dataset may load."""
+        if self.episodes is not None:
+            pairs = {(n, ep.class_id) for ep in self.episodes for n in (ep.query, *ep.supports)}
+        else:
+            pairs = {(n, c) for c in self.class_ids for n in self.img_metadata_classwise.get(c, [])}
+        return sorted(pairs)

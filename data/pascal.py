@@ -1,0 +1,51 @@
+"""PASCAL-5i episodes (HSNet's layout: ``VOC2012/JPEGImages``, ``VOC2012/SegmentationClassAug``)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from data.episodes import Episode, pascal_eval_episodes, pascal_train_episode, train_rng
+from data.fewshot import FewShotDataset
+from data.splits import read_pascal_split
+
+__all__ = ["DatasetPASCAL"]
+
+
+class DatasetPASCAL(FewShotDataset):
+    """PASCAL-5i: fold f holds classes 5f..5f+4; training reads the other folds' ``trn`` lists (queries in
+    list order, one episode per listed (image, class) pair), validation/test the fold's ``val`` list.
+    Masks keep VOC's 255 boundary as ``*_ignore_idx`` maps. See :class:`data.fewshot.FewShotDataset`."""
+
+    benchmark = "pascal"
+    nclass = 20
+    has_ignore = True
+
+    def build_class_ids(self) -> list[int]:
+        per_fold = self.nclass // self.nfolds
+        val_ids = [self.fold * per_fold + i for i in range(per_fold)]
+        return val_ids if self.split == "val" else [c for c in range(self.nclass) if c not in val_ids]
+
+    def _read_split(self) -> None:
+        folds = [self.fold] if self.split == "val" else [f for f in range(self.nfolds) if f != self.fold]
+        files = [self.split_root / "pascal" / self.split / f"fold{f}.txt" for f in folds]
+        metadata: list[tuple[str, int]] = []
+        for f in folds:
+            metadata += read_pascal_split(self.split_root, self.split, f)
+        classwise: dict[int, list[str]] = {c: [] for c in range(self.nclass)}
+        for name, cls in metadata:  # list order matters: the released sampler indexes these lists
+            classwise[cls].append(name)
+        self.img_metadata, self.img_metadata_classwise = metadata, classwise
+        self._check_classwise(sorted({c for _, c in metadata}), files)
+
+    def image_path(self, name: str) -> Path:
+        return self.datapath / "VOC2012" / "JPEGImages" / f"{name}.jpg"
+
+    def mask_path(self, name: str) -> Path:
+        return self.datapath / "VOC2012" / "SegmentationClassAug" / f"{name}.png"
+
+    def _eval_episodes(self, n: int, seed: int) -> list[Episode]:
+        return pascal_eval_episodes(self.img_metadata, self.img_metadata_classwise, self.shot, n, seed)
+
+    def _train_episode(self, index: int) -> Episode:
+        query, cls = self.img_metadata[index]
+        return pascal_train_episode(train_rng(self.seed, self.epoch, index), query, cls,
+                                    self.img_metadata_classwise, self.shot)

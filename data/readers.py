@@ -1,0 +1,93 @@
+"""Reading one image, label mask or CAM file, with errors that name the file; the image transform."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as TF
+
+from data.errors import DataError, MissingCAMError
+
+__all__ = ["IMG_MEAN", "IMG_STD", "ImageTransform", "read_cam", "read_image", "read_label"]
+
+IMG_MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics, as released
+IMG_STD = (0.229, 0.224, 0.225)
+IGNORE_LABEL = 255
+
+
+def read_image(path: Path) -> Image.Image:
+    """The RGB image at ``path`` (fully decoded, so a truncated file fails here, naming itself)."""
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except FileNotFoundError as exc:
+        raise DataError(f"image {path} not found") from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"cannot read image {path}: {exc}") from exc
+
+
+def read_label(path: Path, *, nclass: int, image_size: tuple[int, int], image_path: Path,
+               allow_ignore: bool) -> torch.Tensor:
+    """The label mask at ``path`` as an (H, W) uint8 tensor (0 background, 1..nclass, 255 if ``allow_ignore``).
+
+    Args:
+        image_size: (W, H) of the image it annotates (PIL order); a different mask size is an error.
+        image_path: that image, for the error message.
+    """
+    try:
+        with Image.open(path) as img:
+            array = np.array(img)
+    except FileNotFoundError as exc:
+        raise DataError(f"mask {path} not found") from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"cannot read mask {path}: {exc}") from exc
+    if array.ndim != 2 or array.dtype != np.uint8:
+        raise DataError(f"mask {path} must be a single-channel 8-bit PNG, got shape {array.shape} {array.dtype}")
+    if (array.shape[1], array.shape[0]) != tuple(image_size):
+        raise DataError(f"mask {path} is {array.shape[1]}x{array.shape[0]} (WxH) but its image {image_path} is "
+                        f"{image_size[0]}x{image_size[1]}")
+    bad = array > nclass
+    if allow_ignore:
+        bad &= array != IGNORE_LABEL
+    if bad.any():
+        values = sorted(set(np.unique(array[bad]).tolist()))[:5]
+        raise DataError(f"mask {path} holds class index(es) {values} outside 0..{nclass}"
+                        + (" and 255" if allow_ignore else ""))
+    return torch.from_numpy(array)
+
+
+def read_cam(path: Path, size: int) -> torch.Tensor:
+    """The CAM prior at ``path`` as a (size, size) float32 tensor.
+
+    Files of another size (e.g. 50x50 CAMs used at ``--img-size`` 320) are resized bilinearly with
+    ``align_corners=True``.
+    """
+    try:
+        cam = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as exc:
+        raise MissingCAMError(f"CAM {path} not found") from exc
+    except Exception as exc:  # noqa: BLE001 - any failure to deserialise is a corrupt file
+        raise DataError(f"cannot read CAM {path}: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(cam, torch.Tensor) or cam.dim() != 2:
+        shape = tuple(cam.shape) if isinstance(cam, torch.Tensor) else type(cam).__name__
+        raise DataError(f"CAM {path} must hold a 2-D tensor, got {shape}")
+    cam = cam.float()
+    if tuple(cam.shape) != (size, size):
+        cam = F.interpolate(cam[None, None], size=(size, size), mode="bilinear", align_corners=True)[0, 0]
+    return cam
+
+
+class ImageTransform:
+    """PIL RGB image -> normalised (3, S, S) float tensor: bilinear resize on the PIL image (what
+    ``torchvision.transforms.Resize`` does for PIL input), ``ToTensor``, ImageNet ``Normalize``; as released."""
+
+    def __init__(self, img_size: int) -> None:
+        self.img_size = int(img_size)
+
+    def __call__(self, img: Image.Image) -> torch.Tensor:
+        img = TF.resize(img, [self.img_size, self.img_size], interpolation=InterpolationMode.BILINEAR)
+        return TF.normalize(TF.to_tensor(img), IMG_MEAN, IMG_STD)
