@@ -1,0 +1,325 @@
+"""The CAM job: every (image, class) pair of a benchmark's split lists -> one ``{name}--{class}.pt`` prior.
+
+Which pairs (the released scripts' sets, each pair once):
+
+* PASCAL-5i: the training CAM folder gets the pairs of ``trn/fold{0..3}.txt`` (the released script builds the
+  four training datasets, each reading the *other* three folds' lists, so it computes every training pair
+  three times; here once), the validation folder the pairs of ``val/fold{0..3}.txt``.
+* COCO-20i: one folder with ``train2014/`` and ``val2014/`` subfolders; the pairs of every class's list in the
+  ``trn`` and ``val`` pickles (image names already carry the ``train2014/`` or ``val2014/`` prefix).
+
+How: pairs whose file is already there are skipped (every file is written atomically, so a present file is
+complete; ``verify_existing`` also loads each one, for folders written by other tools); the remaining pairs
+are grouped by image; parallel DataLoader workers decode and CLIP-preprocess the images; the model runs
+one batch of images at a time (:class:`model.clip_gradcam.ClipGradCAM`: one trunk forward, one head
+forward/backward for all the batch's pairs); an unreadable image is logged with its path, its pairs are
+counted as failed and the job goes on. ``generate_cam_voc.py`` / ``generate_cam_coco.py`` call :func:`main`.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Optional, Sequence
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from common.args import DEFAULT_CAM_DIRS, DEFAULT_DATAPATH
+from common.device import resolve_device
+from common.io import atomic_torch_save
+from data.cam_files import cam_path
+from data.splits import read_coco_split, read_pascal_split, resolve_split_root
+
+logger = logging.getLogger(__name__)
+
+NFOLDS = 4
+BENCHMARKS = ("pascal", "coco")
+
+
+@dataclass(frozen=True)
+class CamPair:
+    """One CAM to compute: ``image_path``'s Grad-CAM for class ``class_idx`` (0-based), saved to ``out_path``."""
+
+    image_path: Path
+    class_idx: int
+    out_path: Path
+
+
+@dataclass
+class CamJobSummary:
+    """What a run did. ``failed``: (image path, error) per unreadable image (its pairs are not written)."""
+
+    total: int = 0
+    computed: int = 0
+    skipped: int = 0
+    failed_pairs: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def __str__(self) -> str:
+        rate = self.computed / self.seconds if self.seconds > 0 else float("nan")
+        return (f"{self.total} pairs: {self.computed} computed, {self.skipped} skipped (already there), "
+                f"{self.failed_pairs} failed ({len(self.failed)} unreadable images) in {self.seconds:.1f}s "
+                f"({rate:.2f} pairs/s)")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Pairs
+# ----------------------------------------------------------------------------------------------------------
+def _unique(pairs: Iterable[CamPair]) -> list[CamPair]:
+    """Drop pairs whose output file is already listed (first occurrence kept, order preserved)."""
+    seen: set[Path] = set()
+    out = []
+    for pair in pairs:
+        if pair.out_path not in seen:
+            seen.add(pair.out_path)
+            out.append(pair)
+    return out
+
+
+def pascal_pairs(imgpath: Path, split_root: Path, train_cam_root: Path, val_cam_root: Path) -> list[CamPair]:
+    """PASCAL-5i pairs: training lists -> ``train_cam_root``, validation lists -> ``val_cam_root``, deduplicated."""
+    imgpath = Path(imgpath)
+    pairs = []
+    for split, root in (("trn", Path(train_cam_root)), ("val", Path(val_cam_root))):
+        for fold in range(NFOLDS):
+            for name, cls in read_pascal_split(split_root, split, fold):
+                pairs.append(CamPair(imgpath / f"{name}.jpg", int(cls), cam_path(root, name, cls)))
+    return _unique(pairs)
+
+
+def coco_pairs(imgpath: Path, split_root: Path, cam_root: Path) -> list[CamPair]:
+    """COCO-20i pairs of the trn and val pickles, all into ``cam_root`` (names keep their split subfolder)."""
+    imgpath = Path(imgpath)
+    pairs = []
+    for split in ("trn", "val"):
+        for fold in range(NFOLDS):
+            classwise = read_coco_split(split_root, split, fold)
+            for cls in sorted(classwise):
+                for name in classwise[cls]:
+                    pairs.append(CamPair(imgpath / name, int(cls), cam_path(cam_root, name, cls)))
+    return _unique(pairs)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Resume
+# ----------------------------------------------------------------------------------------------------------
+def is_complete(path: Path, *, verify: bool = False, cam_size: Optional[int] = None) -> bool:
+    """Whether ``path`` holds a finished CAM. Our files are written atomically, so presence suffices;
+    ``verify`` loads the file and checks it is a float32 (cam_size, cam_size) tensor."""
+    try:
+        if path.stat().st_size == 0:
+            return False
+    except FileNotFoundError:
+        return False
+    if not verify:
+        return True
+    try:
+        cam = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 -- a truncated or foreign file: recompute it
+        return False
+    shape = (cam_size, cam_size) if cam_size else None
+    return isinstance(cam, torch.Tensor) and cam.dtype == torch.float32 and cam.dim() == 2 and \
+        (shape is None or tuple(cam.shape) == shape)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Images
+# ----------------------------------------------------------------------------------------------------------
+@dataclass
+class _Item:
+    index: int                        # into the job's image groups
+    image: Optional[torch.Tensor]     # (3, S, S) preprocessed, None when unreadable
+    error: Optional[str]
+
+
+class _ImageGroups(Dataset):
+    """Decodes and preprocesses each distinct image once (in DataLoader workers); errors are returned."""
+
+    def __init__(self, paths: Sequence[Path], preprocess: Callable[[Image.Image], torch.Tensor]) -> None:
+        self.paths = list(paths)
+        self.preprocess = preprocess
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> _Item:
+        try:
+            with Image.open(self.paths[index]) as img:
+                return _Item(index, self.preprocess(img), None)
+        except Exception as exc:  # noqa: BLE001 -- missing, truncated, not an image ...: report and go on
+            return _Item(index, None, f"{type(exc).__name__}: {exc}")
+
+
+def _collate(items: list[_Item]) -> list[_Item]:
+    return items
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The job
+# ----------------------------------------------------------------------------------------------------------
+def run_cam_job(pairs: Sequence[CamPair], cam, *, bsz: int = 32, nworker: int = 2, cam_size: int = 50,
+                verify_existing: bool = False, progress: bool = True) -> CamJobSummary:
+    """Compute and write the CAM of every pair whose file is missing.
+
+    Args:
+        pairs: from :func:`pascal_pairs` / :func:`coco_pairs` (any list of :class:`CamPair`).
+        cam: a :class:`model.clip_gradcam.ClipGradCAM` (holds the model, prompts and preprocessing).
+        bsz: images per forward pass (an image's pairs all go into the same pass).
+        nworker: DataLoader worker processes decoding images (0: in this process).
+        cam_size: side of the saved maps.
+        verify_existing: load existing files instead of trusting their presence.
+        progress: show a tqdm bar (pairs, with ETA).
+    Returns: a :class:`CamJobSummary`; the caller decides what failures mean (the CLI exits non-zero).
+    """
+    if bsz < 1:
+        raise ValueError(f"bsz must be >= 1, got {bsz}")
+    start = time.perf_counter()
+    summary = CamJobSummary(total=len(pairs))
+    pending = [p for p in pairs if not is_complete(p.out_path, verify=verify_existing, cam_size=cam_size)]
+    summary.skipped = len(pairs) - len(pending)
+
+    groups: dict[Path, list[CamPair]] = {}
+    for pair in pending:
+        groups.setdefault(pair.image_path, []).append(pair)
+    paths = list(groups)
+    for folder in {p.out_path.parent for p in pending}:
+        folder.mkdir(parents=True, exist_ok=True)
+    loader = DataLoader(_ImageGroups(paths, cam.preprocess), batch_size=bsz, shuffle=False,
+                        num_workers=nworker, collate_fn=_collate,
+                        pin_memory=cam.device.type == "cuda", persistent_workers=False)
+    bar = tqdm(total=len(pending), unit="pair", desc="CAM", disable=not progress or not pending,
+               dynamic_ncols=True, smoothing=0.1)
+    try:
+        for items in loader:
+            good = []
+            for item in items:
+                if item.error is None:
+                    good.append(item)
+                    continue
+                path, npairs = paths[item.index], len(groups[paths[item.index]])
+                logger.error("cannot read %s (%s); skipping its %d pair(s)", path, item.error, npairs)
+                summary.failed.append((str(path), item.error))
+                summary.failed_pairs += npairs
+                bar.update(npairs)
+            if not good:
+                continue
+            feats = cam.features(torch.stack([item.image for item in good]))  # (B, C4, h, w)
+            rows, batch_pairs = [], []
+            for row, item in enumerate(good):
+                for pair in groups[paths[item.index]]:
+                    rows.append(row)
+                    batch_pairs.append(pair)
+            maps = cam.cams_from_features(feats[rows], [p.class_idx for p in batch_pairs], cam_size)  # (P, s, s)
+            for pair, cam_map in zip(batch_pairs, maps):
+                atomic_torch_save(cam_map.clone(), pair.out_path)  # clone: save this map, not the batch
+            summary.computed += len(batch_pairs)
+            bar.update(len(batch_pairs))
+    finally:
+        bar.close()
+        summary.seconds = time.perf_counter() - start
+    return summary
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Command line (generate_cam_voc.py / generate_cam_coco.py)
+# ----------------------------------------------------------------------------------------------------------
+def build_parser(benchmark: str) -> argparse.ArgumentParser:
+    """Flags of ``generate_cam_voc.py`` (``"pascal"``) or ``generate_cam_coco.py`` (``"coco"``)."""
+    if benchmark not in BENCHMARKS:
+        raise ValueError(f"benchmark must be one of {BENCHMARKS}, got {benchmark!r}")
+    pascal = benchmark == "pascal"
+    parser = argparse.ArgumentParser(
+        description=f"CLIP RN50 Grad-CAM priors for every (image, class) pair of {'PASCAL-5i' if pascal else 'COCO-20i'}"
+                    " (released recipe; batched, deduplicated across folds, resumable)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--datapath", type=str, default=None,
+                        help=f"root holding VOC2012/ and COCO2014/; default for the paths below (default: {DEFAULT_DATAPATH})")
+    if pascal:
+        parser.add_argument("--imgpath", type=str, default=None, help="PASCAL images (default: <datapath>/VOC2012/JPEGImages)")
+        parser.add_argument("--traincampath", type=str, default=None,
+                            help=f"output folder of the training pairs' CAMs (default: <datapath>/{DEFAULT_CAM_DIRS['pascal'][0]})")
+        parser.add_argument("--valcampath", type=str, default=None,
+                            help=f"output folder of the validation pairs' CAMs (default: <datapath>/{DEFAULT_CAM_DIRS['pascal'][1]})")
+    else:
+        parser.add_argument("--imgpath", type=str, default=None,
+                            help="COCO root holding train2014/ and val2014/ (default: <datapath>/COCO2014)")
+        parser.add_argument("--campath", type=str, default=None,
+                            help=f"output folder (gets train2014/ and val2014/ subfolders; default: <datapath>/{DEFAULT_CAM_DIRS['coco'][0]})")
+    parser.add_argument("--splitpath", type=str, default=None,
+                        help="folder holding pascal/ and coco/ split lists (default: the repository's data/splits)")
+    parser.add_argument("--clip-weights", dest="clip_weights", type=str, default=None,
+                        help="OpenAI CLIP RN50.pt (TorchScript) or a state dict with its keys (default: "
+                             "~/.cache/clip/RN50.pt, downloaded when missing and online)")
+    parser.add_argument("--device", type=str, default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--bsz", type=int, default=32, help="images per forward/backward pass")
+    parser.add_argument("--nworker", type=int, default=2, help="image-decoding worker processes (0: none)")
+    parser.add_argument("--cam-size", dest="cam_size", type=int, default=50, help="side of the saved CAMs")
+    parser.add_argument("--amp", action="store_true", help="CUDA autocast (float16) for the ResNet trunk")
+    parser.add_argument("--verify-existing", dest="verify_existing", action="store_true",
+                        help="load existing CAM files (e.g. written by other tools) and recompute broken ones")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    return parser
+
+
+def _resolve(value: Optional[str], default: Path) -> Path:
+    return Path(value).expanduser().resolve() if value else default
+
+
+def main(benchmark: str, argv: Optional[Sequence[str]] = None) -> int:
+    """Run the CAM job of ``benchmark`` from command-line flags; returns the process exit status
+    (0 success, 1 some images unreadable, 2 bad arguments or CLIP weights)."""
+    from model.clip_gradcam import CLASS_NAMES, ClipGradCAM, ClipWeightsError, load_clip
+
+    parser = build_parser(benchmark)
+    args = parser.parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for flag in ("bsz", "cam_size"):
+        if getattr(args, flag) < 1:
+            parser.error(f"argument --{flag.replace('_', '-')}: must be >= 1")
+    if args.nworker < 0:
+        parser.error("argument --nworker: must be >= 0")
+    datapath = _resolve(args.datapath, DEFAULT_DATAPATH)
+    if benchmark == "pascal":
+        imgpath = _resolve(args.imgpath, datapath / "VOC2012" / "JPEGImages")
+    else:
+        imgpath = _resolve(args.imgpath, datapath / "COCO2014")
+    if not imgpath.is_dir():
+        parser.error(f"argument --imgpath: {imgpath} is not a folder (set --imgpath or --datapath)")
+    try:
+        device = resolve_device(args.device)
+        split_root = resolve_split_root(args.splitpath)
+        if benchmark == "pascal":
+            train_dir, val_dir = DEFAULT_CAM_DIRS["pascal"]
+            pairs = pascal_pairs(imgpath, split_root, _resolve(args.traincampath, datapath / train_dir),
+                                 _resolve(args.valcampath, datapath / val_dir))
+        else:
+            pairs = coco_pairs(imgpath, split_root, _resolve(args.campath, datapath / DEFAULT_CAM_DIRS["coco"][0]))
+    except (ValueError, OSError) as exc:  # bad --device, split lists missing / malformed / not HSNet's
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    logger.info("%d distinct (image, class) pairs from the %s split lists in %s", len(pairs), benchmark, split_root)
+
+    try:
+        model = load_clip(args.clip_weights, device=device)
+    except ClipWeightsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    cam = ClipGradCAM(model, CLASS_NAMES[benchmark], amp=args.amp)
+    summary = run_cam_job(pairs, cam, bsz=args.bsz, nworker=args.nworker, cam_size=args.cam_size,
+                          verify_existing=args.verify_existing, progress=args.progress)
+    logger.info("done: %s", summary)
+    if summary.failed:
+        print(f"error: {len(summary.failed)} image(s) could not be read; their {summary.failed_pairs} pair(s) "
+              "have no CAM:", file=sys.stderr)
+        for path, error in summary.failed:
+            print(f"  {path}: {error}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,14 @@
+"""CLIP Grad-CAM priors for every (image, class) pair of COCO 2014 (COCO-20i).
+
+Example::
+
+    python generate_cam_coco.py --datapath ../Datasets_HSN --clip-weights ~/.cache/clip/RN50.pt
+
+See ``data/cam_job.py`` (which pairs, resume, failures) and ``model/clip_gradcam.py`` (the recipe).
+"""
+import sys
+
+from data.cam_job import main
+
+if __name__ == "__main__":
+    sys.exit(main("coco"))

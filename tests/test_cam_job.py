@@ -1,0 +1,271 @@
+"""data/cam_job.py and the generate_cam_*.py command lines on the synthetic benchmark with a small random CLIP."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from data import cam_job
+from data.splits import read_coco_split, read_pascal_split
+from model import clip_gradcam as cg
+
+TINY = dict(vision_width=8, vision_layers=(1, 1, 1, 1), embed_dim=256, text_width=64, text_layers=1)
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("clip") / "tiny_clip.pt"
+    torch.save(cg.random_clip_state_dict(1, **TINY), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def pascal_cam(tiny_weights) -> cg.ClipGradCAM:
+    return cg.ClipGradCAM(cg.load_clip(tiny_weights), cg.PASCAL_CLASSES)
+
+
+@pytest.fixture(scope="module")
+def coco_cam(tiny_weights) -> cg.ClipGradCAM:
+    return cg.ClipGradCAM(cg.load_clip(tiny_weights), cg.COCO_CLASSES)
+
+
+def _splits(root: Path) -> Path:
+    return root / "splits"
+
+
+def _voc_pairs(root: Path, out: Path) -> list[cam_job.CamPair]:
+    return cam_job.pascal_pairs(root / "VOC2012" / "JPEGImages", _splits(root), out / "CAM_Train", out / "CAM_Val")
+
+
+def _subset(pairs, n_images: int):
+    """The pairs of the first ``n_images`` distinct images (keeps tests fast; images with several classes)."""
+    keep = list(dict.fromkeys(p.image_path for p in pairs))[:n_images]
+    return [p for p in pairs if p.image_path in set(keep)]
+
+
+def _files(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Which pairs
+# ---------------------------------------------------------------------------------------------------------
+def test_pascal_pairs_are_the_released_set_once(synthetic_root, tmp_path):
+    pairs = _voc_pairs(synthetic_root, tmp_path)
+    # released: the training dataset of fold f reads the other folds' trn lists, for f = 0..3; val reads val/f
+    released_train = {(n, c) for f in range(4) for g in range(4) if g != f
+                      for n, c in read_pascal_split(_splits(synthetic_root), "trn", g)}
+    released_val = {(n, c) for f in range(4) for n, c in read_pascal_split(_splits(synthetic_root), "val", f)}
+    ours = {(p.out_path.parent.name, p.out_path.name) for p in pairs}
+    assert ours == {("CAM_Train", f"{n}--{c}.pt") for n, c in released_train} | \
+        {("CAM_Val", f"{n}--{c}.pt") for n, c in released_val}
+    assert len(pairs) == len(released_train) + len(released_val)  # each pair once (released: trn ones 3x)
+    for p in pairs:
+        assert p.image_path == synthetic_root / "VOC2012" / "JPEGImages" / f"{p.out_path.name.split('--')[0]}.jpg"
+
+
+def test_pascal_duplicate_lines_across_folds_give_one_pair(synthetic_root, tmp_path):
+    splits = tmp_path / "splits"
+    shutil.copytree(_splits(synthetic_root) / "pascal", splits / "pascal")
+    line = (splits / "pascal" / "trn" / "fold0.txt").read_text().splitlines()[0]
+    with open(splits / "pascal" / "trn" / "fold1.txt", "a") as f:  # the same pair listed in two folds
+        f.write(line + "\n" + line + "\n")
+    pairs = cam_job.pascal_pairs(synthetic_root / "VOC2012" / "JPEGImages", splits, tmp_path / "T", tmp_path / "V")
+    assert len(pairs) == len(_voc_pairs(synthetic_root, tmp_path))
+    assert len({p.out_path for p in pairs}) == len(pairs)
+
+
+def test_coco_pairs_are_the_released_set_once(synthetic_root, tmp_path):
+    root = _splits(synthetic_root)
+    pairs = cam_job.coco_pairs(synthetic_root / "COCO2014", root, tmp_path / "CAM_COCO")
+    # released: class c's training list from trn fold (c % 4 + 1) % 4, its validation list from val fold c % 4
+    trn = [read_coco_split(root, "trn", f) for f in range(4)]
+    val = [read_coco_split(root, "val", f) for f in range(4)]
+    released = {f"{n}--{c}.pt" for c in range(80) for n in trn[(c % 4 + 1) % 4][c]} | \
+        {f"{n}--{c}.pt" for c in range(80) for n in val[c % 4][c]}
+    listed = sum(len(v) for d in trn + val for v in d.values())
+    ours = [p.out_path.relative_to(tmp_path / "CAM_COCO").as_posix() for p in pairs]
+    assert set(ours) == released and len(ours) == len(released) < listed  # trn lists repeat across folds
+    assert {o.split("/")[0] for o in ours} == {"train2014", "val2014"}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Files
+# ---------------------------------------------------------------------------------------------------------
+def test_voc_files_layout_and_values(synthetic_root, tmp_path, pascal_cam):
+    pairs = _subset(_voc_pairs(synthetic_root, tmp_path), 5) + \
+        _subset([p for p in _voc_pairs(synthetic_root, tmp_path) if p.out_path.parent.name == "CAM_Val"], 3)
+    summary = cam_job.run_cam_job(pairs, pascal_cam, bsz=4, nworker=0, progress=False)
+    assert (summary.total, summary.computed, summary.skipped, summary.failed) == (len(pairs), len(pairs), 0, [])
+    assert _files(tmp_path) == {p.out_path.relative_to(tmp_path).as_posix() for p in pairs}
+    from PIL import Image
+
+    for p in pairs[:4]:
+        saved = torch.load(p.out_path, map_location="cpu", weights_only=True)
+        assert saved.dtype == torch.float32 and saved.shape == (50, 50) and saved.is_contiguous()
+        assert p.out_path.stat().st_size < 20_000  # one map, not the batch's storage
+        with Image.open(p.image_path) as img:
+            direct = cg.compute_cams(pascal_cam.model, [img], [p.class_idx], cg.PASCAL_CLASSES)[0]
+        torch.testing.assert_close(saved, direct, atol=2e-4, rtol=0)
+
+
+def test_coco_files_layout(synthetic_root, tmp_path, coco_cam):
+    cam_root = tmp_path / "CAM_COCO"
+    all_pairs = cam_job.coco_pairs(synthetic_root / "COCO2014", _splits(synthetic_root), cam_root)
+    pairs = all_pairs[:6] + all_pairs[-6:]  # some train2014 and some val2014 pairs
+    summary = cam_job.run_cam_job(pairs, coco_cam, bsz=5, nworker=0, cam_size=25, progress=False)
+    assert summary.computed == len(pairs)
+    names = _files(cam_root)
+    assert names == {f"{p.image_path.parent.name}/{p.image_path.name}--{p.class_idx}.pt" for p in pairs}
+    assert any(n.startswith("train2014/COCO_train2014_") for n in names)
+    assert any(n.startswith("val2014/COCO_val2014_") for n in names)
+    assert all(n.endswith(".jpg--" + n.rsplit("--", 1)[1]) for n in names)
+    assert torch.load(cam_root / sorted(names)[0], weights_only=True).shape == (25, 25)
+
+
+def test_batch_size_invariance_with_workers(synthetic_root, tmp_path, pascal_cam):
+    pairs1 = _subset(_voc_pairs(synthetic_root, tmp_path / "a"), 10)
+    pairs8 = _subset(_voc_pairs(synthetic_root, tmp_path / "b"), 10)
+    cam_job.run_cam_job(pairs1, pascal_cam, bsz=1, nworker=0, progress=False)
+    summary = cam_job.run_cam_job(pairs8, pascal_cam, bsz=8, nworker=2, progress=False)
+    assert summary.computed == len(pairs8)
+    assert _files(tmp_path / "a") == _files(tmp_path / "b")
+    for name in _files(tmp_path / "a"):
+        a = torch.load(tmp_path / "a" / name, weights_only=True)
+        b = torch.load(tmp_path / "b" / name, weights_only=True)
+        torch.testing.assert_close(a, b, atol=2e-4, rtol=0)
+
+
+def test_resume_after_interruption(synthetic_root, tmp_path, pascal_cam, monkeypatch):
+    pairs = _subset(_voc_pairs(synthetic_root, tmp_path / "run"), 8)
+    real_save = cam_job.atomic_torch_save
+    written = []
+
+    def dying_save(obj, path):
+        if len(written) == 5:  # killed while writing the 6th file: a partial temp file, no .pt
+            Path(path).parent.joinpath(f".{Path(path).name}.partial.tmp").write_bytes(b"PK\x03")
+            raise KeyboardInterrupt
+        written.append(path)
+        return real_save(obj, path)
+
+    monkeypatch.setattr(cam_job, "atomic_torch_save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        cam_job.run_cam_job(pairs, pascal_cam, bsz=3, nworker=0, progress=False)
+    monkeypatch.setattr(cam_job, "atomic_torch_save", real_save)
+    done = sorted((tmp_path / "run").rglob("*.pt"))
+    assert len(done) == 5
+    for path in done:  # every .pt present is complete
+        assert torch.load(path, weights_only=True).shape == (50, 50)
+
+    summary = cam_job.run_cam_job(pairs, pascal_cam, bsz=3, nworker=0, progress=False)
+    assert (summary.skipped, summary.computed) == (5, len(pairs) - 5)
+    cam_job.run_cam_job(pairs, pascal_cam, bsz=4, nworker=0, progress=False, verify_existing=True)
+    again = cam_job.run_cam_job(pairs, pascal_cam, bsz=3, nworker=0, progress=False)
+    assert (again.skipped, again.computed) == (len(pairs), 0)
+    fresh = _subset(_voc_pairs(synthetic_root, tmp_path / "fresh"), 8)
+    cam_job.run_cam_job(fresh, pascal_cam, bsz=8, nworker=0, progress=False)
+    for a, b in zip(pairs, fresh):
+        torch.testing.assert_close(torch.load(a.out_path, weights_only=True),
+                                   torch.load(b.out_path, weights_only=True), atol=2e-4, rtol=0)
+
+
+def test_verify_existing_recomputes_broken_files(synthetic_root, tmp_path, pascal_cam):
+    pairs = _subset(_voc_pairs(synthetic_root, tmp_path), 3)
+    cam_job.run_cam_job(pairs, pascal_cam, bsz=8, nworker=0, progress=False)
+    good = pairs[0].out_path.read_bytes()
+    pairs[0].out_path.write_bytes(good[: len(good) // 2])       # truncated by another tool
+    torch.save(torch.zeros(10, 10), pairs[1].out_path)           # another size
+    assert cam_job.run_cam_job(pairs, pascal_cam, nworker=0, progress=False).computed == 0
+    summary = cam_job.run_cam_job(pairs, pascal_cam, nworker=0, progress=False, verify_existing=True)
+    assert summary.computed == 2 and summary.skipped == len(pairs) - 2
+    assert torch.load(pairs[1].out_path, weights_only=True).shape == (50, 50)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Bad input and the command line
+# ---------------------------------------------------------------------------------------------------------
+def _copy_voc(synthetic_root: Path, dest: Path, n_images: int) -> tuple[Path, list[str]]:
+    """A PASCAL root whose eight lists all hold the pairs of the first ``n_images`` images of trn/fold0."""
+    shutil.copytree(synthetic_root / "VOC2012" / "JPEGImages", dest / "VOC2012" / "JPEGImages")
+    lines = (synthetic_root / "splits" / "pascal" / "trn" / "fold0.txt").read_text().splitlines()
+    names = list(dict.fromkeys(line.split("__")[0] for line in lines))[:n_images]
+    keep = "".join(f"{line}\n" for line in lines if line.split("__")[0] in names)
+    for split in ("trn", "val"):
+        folder = dest / "splits" / "pascal" / split
+        folder.mkdir(parents=True)
+        for fold in range(4):
+            (folder / f"fold{fold}.txt").write_text(keep)
+    return dest, names
+
+
+def test_unreadable_images_are_reported_and_the_rest_computed(synthetic_root, tmp_path, tiny_weights, capsys):
+    root, names = _copy_voc(synthetic_root, tmp_path / "data", 4)
+    images = root / "VOC2012" / "JPEGImages"
+    (images / f"{names[0]}.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    data = (images / f"{names[1]}.jpg").read_bytes()
+    (images / f"{names[1]}.jpg").write_bytes(data[: len(data) // 3])  # truncated
+    (images / f"{names[2]}.jpg").unlink()                              # missing
+    argv = ["--datapath", str(root), "--splitpath", str(root / "splits"), "--clip-weights", str(tiny_weights),
+            "--device", "cpu", "--bsz", "2", "--nworker", "0", "--no-progress"]
+    assert cam_job.main("pascal", argv) == 1
+    err = capsys.readouterr().err
+    for name in names[:3]:
+        assert f"{name}.jpg" in err
+    for folder in ("CAM_Train", "CAM_Val"):  # the same pairs, listed in all folds, once per folder
+        written = _files(root / folder)
+        assert written and all(n.startswith(f"{names[3]}--") for n in written)
+
+
+def test_cli_bad_arguments(synthetic_root, tmp_path, tiny_weights, capsys):
+    root, _ = _copy_voc(synthetic_root, tmp_path / "data", 1)
+    base = ["--datapath", str(root), "--splitpath", str(root / "splits"), "--device", "cpu", "--nworker", "0",
+            "--no-progress"]
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    assert cam_job.main("pascal", base + ["--clip-weights", str(notes)]) == 2
+    assert "neither a TorchScript archive" in capsys.readouterr().err
+    assert cam_job.main("pascal", base + ["--clip-weights", str(tmp_path / "nope.pt")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert cam_job.main("pascal", base[:2] + ["--splitpath", str(tmp_path / "no_splits")] + base[4:]) == 2
+    assert "no_splits" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        cam_job.main("pascal", base + ["--bsz", "0", "--clip-weights", str(tiny_weights)])
+    assert info.value.code == 2
+    with pytest.raises(SystemExit):
+        cam_job.main("pascal", base + ["--imgpath", str(tmp_path / "missing"), "--clip-weights", str(tiny_weights)])
+
+
+def test_cli_coco_end_to_end_and_rerun(synthetic_root, tmp_path, tiny_weights, capsys):
+    """generate_cam_coco.py's main on a COCO root whose lists hold a few pairs; a second run skips them all."""
+    import pickle
+
+    splits = tmp_path / "splits" / "coco"
+    for split in ("trn", "val"):
+        (splits / split).mkdir(parents=True)
+        for fold in range(4):
+            full = read_coco_split(synthetic_root / "splits", split, fold)
+            small = {c: (v[:1] if c in (0, 1, 2, 3) else []) for c, v in full.items()}
+            with open(splits / split / f"fold{fold}.pkl", "wb") as f:
+                pickle.dump(small, f)
+    argv = ["--imgpath", str(synthetic_root / "COCO2014"), "--campath", str(tmp_path / "cams"),
+            "--splitpath", str(tmp_path / "splits"), "--clip-weights", str(tiny_weights), "--device", "cpu",
+            "--nworker", "0", "--no-progress", "--datapath", str(tmp_path)]
+    assert cam_job.main("coco", argv) == 0
+    files = _files(tmp_path / "cams")
+    assert len(files) == 8 and {f.split("/")[0] for f in files} == {"train2014", "val2014"}
+    assert cam_job.main("coco", argv) == 0
+    assert _files(tmp_path / "cams") == files
+
+
+def test_scripts_are_thin_wrappers(repo_root):
+    for script, benchmark in (("generate_cam_voc.py", "pascal"), ("generate_cam_coco.py", "coco")):
+        text = (repo_root / script).read_text()
+        assert f'main("{benchmark}")' in text and len(text.splitlines()) < 30
+    voc = cam_job.build_parser("pascal").parse_args([])
+    coco = cam_job.build_parser("coco").parse_args([])
+    for flag in ("imgpath", "traincampath", "valcampath", "datapath", "splitpath", "clip_weights", "device", "bsz",
+                 "nworker", "cam_size", "amp"):
+        assert hasattr(voc, flag)
+    assert hasattr(coco, "campath") and hasattr(coco, "imgpath")
