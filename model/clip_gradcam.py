@@ -129,11 +129,14 @@ def build_clip_from_state_dict(state_dict: dict[str, torch.Tensor], *, source: s
     if "visual.proj" in state_dict or missing:
         what = "a ViT CLIP" if "visual.proj" in state_dict else f"missing keys {missing}"
         raise ClipWeightsError(f"{source}: not an OpenAI CLIP ResNet (RN50) checkpoint ({what})")
+    # Non-persistent buffers that a TorchScript archive of an open_clip model carries; not weights.
+    state_dict = {k: v for k, v in state_dict.items() if not k.endswith("attn_mask")}
     try:
-        model = build_model_from_openai_state_dict(dict(state_dict), quick_gelu=True, cast_dtype=None)
+        model = build_model_from_openai_state_dict(state_dict, quick_gelu=True, cast_dtype=None)
     except (RuntimeError, KeyError, AssertionError, ValueError) as exc:
+        detail = " ".join(str(exc).split())
         raise ClipWeightsError(f"{source}: could not build CLIP RN50 from it ({type(exc).__name__}: "
-                               f"{str(exc).splitlines()[0][:300]})") from exc
+                               f"{detail[:400]})") from exc
     model = model.float().eval().requires_grad_(False)
     return model
 
