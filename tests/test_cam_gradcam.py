@@ -1,0 +1,185 @@
+"""model/clip_gradcam.py: loading, the batched Grad-CAM against the per-image procedure, golden released values."""
+from __future__ import annotations
+
+import io
+import urllib.error
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from model import clip_gradcam as cg
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+# A small random CLIP ResNet (full RN50 at 224 is too slow for many images on a 2-core CPU).
+TINY = dict(vision_width=8, vision_layers=(1, 1, 1, 1), embed_dim=256, text_width=64, text_layers=1)
+TINY_SEED = 1
+
+
+@pytest.fixture(scope="module")
+def tiny_state() -> dict[str, torch.Tensor]:
+    return cg.random_clip_state_dict(TINY_SEED, **TINY)
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tiny_state):
+    return cg.build_clip_from_state_dict(tiny_state)
+
+
+def _images(n: int, seed: int = 0) -> list[Image.Image]:
+    """Random RGB images of different sizes and aspect ratios (one grayscale, as some VOC/COCO files are)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        h, w = int(rng.integers(60, 140)), int(rng.integers(60, 140))
+        base = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+        base[h // 4: h // 2, w // 3: 2 * w // 3] = rng.integers(0, 255, 3, dtype=np.uint8)  # a flat block
+        img = Image.fromarray(base)
+        out.append(img.convert("L") if i == 1 else img)
+    return out
+
+
+def test_batched_equals_library_per_image(tiny_clip):
+    """One trunk forward + one head backward for 6 images == pytorch-grad-cam on the whole CLIP, image by image."""
+    images, classes = _images(6), [0, 7, 19, 3, 3, 12]
+    ours = cg.compute_cams(tiny_clip, images, classes, cg.PASCAL_CLASSES)
+    ref = cg.per_image_reference_cams(tiny_clip, images, classes, cg.PASCAL_CLASSES)
+    assert ours.shape == ref.shape == (6, 50, 50) and ours.dtype == torch.float32
+    assert (ref.amax(dim=(1, 2)) > 0.5).sum() >= 3, "degenerate test: most reference maps are empty"
+    torch.testing.assert_close(ours, ref, atol=1e-4, rtol=0)
+    assert all(not p.requires_grad for p in tiny_clip.parameters()), "the reference must restore requires_grad"
+
+
+def test_batch_size_invariance(tiny_clip):
+    images, classes = _images(8, seed=3), [0, 1, 2, 3, 4, 5, 6, 19]
+    cam = cg.ClipGradCAM(tiny_clip, cg.PASCAL_CLASSES)
+    batch = cam.preprocess_batch(images)
+    together = cam(batch, classes)
+    alone = torch.cat([cam(batch[i:i + 1], classes[i:i + 1]) for i in range(8)])
+    # exact up to float rounding: the CPU convolutions pick other kernels for other batch sizes (~1e-5 on
+    # the features), which the min-max normalisation can magnify where a map's range is small
+    torch.testing.assert_close(together, alone, atol=2e-4, rtol=0)
+    # each row gets its own class: another assignment of classes gives other maps
+    swapped = cam(batch, classes[::-1])
+    assert not torch.allclose(swapped, together, atol=1e-2)
+
+
+def test_output_range_and_sizes(tiny_clip):
+    cam = cg.ClipGradCAM(tiny_clip, cg.COCO_CLASSES)
+    batch = cam.preprocess_batch(_images(3, seed=5))
+    assert batch.shape == (3, 3, 224, 224)
+    maps = cam(batch, [0, 40, 79], cam_size=25)
+    assert maps.shape == (3, 25, 25) and maps.dtype == torch.float32
+    assert maps.min() >= 0 and maps.max() <= 1 + 1e-6
+    full = cam(batch, [0, 40, 79], cam_size=None)
+    assert full.shape == (3, 224, 224)
+    with pytest.raises(ValueError, match="outside"):
+        cam(batch, [0, 40, 80])
+    with pytest.raises(ValueError, match="class indices"):
+        cam(batch, [0, 40])
+
+
+def test_resize_is_half_pixel_bilinear():
+    """cv2.resize's bilinear (as released) = half-pixel bilinear without antialiasing."""
+    x = torch.rand(2, 224, 224)
+    ours = cg.resize_cams(x.numpy(), 50)
+    ref = F.interpolate(x[:, None], size=(50, 50), mode="bilinear", align_corners=False, antialias=False)[:, 0]
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=0)
+
+
+def test_preprocess_matches_clip_transform(tiny_clip):
+    """Bicubic short side to 224, centre crop, CLIP mean/std -- the same as open_clip's own OpenAI transform."""
+    import open_clip
+
+    image = _images(1, seed=9)[0]
+    ours = cg.clip_preprocess(224)(image)
+    theirs = open_clip.image_transform(224, is_train=False, mean=open_clip.OPENAI_DATASET_MEAN,
+                                       std=open_clip.OPENAI_DATASET_STD)(image)
+    torch.testing.assert_close(ours, theirs)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Loading and bad weights
+# ---------------------------------------------------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_load_state_dict_and_torchscript(tiny_clip, tiny_state, tmp_path):
+    plain = tmp_path / "plain.pt"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in tiny_state.items()}}, plain)
+    loaded = cg.load_clip(plain)
+    for (k, a), b in zip(tiny_clip.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert not loaded.training and all(not p.requires_grad for p in loaded.parameters())
+    # OpenAI's RN50.pt is a TorchScript archive of the model
+    archive = tmp_path / "archive.pt"
+    torch.jit.trace_module(loaded, {"encode_image": torch.zeros(1, 3, 224, 224)}, check_trace=False).save(archive)
+    from_archive = cg.load_clip(archive)
+    for k, v in loaded.state_dict().items():
+        assert torch.equal(v, from_archive.state_dict()[k]), k
+
+
+def test_bad_weights(tmp_path, tiny_state):
+    text = tmp_path / "notes.txt"
+    text.write_text("not a checkpoint")
+    with pytest.raises(cg.ClipWeightsError, match="neither a TorchScript archive"):
+        cg.load_clip(text)
+    with pytest.raises(cg.ClipWeightsError, match="no such file"):
+        cg.load_clip(tmp_path / "missing.pt")
+    vit_like = tmp_path / "vit.pt"
+    torch.save({"visual.proj": torch.zeros(2, 2), "visual.conv1.weight": torch.zeros(1)}, vit_like)
+    with pytest.raises(cg.ClipWeightsError, match="not an OpenAI CLIP ResNet"):
+        cg.load_clip(vit_like)
+    broken = dict(tiny_state)
+    broken["visual.layer1.0.conv2.weight"] = torch.zeros(3, 3)
+    torch.save(broken, tmp_path / "broken.pt")
+    with pytest.raises(cg.ClipWeightsError, match="could not build"):
+        cg.load_clip(tmp_path / "broken.pt")
+    torch.save([1, 2, 3], tmp_path / "list.pt")
+    with pytest.raises(cg.ClipWeightsError, match="dict of tensors"):
+        cg.load_clip(tmp_path / "list.pt")
+
+
+def test_offline_default_says_where_to_put_rn50(monkeypatch, tmp_path):
+    def offline(url, cache_dir=None):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(cg, "download_pretrained_from_url", offline)
+    with pytest.raises(cg.ClipWeightsError) as info:
+        cg.load_clip(None, cache_dir=tmp_path)
+    message = str(info.value)
+    assert str(tmp_path / "RN50.pt") in message and "--clip-weights" in message and "RN50.pt" in message
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Golden values measured with the released generate_cam_*.py (run in /tmp with shims, same random weights)
+# ---------------------------------------------------------------------------------------------------------
+def _check_golden(name: str, atol: float) -> None:
+    golden = torch.load(GOLDEN / name, map_location="cpu", weights_only=True)
+    state = cg.random_clip_state_dict(golden["seed"], **golden["clip_config"])
+    checksum = sum(float(v.double().abs().sum()) for v in state.values() if v.is_floating_point())
+    assert checksum == pytest.approx(golden["state_checksum"], rel=1e-9), \
+        "random_clip_state_dict no longer gives the weights the golden values were measured with"
+    model = cg.build_clip_from_state_dict(state)
+    for benchmark in ("pascal", "coco"):
+        rows = [i for i, b in enumerate(golden["benchmark"]) if b == benchmark]
+        if not rows:
+            continue
+        images = [Image.open(io.BytesIO(golden["images"][golden["image"][i]].numpy().tobytes())) for i in rows]
+        classes = [golden["class_idx"][i] for i in rows]
+        ours = cg.compute_cams(model, images, classes, cg.CLASS_NAMES[benchmark], cam_size=golden["cam_size"])
+        expected = golden["cams"][rows]
+        assert (expected.amax(dim=(1, 2)) > 0.5).all(), "golden maps should be non-trivial"
+        torch.testing.assert_close(ours, expected, atol=atol, rtol=0)
+
+
+def test_golden_released_tiny():
+    """A small random CLIP: released pipeline's files for synthetic PASCAL and COCO pairs."""
+    _check_golden("cam_released_tiny.pt", atol=1e-3)
+
+
+@pytest.mark.slow
+def test_golden_released_rn50():
+    """Real RN50 shapes (random weights): released pipeline's files for 3 synthetic pairs."""
+    _check_golden("cam_released_rn50.pt", atol=1e-3)
