@@ -1,0 +1,384 @@
+"""Download and lay out PASCAL-5i / COCO-20i: ``python -m data.prepare pascal|coco --datapath DIR``.
+
+What it fetches (official sources; each archive downloaded with HTTP Range resume into ``--download-dir``,
+checked, then unpacked, every step skipped when already done):
+
+PASCAL (``DIR/VOC2012/{JPEGImages,SegmentationClassAug}``)
+    * ``VOCtrainval_11-May-2012.tar`` from host.robots.ox.ac.uk (MD5 6cd6e144f989b92b3379bac3b3de84fd, the
+      value torchvision's ``VOCSegmentation`` checks); its ``VOCdevkit/VOC2012/`` becomes ``DIR/VOC2012/``.
+    * ``SegmentationClassAug.zip``: the 10,582 + 1,449 "trainaug" masks (VOC2012 masks plus the Semantic
+      Boundaries Dataset of Hariharan et al., ICCV 2011, converted to VOC's palette-free 0-20/255 PNGs), as
+      distributed by DrSleep's tensorflow-deeplab-resnet on Dropbox (HSNet's README links a copy on Google Drive).
+      No published checksum exists, so only a non-empty, readable zip is required.
+COCO (``DIR/COCO2014/{train2014,val2014}``, ``DIR/COCO2014/annotations/{instances_*.json,train2014,val2014}``)
+    * ``train2014.zip``, ``val2014.zip``, ``annotations_trainval2014.zip`` from images.cocodataset.org
+      (MD5 values as used by several public download scripts, e.g. pystiche and LAVIS).
+    * The COCO-20i mask PNGs are built from ``instances_{split}.json`` with pycocotools: pixel = contiguous
+      class 1..80 (rank of the category id; HSNet's class index + 1), 0 background, following
+      :data:`data.synthetic.COCO_PAINT_ORDER`: all annotations *including crowd regions* are painted, larger
+      areas first so that smaller objects overlapping them stay on top, ties by annotation id. (HSNet's own
+      masks come from its Google Drive without a documented rule; where objects overlap, a few pixels may differ.)
+
+Split lists are then fetched into the verified cache (:mod:`data.splits`) unless ``--no-splits``.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import io
+import logging
+import multiprocessing
+import os
+import shutil
+import sys
+import tarfile
+import time
+import urllib.error
+import urllib.request
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+from PIL import Image
+
+from data.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["COCO_SOURCES", "PASCAL_SOURCES", "Source", "build_coco_masks", "download", "main", "prepare_coco",
+           "prepare_pascal"]
+
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Source:
+    """One archive: where it comes from and how it is checked.
+
+    ``members`` is the archive path prefix to unpack and ``into`` the folder (relative to --datapath) that
+    prefix is unpacked into; everything outside the prefix is skipped.
+    """
+
+    name: str
+    url: str
+    md5: Optional[str]
+    members: str
+    into: str
+
+
+PASCAL_SOURCES = (
+    Source("VOCtrainval_11-May-2012.tar", "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar",
+           "6cd6e144f989b92b3379bac3b3de84fd", "VOCdevkit/VOC2012/", "VOC2012"),
+    Source("SegmentationClassAug.zip", "https://www.dropbox.com/s/oeu149j8qtbs1x0/SegmentationClassAug.zip?dl=1",
+           None, "SegmentationClassAug/", "VOC2012/SegmentationClassAug"),
+)
+COCO_SOURCES = (
+    Source("train2014.zip", "http://images.cocodataset.org/zips/train2014.zip",
+           "0da8c0bd3d6becc4dcb32757491aca88", "train2014/", "COCO2014/train2014"),
+    Source("val2014.zip", "http://images.cocodataset.org/zips/val2014.zip",
+           "a3d79f5ed8d289b7a7554ce06a5782b3", "val2014/", "COCO2014/val2014"),
+    Source("annotations_trainval2014.zip", "http://images.cocodataset.org/annotations/annotations_trainval2014.zip",
+           "0a379cfc70b0e71301e0f377548639bd", "annotations/instances_", "COCO2014/annotations/instances_"),
+)
+COCO_SPLITS = ("train2014", "val2014")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Download with resume and checksum
+# ----------------------------------------------------------------------------------------------------------
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()  # noqa: S324 - integrity check against published values, not security
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download(url: str, dest: Path, *, md5: Optional[str] = None, timeout: float = 60.0,
+             progress: Optional[Callable[[int, Optional[int]], None]] = None) -> Path:
+    """Download ``url`` to ``dest``, resuming a previous partial ``dest.part`` with an HTTP Range request.
+
+    A finished download is checked against ``md5`` (when given) once and marked ``dest.verified``; a
+    mismatch deletes the file and raises :class:`DataError`. A server that ignores Range restarts the file.
+    """
+    dest = Path(dest)
+    marker = dest.with_name(dest.name + ".verified")
+    if dest.is_file() and marker.is_file():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    if not dest.is_file():
+        have = part.stat().st_size if part.is_file() else 0
+        request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+        try:
+            response = urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 - official/loopback URLs
+        except urllib.error.HTTPError as exc:
+            if exc.code == 416 and have:  # nothing left to fetch: the part file is complete
+                response = None
+            else:
+                raise DataError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from exc
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            raise DataError(f"download of {url} failed ({exc}); run the command again to resume") from exc
+        if response is not None:
+            with response:
+                resumed = have and response.status == 206
+                if have and not resumed:
+                    logger.info("%s: server ignored the Range request; starting over", url)
+                    have = 0
+                length = response.headers.get("Content-Length")
+                total = have + int(length) if length is not None else None
+                logger.info("%s %s (%s)", "resuming" if resumed else "downloading", url,
+                            f"{total / 1e6:.1f} MB" if total else "size unknown")
+                done = have
+                try:
+                    with open(part, "ab" if resumed else "wb") as f:
+                        for block in iter(lambda: response.read(CHUNK), b""):
+                            f.write(block)
+                            done += len(block)
+                            if progress is not None:
+                                progress(done, total)
+                except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+                    raise DataError(f"download of {url} interrupted at {done} bytes ({exc}); "
+                                    "run the command again to resume") from exc
+                if total is not None and done != total:
+                    raise DataError(f"download of {url} stopped at {done} of {total} bytes; run again to resume")
+        os.replace(part, dest)
+    if md5 is not None:
+        actual = _md5(dest)
+        if actual != md5:
+            dest.unlink()
+            raise DataError(f"{dest}: MD5 {actual} differs from the published {md5} (deleted; run again)")
+    marker.write_text(f"{md5 or 'no published checksum'}\n")
+    return dest
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Unpacking
+# ----------------------------------------------------------------------------------------------------------
+def _target(datapath: Path, source: Source, member: str) -> Optional[Path]:
+    """Where archive member ``member`` goes, or None if it is outside ``source.members``. Rejects escapes."""
+    if not member.startswith(source.members) or member.endswith("/"):
+        return None
+    rest = member[len(source.members):]
+    parts = PurePosixPath(rest).parts
+    if not rest or any(p in ("..", "") for p in parts) or PurePosixPath(rest).is_absolute():
+        raise DataError(f"unsafe path {member!r} in {source.name}")
+    # a prefix ending in "/" is a folder; otherwise (annotations/instances_) a file-name prefix kept as is
+    return datapath / (f"{source.into}/{rest}" if source.members.endswith("/") else source.into + rest)
+
+
+def unpack(archive: Path, datapath: Path, source: Source) -> int:
+    """Unpack the members of ``archive`` under ``source.members`` into ``datapath/source.into``; returns the
+    number of files written. Links, devices and paths escaping the target are never extracted."""
+    count = 0
+    if archive.name.endswith(".zip"):
+        with zipfile.ZipFile(archive) as zf:
+            for info in zf.infolist():
+                target = _target(datapath, source, info.filename)
+                if target is None or info.is_dir():
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, open(target, "wb") as dst:
+                    shutil.copyfileobj(src, dst, CHUNK)
+                count += 1
+    else:
+        with tarfile.open(archive) as tf:
+            for info in tf:
+                target = _target(datapath, source, info.name)
+                if target is None or not info.isfile():
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                src = tf.extractfile(info)
+                assert src is not None
+                with src, open(target, "wb") as dst:
+                    shutil.copyfileobj(src, dst, CHUNK)
+                count += 1
+    if count == 0:
+        raise DataError(f"{archive} holds no file under {source.members!r}; is it the right archive?")
+    return count
+
+
+def _fetch_and_unpack(sources: Sequence[Source], datapath: Path, download_dir: Path, *, keep: bool,
+                      timeout: float) -> None:
+    state = datapath / ".prepare"
+    state.mkdir(parents=True, exist_ok=True)
+    for source in sources:
+        done = state / f"{source.name}.unpacked"
+        if done.is_file():
+            logger.info("%s already unpacked", source.name)
+            continue
+        archive = download(source.url, download_dir / source.name, md5=source.md5, timeout=timeout,
+                           progress=_progress_logger(source.name))
+        try:
+            count = unpack(archive, datapath, source)
+        except (zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
+            raise DataError(f"{archive} is not a valid archive ({exc}); delete it and run again") from exc
+        done.write_text(f"{count} files\n")
+        logger.info("%s: %d files unpacked into %s", source.name, count, datapath / source.into)
+        if not keep:
+            archive.unlink()
+
+
+def _progress_logger(name: str) -> Callable[[int, Optional[int]], None]:
+    last = [0.0]
+
+    def report(done: int, total: Optional[int]) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 30 or (total is not None and done == total):
+            last[0] = now
+            logger.info("%s: %.1f%s MB", name, done / 1e6, f" / {total / 1e6:.1f}" if total else "")
+    return report
+
+
+# ----------------------------------------------------------------------------------------------------------
+# COCO-20i masks
+# ----------------------------------------------------------------------------------------------------------
+_COCO: Any = None  # the loaded COCO index, shared with forked workers
+_LABELS: dict[int, int] = {}
+
+
+def _write_png(mask: np.ndarray, path: Path) -> None:
+    buf = io.BytesIO()
+    Image.fromarray(mask, "L").save(buf, format="PNG")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(buf.getvalue())
+    os.replace(tmp, path)  # a crash never leaves a half-written PNG that a rerun would skip
+
+
+def _mask_job(args: tuple[list[int], str]) -> int:
+    from data.synthetic import paint_coco_mask
+
+    image_ids, out_dir = args
+    written = 0
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)  # pycocotools vs numpy 2
+        for image_id in image_ids:
+            info = _COCO.imgs[image_id]
+            path = Path(out_dir) / (Path(info["file_name"]).stem + ".png")
+            if path.is_file():
+                continue
+            anns = _COCO.imgToAnns.get(image_id, [])
+            mask = paint_coco_mask(anns, int(info["height"]), int(info["width"]), _COCO.annToMask, _LABELS)
+            _write_png(mask, path)
+            written += 1
+    return written
+
+
+def build_coco_masks(instances_json: Path, out_dir: Path, *, nworker: int = 0) -> int:
+    """Write one COCO-20i label PNG per image of ``instances_json`` into ``out_dir`` (existing ones are kept).
+
+    Pixel value = 1 + rank of the category id among the 80 sorted ids, 0 background; overlaps resolved by
+    :data:`data.synthetic.COCO_PAINT_ORDER` (crowd regions included). Returns the number of PNGs written.
+    """
+    global _COCO, _LABELS
+    from pycocotools.coco import COCO
+
+    instances_json = Path(instances_json)
+    if not instances_json.is_file():
+        raise DataError(f"{instances_json} not found")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings(), _quiet_stdout():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        coco = COCO(str(instances_json))
+    cat_ids = sorted(coco.getCatIds())
+    if len(cat_ids) != 80:
+        raise DataError(f"{instances_json} has {len(cat_ids)} categories; COCO-20i needs the 80 of COCO 2014")
+    _COCO, _LABELS = coco, {cid: rank + 1 for rank, cid in enumerate(cat_ids)}
+    ids = sorted(coco.getImgIds())
+    chunks = [(ids[i:i + 256], str(out_dir)) for i in range(0, len(ids), 256)]
+    try:
+        if nworker > 0 and "fork" in multiprocessing.get_all_start_methods():
+            with multiprocessing.get_context("fork").Pool(nworker) as pool:
+                written = sum(pool.imap_unordered(_mask_job, chunks))
+        else:
+            written = sum(_mask_job(chunk) for chunk in chunks)
+    finally:
+        _COCO, _LABELS = None, {}
+    logger.info("%s: %d masks written to %s (%d images)", instances_json.name, written, out_dir, len(ids))
+    return written
+
+
+class _quiet_stdout:
+    """pycocotools prints progress to stdout; send it to the log instead."""
+
+    def __enter__(self):
+        self._old, sys.stdout = sys.stdout, io.StringIO()
+
+    def __exit__(self, *exc):
+        text, sys.stdout = sys.stdout.getvalue(), self._old
+        for line in text.splitlines():
+            logger.debug("pycocotools: %s", line)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Entry points
+# ----------------------------------------------------------------------------------------------------------
+def prepare_pascal(datapath: Path, *, download_dir: Optional[Path] = None, sources: Sequence[Source] = PASCAL_SOURCES,
+                   keep_archives: bool = False, timeout: float = 60.0) -> Path:
+    """Download and unpack PASCAL VOC2012 + SegmentationClassAug into ``datapath/VOC2012``."""
+    datapath = Path(datapath)
+    _fetch_and_unpack(sources, datapath, Path(download_dir or datapath / "downloads"), keep=keep_archives,
+                      timeout=timeout)
+    for sub in ("JPEGImages", "SegmentationClassAug"):
+        if not (datapath / "VOC2012" / sub).is_dir():
+            raise DataError(f"{datapath / 'VOC2012' / sub} missing after unpacking")
+    return datapath / "VOC2012"
+
+
+def prepare_coco(datapath: Path, *, download_dir: Optional[Path] = None, sources: Sequence[Source] = COCO_SOURCES,
+                 keep_archives: bool = False, timeout: float = 60.0, nworker: int = 0) -> Path:
+    """Download and unpack COCO 2014 into ``datapath/COCO2014`` and build the COCO-20i mask PNGs."""
+    datapath = Path(datapath)
+    _fetch_and_unpack(sources, datapath, Path(download_dir or datapath / "downloads"), keep=keep_archives,
+                      timeout=timeout)
+    base = datapath / "COCO2014"
+    for split in COCO_SPLITS:
+        done = datapath / ".prepare" / f"masks_{split}.done"
+        if done.is_file():
+            continue
+        build_coco_masks(base / "annotations" / f"instances_{split}.json", base / "annotations" / split,
+                         nworker=nworker)
+        done.write_text("ok\n")
+    return base
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """CLI; returns 0 on success, 1 on a data/download error (message printed, no traceback)."""
+    parser = argparse.ArgumentParser(prog="python -m data.prepare", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("benchmark", choices=["pascal", "coco"])
+    parser.add_argument("--datapath", type=Path, required=True, help="root to fill (VOC2012/ or COCO2014/)")
+    parser.add_argument("--download-dir", type=Path, default=None, help="archives (default: DATAPATH/downloads)")
+    parser.add_argument("--keep-archives", action="store_true", help="keep the archives after unpacking")
+    parser.add_argument("--nworker", type=int, default=4, help="processes building COCO masks (0: none)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds")
+    parser.add_argument("--no-splits", dest="splits", action="store_false",
+                        help="do not fetch HSNet's split lists into the verified cache")
+    args = parser.parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.benchmark == "pascal":
+            out = prepare_pascal(args.datapath, download_dir=args.download_dir, keep_archives=args.keep_archives,
+                                 timeout=args.timeout)
+        else:
+            out = prepare_coco(args.datapath, download_dir=args.download_dir, keep_archives=args.keep_archives,
+                               timeout=args.timeout, nworker=args.nworker)
+        if args.splits:
+            from data.splits import resolve_split_root
+
+            logger.info("split lists verified in %s", resolve_split_root(None, timeout=args.timeout))
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.benchmark} ready under {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
