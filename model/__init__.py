@@ -1,0 +1,13 @@
+"""IMR-HSNet model package: backbones, hypercorrelation, 4D-conv learner, IMR cell, checkpoints."""
+from __future__ import annotations
+
+from typing import Any
+
+from model.imrhsnet import IMRHSNet
+
+__all__ = ["IMRHSNet", "build_model"]
+
+
+def build_model(backbone: str, **kwargs: Any) -> IMRHSNet:
+    """``IMRHSNet(backbone, **kwargs)``; kwargs: ``backbone_weights``, ``masking``, ``use_original_imgsize``."""
+    return IMRHSNet(backbone, **kwargs)

@@ -1,0 +1,87 @@
+"""Loading released-format IMR-HSNet state dicts (``best_model.pt``) into :class:`model.imrhsnet.IMRHSNet`.
+
+The released ``train.py`` saved ``nn.DataParallel(model).state_dict()``, so every key starts with
+``module.``; the bare model's keys are the same without it. Mismatches raise :class:`CheckpointMismatchError`
+naming the first offending keys, and a checkpoint made with another backbone is reported as such.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Mapping, Optional, Union
+
+import torch
+from torch import nn
+
+PREFIX = "module."
+SHOW = 8
+
+
+class CheckpointMismatchError(RuntimeError):
+    """The state dict does not fit the model (other backbone, missing/unexpected keys, other shapes)."""
+
+
+def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str = PREFIX) -> dict[str, torch.Tensor]:
+    """Drop a leading ``module.`` (DataParallel / DDP) from every key that has it."""
+    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state_dict.items()}
+
+
+def detect_backbone(state_dict: Mapping[str, torch.Tensor]) -> Optional[str]:
+    """``vgg16`` / ``resnet50`` / ``resnet101`` from the ``backbone.*`` keys, None if unrecognisable."""
+    keys = [k for k in state_dict if k.startswith("backbone.")]
+    if any(k.startswith("backbone.features.") for k in keys):
+        return "vgg16"
+    blocks = [int(m.group(1)) for k in keys if (m := re.match(r"backbone\.layer3\.(\d+)\.", k))]
+    if blocks:
+        return {5: "resnet50", 22: "resnet101"}.get(max(blocks))
+    return None
+
+
+def _first(keys: list[str]) -> str:
+    shown = ", ".join(keys[:SHOW])
+    return shown + (f", ... ({len(keys)} in all)" if len(keys) > SHOW else "")
+
+
+def read_state_dict(source: Union[str, Path, Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """A state dict from a mapping or a file (``best_model.pt``, or a dict with a ``"model"`` entry)."""
+    if isinstance(source, (str, Path)):
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint not found: {path}")
+        source = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(source, Mapping):
+        raise CheckpointMismatchError(f"expected a state dict, got {type(source).__name__}")
+    if "model" in source and isinstance(source["model"], Mapping):
+        source = source["model"]
+    return strip_prefix(source)
+
+
+def load_model_state(model: nn.Module, source: Union[str, Path, Mapping[str, torch.Tensor]]) -> nn.Module:
+    """Load a released-format state dict (``module.`` prefix optional) into ``model``, strictly.
+
+    Raises:
+        CheckpointMismatchError: other backbone, missing or unexpected keys, or shape mismatches; the message
+            lists the first offending keys.
+    """
+    state = read_state_dict(source)
+    expected = model.state_dict()
+
+    want, got = getattr(model, "backbone_type", None), detect_backbone(state)
+    if want is not None and got is not None and want != got:
+        raise CheckpointMismatchError(f"checkpoint was made with backbone {got!r} but the model is {want!r} "
+                                      f"(pass --backbone {got})")
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [f"{k} {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+              for k, v in expected.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_first(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_first(unexpected)}")
+    if shapes:
+        problems.append(f"shape mismatches: {_first(shapes)}")
+    if problems:
+        raise CheckpointMismatchError("checkpoint does not fit the model: " + "; ".join(problems))
+    model.load_state_dict(state)
+    return model

@@ -1,0 +1,312 @@
+"""IMR-HSNet: HSNet's hypercorrelation encoder refined by an iterative mutual refinement (IMR) cell.
+
+Per episode (a query and one support image, each with a CAM of the target class):
+
+1. Frozen backbone features of both images (``model.backbone``); a mid-level feature per image (the sum of
+   the l3-group features resized to the l2 resolution, 1x1-projected to 512 channels for ResNets).
+2. ``stage`` times, for the query and symmetrically for the support:
+   masked hypercorrelation -> 4D-conv encoder (``hpn_learner``) -> IMR cell (``imr.imr_step``) on
+   [current mask, encoding, mid feature, state] -> decoder on (state + encoding), upsampled x2 ->
+   residual head on [logits, current mask] -> logits at H/4. The foreground probability becomes the next
+   stage's mask.
+3. Training loss: sum over stages of CE(query) + CE(support), logits resized to the input size.
+
+Masking modes (``masking=``):
+
+* ``"released"`` (default; the released checkpoints were trained this way): before the first stage the
+  *query* features are masked with the *support* CAM and the *support* features with the *query* CAM, and
+  every later stage multiplies its new masks (query features x query probability, support features x
+  support probability) onto the already-masked features, so masks compound over the stages. Both
+  correlations then use the same two masked feature lists, so the support correlation is the query
+  correlation with the two images' dims swapped; it is computed once and transposed. The released code got
+  this by rewriting its feature lists in place; here it is explicit and no input is modified.
+* ``"paper"``: as the paper describes: the query prediction correlates the (unmasked) query features with the
+  support features masked by the current support mask, and the support prediction correlates the
+  support features with the query features masked by the current query mask; the current masks are the
+  CAMs at the first stage and the predicted foreground probabilities after; nothing compounds.
+
+Sizes come from the input: the l2 features (H/8) set the correlation/IMR resolution and the logits are
+at twice that (H/4); at 400 px these are the released 50 and 100. The learned initial state is a
+(1, 128, 50, 50) parameter (released shape, so checkpoints load); at other resolutions it is resized
+bilinearly (align_corners=True) to the feature size, which is the identity at 400 px. CAMs whose size
+differs from the feature size are resized the same way before entering the IMR cell.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.backbone import WeightsArg, build_backbone, get_spec
+from model.correlation import (group_correlations, cosine_correlation, l2_normalize, multilayer_correlation,
+                               transpose_correlation)
+from model.imr import HIDDEN, STATE_CHANNELS, Gate, imr_step, make_gate_convs
+from model.learner import CHANNELS, HPNLearner
+
+MASKING_MODES = ("released", "paper")
+RELEASED_FEATURE_SIZE = 50  # the state parameter's spatial size (400-pixel inputs)
+
+
+def _resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Bilinear, align_corners=True (the interpolation used everywhere in the released model)."""
+    return F.interpolate(x, tuple(size), mode="bilinear", align_corners=True)
+
+
+def mask_features(feats: Sequence[torch.Tensor], mask: torch.Tensor) -> list[torch.Tensor]:
+    """Multiply every feature map by ``mask`` resized to its resolution (new tensors; inputs untouched).
+
+    Args:
+        feats: per-layer (B, C_l, H_l, W_l).
+        mask: (B, h, w) foreground map (CAM or probability).
+    """
+    mask = mask.unsqueeze(1)
+    resized: dict[tuple[int, int], torch.Tensor] = {}
+    out = []
+    for feat in feats:
+        size = tuple(feat.shape[-2:])
+        if size not in resized:
+            resized[size] = _resize(mask.to(feat.dtype), size)
+        out.append(feat * resized[size])
+    return out
+
+
+class IMRHSNet(nn.Module):
+    """IMR-HSNet with the released state-dict layout.
+
+    Args:
+        backbone: ``vgg16``, ``resnet50`` or ``resnet101``.
+        backbone_weights: ``"imagenet"``, a local torchvision state-dict path, or ``"none"`` / ``None``.
+        masking: ``"released"`` or ``"paper"`` (see the module docstring).
+        use_original_imgsize: as released: evaluation logits stay at the decoder resolution (and are resized to
+            the original query size in :meth:`predict_mask_nshot`); the training loss is then computed at
+            the masks' resolution.
+    """
+
+    def __init__(self, backbone: str, *, backbone_weights: WeightsArg = "imagenet", masking: str = "released",
+                 use_original_imgsize: bool = False) -> None:
+        super().__init__()
+        if masking not in MASKING_MODES:
+            raise ValueError(f"masking must be one of {MASKING_MODES}, got {masking!r}")
+        spec = get_spec(backbone)
+        self.backbone_type = backbone
+        self.masking = masking
+        self.use_original_imgsize = use_original_imgsize
+        self._extract = spec.extract
+        self.group_sizes = spec.group_sizes  # l2, l3, l4
+
+        # module creation order as released (same random init for the same seed)
+        self.backbone = build_backbone(backbone, backbone_weights)
+        if spec.mid_channels != HIDDEN:
+            self.conv1024_512 = nn.Conv2d(spec.mid_channels, HIDDEN, kernel_size=1)
+        self.hpn_learner = HPNLearner(list(reversed(spec.group_sizes)))
+        self.cross_entropy_loss = nn.CrossEntropyLoss()
+
+        in_channels = 1 + CHANNELS[2] + HIDDEN + STATE_CHANNELS  # [cam, encoding, mid, state] = 769
+        self.state = nn.Parameter(torch.zeros(1, STATE_CHANNELS, RELEASED_FEATURE_SIZE, RELEASED_FEATURE_SIZE))
+        self.convz0, self.convz1, self.convz2 = make_gate_convs(in_channels)
+        self.convr0, self.convr1, self.convr2 = make_gate_convs(in_channels)
+        self.convh0, self.convh1, self.convh2 = make_gate_convs(in_channels)
+
+        c1, c2, c3 = CHANNELS
+        self.decoder1 = nn.Sequential(nn.Conv2d(c3, c3, 3, padding=1), nn.ReLU(),
+                                      nn.Conv2d(c3, c2, 3, padding=1), nn.ReLU())
+        self.decoder2 = nn.Sequential(nn.Conv2d(c2, c2, 3, padding=1), nn.ReLU(),
+                                      nn.Conv2d(c2, 2, 3, padding=1))
+        self.res = nn.Sequential(nn.Conv2d(3, 10, kernel_size=1), nn.GELU(), nn.Conv2d(10, 2, kernel_size=1))
+
+    # ------------------------------------------------------------------ modes
+    def train(self, mode: bool = True) -> "IMRHSNet":
+        """Set training mode; the frozen backbone always stays in eval mode (BatchNorm statistics fixed)."""
+        super().train(mode)
+        self.backbone.eval()
+        return self
+
+    def train_mode(self) -> "IMRHSNet":
+        """The released ``train_mode()``: learner trains, backbone stays in eval mode."""
+        return self.train(True)
+
+    # ------------------------------------------------------------------ pieces
+    def extract_features(self, img: torch.Tensor) -> list[torch.Tensor]:
+        """Backbone features (no gradient), shallow to deep: see :mod:`model.backbone`."""
+        with torch.no_grad():
+            return self._extract(self.backbone, img)
+
+    def mid_feature(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Sum of the l3-group features resized to the l2 resolution, projected to 512 channels for ResNets.
+
+        (B, C_l3, H/16, W/16) x n_l3 -> (B, 512, H/8, W/8). The released code sums features 3..5 (VGG16) and
+        4..9 (ResNet50), i.e. the l3 group; ResNet101 (never run by the released code) uses its whole l3 group.
+        """
+        n2, n3, _ = self.group_sizes
+        with torch.no_grad():
+            mid = feats[n2]
+            for feat in feats[n2 + 1:n2 + n3]:
+                mid = mid + feat
+            mid = _resize(mid, feats[0].shape[-2:])
+        if hasattr(self, "conv1024_512"):
+            mid = self.conv1024_512(mid)
+        return mid
+
+    def initial_state(self, bsz: int, size: Sequence[int]) -> torch.Tensor:
+        """The learned state (1, 128, 50, 50) expanded to (B, 128, h, w), resized when (h, w) != (50, 50)."""
+        state = self.state
+        if tuple(state.shape[-2:]) != tuple(size):
+            state = _resize(state, size)
+        return state.expand(bsz, -1, -1, -1)
+
+    def imr(self, cam: torch.Tensor, encoded: torch.Tensor, mid: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """One IMR cell update (see :mod:`model.imr`); all (B, ., h, w)."""
+        return imr_step(cam, encoded, mid, state,
+                        z=Gate(self.convz0, self.convz1, self.convz2),
+                        r=Gate(self.convr0, self.convr1, self.convr2),
+                        h=Gate(self.convh0, self.convh1, self.convh2))
+
+    def decode(self, x: torch.Tensor, cam: torch.Tensor) -> torch.Tensor:
+        """(state + encoding) (B, 128, h, w) and mask (B, 1, h, w) -> logits (B, 2, 2h, 2w)."""
+        x = self.decoder1(x)
+        x = _resize(x, (2 * x.shape[-2], 2 * x.shape[-1]))
+        logit = self.decoder2(x)
+        return self.res(torch.cat([logit, _resize(cam, logit.shape[-2:])], dim=1))
+
+    def correlations(self, query_feats: Sequence[torch.Tensor], support_feats: Sequence[torch.Tensor],
+                     query_mask: torch.Tensor, support_mask: torch.Tensor,
+                     masked: Optional[tuple[list[torch.Tensor], list[torch.Tensor]]] = None,
+                     ) -> tuple[list[torch.Tensor], list[torch.Tensor], tuple[list[torch.Tensor], list[torch.Tensor]]]:
+        """The two correlation pyramids of one stage.
+
+        Args:
+            query_feats / support_feats: the backbone features (unmasked).
+            query_mask / support_mask: (B, h, w) current masks of the query / support image.
+            masked: ``released`` mode only: the feature lists masked so far (None at the first stage).
+        Returns:
+            ``(corr_query, corr_support, masked)``; ``corr_query`` pyramids have the query's positions as
+            dims 2-3, ``corr_support`` the support's; ``masked`` is the updated pair of masked lists.
+        """
+        if self.masking == "released":
+            if masked is None:  # first stage: query features x support CAM, support features x query CAM
+                q_masked = mask_features(query_feats, support_mask)
+                s_masked = mask_features(support_feats, query_mask)
+            else:  # later stages: each image's own new mask, multiplied onto the already-masked features
+                q_masked = mask_features(masked[0], query_mask)
+                s_masked = mask_features(masked[1], support_mask)
+            corr_query = multilayer_correlation(q_masked, s_masked, self.group_sizes)
+            corr_support = [transpose_correlation(c) for c in corr_query]
+            return corr_query, corr_support, (q_masked, s_masked)
+
+        q_unit = [l2_normalize(f) for f in query_feats]
+        s_unit = [l2_normalize(f) for f in support_feats]
+        s_masked_unit = [l2_normalize(f) for f in mask_features(support_feats, support_mask)]
+        q_masked_unit = [l2_normalize(f) for f in mask_features(query_feats, query_mask)]
+        corr_query = group_correlations(
+            [cosine_correlation(q, s, fq.shape[-2:], fs.shape[-2:])
+             for q, s, fq, fs in zip(q_unit, s_masked_unit, query_feats, support_feats)], self.group_sizes)
+        corr_support = group_correlations(
+            [cosine_correlation(s, q, fs.shape[-2:], fq.shape[-2:])
+             for s, q, fq, fs in zip(s_unit, q_masked_unit, query_feats, support_feats)], self.group_sizes)
+        return corr_query, corr_support, ([], [])
+
+    def compute_objective(self, logit_mask: torch.Tensor, gt_mask: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of (B, 2, H, W) logits against a (B, H, W) 0/1 mask, averaged over pixels."""
+        bsz = logit_mask.shape[0]
+        return self.cross_entropy_loss(logit_mask.reshape(bsz, 2, -1), gt_mask.reshape(bsz, -1).long())
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, query_img: torch.Tensor, support_img: torch.Tensor, support_cam: torch.Tensor,
+                query_cam: torch.Tensor, query_mask: Optional[torch.Tensor] = None,
+                support_mask: Optional[torch.Tensor] = None, stage: int = 2):
+        """One-shot forward.
+
+        Args:
+            query_img, support_img: (B, 3, H, W).
+            support_cam, query_cam: (B, h, w) CAMs (h = H/8 at the released sizes).
+            query_mask, support_mask: (B, H, W) 0/1 ground truth; given -> training outputs with the loss.
+            stage: number of IMR refinement steps (>= 1).
+        Returns:
+            training: ``(logit_q, logit_s, loss)``, logits (B, 2, H, W) of the last stage, loss summed over
+            stages; evaluation: ``(logit_q, logit_s)`` at (H, W) (at H/4 with ``use_original_imgsize``).
+        """
+        if stage < 1:
+            raise ValueError(f"stage must be >= 1, got {stage}")
+        query_feats = self.extract_features(query_img)
+        support_feats = self.extract_features(support_img)
+        q_size, s_size = tuple(query_feats[0].shape[-2:]), tuple(support_feats[0].shape[-2:])
+        q_mid, s_mid = self.mid_feature(query_feats), self.mid_feature(support_feats)
+
+        # masks entering the IMR cell / residual head, at the feature resolution: (B, 1, h, w)
+        cam_q = query_cam.unsqueeze(1)
+        cam_s = support_cam.unsqueeze(1)
+        if tuple(cam_q.shape[-2:]) != q_size:
+            cam_q = _resize(cam_q, q_size)
+        if tuple(cam_s.shape[-2:]) != s_size:
+            cam_s = _resize(cam_s, s_size)
+
+        bsz = query_img.shape[0]
+        state_q, state_s = self.initial_state(bsz, q_size), self.initial_state(bsz, s_size)
+        corr_q, corr_s, masked = self.correlations(query_feats, support_feats, query_cam, support_cam)
+
+        training = query_mask is not None
+        losses: Any = 0
+        out_q = out_s = None
+        for ss in range(stage):
+            enc_q = self.hpn_learner(corr_q)
+            state_q = self.imr(cam_q, enc_q, q_mid, state_q)
+            enc_s = self.hpn_learner(corr_s)
+            state_s = self.imr(cam_s, enc_s, s_mid, state_s)
+
+            logit_s = self.decode(state_s + enc_s, cam_s)
+            logit_q = self.decode(state_q + enc_q, cam_q)
+
+            if training:
+                if support_mask is None:
+                    raise ValueError("training forward needs support_mask along with query_mask")
+                out_q = _resize(logit_q, support_img.shape[-2:] if not self.use_original_imgsize
+                                else query_mask.shape[-2:])
+                out_s = _resize(logit_s, support_img.shape[-2:] if not self.use_original_imgsize
+                                else support_mask.shape[-2:])
+                losses = losses + self.compute_objective(out_q, query_mask) + self.compute_objective(out_s, support_mask)
+
+            if ss != stage - 1:
+                prob_s = logit_s.softmax(dim=1)[:, 1]  # (B, 2h, 2w)
+                prob_q = logit_q.softmax(dim=1)[:, 1]
+                corr_q, corr_s, masked = self.correlations(query_feats, support_feats, prob_q, prob_s,
+                                                           masked if self.masking == "released" else None)
+                cam_q = _resize(prob_q.unsqueeze(1), q_size)
+                cam_s = _resize(prob_s.unsqueeze(1), s_size)
+
+        if training:
+            return out_q, out_s, losses
+        if not self.use_original_imgsize:
+            logit_q = _resize(logit_q, support_img.shape[-2:])
+            logit_s = _resize(logit_s, support_img.shape[-2:])
+        return logit_q, logit_s
+
+    @torch.no_grad()
+    def predict_mask_nshot(self, batch: Mapping[str, Any], nshot: int, stage: int) -> torch.Tensor:
+        """K-shot prediction as released: per-shot argmax, summed, then a 0.5 vote relative to the max count.
+
+        Args:
+            batch: ``query_img`` (B, 3, H, W), ``support_imgs`` (B, K, 3, H, W), ``support_cams`` (B, K, h, w),
+                ``query_cam`` (B, h, w); with ``use_original_imgsize`` also ``org_query_imsize`` ((W, H), B = 1).
+        Returns:
+            1-shot: the (B, H, W) argmax (int64); K-shot: the (B, H, W) 0/1 vote (float).
+        """
+        vote: Any = 0
+        for s_idx in range(nshot):
+            logit_q, _ = self(query_img=batch["query_img"], support_img=batch["support_imgs"][:, s_idx],
+                              support_cam=batch["support_cams"][:, s_idx], query_cam=batch["query_cam"], stage=stage)
+            if self.use_original_imgsize:
+                logit_q = _resize(logit_q, _original_size(batch["org_query_imsize"]))
+            vote = vote + logit_q.argmax(dim=1)
+            if nshot == 1:
+                return vote
+        bsz = vote.shape[0]
+        max_vote = vote.reshape(bsz, -1).max(dim=1).values.clamp(min=1).view(bsz, 1, 1)
+        return (vote.float() / max_vote >= 0.5).float()
+
+
+def _original_size(org_imsize: Any) -> tuple[int, int]:
+    """(H, W) from the batch's collated ``org_query_imsize`` ((W, H) per episode; batch size 1 as released)."""
+    width, height = org_imsize[0], org_imsize[1]
+    return int(torch.as_tensor(height).reshape(-1)[0]), int(torch.as_tensor(width).reshape(-1)[0])
