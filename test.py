@@ -63,8 +63,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                                 seed=args.seed)
         check_cams_exist(dataset)
         sampler = EpisodeSampler(len(dataset), rank=info.rank, world_size=info.world_size)
-        # Episodes are drawn with --seed in the main process, as released (no workers at test time).
-        loader = build_dataloader(dataset, bsz=bsz, nworker=0, shuffle=False, seed=args.seed, sampler=sampler)
+        # The episodes are the released sequence for --seed, fixed when the dataset is built.
+        loader = build_dataloader(dataset, bsz=bsz, nworker=args.nworker, shuffle=False, seed=args.seed,
+                                  sampler=sampler)
 
         visualizer = Visualizer(run_dir / "vis") if args.visualize and info.is_main else None
         hook = (lambda batch, pred, idx, iou: visualizer.save_batch(batch, pred, idx, iou)) if visualizer else None

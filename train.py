@@ -108,6 +108,8 @@ def main(args: argparse.Namespace, *, loss_hook: Optional[Callable] = None,
         log_params(logger, model)
         optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr)
         use_amp = args.amp and device.type == "cuda"
+        if args.amp and not use_amp:
+            logger.warning("--amp has no effect on %s (float16 autocast is used on CUDA only)", device)
         scaler = torch.amp.GradScaler("cuda") if use_amp else None
 
         start_epoch, best_miou = 0, float("-inf")
@@ -128,8 +130,9 @@ def main(args: argparse.Namespace, *, loss_hook: Optional[Callable] = None,
         val_sampler = EpisodeSampler(len(val_set), rank=info.rank, world_size=info.world_size)
         trn_loader = build_dataloader(trn_set, bsz=bsz, nworker=args.nworker, shuffle=False, seed=args.seed,
                                       sampler=trn_sampler)
-        # Validation draws its episodes with seed 0 in the main process, as released (no workers).
-        val_loader = build_dataloader(val_set, bsz=bsz, nworker=0, shuffle=False, seed=0, sampler=val_sampler)
+        # Validation episodes are the released seed-0 sequence, fixed when the dataset is built.
+        val_loader = build_dataloader(val_set, bsz=bsz, nworker=args.nworker, shuffle=False, seed=0,
+                                      sampler=val_sampler)
 
         writer = TensorBoardWriter(run_dir, enabled=info.is_main,
                                    purge_step=start_epoch if state is not None else None)
@@ -140,6 +143,7 @@ def main(args: argparse.Namespace, *, loss_hook: Optional[Callable] = None,
                 # from --seed so that a resumed run continues exactly where it stopped.
                 fix_randseed(seed_for(args.seed, epoch))
                 trn_sampler.set_epoch(epoch)
+                trn_set.set_epoch(epoch)  # supports of episode i are drawn from (seed, epoch, i)
                 trn = train_epoch(net, trn_loader, optimizer, IoUMeter.for_dataset(trn_set, device),
                                   epoch=epoch, stage=args.stage, device=device, amp=use_amp, scaler=scaler,
                                   loss_hook=loss_hook)

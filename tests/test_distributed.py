@@ -39,3 +39,97 @@ def test_meter_all_reduce_is_noop_without_group():
     meter.update(torch.ones(2, 1), torch.ones(2, 1), torch.tensor([0]), 1.0)
     meter.all_reduce()
     assert meter.compute_iou() == (100.0, 100.0)
+
+
+WORKER = r'''
+"""Run by torchrun: one DDP gradient step on a fixed global batch, then a short train.py run."""
+import json, os, sys
+from pathlib import Path
+sys.path.insert(0, os.environ["REPO_ROOT"])
+import torch
+import torch.distributed as dist
+import train
+from common.args import parse_args
+from common.distributed import init_distributed
+from common.engine import forward_1shot
+from common.seed import fix_randseed
+from tests.test_distributed import global_batch, fresh_model
+
+argv, out = json.loads(sys.argv[1]), Path(sys.argv[2])
+args = parse_args("train", argv)
+info, device = init_distributed(torch.device("cpu"))
+batch = global_batch(args)
+half = batch["query_img"].shape[0] // info.world_size
+local = {k: v[info.rank * half:(info.rank + 1) * half] for k, v in batch.items() if torch.is_tensor(v)}
+model = fresh_model()
+ddp = torch.nn.parallel.DistributedDataParallel(model)
+model.train_mode()
+_, loss = forward_1shot(ddp, local, args.stage)
+loss.backward()
+if info.rank == 0:
+    torch.save({"batch": {k: v for k, v in batch.items() if torch.is_tensor(v)},
+                "grads": {n: p.grad for n, p in model.named_parameters() if p.grad is not None}}, out / "ddp.pt")
+dist.barrier()
+result = train.main(args)
+if info.rank == 0:
+    (out / "done.json").write_text(json.dumps({"status": result["status"], "best_miou": result["best_miou"]}))
+'''
+
+
+def fresh_model():
+    """A seeded random VGG16 IMR-HSNet with its backbone frozen (as train.py does)."""
+    from model import build_model
+
+    torch.manual_seed(0)
+    model = build_model("vgg16", backbone_weights=None)
+    for param in model.backbone.parameters():
+        param.requires_grad_(False)
+    return model
+
+
+def global_batch(args, size: int = 4):
+    """The first ``size`` training episodes of the tiny split, drawn with seed 0 (same on every rank)."""
+    from data.dataset import build_dataset
+
+    fix = __import__("common.seed", fromlist=["fix_randseed"]).fix_randseed
+    fix(0)
+    dataset = build_dataset("pascal", datapath=args.datapath, fold=args.fold, split="trn", shot=1,
+                            img_size=args.img_size, cam_train_path=args.traincampath, cam_val_path=args.valcampath,
+                            splitpath=args.splitpath, nepisodes=args.nepisodes, seed=0)
+    return torch.utils.data.default_collate([dataset[i] for i in range(size)])
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_gloo_trains_and_averages_gradients(synthetic_root, tmp_path, repo_root):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from common.args import parse_args
+    from common.engine import forward_1shot
+    from tests.train_helpers import make_tiny_inputs
+
+    tiny = make_tiny_inputs(synthetic_root, tmp_path / "tiny")
+    argv = tiny.argv("--logpath", str(tmp_path / "run"), "--bsz", "4", "--nepisodes", "4", "--niter", "1",
+                     "--seed", "3")
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    env = {**os.environ, "REPO_ROOT": str(repo_root), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--standalone", str(script), json.dumps(argv), str(tmp_path)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert json.loads((tmp_path / "done.json").read_text())["status"] == "finished"
+    assert (tmp_path / "run" / "last.pt").exists() and (tmp_path / "run" / "best_model.pt").exists()
+    assert "*** Validation [@Epoch 00]" in (tmp_path / "run" / "log.txt").read_text()
+
+    saved = torch.load(tmp_path / "ddp.pt", weights_only=True)
+    model = fresh_model()
+    model.train_mode()
+    _, loss = forward_1shot(model, saved["batch"], parse_args("train", argv).stage)
+    loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert set(grads) == set(saved["grads"]) and grads
+    for name, grad in grads.items():
+        torch.testing.assert_close(saved["grads"][name], grad, rtol=1e-4, atol=1e-6, msg=name)

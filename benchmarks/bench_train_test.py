@@ -1,0 +1,225 @@
+"""Training and test throughput (episodes/s): this repository vs. the released IMR-HSNet, in the same run.
+
+    python benchmarks/bench_train_test.py                                   # ours only
+    python benchmarks/bench_train_test.py --released-repo /path/to/IMR-HSNet [--amp] [--device cuda]
+
+Both sides run on the same synthetic PASCAL benchmark (made in a temporary folder unless --datapath is given)
+with the same random CAM files, 400 px images (the released model only runs at 400 px), the same backbone
+(random weights) and batch size. Timing covers data loading, forward, backward and the optimizer step
+(training) or the n-shot prediction and scoring (test), after one warm-up batch. The released code runs in a
+child process (its packages are named like ours) with shims only: ``.cuda()`` is a no-op on the CPU,
+``torch.histc`` gets float input, and its ImageNet backbone file is replaced by random weights.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+
+def write_cams(datapath: Path, out: Path, side: int = 50, seed: int = 0) -> tuple[Path, Path]:
+    """Random CAMs ``{name}--{class}.pt`` for every PASCAL (image, class) pair of the split lists."""
+    generator = torch.Generator().manual_seed(seed)
+    roots = {"trn": out / "CAM_Train", "val": out / "CAM_Val"}
+    for split, root in roots.items():
+        root.mkdir(parents=True, exist_ok=True)
+        for fold_file in sorted((datapath / "splits" / "pascal" / split).glob("fold*.txt")):
+            for line in fold_file.read_text().split():
+                name, cc = line.split("__")
+                path = root / f"{name}--{int(cc) - 1}.pt"
+                if not path.exists():
+                    torch.save(torch.rand(side, side, generator=generator), path)
+    return roots["trn"], roots["val"]
+
+
+class Truncated:
+    """The first ``n`` batches of a loader, with ``len`` and ``dataset`` (what both loops read)."""
+
+    def __init__(self, loader, n: int) -> None:
+        self.loader, self.n, self.dataset = loader, n, loader.dataset
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        for idx, batch in enumerate(self.loader):
+            if idx >= self.n:
+                return
+            yield batch
+
+
+def bench_ours(opts, traincam: Path, valcam: Path) -> dict[str, float]:
+    from common.device import resolve_device
+    from common.engine import test_pass, train_epoch
+    from common.evaluation import IoUMeter
+    from common.seed import fix_randseed
+    from data.dataset import build_dataloader, build_dataset
+    from model import build_model
+
+    device = resolve_device(opts.device)
+    fix_randseed(0)
+    model = build_model(opts.backbone, backbone_weights=None).to(device)
+    for param in model.backbone.parameters():
+        param.requires_grad_(False)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=4e-4)
+    common = dict(datapath=str(opts.datapath), fold=0, img_size=opts.img_size, cam_train_path=str(traincam),
+                  cam_val_path=str(valcam), nepisodes=1000, seed=0)
+    trn = build_dataset("pascal", split="trn", shot=1, **common)
+    tst = build_dataset("pascal", split="test", shot=opts.nshot, **common)
+    use_amp = opts.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda") if use_amp else None
+
+    def run_train(steps: int) -> None:
+        loader = build_dataloader(trn, bsz=opts.bsz, nworker=opts.nworker, shuffle=True, seed=0)
+        train_epoch(model, Truncated(loader, steps), optimizer, IoUMeter.for_dataset(trn, device), epoch=0,
+                    stage=2, device=device, amp=use_amp, scaler=scaler, log_every=0, progress=False)
+
+    def run_test(steps: int) -> None:
+        loader = build_dataloader(tst, bsz=opts.bsz, nworker=0, shuffle=False, seed=0)
+        test_pass(model, Truncated(loader, steps), IoUMeter.for_dataset(tst, device), nshot=opts.nshot, stage=2,
+                  device=device, amp=use_amp, log_every=0, progress=False)
+
+    return _time_both(run_train, run_test, opts, device)
+
+
+def _time_both(run_train, run_test, opts, device) -> dict[str, float]:
+    def timed(fn, steps):
+        fn(1)  # warm-up
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn(steps)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return steps * opts.bsz / (time.perf_counter() - start)
+
+    return {"train_eps": timed(run_train, opts.train_batches), "test_eps": timed(run_test, opts.test_batches)}
+
+
+RELEASED_CHILD = textwrap.dedent('''
+    import json, os, sys, time
+    opts = json.loads(sys.argv[1])
+    sys.path.insert(0, opts["released_repo"])
+    import importlib.util, types
+    for name in ("common", "data", "model"):  # the released packages, never ours (same names)
+        pkg = types.ModuleType(name)
+        pkg.__path__ = [os.path.join(opts["released_repo"], name), os.path.join(os.getcwd(), name)]
+        sys.modules[name] = pkg
+    def load_script(name):
+        spec = importlib.util.spec_from_file_location("released_" + name, os.path.join(opts["released_repo"], name + ".py"))
+        module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module); return module
+    import torch, torchvision
+    cuda = opts["device"] != "cpu" and torch.cuda.is_available()
+    if not cuda:  # shims: no GPU here
+        torch.Tensor.cuda = lambda self, *a, **k: self
+        torch.nn.Module.cuda = lambda self, *a, **k: self
+    _histc, _load = torch.histc, torch.load
+    torch.histc = lambda x, *a, **k: _histc(x.float(), *a, **k)
+    def load(path, *a, **k):
+        if "Pretrain" in str(path):  # random backbone weights instead of the ImageNet files
+            return (torchvision.models.vgg16() if "vgg16" in str(path) else torchvision.models.resnet50()).state_dict()
+        return _load(path, *a, map_location="cpu", **{x: y for x, y in k.items() if x != "map_location"})
+    torch.load = load
+    import torch.nn as nn
+    from common import utils
+    from common.evaluation import Evaluator
+    from data.dataset import FSSDataset
+    from model.hsnet_imr import HypercorrSqueezeNetwork_imr
+    rtrain, rtest = load_script("train"), load_script("test")
+    if not cuda:
+        utils.to_cuda = lambda batch: batch
+        rtrain.utils.to_cuda = rtest.utils.to_cuda = utils.to_cuda
+    class Truncated:
+        def __init__(self, loader, n): self.loader, self.n, self.dataset = loader, n, loader.dataset
+        def __len__(self): return self.n
+        def __iter__(self):
+            for i, b in enumerate(self.loader):
+                if i >= self.n: return
+                yield b
+    utils.fix_randseed(0)
+    model = nn.DataParallel(HypercorrSqueezeNetwork_imr(opts["backbone"], False))
+    if cuda: model = model.cuda()
+    optimizer = torch.optim.Adam([{"params": model.parameters(), "lr": 4e-4}])
+    Evaluator.initialize()
+    FSSDataset.initialize(img_size=400, datapath=opts["datapath"], use_original_imgsize=False)
+    cams = dict(cam_train_path=opts["traincam"] + "/", cam_val_path=opts["valcam"] + "/")
+    def sync():
+        if cuda: torch.cuda.synchronize()
+    def run_train(n):
+        dl = FSSDataset.build_dataloader("pascal", opts["bsz"], opts["nworker"], 0, "trn", **cams)
+        rtrain.train(0, model, Truncated(dl, n), optimizer, training=True, stage=2)
+    def run_test(n):
+        dl = FSSDataset.build_dataloader("pascal", opts["bsz"], 0, 0, "test", opts["nshot"], **cams)
+        with torch.no_grad():
+            rtest.test(model, Truncated(dl, n), opts["nshot"], 2)
+    out = {}
+    for key, fn, n in (("train_eps", run_train, opts["train_batches"]), ("test_eps", run_test, opts["test_batches"])):
+        fn(1); sync(); t = time.perf_counter(); fn(n); sync()
+        out[key] = n * opts["bsz"] / (time.perf_counter() - t)
+    print("RESULT " + json.dumps(out))
+''')
+
+
+def bench_released(opts, traincam: Path, valcam: Path) -> dict[str, float]:
+    """Run the released train()/test() loops in a child process whose CWD holds ``data/splits`` -> ours."""
+    with tempfile.TemporaryDirectory() as cwd:
+        (Path(cwd) / "data").mkdir()
+        (Path(cwd) / "data" / "splits").symlink_to(opts.datapath / "splits")
+        payload = {"released_repo": str(opts.released_repo), "datapath": str(opts.datapath),
+                   "traincam": str(traincam), "valcam": str(valcam), "backbone": opts.backbone, "bsz": opts.bsz,
+                   "nworker": opts.nworker, "nshot": opts.nshot, "device": opts.device,
+                   "train_batches": opts.train_batches, "test_batches": opts.test_batches}
+        proc = subprocess.run([sys.executable, "-c", RELEASED_CHILD, json.dumps(payload)], cwd=cwd,
+                              capture_output=True, text=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"released run failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--datapath", type=Path, default=None, help="synthetic/real root (default: make one)")
+    parser.add_argument("--released-repo", type=Path, default=None, help="checkout of the released IMR-HSNet")
+    parser.add_argument("--backbone", default="vgg16", choices=["vgg16", "resnet50"])
+    parser.add_argument("--bsz", type=int, default=2)
+    parser.add_argument("--nshot", type=int, default=1)
+    parser.add_argument("--nworker", type=int, default=0)
+    parser.add_argument("--train-batches", type=int, default=3)
+    parser.add_argument("--test-batches", type=int, default=3)
+    parser.add_argument("--img-size", type=int, default=400)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--amp", action="store_true", help="ours with --amp (CUDA only)")
+    opts = parser.parse_args(argv)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    with tempfile.TemporaryDirectory() as tmp:
+        if opts.datapath is None:
+            from data.synthetic import make_benchmark
+
+            opts.datapath = Path(tmp) / "synthetic"
+            make_benchmark(opts.datapath, seed=0, benchmarks=("pascal",))
+        opts.datapath = opts.datapath.resolve()
+        traincam, valcam = write_cams(opts.datapath, Path(tmp) / "cams", side=opts.img_size // 8)
+        ours = bench_ours(opts, traincam, valcam)
+        print(f"device={opts.device} backbone={opts.backbone} bsz={opts.bsz} nshot={opts.nshot} "
+              f"img={opts.img_size} amp={opts.amp}")
+        print(f"ours     : train {ours['train_eps']:.3f} episodes/s | test {ours['test_eps']:.3f} episodes/s")
+        if opts.released_repo is not None:
+            rel = bench_released(opts, traincam, valcam)
+            print(f"released : train {rel['train_eps']:.3f} episodes/s | test {rel['test_eps']:.3f} episodes/s")
+            print(f"ratio    : train x{ours['train_eps'] / rel['train_eps']:.2f} | "
+                  f"test x{ours['test_eps'] / rel['test_eps']:.2f} (ours / released)")
+
+
+if __name__ == "__main__":
+    main()

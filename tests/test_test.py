@@ -1,0 +1,61 @@
+"""test.py on a released-format checkpoint (random VGG16 weights) and the tiny synthetic split, on the CPU."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+
+import test as test_script
+from common import checkpoint as ckpt
+from tests.train_helpers import make_tiny_inputs
+
+pytestmark = pytest.mark.slow
+FINAL_LINE = re.compile(r"^Fold 0 mIoU: +(\d+\.\d\d) \t FB-IoU: +(\d+\.\d\d)$", re.MULTILINE)
+
+
+@pytest.fixture(scope="module")
+def setup(synthetic_root, tmp_path_factory):
+    from model import build_model
+
+    root = tmp_path_factory.mktemp("testpy")
+    tiny = make_tiny_inputs(synthetic_root, root)
+    torch.manual_seed(0)
+    model = build_model("vgg16", backbone_weights=None)
+    ckpt.save_best(torch.nn.DataParallel(model), root / "run.log")  # keys as the released DataParallel save
+    return tiny, root / "run.log" / "best_model.pt", root
+
+
+def _run(tiny, load, run_dir, *extra):
+    return test_script.cli(tiny.argv("--load", str(load), "--logpath", str(run_dir), "--bsz", "2",
+                                     "--nepisodes", "4", *extra))
+
+
+def test_prints_final_line_and_writes_json(setup, capsys):
+    tiny, load, root = setup
+    assert _run(tiny, load, root / "t1", "--visualize") == 0
+    out = capsys.readouterr().out
+    match = FINAL_LINE.search(out)
+    assert match, out[-2000:]
+    results = json.loads((root / "t1" / "results.json").read_text())
+    assert f"{results['miou']:5.2f}".strip() == match.group(1) and f"{results['fb_iou']:5.2f}".strip() == match.group(2)
+    assert results["episodes"] == 4 and results["nshot"] == 1 and len(results["per_class_iou"]) == 5
+    assert len(list((root / "t1" / "vis").glob("*_class-*_iou-*.jpg"))) == 4
+    assert (root / "t1" / "log.txt").read_text().count("Fold 0 mIoU") == 1
+
+
+def test_nshot_vote(setup, capsys):
+    tiny, load, root = setup
+    _run(tiny, load, root / "t2", "--nshot", "2")
+    results = json.loads((root / "t2" / "results.json").read_text())
+    assert results["nshot"] == 2 and results["episodes"] == 4
+    assert FINAL_LINE.search(capsys.readouterr().out)
+
+
+def test_wrong_checkpoint_is_a_clear_error(setup):
+    tiny, _, root = setup
+    bad = root / "bad.pt"
+    torch.save({"module.nothing": torch.zeros(1)}, bad)
+    with pytest.raises(Exception, match="nothing|missing|unexpected|[Mm]ismatch"):
+        _run(tiny, bad, root / "t4")
