@@ -105,6 +105,7 @@ def test_preprocess_matches_clip_transform(tiny_clip):
 # Loading and bad weights
 # ---------------------------------------------------------------------------------------------------------
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.filterwarnings("ignore:.*torch.jit.trace.*deprecated:FutureWarning")
 def test_load_state_dict_and_torchscript(tiny_clip, tiny_state, tmp_path):
     plain = tmp_path / "plain.pt"
     torch.save({"state_dict": {f"module.{k}": v for k, v in tiny_state.items()}}, plain)
@@ -183,3 +184,14 @@ def test_golden_released_tiny():
 def test_golden_released_rn50():
     """Real RN50 shapes (random weights): released pipeline's files for 3 synthetic pairs."""
     _check_golden("cam_released_rn50.pt", atol=1e-3)
+
+
+@pytest.mark.cuda
+def test_cuda_matches_cpu_and_amp_is_close(tiny_state, tiny_clip):
+    images, classes = _images(6, seed=11), [0, 5, 9, 14, 19, 2]
+    cpu = cg.compute_cams(tiny_clip, images, classes, cg.PASCAL_CLASSES)
+    gpu_model = cg.build_clip_from_state_dict(tiny_state).to("cuda")
+    gpu = cg.compute_cams(gpu_model, images, classes, cg.PASCAL_CLASSES)
+    torch.testing.assert_close(gpu, cpu, atol=1e-3, rtol=0)
+    amp = cg.compute_cams(gpu_model, images, classes, cg.PASCAL_CLASSES, amp=True)
+    assert amp.dtype == torch.float32 and (amp - cpu).abs().mean() < 0.02
