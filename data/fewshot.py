@@ -138,13 +138,14 @@ class FewShotDataset(Dataset):
         return self.transform(img), label, img.size
 
     def _resize_label(self, label: torch.Tensor) -> torch.Tensor:
-        """(H, W) labels -> (S, S) float, nearest, as released (``F.interpolate``, not PIL)."""
-        return F.interpolate(label[None, None].float(), size=(self.img_size, self.img_size), mode="nearest")[0, 0]
+        """(H, W) uint8 labels -> (S, S) uint8, nearest, as released (``F.interpolate``, not PIL; nearest only
+        picks pixels, so resizing the uint8 labels equals the released float resize)."""
+        return F.interpolate(label[None, None], size=(self.img_size, self.img_size), mode="nearest")[0, 0]
 
-    def _targets(self, label: torch.Tensor, cls: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> (binary mask of class ``cls``, boundary/ignore map), both float like the label."""
-        label = label.float()
-        return (label == cls + 1).float(), (label == IGNORE_LABEL).float()
+    def _targets(self, label: torch.Tensor, cls: int) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """-> (float binary mask of class ``cls``, float 255-boundary map or None without ignore labels)."""
+        mask = (label == cls + 1).float()
+        return mask, ((label == IGNORE_LABEL).float() if self.has_ignore else None)
 
     def load_episode(self, episode: Episode) -> dict[str, Any]:
         """The released batch dict of ``episode`` (shapes for S = img_size, h = S // 8, K = shot):
