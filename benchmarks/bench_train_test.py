@@ -73,7 +73,7 @@ def bench_ours(opts, traincam: Path, valcam: Path) -> dict[str, float]:
         param.requires_grad_(False)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=4e-4)
     common = dict(datapath=str(opts.datapath), fold=0, img_size=opts.img_size, cam_train_path=str(traincam),
-                  cam_val_path=str(valcam), nepisodes=1000, seed=0)
+                  cam_val_path=str(valcam), splitpath=str(opts.datapath / "splits"), nepisodes=1000, seed=0)
     trn = build_dataset("pascal", split="trn", shot=1, **common)
     tst = build_dataset("pascal", split="test", shot=opts.nshot, **common)
     use_amp = opts.amp and device.type == "cuda"
@@ -136,6 +136,7 @@ RELEASED_CHILD = textwrap.dedent('''
     from data.dataset import FSSDataset
     from model.hsnet_imr import HypercorrSqueezeNetwork_imr
     rtrain, rtest = load_script("train"), load_script("test")
+    rtest.Visualizer.initialize(False)
     if not cuda:
         utils.to_cuda = lambda batch: batch
         rtrain.utils.to_cuda = rtest.utils.to_cuda = utils.to_cuda
