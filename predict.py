@@ -1,0 +1,201 @@
+"""Segment a class in your own images from its label text, with a trained IMR-HSNet.
+
+    python predict.py --load logs/my_run.log/best_model.pt --backbone resnet50 --clip-weights RN50.pt \\
+        --class-name zebra --support a.jpg b.jpg --query q1.jpg q2.jpg --out predictions/
+
+No dataset, split lists or CAM files: the CLIP Grad-CAM priors are computed on the fly (the code of the
+generate_cam scripts) and the K supports vote as in ``test.py``. A folder may be given instead of files (its
+images, by extension, in sorted order). Writes into ``--out``, per query ``<stem>_mask.png`` (0/255 at the
+query's resolution) and ``<stem>_overlay.png`` (image | CAM prior | final mask), per support
+``support_<stem>_mask.png`` (its refined mask), and ``predict.json`` (arguments, prompts, files written).
+See :mod:`model.predictor` for the Python API and the choices behind it.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from common.args import BACKBONES
+
+logger = logging.getLogger("predict")
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+OVERLAY_MAX_SIDE = 512  # overlay tiles are shrunk so their longer side is at most this
+OVERLAY_GAP = 4  # white pixels between the tiles
+
+
+class PredictInputError(ValueError):
+    """A bad input file or folder; the message names it."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The flags of ``predict.py`` (names and help as in train.py / test.py where they exist)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    inputs = parser.add_argument_group("inputs")
+    inputs.add_argument("--class-name", dest="class_name", required=True,
+                        help="label text of the class to segment, e.g. 'zebra' (prompt: 'a photo of a {class}')")
+    inputs.add_argument("--support", nargs="+", required=True, metavar="PATH",
+                        help="support images showing the class (files, or folders of images); K >= 1")
+    inputs.add_argument("--query", nargs="+", required=True, metavar="PATH",
+                        help="images to segment (files, or folders of images)")
+    inputs.add_argument("--out", required=True, help="output folder (created)")
+    inputs.add_argument("--vocabulary", default="pascal", choices=["pascal", "coco"],
+                        help="class names the CAM softmax scores the class among (the class is added if absent)")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--load", required=True, help="checkpoint (best_model.pt format)")
+    model.add_argument("--backbone", default="resnet50", choices=BACKBONES, help="feature extractor")
+    model.add_argument("--stage", type=int, default=2, help="IMR iterations (released: 2 PASCAL, 3 COCO)")
+    model.add_argument("--img-size", dest="img_size", type=int, default=400,
+                       help="square input side (CAMs are img_size/8 a side)")
+    model.add_argument("--masking", default="released", choices=["released", "paper"],
+                       help="feature masking with CAMs: as the released code does it, or as the paper describes")
+    model.add_argument("--backbone-weights", dest="backbone_weights", default="none",
+                       help="initial backbone weights: 'imagenet', 'none' (random), or a torchvision state-dict "
+                            "file (the --load checkpoint holds the backbone)")
+    model.add_argument("--clip-weights", dest="clip_weights", default=None,
+                       help="OpenAI CLIP RN50.pt (TorchScript) or a state dict with its keys (default: "
+                            "~/.cache/clip/RN50.pt, downloaded when missing and online)")
+    model.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
+    return parser
+
+
+def collect_images(paths: Sequence[str], flag: str) -> list[Path]:
+    """Files named on the command line, folders expanded to their images (by extension, sorted).
+
+    Raises PredictInputError for a missing path, a folder without images, or two inputs with the same
+    stem (their outputs would overwrite each other). Whether a file really is an image is checked on reading.
+    """
+    found: list[Path] = []
+    for value in paths:
+        path = Path(value).expanduser()
+        if path.is_dir():
+            images = sorted(p for p in path.iterdir()
+                            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not images:
+                raise PredictInputError(f"{flag} {path}: folder has no images ({', '.join(IMAGE_SUFFIXES)})")
+            found.extend(images)
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise PredictInputError(f"{flag} {path}: no such file or folder")
+    stems: dict[str, Path] = {}
+    for path in found:
+        if path.stem in stems:
+            raise PredictInputError(f"{flag}: {stems[path.stem]} and {path} have the same name stem "
+                                    f"{path.stem!r}; their outputs would collide")
+        stems[path.stem] = path
+    return found
+
+
+def read_images(paths: Sequence[Path]) -> list[Any]:
+    """PIL RGB images; a file that is not a readable image raises PredictInputError naming it."""
+    from data.errors import DataError
+    from data.readers import read_image
+
+    try:
+        return [read_image(path) for path in paths]
+    except DataError as exc:
+        raise PredictInputError(str(exc)) from exc
+
+
+def _png(array: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def overlay_panel(image: Any, cam: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """image | CAM prior (jet, blended) | predicted mask (red, blended), side by side: (h, 3w + 2 gap, 3) uint8.
+
+    Args:
+        image: the PIL RGB image (H, W); cam: (h, h) prior in [0, 1]; mask: (H, W) 0/1.
+    Tiles are shrunk so that their longer side is at most ``OVERLAY_MAX_SIDE``.
+    """
+    import cv2
+    from PIL import Image
+
+    from common.vis import QUERY_COLOR, apply_mask
+
+    scale = min(1.0, OVERLAY_MAX_SIDE / max(image.width, image.height))
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))  # (w, h)
+    rgb = np.asarray(image.convert("RGB").resize(size, Image.BILINEAR))
+    cam = np.clip(cv2.resize(np.float32(cam), size, interpolation=cv2.INTER_LINEAR), 0, 1)
+    heat = cv2.cvtColor(cv2.applyColorMap(np.uint8(255 * cam), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    cam_tile = (0.5 * rgb + 0.5 * heat).astype(np.uint8)
+    small_mask = cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST)
+    mask_tile = apply_mask(rgb, small_mask, QUERY_COLOR)
+    gap = np.full((size[1], OVERLAY_GAP, 3), 255, np.uint8)
+    return np.concatenate([rgb, gap, cam_tile, gap, mask_tile], axis=1)
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    """Segment ``args.class_name`` in the query images; returns what ``predict.json`` records."""
+    from common.io import atomic_write_bytes, atomic_write_text
+    from model.predictor import Segmenter
+
+    if args.stage < 1:
+        raise PredictInputError(f"--stage must be >= 1, got {args.stage}")
+    if args.img_size < 32:
+        raise PredictInputError(f"--img-size must be >= 32, got {args.img_size}")
+    support_paths = collect_images(args.support, "--support")
+    query_paths = collect_images(args.query, "--query")
+    supports, queries = read_images(support_paths), read_images(query_paths)
+
+    backbone_weights = None if str(args.backbone_weights).lower() == "none" else args.backbone_weights
+    segmenter = Segmenter.from_checkpoint(args.load, args.backbone, clip_weights=args.clip_weights,
+                                          backbone_weights=backbone_weights, device=args.device,
+                                          img_size=args.img_size, stage=args.stage, masking=args.masking,
+                                          vocabulary=args.vocabulary)
+    logger.info("Segmenting %r in %d queries with %d supports on %s", args.class_name, len(queries),
+                len(supports), segmenter.device)
+    result = segmenter.segment(supports, queries, args.class_name)
+
+    out = Path(args.out).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path, image, cam, mask in zip(query_paths, queries, result.query_cams, result.query_masks):
+        written.append(atomic_write_bytes(_png(mask * np.uint8(255)), out / f"{path.stem}_mask.png"))
+        written.append(atomic_write_bytes(_png(overlay_panel(image, cam, mask)), out / f"{path.stem}_overlay.png"))
+        logger.info("%s: %.1f%% foreground", path, 100.0 * float(mask.mean()))
+    for path, mask in zip(support_paths, result.support_masks):
+        written.append(atomic_write_bytes(_png(mask * np.uint8(255)), out / f"support_{path.stem}_mask.png"))
+    record = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+              "supports": [str(p) for p in support_paths], "queries": [str(p) for p in query_paths],
+              "prompts": result.prompts, "class_index": result.class_index,
+              "written": [str(p) for p in written]}
+    atomic_write_text(json.dumps(record, indent=2) + "\n", out / "predict.json")
+    logger.info("Wrote %d files to %s", len(written) + 1, out)
+    return record
+
+
+def cli(argv: Optional[Sequence[str]] = None) -> int:
+    """Parse the flags and predict; bad inputs print ``error: ...`` naming the file and return 2."""
+    args = build_parser().parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from data.errors import DataError
+    from model.checkpoint import CheckpointMismatchError
+    from model.clip_gradcam import ClipWeightsError
+
+    try:
+        main(args)
+    except (PredictInputError, DataError, CheckpointMismatchError, ClipWeightsError, FileNotFoundError,
+            ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
