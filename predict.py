@@ -8,6 +8,7 @@ generate_cam scripts) and the K supports vote as in ``test.py``. A folder may be
 images, by extension, in sorted order). Writes into ``--out``, per query ``<stem>_mask.png`` (0/255 at the
 query's resolution) and ``<stem>_overlay.png`` (image | CAM prior | final mask), per support
 ``support_<stem>_mask.png`` (its refined mask), and ``predict.json`` (arguments, prompts, files written).
+Images are used upright, as their EXIF orientation says (as image viewers show them).
 See :mod:`model.predictor` for the Python API and the choices behind it.
 """
 from __future__ import annotations
@@ -97,14 +98,18 @@ def collect_images(paths: Sequence[str], flag: str) -> list[Path]:
 
 
 def read_images(paths: Sequence[Path]) -> list[Any]:
-    """PIL RGB images; a file that is not a readable image raises PredictInputError naming it."""
-    from data.errors import DataError
-    from data.readers import read_image
+    """PIL RGB images, turned upright by their EXIF orientation (phone photos), so masks match what an image
+    viewer shows; a file that is not a readable image raises PredictInputError naming it."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
-    try:
-        return [read_image(path) for path in paths]
-    except DataError as exc:
-        raise PredictInputError(str(exc)) from exc
+    images = []
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                images.append(ImageOps.exif_transpose(img).convert("RGB"))
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+            raise PredictInputError(f"cannot read image {path}: {exc}") from exc
+    return images
 
 
 def _png(array: np.ndarray) -> bytes:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 
 import predict
 from model import build_model
@@ -71,11 +71,13 @@ def _check_outputs(out: Path, supports: list[Path], queries: list[Path]) -> None
     for mask_path, source in masks:
         mask = _read(mask_path)
         with Image.open(source) as img:
-            assert mask.shape == (img.height, img.width)  # the original resolution
+            img = ImageOps.exif_transpose(img)
+            assert mask.shape == (img.height, img.width)  # the original resolution, upright
         assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 255}
     for q in queries:
         overlay = _read(out / f"{q.stem}_overlay.png")
-        with Image.open(q) as img:  # small images: tiles at full size, image | CAM | mask with 2 gaps
+        with Image.open(q) as img:
+            img = ImageOps.exif_transpose(img)  # small images: tiles at full size, image | CAM | mask with 2 gaps
             assert overlay.shape == (img.height, 3 * img.width + 2 * predict.OVERLAY_GAP, 3)
             np.testing.assert_allclose(overlay[:, :img.width].astype(int), np.asarray(img.convert("RGB")), atol=1)
 
@@ -103,9 +105,15 @@ def test_prompt_classes():
 
 def test_cli_one_support(assets, tmp_path):
     support = [assets["supports"] / "img1.jpg"]
-    queries = sorted(assets["queries"].glob("*.jpg"))
+    rotated = tmp_path / "phone.jpg"  # stored 80x60, EXIF orientation 6: shown (and segmented) as 60x80
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (80, 60), (90, 30, 200)).save(rotated, exif=exif)
+    queries = sorted(assets["queries"].glob("*.jpg")) + [rotated]
+    tmp_path = tmp_path / "out"
     assert predict.cli(_argv(assets, tmp_path, support, queries, "--stage", "1")) == 0
     _check_outputs(tmp_path, support, queries)
+    assert _read(tmp_path / "phone_mask.png").shape == (80, 60)
 
 
 def test_cli_folders_several_supports(assets, folder_run):
