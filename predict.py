@@ -23,7 +23,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from common.args import BACKBONES
+from common.args import BACKBONES, HelpFormatter
 
 logger = logging.getLogger("predict")
 
@@ -39,7 +39,7 @@ class PredictInputError(ValueError):
 def build_parser() -> argparse.ArgumentParser:
     """The flags of ``predict.py`` (names and help as in train.py / test.py where they exist)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=HelpFormatter)
     inputs = parser.add_argument_group("inputs")
     inputs.add_argument("--class-name", dest="class_name", required=True,
                         help="label text of the class to segment, e.g. 'zebra' (prompt: 'a photo of a {class}')")

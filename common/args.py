@@ -25,6 +25,17 @@ BACKBONES = ("vgg16", "resnet50", "resnet101")
 BENCHMARKS = ("pascal", "coco")
 Script = Literal["train", "test"]
 
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends ``(default: X)`` to a flag's help only where it says something: not for ``None`` defaults,
+    on/off switches, or help text that already names its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, argparse.SUPPRESS) or action.nargs == 0:
+            return text
+        return super()._get_help_string(action)
+
 # Default CAM folders under --datapath: the released train.py defaults for PASCAL, the README's name for COCO.
 DEFAULT_CAM_DIRS = {"pascal": ("CAM_Train", "CAM_Val"), "coco": ("CAM_COCO", "CAM_COCO")}
 
@@ -34,7 +45,7 @@ def build_parser(script: Script) -> argparse.ArgumentParser:
     training = script == "train"
     parser = argparse.ArgumentParser(
         description=("Train" if training else "Test") + " IMR-HSNet (few-shot segmentation from image label text)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
 
     data = parser.add_argument_group("data")
     data.add_argument("--datapath", type=str, default=None,
@@ -48,7 +59,8 @@ def build_parser(script: Script) -> argparse.ArgumentParser:
                       help="folder of the validation/test images' CAMs; default <datapath>/CAM_Val (PASCAL) "
                            "or the COCO CAM folder")
     data.add_argument("--splitpath", type=str, default=None,
-                      help="folder holding pascal/ and coco/ split lists (default: the repository's data/splits)")
+                      help="folder holding pascal/ and coco/ split lists in HSNet's data/splits layout (default: fetched "
+                           "once from HSNet's repository into <repo>/.cache/splits, SHA-256 checked)")
     data.add_argument("--img-size", dest="img_size", type=int, default=400,
                       help="square input side (CAMs are img_size/8 a side)")
     data.add_argument("--nepisodes", type=int, default=1000,

@@ -30,7 +30,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from common.args import DEFAULT_CAM_DIRS, DEFAULT_DATAPATH
+from common.args import DEFAULT_CAM_DIRS, DEFAULT_DATAPATH, HelpFormatter
 from common.device import resolve_device
 from common.io import atomic_torch_save
 from data.cam_files import cam_path
@@ -238,7 +238,7 @@ def build_parser(benchmark: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=f"CLIP RN50 Grad-CAM priors for every (image, class) pair of {'PASCAL-5i' if pascal else 'COCO-20i'}"
                     " (released recipe; batched, deduplicated across folds, resumable)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     parser.add_argument("--datapath", type=str, default=None,
                         help=f"root holding VOC2012/ and COCO2014/; default for the paths below (default: {DEFAULT_DATAPATH})")
     if pascal:
@@ -253,7 +253,8 @@ def build_parser(benchmark: str) -> argparse.ArgumentParser:
         parser.add_argument("--campath", type=str, default=None,
                             help=f"output folder (gets train2014/ and val2014/ subfolders; default: <datapath>/{DEFAULT_CAM_DIRS['coco'][0]})")
     parser.add_argument("--splitpath", type=str, default=None,
-                        help="folder holding pascal/ and coco/ split lists (default: the repository's data/splits)")
+                        help="folder holding pascal/ and coco/ split lists in HSNet's data/splits layout (default: fetched once "
+                             "from HSNet's repository into <repo>/.cache/splits, SHA-256 checked)")
     parser.add_argument("--clip-weights", dest="clip_weights", type=str, default=None,
                         help="OpenAI CLIP RN50.pt (TorchScript) or a state dict with its keys (default: "
                              "~/.cache/clip/RN50.pt, downloaded when missing and online)")

@@ -45,6 +45,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 from PIL import Image
 
+from common.args import HelpFormatter
 from data.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -350,7 +351,7 @@ def prepare_coco(datapath: Path, *, download_dir: Optional[Path] = None, sources
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """CLI; returns 0 on success, 1 on a data/download error (message printed, no traceback)."""
     parser = argparse.ArgumentParser(prog="python -m data.prepare", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("benchmark", choices=["pascal", "coco"])
     parser.add_argument("--datapath", type=Path, required=True, help="root to fill (VOC2012/ or COCO2014/)")
     parser.add_argument("--download-dir", type=Path, default=None, help="archives (default: DATAPATH/downloads)")
