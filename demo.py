@@ -1,5 +1,7 @@
-"""make demo: the whole method on the embedded synthetic benchmark (filled in by the demo issue)."""
+"""make demo: the whole IMR-HSNet method on the embedded synthetic benchmark (see common/demo.py)."""
 import sys
 
+from common.demo import run
+
 if __name__ == "__main__":
-    sys.exit("make demo: not yet - the pipeline (CAM priors, train.py, test.py) is still being built.")
+    sys.exit(run())
