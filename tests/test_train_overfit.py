@@ -45,7 +45,7 @@ def test_overfits_a_few_episodes(synthetic_root, tmp_path):
         optimizer.step()
         meter = IoUMeter(classes, nclass=20)
         meter.update(*classify_prediction(logit_q.argmax(dim=1), batch), batch["class_id"])
-        history.append((float(loss), meter.compute_iou()[0]))
+        history.append((float(loss.detach()), meter.compute_iou()[0]))
         if len(history) > 10 and history[-1][0] < 0.3 * history[0][0] and history[-1][1] > history[0][1] + 40:
             break
     (loss0, miou0), (loss1, miou1) = history[0], history[-1]
