@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from common.args import HelpFormatter
+from common.args import BACKBONES, HelpFormatter
 from common.checkpoint import released_state_dict
 from common.io import atomic_torch_save, atomic_write_text
 
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=HelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "demo_out", help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data, weights and training episodes")
-    parser.add_argument("--backbone", default="vgg16", choices=["vgg16", "resnet50", "resnet101"])
+    parser.add_argument("--backbone", default="vgg16", choices=BACKBONES, help="feature extractor")
     parser.add_argument("--backbone-weights", default=None,
                         help="torchvision state-dict file of the backbone (default: random init, seeded)")
     parser.add_argument("--clip-weights", default=None,

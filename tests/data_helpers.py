@@ -1,4 +1,5 @@
-"""Helpers for the data tests: fake CAM priors for every listed (image, class) pair of a split folder."""
+"""Helpers for the data tests: fake CAM priors for every listed (image, class) pair of a split folder, and the
+shapes of the tiny random CLIP that the CAM, predict and demo tests use."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,6 +8,10 @@ import torch
 
 from data.cam_files import cam_path
 from data.splits import read_coco_split, read_pascal_split
+
+# Keyword arguments of model.clip_gradcam.random_clip_state_dict for a CLIP ResNet small enough for CPU tests
+# (the golden tests/golden/cam_released_tiny.pt values were measured with these shapes).
+TINY_CLIP = dict(vision_width=8, vision_layers=(1, 1, 1, 1), embed_dim=256, text_width=64, text_layers=1)
 
 
 def write_fake_cams(split_root: Path, out: Path, *, size: int = 50, seed: int = 0) -> dict[str, Path]:

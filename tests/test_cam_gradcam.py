@@ -12,16 +12,16 @@ import torch.nn.functional as F
 from PIL import Image
 
 from model import clip_gradcam as cg
+from tests.data_helpers import TINY_CLIP
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 # A small random CLIP ResNet (full RN50 at 224 is too slow for many images on a 2-core CPU).
-TINY = dict(vision_width=8, vision_layers=(1, 1, 1, 1), embed_dim=256, text_width=64, text_layers=1)
 TINY_SEED = 1
 
 
 @pytest.fixture(scope="module")
 def tiny_state() -> dict[str, torch.Tensor]:
-    return cg.random_clip_state_dict(TINY_SEED, **TINY)
+    return cg.random_clip_state_dict(TINY_SEED, **TINY_CLIP)
 
 
 @pytest.fixture(scope="module")

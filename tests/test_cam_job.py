@@ -10,14 +10,14 @@ import torch
 from data import cam_job
 from data.splits import read_coco_split, read_pascal_split
 from model import clip_gradcam as cg
+from tests.data_helpers import TINY_CLIP
 
-TINY = dict(vision_width=8, vision_layers=(1, 1, 1, 1), embed_dim=256, text_width=64, text_layers=1)
 
 
 @pytest.fixture(scope="module")
 def tiny_weights(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("clip") / "tiny_clip.pt"
-    torch.save(cg.random_clip_state_dict(1, **TINY), path)
+    torch.save(cg.random_clip_state_dict(1, **TINY_CLIP), path)
     return path
 
 

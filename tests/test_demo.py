@@ -12,9 +12,9 @@ import torch
 
 from common import demo
 from model import clip_gradcam as cg
+from tests.data_helpers import TINY_CLIP
 
 pytestmark = pytest.mark.slow
-TINY_CLIP = dict(vision_width=8, vision_layers=(1, 1, 1, 1), embed_dim=256, text_width=64, text_layers=1)
 
 
 def test_demo_runs_every_step_and_writes_its_outputs(tmp_path, capsys):

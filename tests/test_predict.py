@@ -15,10 +15,10 @@ from model import build_model
 from model import clip_gradcam as cg
 from model.checkpoint import CheckpointMismatchError
 from model.predictor import Segmenter, prompt_classes
+from tests.data_helpers import TINY_CLIP
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 IMG_SIZE = 64
-TINY_CLIP = dict(vision_width=8, vision_layers=(1, 1, 1, 1), embed_dim=256, text_width=64, text_layers=1)
 SIZES = [(96, 72), (80, 100), (72, 64), (120, 90), (88, 88)]  # (W, H): supports 0-2, queries 3-4
 
 
