@@ -19,7 +19,7 @@ classes f, f+4, ..., f+76; trn: the other 60). An image is listed for every clas
 
 What is in an image: a cluttered background (smooth colour field, small grey-ish strokes and blobs, noise) and
 1-3 objects: one of the image's *primary* class, which is what guarantees each class ``images_per_class``
-images in each of trn and val, plus 0-2 distractors of other classes. Each class has its own appearance,
+images in each of trn and val, plus 0-2 distractors of other classes (``max_distractors`` caps it). Each class has its own appearance,
 derived from its index alone (:func:`class_style`): a hue/saturation/value, a second colour, a texture
 (shading, stripes, checks, dots or rings with a class-specific frequency and angle) and a shape family
 (triangle, box, hexagon, star, ellipse, cross, trefoil blob, heart); instances vary in size, rotation,
@@ -97,6 +97,7 @@ LIST_MIN_FRACTION = 0.03  # a class is listed for an image when it covers >= 3% 
 PRIMARY_MIN_VISIBLE = 0.6  # the primary object keeps >= 60% of its own area visible
 PRIMARY_AREA = (0.08, 0.2)  # fraction of the image an object covers (before occlusion)
 DISTRACTOR_AREA = (0.03, 0.07)
+MAX_DISTRACTORS = 2  # objects of other classes per image: 0, 1 or 2 (30/40/30%), capped by max_distractors
 
 PASCAL_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -415,13 +416,14 @@ def _listed_classes(mask: np.ndarray, primary: int) -> list[int]:
 
 
 def _make_sample(rng: np.random.Generator, primary: int, nclass: int, min_size: int, max_size: int,
-                 allow_crowd: bool) -> _Sample:
-    """One image with its primary class ``primary`` (0-based) and 0-2 distractors of other classes."""
+                 allow_crowd: bool, max_distractors: int = MAX_DISTRACTORS) -> _Sample:
+    """One image with its primary class ``primary`` (0-based) and 0..``max_distractors`` distractors."""
     width = int(rng.integers(min_size, max_size + 1))
     height = int(rng.integers(min_size, max_size + 1))
     if width == height and min_size < max_size:
         height = height - 1 if height > min_size else height + 1
-    n_distract = int(rng.choice(3, p=[0.3, 0.4, 0.3]))
+    # drawn before capping so that the default (2) gives the same images whatever the cap's code path
+    n_distract = min(int(rng.choice(3, p=[0.3, 0.4, 0.3])), max_distractors)
     others = [c for c in range(nclass) if c != primary]
     distract = [int(c) for c in rng.choice(others, size=n_distract, replace=False)]
     crowd_slot = 0 if (allow_crowd and n_distract and rng.random() < 0.45) else -1
@@ -465,7 +467,8 @@ def _save_png(mask: np.ndarray, path: Path) -> None:
     Image.fromarray(mask.astype(np.uint8), "L").save(path, format="PNG")
 
 
-def _pascal(root: Path, seed: int, ipc: int, min_size: int, max_size: int) -> dict[str, Any]:
+def _pascal(root: Path, seed: int, ipc: int, min_size: int, max_size: int,
+            max_distractors: int = MAX_DISTRACTORS) -> dict[str, Any]:
     nclass = len(PASCAL_CLASSES)
     img_dir = root / "VOC2012" / "JPEGImages"
     ann_dir = root / "VOC2012" / "SegmentationClassAug"
@@ -480,7 +483,8 @@ def _pascal(root: Path, seed: int, ipc: int, min_size: int, max_size: int) -> di
             for _ in range(ipc):
                 serial += 1
                 name = f"{2007 + serial % 6}_{serial:06d}"
-                sample = _make_sample(_rng(seed, "pascal", split, index), cls, nclass, min_size, max_size, False)
+                sample = _make_sample(_rng(seed, "pascal", split, index), cls, nclass, min_size, max_size, False,
+                                      max_distractors)
                 index += 1
                 mask = sample.labels.copy()
                 mask[_boundary_ring(sample.labels)] = 255
@@ -499,7 +503,8 @@ def _pascal(root: Path, seed: int, ipc: int, min_size: int, max_size: int) -> di
     return counts
 
 
-def _coco(root: Path, seed: int, ipc: int, min_size: int, max_size: int) -> dict[str, Any]:
+def _coco(root: Path, seed: int, ipc: int, min_size: int, max_size: int,
+          max_distractors: int = MAX_DISTRACTORS) -> dict[str, Any]:
     nclass = len(COCO_CATEGORIES)
     base = root / "COCO2014"
     categories = [{"supercategory": sup, "id": cid, "name": name} for cid, name, sup in COCO_CATEGORIES]
@@ -518,7 +523,8 @@ def _coco(root: Path, seed: int, ipc: int, min_size: int, max_size: int) -> dict
             for _ in range(ipc):
                 image_id += 1
                 fname = f"COCO_{sdir}_{image_id:012d}.jpg"
-                sample = _make_sample(_rng(seed, "coco", split, index), cls, nclass, min_size, max_size, True)
+                sample = _make_sample(_rng(seed, "coco", split, index), cls, nclass, min_size, max_size, True,
+                                      max_distractors)
                 index += 1
                 h, w = sample.labels.shape
                 # Annotation ids follow paint order, so (-area, id) reproduces it even on equal areas.
@@ -584,7 +590,8 @@ def _prepare_root(root: Path) -> None:
 
 
 def make_benchmark(root: Path, *, seed: int = 0, images_per_class: int = 6, min_size: int = 64,
-                   max_size: int = 112, benchmarks: Sequence[str] = BENCHMARKS) -> Path:
+                   max_size: int = 112, benchmarks: Sequence[str] = BENCHMARKS,
+                   max_distractors: int = MAX_DISTRACTORS) -> Path:
     """Write a synthetic few-shot benchmark under ``root`` (see the module docstring) and return ``root``.
 
     Args:
@@ -595,6 +602,9 @@ def make_benchmark(root: Path, *, seed: int = 0, images_per_class: int = 6, min_
             episodes need >= 6 (a query and five distinct supports).
         min_size, max_size: bounds of each image side in pixels.
         benchmarks: any of "pascal", "coco".
+        max_distractors: at most this many distractor objects per image (0, 1 or 2). The count is drawn from
+            {0: 30%, 1: 40%, 2: 30%} and capped, so 0 gives one object per image (an easier task, used by the
+            demo when the backbone and CLIP are random).
     Returns:
         ``root`` as a Path; ``root/synthetic.json`` exists only once everything is written.
     """
@@ -607,6 +617,8 @@ def make_benchmark(root: Path, *, seed: int = 0, images_per_class: int = 6, min_
         raise ValueError("images_per_class must be >= 2 (a query and a distinct support)")
     if not 32 <= min_size <= max_size:
         raise ValueError(f"need 32 <= min_size <= max_size, got {min_size}, {max_size}")
+    if not 0 <= max_distractors <= MAX_DISTRACTORS:
+        raise ValueError(f"max_distractors must be in 0..{MAX_DISTRACTORS}, got {max_distractors}")
     start = time.perf_counter()
     _prepare_root(root)
     counts: dict[str, Any] = {}
@@ -614,9 +626,9 @@ def make_benchmark(root: Path, *, seed: int = 0, images_per_class: int = 6, min_
         # pycocotools' decode wrapper trips numpy 2's __array__(copy=...) deprecation; harmless here
         warnings.filterwarnings("ignore", message=PYCOCOTOOLS_NUMPY2_WARNING, category=DeprecationWarning)
         if "pascal" in benchmarks:
-            counts["pascal"] = _pascal(root, seed, images_per_class, min_size, max_size)
+            counts["pascal"] = _pascal(root, seed, images_per_class, min_size, max_size, max_distractors)
         if "coco" in benchmarks:
-            counts["coco"] = _coco(root, seed, images_per_class, min_size, max_size)
+            counts["coco"] = _coco(root, seed, images_per_class, min_size, max_size, max_distractors)
     summary = {
         "generator": "data.synthetic",
         "format_version": FORMAT_VERSION,
@@ -624,6 +636,7 @@ def make_benchmark(root: Path, *, seed: int = 0, images_per_class: int = 6, min_
         "images_per_class": images_per_class,
         "min_size": min_size,
         "max_size": max_size,
+        "max_distractors": max_distractors,
         "benchmarks": list(benchmarks),
         "counts": counts,
         "coco_paint_order": COCO_PAINT_ORDER,
@@ -636,7 +649,7 @@ def make_benchmark(root: Path, *, seed: int = 0, images_per_class: int = 6, min_
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: ``python -m data.synthetic ROOT [--seed S] [--images-per-class N] [--min-size A] [--max-size B]
-    [--benchmark pascal coco]``."""
+    [--benchmark pascal coco] [--max-distractors N]``."""
     parser = argparse.ArgumentParser(prog="python -m data.synthetic", description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path, help="output folder (the --datapath of train.py/test.py)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes")
@@ -646,11 +659,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-size", type=int, default=112, help="largest image side in pixels")
     parser.add_argument("--benchmark", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS),
                         help="which layouts to write")
+    parser.add_argument("--max-distractors", type=int, default=MAX_DISTRACTORS, choices=range(MAX_DISTRACTORS + 1),
+                        help="at most this many objects of other classes per image (0: one object per image)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     try:
         make_benchmark(args.root, seed=args.seed, images_per_class=args.images_per_class,
-                       min_size=args.min_size, max_size=args.max_size, benchmarks=args.benchmark)
+                       min_size=args.min_size, max_size=args.max_size, benchmarks=args.benchmark,
+                       max_distractors=args.max_distractors)
     except (FileExistsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
