@@ -14,9 +14,8 @@ from common import demo
 from model import clip_gradcam as cg
 from tests.data_helpers import TINY_CLIP
 
-pytestmark = pytest.mark.slow
 
-
+@pytest.mark.slow
 def test_demo_runs_every_step_and_writes_its_outputs(tmp_path, capsys):
     clip = tmp_path / "tiny_clip.pt"
     torch.save(cg.random_clip_state_dict(0, **TINY_CLIP), clip)
@@ -42,6 +41,7 @@ def test_demo_runs_every_step_and_writes_its_outputs(tmp_path, capsys):
     assert len(list((out / "data" / "CAM_Val").glob("*.pt"))) > 0
 
 
+@pytest.mark.slow
 def test_demo_failure_names_the_step_and_its_log(tmp_path, capsys):
     argv = ["--out", str(tmp_path / "demo_out"), "--clip-weights", str(tmp_path / "missing.pt"),
             "--images-per-class", "6", "--nworker", "0"]
@@ -50,3 +50,28 @@ def test_demo_failure_names_the_step_and_its_log(tmp_path, capsys):
 
     err = capsys.readouterr().err
     assert "CLIP Grad-CAM priors" in err and "generate_cam_voc.log" in err
+
+
+def test_cams_made_for_other_data_or_clip_weights_are_cleared(tmp_path):
+    data_root = tmp_path / "data"
+    cam_dirs = (data_root / "CAM_Train", data_root / "CAM_Val")
+    for cam_dir in cam_dirs:
+        cam_dir.mkdir(parents=True)
+        (cam_dir / "2007_000001--0.pt").write_bytes(b"old")
+    (data_root / "synthetic.json").write_text(json.dumps({"seed": 0, "max_distractors": 0}))
+    clip = tmp_path / "clip.pt"
+    clip.write_bytes(b"weights A")
+    made_for = demo.cam_provenance(data_root, str(clip))
+
+    demo.clear_stale_cams(data_root, cam_dirs, made_for)  # no record: the files' origin is unknown
+    assert not any(cam_dir.exists() for cam_dir in cam_dirs)
+
+    cam_dirs[0].mkdir()
+    (cam_dirs[0] / "2007_000001--0.pt").write_bytes(b"new")
+    (data_root / demo.CAM_PROVENANCE).write_text(made_for)
+    demo.clear_stale_cams(data_root, cam_dirs, made_for)  # same data and weights: an interrupted job resumes
+    assert (cam_dirs[0] / "2007_000001--0.pt").read_bytes() == b"new"
+
+    clip.write_bytes(b"weights B")
+    demo.clear_stale_cams(data_root, cam_dirs, demo.cam_provenance(data_root, str(clip)))
+    assert not cam_dirs[0].exists()

@@ -274,3 +274,25 @@ def test_refuses_foreign_data_and_bad_args(tmp_path: Path):
         make_benchmark(tmp_path / "x", images_per_class=1)
     with pytest.raises(ValueError):
         make_benchmark(tmp_path / "x", min_size=80, max_size=60)
+    with pytest.raises(ValueError, match="max_distractors"):
+        make_benchmark(tmp_path / "x", max_distractors=3)
+
+
+def test_max_distractors_zero_gives_one_object_per_image(tmp_path: Path):
+    kw = dict(seed=2, images_per_class=3, min_size=48, max_size=72)
+    capped = make_benchmark(tmp_path / "capped", max_distractors=0, **kw)
+    for split in ("trn", "val"):
+        pairs = [pair for fold in range(4) for pair in _read_pascal_split(capped, split, fold)]
+        assert len(pairs) == 20 * 3  # each image listed under its primary class only
+        for name, cls in pairs:
+            labels = set(np.unique(_mask(capped / "VOC2012" / "SegmentationClassAug" / f"{name}.png")))
+            assert labels <= {0, cls + 1, 255} and cls + 1 in labels
+    coco = COCO(str(capped / "COCO2014" / "annotations" / "instances_val2014.json"))
+    assert all(len(coco.getAnnIds(imgIds=[image_id])) == 1 for image_id in coco.getImgIds())
+    assert json.loads((capped / "synthetic.json").read_text())["max_distractors"] == 0
+    # the default draws distractors (and the cap does not change the default's images)
+    default = make_benchmark(tmp_path / "default", **kw)
+    default_digest = _tree_digest(default / "VOC2012")
+    assert default_digest == _tree_digest(make_benchmark(tmp_path / "two", max_distractors=2, **kw) / "VOC2012")
+    assert any(len(set(np.unique(_mask(p))) - {0, 255}) > 1
+               for p in (default / "VOC2012" / "SegmentationClassAug").glob("*.png"))
