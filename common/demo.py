@@ -106,11 +106,16 @@ CAM_PROVENANCE = "cams_made_for.json"  # which images and CLIP weights the CAM f
 
 
 def cam_provenance(data_root: Path, clip_path: str) -> str:
-    """What the CAM files depend on: the synthetic benchmark's settings and the CLIP weights' SHA-256."""
+    """What the CAM files depend on: the synthetic benchmark's settings and the CLIP weights' SHA-256.
+
+    A missing weights file gives ``null`` here; the CAM step then fails with its own message naming the file.
+    """
     from data.splits import sha256_file
 
+    clip = Path(clip_path)
     return json.dumps({"synthetic": json.loads((data_root / "synthetic.json").read_text()),
-                       "clip_sha256": sha256_file(Path(clip_path))}, indent=2, sort_keys=True) + "\n"
+                       "clip_sha256": sha256_file(clip) if clip.is_file() else None},
+                      indent=2, sort_keys=True) + "\n"
 
 
 def clear_stale_cams(data_root: Path, cam_dirs: Sequence[Path], made_for: str) -> None:
