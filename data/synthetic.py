@@ -19,16 +19,16 @@ classes f, f+4, ..., f+76; trn: the other 60). An image is listed for every clas
 
 What is in an image: a cluttered background (smooth colour field, small grey-ish strokes and blobs, noise) and
 1-3 objects: one of the image's *primary* class, which is what guarantees each class ``images_per_class``
-images in each of trn and val, plus 0-2 distractors of other classes (``max_distractors`` caps it). Each class has its own appearance,
-derived from its index alone (:func:`class_style`): a hue/saturation/value, a second colour, a texture
-(shading, stripes, checks, dots or rings with a class-specific frequency and angle) and a shape family
-(triangle, box, hexagon, star, ellipse, cross, trefoil blob, heart); instances vary in size, rotation,
-position, brightness and texture phase. Image sides are drawn independently from [min_size, max_size] (never
-square unless min_size == max_size); a primary object covers 8-20% of its image (at least 60% of it stays
-visible), a distractor 3-7%, so they survive downscaling to 1/8 resolution. Some COCO objects (about one image in four) are crowds:
-a cluster of 2-3 small shapes of one class stored as an uncompressed-RLE annotation with ``iscrowd=1``; all
-other COCO objects are single polygons. PASCAL and COCO images are separate sets; trn and val images are
-disjoint.
+images in each of trn and val, plus 0-2 distractors of other classes (fewer with ``max_distractors``). Each
+class has its own appearance, derived from its index alone (:func:`class_style`): a hue/saturation/value, a
+second colour, a texture (shading, stripes, checks, dots or rings with a class-specific frequency and angle)
+and a shape family (triangle, box, hexagon, star, ellipse, cross, trefoil blob, heart); instances vary in
+size, rotation, position, brightness and texture phase. Image sides are drawn independently from [min_size,
+max_size] (never square unless min_size == max_size); a primary object covers 8-20% of its image (at least 60%
+of it stays visible), a distractor 3-7%, so they survive downscaling to 1/8 resolution. Some COCO objects
+(about one image in four) are crowds: a cluster of 2-3 small shapes of one class stored as an uncompressed-RLE
+annotation with ``iscrowd=1``; all other COCO objects are single polygons. PASCAL and COCO images are separate
+sets; trn and val images are disjoint.
 
 COCO_PAINT_ORDER
     The COCO mask PNG of an image equals painting its annotations, *crowd annotations included*, into a zero
@@ -422,7 +422,7 @@ def _make_sample(rng: np.random.Generator, primary: int, nclass: int, min_size: 
     height = int(rng.integers(min_size, max_size + 1))
     if width == height and min_size < max_size:
         height = height - 1 if height > min_size else height + 1
-    # drawn before capping so that the default (2) gives the same images whatever the cap's code path
+    # drawn, then capped: the default cap leaves every image as it was before the cap existed
     n_distract = min(int(rng.choice(3, p=[0.3, 0.4, 0.3])), max_distractors)
     others = [c for c in range(nclass) if c != primary]
     distract = [int(c) for c in rng.choice(others, size=n_distract, replace=False)]
