@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from common.args import BACKBONES, HelpFormatter
+from common.args import BACKBONES, DEFAULT_CAM_DIRS, HelpFormatter
 from common.checkpoint import released_state_dict
 from common.io import atomic_torch_save, atomic_write_text
 
@@ -142,8 +142,8 @@ def write_untrained_checkpoint(args: argparse.Namespace, backbone_path: str, pat
     return atomic_torch_save(released_state_dict(model), path)
 
 
-def qualitative_grid(args: argparse.Namespace, data_root: Path, checkpoints: dict[str, Path], path: Path,
-                     rows: int = 6) -> Path:
+def qualitative_grid(args: argparse.Namespace, data_root: Path, cam_dirs: Sequence[Path],
+                     checkpoints: dict[str, Path], path: Path, rows: int = 6) -> Path:
     """A PNG grid: query | ground truth | CAM prior | untrained prediction | trained prediction (1-shot)."""
     from common.vis import apply_mask, to_uint8_image
     from data.dataset import build_dataset
@@ -151,8 +151,8 @@ def qualitative_grid(args: argparse.Namespace, data_root: Path, checkpoints: dic
     from model.checkpoint import load_model_state
 
     dataset = build_dataset("pascal", datapath=data_root, fold=0, split="test", shot=1, img_size=args.img_size,
-                            cam_train_path=data_root / "CAM_Train", cam_val_path=data_root / "CAM_Val",
-                            splitpath=data_root / "splits", nepisodes=rows, seed=0)
+                            cam_train_path=cam_dirs[0], cam_val_path=cam_dirs[1], splitpath=data_root / "splits",
+                            nepisodes=rows, seed=0)
     batch = torch.utils.data.default_collate([dataset[i] for i in range(rows)])
     predictions = {}
     for name, checkpoint in checkpoints.items():
@@ -195,18 +195,18 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
               "--images-per-class", args.images_per_class, "--max-distractors", args.max_distractors],
              logs / "synthetic.log")
     clip_path, backbone_path = write_random_weights(args, weights_dir)
-    cam_dirs = (data_root / "CAM_Train", data_root / "CAM_Val")
+    cam_dirs = tuple(data_root / name for name in DEFAULT_CAM_DIRS["pascal"])  # (train, val)
     made_for = cam_provenance(data_root, clip_path)
     clear_stale_cams(data_root, cam_dirs, made_for)
     atomic_write_text(made_for, data_root / CAM_PROVENANCE)  # before the job, so an interrupted one resumes
     run_step("2/5 CLIP Grad-CAM priors for every (image, class) pair",
              [python, "generate_cam_voc.py", "--datapath", data_root, "--splitpath", data_root / "splits",
-              "--traincampath", data_root / "CAM_Train", "--valcampath", data_root / "CAM_Val",
+              "--traincampath", cam_dirs[0], "--valcampath", cam_dirs[1],
               "--clip-weights", clip_path, "--device", args.device, "--nworker", args.nworker, "--no-progress"],
              logs / "generate_cam_voc.log")
 
     common = ["--datapath", data_root, "--splitpath", data_root / "splits", "--benchmark", "pascal", "--fold", 0,
-              "--traincampath", data_root / "CAM_Train", "--valcampath", data_root / "CAM_Val",
+              "--traincampath", cam_dirs[0], "--valcampath", cam_dirs[1],
               "--backbone", args.backbone, "--img-size", args.img_size, "--stage", args.stage, "--device", args.device]
     checkpoints = {"untrained": write_untrained_checkpoint(args, backbone_path, out / "untrained" / "best_model.pt"),
                    "trained": out / "train" / "best_model.pt"}
@@ -231,7 +231,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
               "--logpath", out / "train"], logs / "train.log")
     results["trained"] = evaluate("trained", "5/5")
 
-    grid = qualitative_grid(args, data_root, checkpoints, out / "qualitative.png")
+    grid = qualitative_grid(args, data_root, cam_dirs, checkpoints, out / "qualitative.png")
     results["settings"] = {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()}
     results["random_weights"] = {"clip": args.clip_weights is None, "backbone": args.backbone_weights is None}
     atomic_write_text(json.dumps(results, indent=2) + "\n", out / "results.json")
