@@ -11,19 +11,9 @@ Per episode (a query and one support image, each with a CAM of the target class)
    stage's mask.
 3. Training loss: sum over stages of CE(query) + CE(support), logits resized to the input size.
 
-Masking modes (``masking=``):
-
-* ``"released"`` (default; the released checkpoints were trained this way): before the first stage the
-  *query* features are masked with the *support* CAM and the *support* features with the *query* CAM, and
-  every later stage multiplies its new masks (query features x query probability, support features x
-  support probability) onto the already-masked features, so masks compound over the stages. Both
-  correlations then use the same two masked feature lists, so the support correlation is the query
-  correlation with the two images' dims swapped; it is computed once and transposed. The released code got
-  this by rewriting its feature lists in place; here it is explicit and no input is modified.
-* ``"paper"``: as the paper describes: the query prediction correlates the (unmasked) query features with the
-  support features masked by the current support mask, and the support prediction correlates the
-  support features with the query features masked by the current query mask; the current masks are the
-  CAMs at the first stage and the predicted foreground probabilities after; nothing compounds.
+Masking modes (``masking=``, see :mod:`model.masking` for both side by side): ``"released"`` (default; the
+released checkpoints were trained this way: masks compound over the stages) and ``"paper"`` (the paper's
+formulation).
 
 Sizes come from the input: the l2 features (H/8) set the correlation/IMR resolution and the logits are
 at twice that (H/4); at 400 px these are the released 50 and 100. The learned initial state is a
@@ -33,43 +23,28 @@ differs from the feature size are resized the same way before entering the IMR c
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from common.resize import resize_bilinear
 from model.backbone import WeightsArg, build_backbone, get_spec
-from model.correlation import (group_correlations, cosine_correlation, l2_normalize, multilayer_correlation,
-                               transpose_correlation)
 from model.imr import HIDDEN, STATE_CHANNELS, Gate, imr_step, make_gate_convs
 from model.learner import CHANNELS, HPNLearner
+from model.masking import MASKING_MODES
 
-MASKING_MODES = ("released", "paper")
 RELEASED_FEATURE_SIZE = 50  # the state parameter's spatial size (400-pixel inputs)
 
 
-def _resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Bilinear, align_corners=True (the interpolation used everywhere in the released model)."""
-    return F.interpolate(x, tuple(size), mode="bilinear", align_corners=True)
+@dataclass
+class _Branch:
+    """One image's running state through the stages (the query's or the support's)."""
 
-
-def mask_features(feats: Sequence[torch.Tensor], mask: torch.Tensor) -> list[torch.Tensor]:
-    """Multiply every feature map by ``mask`` resized to its resolution (new tensors; inputs untouched).
-
-    Args:
-        feats: per-layer (B, C_l, H_l, W_l).
-        mask: (B, h, w) foreground map (CAM or probability).
-    """
-    mask = mask.unsqueeze(1)
-    resized: dict[tuple[int, int], torch.Tensor] = {}
-    out = []
-    for feat in feats:
-        size = tuple(feat.shape[-2:])
-        if size not in resized:
-            resized[size] = _resize(mask.to(feat.dtype), size)
-        out.append(feat * resized[size])
-    return out
+    mid: torch.Tensor    # (B, 512, h, w) mid-level feature
+    mask: torch.Tensor   # (B, 1, h, w) current mask entering the IMR cell and the residual head
+    state: torch.Tensor  # (B, 128, h, w) hidden state of the IMR cell
 
 
 class IMRHSNet(nn.Module):
@@ -88,7 +63,7 @@ class IMRHSNet(nn.Module):
                  use_original_imgsize: bool = False) -> None:
         super().__init__()
         if masking not in MASKING_MODES:
-            raise ValueError(f"masking must be one of {MASKING_MODES}, got {masking!r}")
+            raise ValueError(f"masking must be one of {tuple(MASKING_MODES)}, got {masking!r}")
         spec = get_spec(backbone)
         self.backbone_type = backbone
         self.masking = masking
@@ -144,7 +119,7 @@ class IMRHSNet(nn.Module):
             mid = feats[n2]
             for feat in feats[n2 + 1:n2 + n3]:
                 mid = mid + feat
-            mid = _resize(mid, feats[0].shape[-2:])
+            mid = resize_bilinear(mid, feats[0].shape[-2:])
         if hasattr(self, "conv1024_512"):
             mid = self.conv1024_512(mid)
         return mid
@@ -153,7 +128,7 @@ class IMRHSNet(nn.Module):
         """The learned state (1, 128, 50, 50) expanded to (B, 128, h, w), resized when (h, w) != (50, 50)."""
         state = self.state
         if tuple(state.shape[-2:]) != tuple(size):
-            state = _resize(state, size)
+            state = resize_bilinear(state, size)
         return state.expand(bsz, -1, -1, -1)
 
     def imr(self, cam: torch.Tensor, encoded: torch.Tensor, mid: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
@@ -166,57 +141,45 @@ class IMRHSNet(nn.Module):
     def decode(self, x: torch.Tensor, cam: torch.Tensor) -> torch.Tensor:
         """(state + encoding) (B, 128, h, w) and mask (B, 1, h, w) -> logits (B, 2, 2h, 2w)."""
         x = self.decoder1(x)
-        x = _resize(x, (2 * x.shape[-2], 2 * x.shape[-1]))
+        x = resize_bilinear(x, (2 * x.shape[-2], 2 * x.shape[-1]))
         logit = self.decoder2(x)
-        return self.res(torch.cat([logit, _resize(cam, logit.shape[-2:])], dim=1))
-
-    def correlations(self, query_feats: Sequence[torch.Tensor], support_feats: Sequence[torch.Tensor],
-                     query_mask: torch.Tensor, support_mask: torch.Tensor,
-                     masked: Optional[tuple[list[torch.Tensor], list[torch.Tensor]]] = None,
-                     ) -> tuple[list[torch.Tensor], list[torch.Tensor], tuple[list[torch.Tensor], list[torch.Tensor]]]:
-        """The two correlation pyramids of one stage.
-
-        Args:
-            query_feats / support_feats: the backbone features (unmasked).
-            query_mask / support_mask: (B, h, w) current masks of the query / support image.
-            masked: ``released`` mode only: the feature lists masked so far (None at the first stage).
-        Returns:
-            ``(corr_query, corr_support, masked)``; ``corr_query`` pyramids have the query's positions as
-            dims 2-3, ``corr_support`` the support's; ``masked`` is the updated pair of masked lists.
-        """
-        if self.masking == "released":
-            if masked is None:  # first stage: query features x support CAM, support features x query CAM
-                q_masked = mask_features(query_feats, support_mask)
-                s_masked = mask_features(support_feats, query_mask)
-            else:  # later stages: each image's own new mask, multiplied onto the already-masked features
-                q_masked = mask_features(masked[0], query_mask)
-                s_masked = mask_features(masked[1], support_mask)
-            corr_query = multilayer_correlation(q_masked, s_masked, self.group_sizes)
-            corr_support = [transpose_correlation(c) for c in corr_query]
-            return corr_query, corr_support, (q_masked, s_masked)
-
-        q_unit = [l2_normalize(f) for f in query_feats]
-        s_unit = [l2_normalize(f) for f in support_feats]
-        s_masked_unit = [l2_normalize(f) for f in mask_features(support_feats, support_mask)]
-        q_masked_unit = [l2_normalize(f) for f in mask_features(query_feats, query_mask)]
-        corr_query = group_correlations(
-            [cosine_correlation(q, s, fq.shape[-2:], fs.shape[-2:])
-             for q, s, fq, fs in zip(q_unit, s_masked_unit, query_feats, support_feats)], self.group_sizes)
-        corr_support = group_correlations(
-            [cosine_correlation(s, q, fs.shape[-2:], fq.shape[-2:])
-             for s, q, fq, fs in zip(s_unit, q_masked_unit, query_feats, support_feats)], self.group_sizes)
-        return corr_query, corr_support, ([], [])
+        return self.res(torch.cat([logit, resize_bilinear(cam, logit.shape[-2:])], dim=1))
 
     def compute_objective(self, logit_mask: torch.Tensor, gt_mask: torch.Tensor) -> torch.Tensor:
         """Cross-entropy of (B, 2, H, W) logits against a (B, H, W) 0/1 mask, averaged over pixels."""
         bsz = logit_mask.shape[0]
         return self.cross_entropy_loss(logit_mask.reshape(bsz, 2, -1), gt_mask.reshape(bsz, -1).long())
 
+    def start_branch(self, feats: Sequence[torch.Tensor], cam: torch.Tensor) -> _Branch:
+        """An image's state before the first stage: mid feature, CAM at the feature size, initial state.
+
+        Args:
+            feats: the image's backbone features; cam: (B, h', w') its CAM (resized when h' != H/8).
+        """
+        size = tuple(feats[0].shape[-2:])
+        mask = cam.unsqueeze(1)
+        if tuple(mask.shape[-2:]) != size:
+            mask = resize_bilinear(mask, size)
+        return _Branch(mid=self.mid_feature(feats), mask=mask, state=self.initial_state(feats[0].shape[0], size))
+
+    def refine(self, branch: _Branch, corr: Sequence[torch.Tensor]) -> torch.Tensor:
+        """One stage for one image: encode its correlation, update its IMR state, decode its logits.
+
+        Args:
+            branch: the image's running state (its ``state`` is replaced by the new one).
+            corr: the image's correlation pyramid of this stage (its positions as dims 2-3).
+        Returns:
+            logits (B, 2, 2h, 2w).
+        """
+        encoded = self.hpn_learner(corr)
+        branch.state = self.imr(branch.mask, encoded, branch.mid, branch.state)
+        return self.decode(branch.state + encoded, branch.mask)
+
     # ------------------------------------------------------------------ forward
     def forward(self, query_img: torch.Tensor, support_img: torch.Tensor, support_cam: torch.Tensor,
                 query_cam: torch.Tensor, query_mask: Optional[torch.Tensor] = None,
                 support_mask: Optional[torch.Tensor] = None, stage: int = 2):
-        """One-shot forward.
+        """One-shot forward: ``stage`` rounds of refining the query and the support mask together.
 
         Args:
             query_img, support_img: (B, 3, H, W).
@@ -229,57 +192,34 @@ class IMRHSNet(nn.Module):
         """
         if stage < 1:
             raise ValueError(f"stage must be >= 1, got {stage}")
+        training = query_mask is not None
+        if training and support_mask is None:
+            raise ValueError("training forward needs support_mask along with query_mask")
         query_feats = self.extract_features(query_img)
         support_feats = self.extract_features(support_img)
-        q_size, s_size = tuple(query_feats[0].shape[-2:]), tuple(support_feats[0].shape[-2:])
-        q_mid, s_mid = self.mid_feature(query_feats), self.mid_feature(support_feats)
+        query, support = self.start_branch(query_feats, query_cam), self.start_branch(support_feats, support_cam)
+        correlate = MASKING_MODES[self.masking](query_feats, support_feats, self.group_sizes)
+        corr_q, corr_s = correlate(query_cam, support_cam)  # first stage: the CAMs
 
-        # masks entering the IMR cell / residual head, at the feature resolution: (B, 1, h, w)
-        cam_q = query_cam.unsqueeze(1)
-        cam_s = support_cam.unsqueeze(1)
-        if tuple(cam_q.shape[-2:]) != q_size:
-            cam_q = _resize(cam_q, q_size)
-        if tuple(cam_s.shape[-2:]) != s_size:
-            cam_s = _resize(cam_s, s_size)
-
-        bsz = query_img.shape[0]
-        state_q, state_s = self.initial_state(bsz, q_size), self.initial_state(bsz, s_size)
-        corr_q, corr_s, masked = self.correlations(query_feats, support_feats, query_cam, support_cam)
-
-        training = query_mask is not None
         losses: Any = 0
-        out_q = out_s = None
         for ss in range(stage):
-            enc_q = self.hpn_learner(corr_q)
-            state_q = self.imr(cam_q, enc_q, q_mid, state_q)
-            enc_s = self.hpn_learner(corr_s)
-            state_s = self.imr(cam_s, enc_s, s_mid, state_s)
-
-            logit_s = self.decode(state_s + enc_s, cam_s)
-            logit_q = self.decode(state_q + enc_q, cam_q)
-
-            if training:
-                if support_mask is None:
-                    raise ValueError("training forward needs support_mask along with query_mask")
-                out_q = _resize(logit_q, support_img.shape[-2:] if not self.use_original_imgsize
-                                else query_mask.shape[-2:])
-                out_s = _resize(logit_s, support_img.shape[-2:] if not self.use_original_imgsize
-                                else support_mask.shape[-2:])
+            logit_q = self.refine(query, corr_q)
+            logit_s = self.refine(support, corr_s)
+            if training:  # the loss sees the logits at the masks' size; the next stage keeps them at H/4
+                out_q = resize_bilinear(logit_q, query_mask.shape[-2:])
+                out_s = resize_bilinear(logit_s, support_mask.shape[-2:])
                 losses = losses + self.compute_objective(out_q, query_mask) + self.compute_objective(out_s, support_mask)
-
-            if ss != stage - 1:
-                prob_s = logit_s.softmax(dim=1)[:, 1]  # (B, 2h, 2w)
-                prob_q = logit_q.softmax(dim=1)[:, 1]
-                corr_q, corr_s, masked = self.correlations(query_feats, support_feats, prob_q, prob_s,
-                                                           masked if self.masking == "released" else None)
-                cam_q = _resize(prob_q.unsqueeze(1), q_size)
-                cam_s = _resize(prob_s.unsqueeze(1), s_size)
+            if ss != stage - 1:  # the foreground probabilities become the next stage's masks
+                prob_q, prob_s = _foreground(logit_q), _foreground(logit_s)
+                corr_q, corr_s = correlate(prob_q, prob_s)
+                query.mask = resize_bilinear(prob_q.unsqueeze(1), query.mask.shape[-2:])
+                support.mask = resize_bilinear(prob_s.unsqueeze(1), support.mask.shape[-2:])
 
         if training:
             return out_q, out_s, losses
         if not self.use_original_imgsize:
-            logit_q = _resize(logit_q, support_img.shape[-2:])
-            logit_s = _resize(logit_s, support_img.shape[-2:])
+            logit_q = resize_bilinear(logit_q, support_img.shape[-2:])
+            logit_s = resize_bilinear(logit_s, support_img.shape[-2:])
         return logit_q, logit_s
 
     @torch.no_grad()
@@ -297,13 +237,18 @@ class IMRHSNet(nn.Module):
             logit_q, _ = self(query_img=batch["query_img"], support_img=batch["support_imgs"][:, s_idx],
                               support_cam=batch["support_cams"][:, s_idx], query_cam=batch["query_cam"], stage=stage)
             if self.use_original_imgsize:
-                logit_q = _resize(logit_q, _original_size(batch["org_query_imsize"]))
+                logit_q = resize_bilinear(logit_q, _original_size(batch["org_query_imsize"]))
             vote = vote + logit_q.argmax(dim=1)
             if nshot == 1:
                 return vote
         bsz = vote.shape[0]
         max_vote = vote.reshape(bsz, -1).max(dim=1).values.clamp(min=1).view(bsz, 1, 1)
         return (vote.float() / max_vote >= 0.5).float()
+
+
+def _foreground(logits: torch.Tensor) -> torch.Tensor:
+    """(B, 2, h, w) logits -> (B, h, w) foreground probability."""
+    return logits.softmax(dim=1)[:, 1]
 
 
 def _original_size(org_imsize: Any) -> tuple[int, int]:

@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from common.resize import resize_bilinear
 from model.conv4d import CenterPivotConv4d
 
 CHANNELS = (16, 64, 128)
@@ -38,7 +38,7 @@ def resize_query_dims(corr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
     """
     bsz, ch, ha, wa, hb, wb = corr.shape
     flat = corr.permute(0, 4, 5, 1, 2, 3).reshape(bsz * hb * wb, ch, ha, wa)
-    flat = F.interpolate(flat, size, mode="bilinear", align_corners=True)
+    flat = resize_bilinear(flat, size)
     return flat.view(bsz, hb, wb, ch, *size).permute(0, 3, 4, 5, 1, 2)
 
 
@@ -50,7 +50,7 @@ def resize_support_dims(corr: torch.Tensor, size: tuple[int, int]) -> torch.Tens
     """
     bsz, ch, ha, wa, hb, wb = corr.shape
     flat = corr.permute(0, 2, 3, 1, 4, 5).reshape(bsz * ha * wa, ch, hb, wb)
-    flat = F.interpolate(flat, size, mode="bilinear", align_corners=True)
+    flat = resize_bilinear(flat, size)
     return flat.view(bsz, ha, wa, ch, *size).permute(0, 3, 1, 2, 4, 5)
 
 

@@ -13,6 +13,7 @@ from model.checkpoint import CheckpointMismatchError, detect_backbone, load_mode
 from model.conv4d import CenterPivotConv4d
 from model.correlation import EPS, multilayer_correlation
 from model.imrhsnet import IMRHSNet
+from model.masking import MASKING_MODES, PaperMasking, ReleasedMasking
 
 
 @pytest.fixture(scope="module")
@@ -147,12 +148,12 @@ def _tiny_feats(seed: int) -> list[torch.Tensor]:
     return [torch.randn(1, 3, 4, 4, generator=g) for _ in range(7)]
 
 
-def test_masking_released_swaps_cams_and_compounds(vgg):
+def test_masking_released_swaps_cams_and_compounds():
     q, s = _tiny_feats(0), _tiny_feats(1)
     cam_q = torch.zeros(1, 4, 4); cam_q[:, :2] = 1   # query CAM: top half
     cam_s = torch.zeros(1, 4, 4); cam_s[:, :, :2] = 1  # support CAM: left half
-    vgg.masking = "released"
-    corr_q, corr_s, masked = vgg.correlations(q, s, cam_q, cam_s)
+    correlate = ReleasedMasking(q, s, bb.get_spec("vgg16").group_sizes)
+    corr_q, corr_s = correlate(cam_q, cam_s)
     # stage 1: query features x SUPPORT CAM, support features x QUERY CAM
     l2 = corr_q[2][0]  # (3, Ha, Wa, Hb, Wb)
     assert (l2[:, :, 2:] == 0).all()        # query positions outside the support CAM (right half)
@@ -162,33 +163,40 @@ def test_masking_released_swaps_cams_and_compounds(vgg):
     torch.testing.assert_close(corr_s[2], corr_q[2].permute(0, 1, 4, 5, 2, 3))  # support corr = transpose
     # stage 2: new masks multiply onto the already-masked features
     prob_q, prob_s = torch.full((1, 4, 4), 0.5), torch.rand(1, 4, 4)
-    corr_q2, _, _ = vgg.correlations(q, s, prob_q, prob_s, masked)
+    corr_q2, _ = correlate(prob_q, prob_s)
     expect2 = _naive_corr(q[6] * cam_s[:, None] * prob_q[:, None], s[6] * cam_q[:, None] * prob_s[:, None])
     torch.testing.assert_close(corr_q2[0][:, 0], expect2)
     assert (corr_q2[0][0, 0][:, 2:] == 0).all()  # the stage-1 support CAM still zeroes the query's right half
 
 
-def test_masking_paper_uses_own_masks_without_compounding(vgg):
+def test_masking_paper_uses_own_masks_without_compounding():
     q, s = _tiny_feats(0), _tiny_feats(1)
     cam_q = torch.zeros(1, 4, 4); cam_q[:, :2] = 1
     cam_s = torch.zeros(1, 4, 4); cam_s[:, :, :2] = 1
-    vgg.masking = "paper"
-    try:
-        corr_q, corr_s, _ = vgg.correlations(q, s, cam_q, cam_s)
-        torch.testing.assert_close(corr_q[2][:, 0], _naive_corr(q[0], s[0] * cam_s[:, None]))
-        torch.testing.assert_close(corr_s[2][:, 0], _naive_corr(s[0], q[0] * cam_q[:, None]))
-        assert (corr_q[2][0][..., 2:] == 0).all() and (corr_q[2][0][:, :, :, :, :2] != 0).any()
-        prob_q, prob_s = torch.rand(1, 4, 4), torch.rand(1, 4, 4)
-        corr_q2, corr_s2, _ = vgg.correlations(q, s, prob_q, prob_s, None)
-        torch.testing.assert_close(corr_q2[0][:, 0], _naive_corr(q[6], s[6] * prob_s[:, None]))
-        torch.testing.assert_close(corr_s2[1][:, 2], _naive_corr(s[5], q[5] * prob_q[:, None]))
-    finally:
-        vgg.masking = "released"
+    correlate = PaperMasking(q, s, bb.get_spec("vgg16").group_sizes)
+    corr_q, corr_s = correlate(cam_q, cam_s)
+    torch.testing.assert_close(corr_q[2][:, 0], _naive_corr(q[0], s[0] * cam_s[:, None]))
+    torch.testing.assert_close(corr_s[2][:, 0], _naive_corr(s[0], q[0] * cam_q[:, None]))
+    assert (corr_q[2][0][..., 2:] == 0).all() and (corr_q[2][0][:, :, :, :, :2] != 0).any()
+    prob_q, prob_s = torch.rand(1, 4, 4), torch.rand(1, 4, 4)
+    corr_q2, corr_s2 = correlate(prob_q, prob_s)
+    torch.testing.assert_close(corr_q2[0][:, 0], _naive_corr(q[6], s[6] * prob_s[:, None]))
+    torch.testing.assert_close(corr_s2[1][:, 2], _naive_corr(s[5], q[5] * prob_q[:, None]))
+
+
+def test_masking_modes_leave_the_features_untouched():
+    q, s = _tiny_feats(0), _tiny_feats(1)
+    before = [f.clone() for f in q + s]
+    for mode in MASKING_MODES.values():
+        correlate = mode(q, s, bb.get_spec("vgg16").group_sizes)
+        for _ in range(3):
+            correlate(torch.rand(1, 4, 4), torch.rand(1, 4, 4))
+    assert all(torch.equal(a, b) for a, b in zip(before, q + s))
 
 
 def test_masks_are_resized_to_each_feature():
     """A (1, 2, 2) mask on (4, 4) and (2, 2) features: bilinear align_corners resize."""
-    from model.imrhsnet import mask_features
+    from model.masking import mask_features
 
     feats = [torch.ones(1, 1, 4, 4), torch.ones(1, 1, 2, 2)]
     mask = torch.tensor([[[0.0, 1.0], [1.0, 0.0]]])
