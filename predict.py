@@ -9,7 +9,7 @@ images, by extension, in sorted order). Writes into ``--out``, per query ``<stem
 query's resolution) and ``<stem>_overlay.png`` (image | CAM prior | final mask), per support
 ``support_<stem>_mask.png`` (its refined mask), and ``predict.json`` (arguments, prompts, files written).
 Images are used upright, as their EXIF orientation says (as image viewers show them).
-See :mod:`model.predictor` for the Python API and the choices behind it.
+See :mod:`engine.predictor` for the Python API and the choices behind it.
 """
 from __future__ import annotations
 
@@ -23,7 +23,10 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from common.args import BACKBONES, HelpFormatter
+from common.cli import HelpFormatter
+from data.benchmarks import CLASS_NAMES
+from model.backbone import BACKBONES
+from model.masking import MASKING_MODES
 
 logger = logging.getLogger("predict")
 
@@ -48,16 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
     inputs.add_argument("--query", nargs="+", required=True, metavar="PATH",
                         help="images to segment (files, or folders of images)")
     inputs.add_argument("--out", required=True, help="output folder (created)")
-    inputs.add_argument("--vocabulary", default="pascal", choices=["pascal", "coco"],
+    inputs.add_argument("--vocabulary", default="pascal", choices=tuple(CLASS_NAMES),
                         help="class names the CAM softmax scores the class among (the class is added if absent)")
 
     model = parser.add_argument_group("model")
     model.add_argument("--load", required=True, help="checkpoint (best_model.pt format)")
-    model.add_argument("--backbone", default="resnet50", choices=BACKBONES, help="feature extractor")
+    model.add_argument("--backbone", default="resnet50", choices=tuple(BACKBONES), help="feature extractor")
     model.add_argument("--stage", type=int, default=2, help="IMR iterations (released: 2 PASCAL, 3 COCO)")
     model.add_argument("--img-size", dest="img_size", type=int, default=400,
                        help="square input side (CAMs are img_size/8 a side)")
-    model.add_argument("--masking", default="released", choices=["released", "paper"],
+    model.add_argument("--masking", default="released", choices=tuple(MASKING_MODES),
                        help="feature masking with CAMs: as the released code does it, or as the paper describes")
     model.add_argument("--backbone-weights", dest="backbone_weights", default="none",
                        help="initial backbone weights: 'imagenet', 'none' (random), or a torchvision state-dict "
@@ -147,7 +150,7 @@ def overlay_panel(image: Any, cam: np.ndarray, mask: np.ndarray) -> np.ndarray:
 def main(args: argparse.Namespace) -> dict[str, Any]:
     """Segment ``args.class_name`` in the query images; returns what ``predict.json`` records."""
     from common.io import atomic_write_bytes, atomic_write_text
-    from model.predictor import Segmenter
+    from engine.predictor import Segmenter
 
     if args.stage < 1:
         raise PredictInputError(f"--stage must be >= 1, got {args.stage}")

@@ -19,15 +19,15 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from common.args import args_to_json, parse_args, resolve_run_dir
 from common.device import resolve_device
 from common.distributed import EpisodeSampler, broadcast_object, cleanup, init_distributed, local_batch_size
-from common.engine import test_pass
 from common.evaluation import IoUMeter
 from common.io import atomic_write_text
 from common.logger import log_args, log_params, setup_logging
 from common.seed import fix_randseed
 from common.vis import Visualizer
+from engine.args import args_to_json, parse_args, resolve_run_dir
+from engine.loops import test_pass
 
 logger = logging.getLogger("test")
 RESULTS_NAME = "results.json"

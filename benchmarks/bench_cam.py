@@ -1,6 +1,6 @@
 """Benchmark: the whole CAM job (ours) against the released per-image procedure, same weights, same machine.
 
-Ours: ``data.cam_job.run_cam_job`` on every pair of the benchmark's split lists (each pair once, prompts
+Ours: ``engine.cam_job.run_cam_job`` on every pair of the benchmark's split lists (each pair once, prompts
 encoded once, batched trunk forward, head-only backward, parallel decoding), timed from building the
 Grad-CAM object (prompt encoding included) to the last file written.
 
@@ -14,7 +14,7 @@ prompts* and backward through everything, resizes with cv2 and saves. The per-pa
 * ``--released-repo PATH`` (a checkout of Whileherham/IMR-HSNet): its own ``clip.py``/``model_clip.py`` and
   vendored pytorch_grad_cam are run in a subprocess (``.cuda()`` made a no-op on the CPU).
 * otherwise: the released procedure re-implemented with the installed pytorch-grad-cam
-  (:func:`model.clip_gradcam.per_image_reference_cams`), and the report says so.
+  (``tests/clip_reference.py``), and the report says so.
 
 Weights: ``--clip-weights`` or a random RN50-shaped CLIP (identical for both sides). Example::
 
@@ -38,9 +38,11 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from common.device import resolve_device  # noqa: E402
-from data import cam_job  # noqa: E402
+from data.benchmarks import BENCHMARKS, CLASS_NAMES  # noqa: E402
 from data.splits import read_coco_split, read_pascal_split  # noqa: E402
+from engine import cam_job  # noqa: E402
 from model import clip_gradcam as cg  # noqa: E402
+from tests.clip_reference import per_image_reference_cams  # noqa: E402
 
 # Runs in a subprocess with the released repository first on sys.path (its pytorch_grad_cam is a different,
 # older copy than the installed one). Mirrors generate_cam_*.get_cam_from_alldata for a list of pairs.
@@ -122,7 +124,7 @@ def time_reimplemented(model, classes, sample) -> float:
     """Seconds per computation of the released procedure re-implemented with the installed pytorch-grad-cam."""
     def one(path, cls):
         with Image.open(path) as img:
-            cams = cg.per_image_reference_cams(model, [img], [cls], classes)
+            cams = per_image_reference_cams(model, [img], [cls], classes)
         torch.save(cams[0].clone(), tempfile.gettempdir() + "/bench_cam_ref.pt")
 
     one(*sample[0])  # warm-up
@@ -143,7 +145,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--root", type=str, default=None, help="synthetic benchmark root (default: make one)")
-    parser.add_argument("--benchmark", choices=cam_job.BENCHMARKS, default="pascal")
+    parser.add_argument("--benchmark", choices=BENCHMARKS, default="pascal")
     parser.add_argument("--clip-weights", type=str, default=None, help="default: random RN50-shaped weights")
     parser.add_argument("--released-repo", type=str, default=None, help="checkout of Whileherham/IMR-HSNet")
     parser.add_argument("--released-pairs", type=int, default=6,
@@ -163,7 +165,7 @@ def main() -> None:
     weights = Path(args.clip_weights) if args.clip_weights else tmp / "rn50_random.pt"
     if not args.clip_weights:
         torch.save(cg.random_clip_state_dict(0), weights)
-    classes = cg.CLASS_NAMES[args.benchmark]
+    classes = CLASS_NAMES[args.benchmark]
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
           f"torch threads {torch.get_num_threads()}, benchmark {args.benchmark}, root {root}")
 

@@ -60,7 +60,7 @@ class Truncated:
 
 def bench_ours(opts, traincam: Path, valcam: Path) -> dict[str, float]:
     from common.device import resolve_device
-    from common.engine import test_pass, train_epoch
+    from engine.loops import test_pass, train_epoch
     from common.evaluation import IoUMeter
     from common.seed import fix_randseed
     from data.dataset import build_dataloader, build_dataset

@@ -67,10 +67,9 @@ def cleanup() -> None:
         dist.destroy_process_group()
 
 
-def barrier() -> None:
-    """Wait for all ranks (no-op when not distributed)."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.barrier()
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside ``nn.DataParallel`` / ``DistributedDataParallel`` (or the model itself)."""
+    return model.module if hasattr(model, "module") and isinstance(model.module, torch.nn.Module) else model
 
 
 def all_reduce_flag(flag: bool, device: torch.device) -> bool:

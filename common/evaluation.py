@@ -24,8 +24,8 @@ from typing import Any, Optional
 
 import torch
 
-IGNORE_INDEX = 255
-NCLASS = {"pascal": 20, "coco": 80}
+from common.constants import IGNORE_LABEL
+
 
 
 def classify_prediction(pred_mask: torch.Tensor, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,8 +50,8 @@ def classify_prediction(pred_mask: torch.Tensor, batch: Mapping[str, Any]) -> tu
         ignore = ignore.to(device=pred.device, dtype=torch.float32)
         if torch.logical_and(ignore, gt_mask).any():
             raise ValueError("query_ignore_idx overlaps the foreground of query_mask")
-        gt_mask = gt_mask + ignore * IGNORE_INDEX
-        pred = torch.where(gt_mask == IGNORE_INDEX, torch.full_like(pred, IGNORE_INDEX), pred)
+        gt_mask = gt_mask + ignore * IGNORE_LABEL
+        pred = torch.where(gt_mask == IGNORE_LABEL, torch.full_like(pred, IGNORE_LABEL), pred)
 
     area_inter, area_pred, area_gt = [], [], []
     for _pred, _gt in zip(pred, gt_mask):
@@ -72,7 +72,7 @@ class IoUMeter:
 
     Args:
         class_ids: the fold's classes (0-based) that mIoU and FB-IoU average over (``dataset.class_ids``).
-        nclass: number of classes of the benchmark (20 PASCAL, 80 COCO).
+        nclass: number of classes of the benchmark (``data.benchmarks.NCLASS``).
         device: where the buffers live (the prediction's device, so updates need no copies).
     """
 
@@ -91,9 +91,8 @@ class IoUMeter:
 
     @classmethod
     def for_dataset(cls, dataset: Any, device: torch.device | str = "cpu") -> "IoUMeter":
-        """Build from a dataset with ``benchmark`` and ``class_ids`` attributes (as the released meter)."""
-        nclass = getattr(dataset, "nclass", None) or NCLASS[dataset.benchmark]
-        return cls(dataset.class_ids, nclass, device)
+        """Build from a dataset with ``class_ids`` and ``nclass`` attributes (as the released meter)."""
+        return cls(dataset.class_ids, dataset.nclass, device)
 
     def update(self, area_inter: torch.Tensor, area_union: torch.Tensor, class_id: torch.Tensor,
                loss: Optional[torch.Tensor | float] = None) -> None:

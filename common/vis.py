@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-IMG_MEAN = (0.485, 0.456, 0.406)
-IMG_STD = (0.229, 0.224, 0.225)
+from common.constants import IMAGENET_MEAN, IMAGENET_STD
+
 SUPPORT_COLOR = (102, 140, 255)  # blue
 QUERY_COLOR = (255, 50, 50)  # red
 
@@ -24,8 +24,8 @@ QUERY_COLOR = (255, 50, 50)  # red
 def to_uint8_image(img: torch.Tensor) -> np.ndarray:
     """Normalized (3, H, W) image -> (H, W, 3) uint8 (ImageNet mean/std undone)."""
     img = img.detach().float().cpu()
-    mean = torch.tensor(IMG_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMG_STD).view(3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
     rgb = (img * std + mean).clamp(0, 1)
     # ToPILImage's rounding: multiply by 255 and truncate.
     return (rgb * 255).to(torch.uint8).permute(1, 2, 0).numpy()

@@ -1,1 +1,2 @@
-"""Datasets, split files and the synthetic benchmark generator."""
+"""Benchmarks: their facts, split lists, datasets and episodes, preparation and the synthetic generator.
+Imports ``common`` only, never ``model``."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from data.benchmarks import NCLASS
 from data.episodes import Episode, coco_eval_episodes, coco_train_episode, train_rng
 from data.fewshot import FewShotDataset
 from data.splits import read_coco_split
@@ -17,12 +18,8 @@ class DatasetCOCO(FewShotDataset):
     :class:`data.fewshot.FewShotDataset`."""
 
     benchmark = "coco"
-    nclass = 80
+    nclass = NCLASS["coco"]
     has_ignore = False
-
-    def build_class_ids(self) -> list[int]:
-        val_ids = [self.fold + self.nfolds * v for v in range(self.nclass // self.nfolds)]
-        return val_ids if self.split == "val" else [c for c in range(self.nclass) if c not in val_ids]
 
     def _read_split(self) -> None:
         classwise = read_coco_split(self.split_root, self.split, self.fold)

@@ -10,7 +10,7 @@ from typing import Callable, Optional
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from common.args import DEFAULT_CAM_DIRS
+from data.benchmarks import DEFAULT_CAM_DIRS
 from data.cam_files import cam_path
 from data.coco import DatasetCOCO
 from data.errors import MissingCAMError
@@ -20,7 +20,7 @@ from data.splits import resolve_split_root
 
 __all__ = ["DATASETS", "MissingCAMError", "build_dataloader", "build_dataset", "check_cams_exist"]
 
-DATASETS: dict[str, Callable[..., FewShotDataset]] = {"pascal": DatasetPASCAL, "coco": DatasetCOCO}
+DATASETS: dict[str, Callable[..., FewShotDataset]] = {cls.benchmark: cls for cls in (DatasetPASCAL, DatasetCOCO)}
 
 
 def build_dataset(benchmark: str, *, datapath: str | Path, fold: int, split: str, shot: int = 1,

@@ -9,22 +9,22 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from common.constants import IGNORE_LABEL
+from data.benchmarks import NFOLDS, fold_classes
 from data.cam_files import cam_path
 from data.episodes import Episode
 from data.errors import DataError
-from data.readers import IGNORE_LABEL, ImageTransform, read_cam, read_image, read_label
+from data.readers import ImageTransform, read_cam, read_image, read_label
 
 __all__ = ["FewShotDataset"]
-
-NFOLDS = 4
 
 
 class FewShotDataset(Dataset):
     """Episodes of one fold and split; ``dataset[i]`` is the released batch dict of episode ``i``.
 
-    Subclasses set ``benchmark``, ``nclass``, ``has_ignore`` and implement :meth:`build_class_ids`,
-    :meth:`_read_split` (fills ``img_metadata`` and ``img_metadata_classwise``), :meth:`image_path`,
-    :meth:`mask_path`, :meth:`_eval_episodes` and :meth:`_train_episode`.
+    Subclasses set ``benchmark``, ``nclass``, ``has_ignore`` and implement :meth:`_read_split` (fills
+    ``img_metadata`` and ``img_metadata_classwise``), :meth:`image_path`, :meth:`mask_path`,
+    :meth:`_eval_episodes` and :meth:`_train_episode`; :meth:`build_class_ids` may be overridden.
 
     Args:
         datapath: root holding ``VOC2012/`` or ``COCO2014/``.
@@ -75,9 +75,12 @@ class FewShotDataset(Dataset):
         self.episodes: Optional[list[Episode]] = (
             self._eval_episodes(self.nepisodes, self.seed) if self.split == "val" else None)
 
-    # -- to implement ------------------------------------------------------------------------------------
     def build_class_ids(self) -> list[int]:
-        raise NotImplementedError
+        """The fold's test classes (val/test) or all the others (trn), as HSNet splits them."""
+        val_ids = fold_classes(self.benchmark, self.fold)
+        return val_ids if self.split == "val" else [c for c in range(self.nclass) if c not in val_ids]
+
+    # -- to implement ------------------------------------------------------------------------------------
 
     def _read_split(self) -> None:
         raise NotImplementedError

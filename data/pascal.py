@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from data.benchmarks import NCLASS
 from data.episodes import Episode, pascal_eval_episodes, pascal_train_episode, train_rng
 from data.fewshot import FewShotDataset
 from data.splits import read_pascal_split
@@ -16,13 +17,8 @@ class DatasetPASCAL(FewShotDataset):
     Masks keep VOC's 255 boundary as ``*_ignore_idx`` maps. See :class:`data.fewshot.FewShotDataset`."""
 
     benchmark = "pascal"
-    nclass = 20
+    nclass = NCLASS["pascal"]
     has_ignore = True
-
-    def build_class_ids(self) -> list[int]:
-        per_fold = self.nclass // self.nfolds
-        val_ids = [self.fold * per_fold + i for i in range(per_fold)]
-        return val_ids if self.split == "val" else [c for c in range(self.nclass) if c not in val_ids]
 
     def _read_split(self) -> None:
         folds = [self.fold] if self.split == "val" else [f for f in range(self.nfolds) if f != self.fold]

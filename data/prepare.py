@@ -15,7 +15,7 @@ COCO (``DIR/COCO2014/{train2014,val2014}``, ``DIR/COCO2014/annotations/{instance
       (MD5 values as used by several public download scripts, e.g. pystiche and LAVIS).
     * The COCO-20i mask PNGs are built from ``instances_{split}.json`` with pycocotools: pixel = contiguous
       class 1..80 (rank of the category id; HSNet's class index + 1), 0 background, following
-      :data:`data.synthetic.COCO_PAINT_ORDER`: all annotations *including crowd regions* are painted, larger
+      :data:`data.coco_masks.COCO_PAINT_ORDER`: all annotations *including crowd regions* are painted, larger
       areas first so that smaller objects overlapping them stay on top, ties by annotation id. (HSNet's own
       masks come from its Google Drive without a documented rule; where objects overlap, a few pixels may differ.)
 
@@ -45,7 +45,9 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from common.args import HelpFormatter
+from common.cli import HelpFormatter
+from data.benchmarks import BENCHMARKS
+from data.coco_masks import paint_coco_mask
 from data.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -251,8 +253,6 @@ def _write_png(mask: np.ndarray, path: Path) -> None:
 
 
 def _mask_job(args: tuple[list[int], str]) -> int:
-    from data.synthetic import paint_coco_mask
-
     image_ids, out_dir = args
     written = 0
     with warnings.catch_warnings():
@@ -273,7 +273,7 @@ def build_coco_masks(instances_json: Path, out_dir: Path, *, nworker: int = 0) -
     """Write one COCO-20i label PNG per image of ``instances_json`` into ``out_dir`` (existing ones are kept).
 
     Pixel value = 1 + rank of the category id among the 80 sorted ids, 0 background; overlaps resolved by
-    :data:`data.synthetic.COCO_PAINT_ORDER` (crowd regions included). Returns the number of PNGs written.
+    :data:`data.coco_masks.COCO_PAINT_ORDER` (crowd regions included). Returns the number of PNGs written.
     """
     global _COCO, _LABELS
     from pycocotools.coco import COCO
@@ -352,7 +352,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """CLI; returns 0 on success, 1 on a data/download error (message printed, no traceback)."""
     parser = argparse.ArgumentParser(prog="python -m data.prepare", description=__doc__.splitlines()[0],
                                      formatter_class=HelpFormatter)
-    parser.add_argument("benchmark", choices=["pascal", "coco"])
+    parser.add_argument("benchmark", choices=BENCHMARKS)
     parser.add_argument("--datapath", type=Path, required=True, help="root to fill (VOC2012/ or COCO2014/)")
     parser.add_argument("--download-dir", type=Path, default=None, help="archives (default: DATAPATH/downloads)")
     parser.add_argument("--keep-archives", action="store_true", help="keep the archives after unpacking")

@@ -5,18 +5,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
+from common.constants import IGNORE_LABEL, IMAGENET_MEAN, IMAGENET_STD
+from common.resize import resize_bilinear
 from data.errors import DataError, MissingCAMError
 
-__all__ = ["IMG_MEAN", "IMG_STD", "ImageTransform", "read_cam", "read_image", "read_label"]
-
-IMG_MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics, as released
-IMG_STD = (0.229, 0.224, 0.225)
-IGNORE_LABEL = 255
+__all__ = ["ImageTransform", "read_cam", "read_image", "read_label"]
 
 
 def read_image(path: Path) -> Image.Image:
@@ -77,7 +74,7 @@ def read_cam(path: Path, size: int) -> torch.Tensor:
         raise DataError(f"CAM {path} must hold a 2-D tensor, got {shape}")
     cam = cam.float()
     if tuple(cam.shape) != (size, size):
-        cam = F.interpolate(cam[None, None], size=(size, size), mode="bilinear", align_corners=True)[0, 0]
+        cam = resize_bilinear(cam[None, None], (size, size))[0, 0]
     return cam
 
 
@@ -90,4 +87,4 @@ class ImageTransform:
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
         img = TF.resize(img, [self.img_size, self.img_size], interpolation=InterpolationMode.BILINEAR)
-        return TF.normalize(TF.to_tensor(img), IMG_MEAN, IMG_STD)
+        return TF.normalize(TF.to_tensor(img), IMAGENET_MEAN, IMAGENET_STD)

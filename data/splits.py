@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Optional, Union
 
 from common.io import atomic_write_bytes
+from common.paths import CACHE_ROOT
+from data.benchmarks import NCLASS, NFOLDS
 from data.errors import SplitChecksumError, SplitError, SplitNotFoundError, UnsafePickleError
 
 logger = logging.getLogger(__name__)
@@ -43,11 +45,8 @@ __all__ = [
     "sha256_file",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 HSNET_SPLITS_URL = "https://raw.githubusercontent.com/juhongm999/hsnet/main/data/splits"
 SPLITS_URL_ENV = "IMR_HSNET_SPLITS_URL"  # overrides HSNET_SPLITS_URL (tests serve the files on loopback)
-NFOLDS = 4
-NCLASS = {"pascal": 20, "coco": 80}
 SPLITS = ("trn", "val")
 
 # SHA-256 of HSNet's split files (path under data/splits/ of github.com/juhongm999/hsnet, branch main).
@@ -75,7 +74,7 @@ _PASCAL_LINE = re.compile(r"^(?P<name>[^\s/\\]+)__(?P<cls>\d+)$")
 
 def default_cache_dir() -> Path:
     """``<repo>/.cache/splits`` (git-ignored), where fetched split lists live."""
-    return REPO_ROOT / ".cache" / "splits"
+    return CACHE_ROOT / "splits"
 
 
 def sha256_file(path: Path) -> str:

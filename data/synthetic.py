@@ -30,14 +30,9 @@ of it stays visible), a distractor 3-7%, so they survive downscaling to 1/8 reso
 annotation with ``iscrowd=1``; all other COCO objects are single polygons. PASCAL and COCO images are separate
 sets; trn and val images are disjoint.
 
-COCO_PAINT_ORDER
-    The COCO mask PNG of an image equals painting its annotations, *crowd annotations included*, into a zero
-    (H, W) uint8 array in ascending order of the key ``(-ann["area"], ann["id"])`` -- larger objects first,
-    so smaller ones end up on top; ties broken by smaller annotation id first -- each pixel where
-    ``COCO.annToMask(ann) == 1`` set to the contiguous label ``1 + rank of ann["category_id"]`` among the 80
-    sorted category ids (person=1, ..., toothbrush=80; HSNet's class index + 1). ``ann["area"]`` is exactly
-    the pixel count of ``annToMask(ann)``. The JPEG is rendered in the same order, so it shows the same
-    layering. :func:`paint_coco_mask` implements the rule.
+COCO masks follow :data:`data.coco_masks.COCO_PAINT_ORDER` (the rule ``data.prepare`` applies to the real
+annotations): ``ann["area"]`` is exactly the pixel count of ``annToMask(ann)``, and the JPEG is rendered in
+the same order, so it shows the same layering.
 
 PASCAL boundary rule: after painting (same order), every pixel whose 2x2 window (itself, right, below,
 below-right; edge-replicated) holds a different label becomes 255 -- a one-pixel ring on every edge between
@@ -60,35 +55,20 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 
+from common.constants import IGNORE_LABEL
+from data.benchmarks import BENCHMARKS, COCO_CATEGORIES, NFOLDS, PASCAL_CLASSES, fold_classes
+from data.coco_masks import COCO_PAINT_ORDER
+
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "BENCHMARKS",
-    "COCO_CATEGORIES",
-    "COCO_PAINT_ORDER",
-    "PASCAL_CLASSES",
-    "ClassStyle",
-    "class_style",
-    "coco_paint_key",
-    "make_benchmark",
-    "paint_coco_mask",
-    "main",
-]
+__all__ = ["ClassStyle", "class_style", "make_benchmark", "main"]
 
-COCO_PAINT_ORDER = (
-    "paint every annotation of an image (crowd included) into a zero uint8 (H, W) array in ascending order of "
-    "(-ann['area'], ann['id']) -- larger first, smaller on top, ties by smaller id -- setting pixels where "
-    "annToMask(ann) == 1 to 1 + the rank of ann['category_id'] among the 80 sorted category ids"
-)
-
-BENCHMARKS = ("pascal", "coco")
-NFOLDS = 4
 MARKER = "synthetic.json"
 INCOMPLETE_MARKER = ".synthetic-incomplete"
 FORMAT_VERSION = 1
@@ -98,40 +78,6 @@ PRIMARY_MIN_VISIBLE = 0.6  # the primary object keeps >= 60% of its own area vis
 PRIMARY_AREA = (0.08, 0.2)  # fraction of the image an object covers (before occlusion)
 DISTRACTOR_AREA = (0.03, 0.07)
 MAX_DISTRACTORS = 2  # objects of other classes per image: 0, 1 or 2 (30/40/30%), capped by max_distractors
-
-PASCAL_CLASSES = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-)
-
-# (official category id, name, supercategory) of the 80 COCO 2014 categories, in id order.
-COCO_CATEGORIES: tuple[tuple[int, str, str], ...] = (
-    (1, "person", "person"), (2, "bicycle", "vehicle"), (3, "car", "vehicle"), (4, "motorcycle", "vehicle"),
-    (5, "airplane", "vehicle"), (6, "bus", "vehicle"), (7, "train", "vehicle"), (8, "truck", "vehicle"),
-    (9, "boat", "vehicle"), (10, "traffic light", "outdoor"), (11, "fire hydrant", "outdoor"),
-    (13, "stop sign", "outdoor"), (14, "parking meter", "outdoor"), (15, "bench", "outdoor"),
-    (16, "bird", "animal"), (17, "cat", "animal"), (18, "dog", "animal"), (19, "horse", "animal"),
-    (20, "sheep", "animal"), (21, "cow", "animal"), (22, "elephant", "animal"), (23, "bear", "animal"),
-    (24, "zebra", "animal"), (25, "giraffe", "animal"), (27, "backpack", "accessory"),
-    (28, "umbrella", "accessory"), (31, "handbag", "accessory"), (32, "tie", "accessory"),
-    (33, "suitcase", "accessory"), (34, "frisbee", "sports"), (35, "skis", "sports"),
-    (36, "snowboard", "sports"), (37, "sports ball", "sports"), (38, "kite", "sports"),
-    (39, "baseball bat", "sports"), (40, "baseball glove", "sports"), (41, "skateboard", "sports"),
-    (42, "surfboard", "sports"), (43, "tennis racket", "sports"), (44, "bottle", "kitchen"),
-    (46, "wine glass", "kitchen"), (47, "cup", "kitchen"), (48, "fork", "kitchen"), (49, "knife", "kitchen"),
-    (50, "spoon", "kitchen"), (51, "bowl", "kitchen"), (52, "banana", "food"), (53, "apple", "food"),
-    (54, "sandwich", "food"), (55, "orange", "food"), (56, "broccoli", "food"), (57, "carrot", "food"),
-    (58, "hot dog", "food"), (59, "pizza", "food"), (60, "donut", "food"), (61, "cake", "food"),
-    (62, "chair", "furniture"), (63, "couch", "furniture"), (64, "potted plant", "furniture"),
-    (65, "bed", "furniture"), (67, "dining table", "furniture"), (70, "toilet", "furniture"),
-    (72, "tv", "electronic"), (73, "laptop", "electronic"), (74, "mouse", "electronic"),
-    (75, "remote", "electronic"), (76, "keyboard", "electronic"), (77, "cell phone", "electronic"),
-    (78, "microwave", "appliance"), (79, "oven", "appliance"), (80, "toaster", "appliance"),
-    (81, "sink", "appliance"), (82, "refrigerator", "appliance"), (84, "book", "indoor"),
-    (85, "clock", "indoor"), (86, "vase", "indoor"), (87, "scissors", "indoor"), (88, "teddy bear", "indoor"),
-    (89, "hair drier", "indoor"), (90, "toothbrush", "indoor"),
-)
-assert len(COCO_CATEGORIES) == 80
 
 PYCOCOTOOLS_NUMPY2_WARNING = r"__array__ implementation doesn't accept a copy keyword"
 _BENCH_CODE = {"pascal": 1, "coco": 2}
@@ -230,29 +176,6 @@ def _uncompressed_rle(binary: np.ndarray) -> dict[str, Any]:
     if flat.size and flat[0] == 1:
         counts = [0] + counts
     return {"counts": [int(x) for x in counts], "size": [int(binary.shape[0]), int(binary.shape[1])]}
-
-
-def coco_paint_key(ann: dict[str, Any]) -> tuple[float, int]:
-    """Sort key of COCO_PAINT_ORDER: larger area first, then smaller annotation id."""
-    return (-float(ann["area"]), int(ann["id"]))
-
-
-def paint_coco_mask(anns: Sequence[dict[str, Any]], height: int, width: int,
-                    ann_to_mask: Any, catid_to_label: dict[int, int]) -> np.ndarray:
-    """Paint an image's annotations following COCO_PAINT_ORDER.
-
-    Args:
-        anns: the image's annotations (crowd included), as in the instances JSON.
-        height, width: image size.
-        ann_to_mask: callable ann -> (H, W) {0, 1} array, e.g. ``pycocotools.coco.COCO(...).annToMask``.
-        catid_to_label: official category id -> contiguous label 1..80.
-    Returns:
-        (H, W) uint8 label mask, 0 background.
-    """
-    out = np.zeros((height, width), np.uint8)
-    for ann in sorted(anns, key=coco_paint_key):
-        out[ann_to_mask(ann) > 0] = catid_to_label[int(ann["category_id"])]
-    return out
 
 
 def _texture(style: ClassStyle, u: np.ndarray, v: np.ndarray, phase: float) -> np.ndarray:
@@ -411,7 +334,7 @@ def _listed_classes(mask: np.ndarray, primary: int) -> list[int]:
     """0-based classes an image is listed under: its primary class, then every class (label 1..n) that covers
     at least LIST_MIN_FRACTION of the final mask (boundary pixels excluded)."""
     counts = np.bincount(mask.ravel(), minlength=256)
-    labels = np.flatnonzero(counts[1:255] >= LIST_MIN_FRACTION * mask.size) + 1
+    labels = np.flatnonzero(counts[1:IGNORE_LABEL] >= LIST_MIN_FRACTION * mask.size) + 1
     return [primary] + [int(c) - 1 for c in labels if c != primary + 1]
 
 
@@ -459,6 +382,17 @@ def _rng(seed: int, bench: str, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, _BENCH_CODE[bench], _SPLIT_CODE[split], index])
 
 
+def _split_samples(seed: int, bench: str, split: str, nclass: int, ipc: int, min_size: int, max_size: int,
+                   crowd: bool, max_distractors: int) -> Iterator[tuple[int, _Sample]]:
+    """The samples of one split, ``ipc`` per primary class in class order: yields (primary class, sample)."""
+    index = 0
+    for cls in range(nclass):
+        for _ in range(ipc):
+            yield cls, _make_sample(_rng(seed, bench, split, index), cls, nclass, min_size, max_size, crowd,
+                                    max_distractors)
+            index += 1
+
+
 def _save_jpeg(image: np.ndarray, path: Path) -> None:
     Image.fromarray(image, "RGB").save(path, format="JPEG", quality=JPEG_QUALITY, subsampling=2)
 
@@ -478,28 +412,24 @@ def _pascal(root: Path, seed: int, ipc: int, min_size: int, max_size: int,
     serial = 0
     for split in ("trn", "val"):
         pairs: list[tuple[str, int]] = []
-        index = 0
-        for cls in range(nclass):
-            for _ in range(ipc):
-                serial += 1
-                name = f"{2007 + serial % 6}_{serial:06d}"
-                sample = _make_sample(_rng(seed, "pascal", split, index), cls, nclass, min_size, max_size, False,
-                                      max_distractors)
-                index += 1
-                mask = sample.labels.copy()
-                mask[_boundary_ring(sample.labels)] = 255
-                _save_jpeg(sample.image, img_dir / f"{name}.jpg")
-                _save_png(mask, ann_dir / f"{name}.png")
-                pairs += [(name, c) for c in _listed_classes(mask, cls)]
+        for cls, sample in _split_samples(seed, "pascal", split, nclass, ipc, min_size, max_size, False,
+                                          max_distractors):
+            serial += 1
+            name = f"{2007 + serial % 6}_{serial:06d}"
+            mask = sample.labels.copy()
+            mask[_boundary_ring(sample.labels)] = IGNORE_LABEL
+            _save_jpeg(sample.image, img_dir / f"{name}.jpg")
+            _save_png(mask, ann_dir / f"{name}.png")
+            pairs += [(name, c) for c in _listed_classes(mask, cls)]
         split_dir = root / "splits" / "pascal" / split
         split_dir.mkdir(parents=True, exist_ok=True)
         per_fold = []
         for fold in range(NFOLDS):
-            fold_classes = range(fold * nclass // NFOLDS, (fold + 1) * nclass // NFOLDS)
-            lines = sorted((c, n) for n, c in pairs if c in fold_classes)
+            classes = fold_classes("pascal", fold)
+            lines = sorted((c, n) for n, c in pairs if c in classes)
             (split_dir / f"fold{fold}.txt").write_text("".join(f"{n}__{c + 1:02d}\n" for c, n in lines))
             per_fold.append(len(lines))
-        counts[split] = {"images": index, "pairs_per_fold": per_fold}
+        counts[split] = {"images": nclass * ipc, "pairs_per_fold": per_fold}
     return counts
 
 
@@ -518,38 +448,34 @@ def _coco(root: Path, seed: int, ipc: int, min_size: int, max_size: int,
         images: list[dict[str, Any]] = []
         annotations: list[dict[str, Any]] = []
         classwise: dict[int, list[str]] = {c: [] for c in range(nclass)}
-        index = 0
-        for cls in range(nclass):
-            for _ in range(ipc):
-                image_id += 1
-                fname = f"COCO_{sdir}_{image_id:012d}.jpg"
-                sample = _make_sample(_rng(seed, "coco", split, index), cls, nclass, min_size, max_size, True,
-                                      max_distractors)
-                index += 1
-                h, w = sample.labels.shape
-                # Annotation ids follow paint order, so (-area, id) reproduces it even on equal areas.
-                for obj in sample.objects:
-                    ann_id += 1
-                    if obj.crowd:
-                        segm: Any = _uncompressed_rle(obj.mask)
-                    else:
-                        segm = obj.polygons
-                    rle = mask_utils.encode(np.asfortranarray(obj.mask))
-                    annotations.append({
-                        "segmentation": segm,
-                        "area": float(obj.area),
-                        "iscrowd": int(obj.crowd),
-                        "image_id": image_id,
-                        "bbox": [round(float(x), 2) for x in mask_utils.toBbox(rle)],
-                        "category_id": COCO_CATEGORIES[obj.label - 1][0],
-                        "id": ann_id,
-                    })
-                images.append({"license": 1, "file_name": fname, "coco_url": "", "height": h, "width": w,
-                               "date_captured": "2014-01-01 00:00:00", "flickr_url": "", "id": image_id})
-                _save_jpeg(sample.image, base / sdir / fname)
-                _save_png(sample.labels, base / "annotations" / sdir / fname.replace(".jpg", ".png"))
-                for c in _listed_classes(sample.labels, cls):
-                    classwise[c].append(f"{sdir}/{fname}")
+        for cls, sample in _split_samples(seed, "coco", split, nclass, ipc, min_size, max_size, True,
+                                          max_distractors):
+            image_id += 1
+            fname = f"COCO_{sdir}_{image_id:012d}.jpg"
+            h, w = sample.labels.shape
+            # Annotation ids follow paint order, so (-area, id) reproduces it even on equal areas.
+            for obj in sample.objects:
+                ann_id += 1
+                if obj.crowd:
+                    segm: Any = _uncompressed_rle(obj.mask)
+                else:
+                    segm = obj.polygons
+                rle = mask_utils.encode(np.asfortranarray(obj.mask))
+                annotations.append({
+                    "segmentation": segm,
+                    "area": float(obj.area),
+                    "iscrowd": int(obj.crowd),
+                    "image_id": image_id,
+                    "bbox": [round(float(x), 2) for x in mask_utils.toBbox(rle)],
+                    "category_id": COCO_CATEGORIES[obj.label - 1][0],
+                    "id": ann_id,
+                })
+            images.append({"license": 1, "file_name": fname, "coco_url": "", "height": h, "width": w,
+                           "date_captured": "2014-01-01 00:00:00", "flickr_url": "", "id": image_id})
+            _save_jpeg(sample.image, base / sdir / fname)
+            _save_png(sample.labels, base / "annotations" / sdir / fname.replace(".jpg", ".png"))
+            for c in _listed_classes(sample.labels, cls):
+                classwise[c].append(f"{sdir}/{fname}")
         instances = {
             "info": {"description": "Synthetic COCO-20i stand-in made by data.synthetic", "version": "1.0",
                      "year": 2014, "contributor": "data.synthetic", "date_created": "", "seed": seed},
@@ -562,12 +488,12 @@ def _coco(root: Path, seed: int, ipc: int, min_size: int, max_size: int,
         split_dir = root / "splits" / "coco" / split
         split_dir.mkdir(parents=True, exist_ok=True)
         for fold in range(NFOLDS):
-            val_classes = {fold + NFOLDS * v for v in range(nclass // NFOLDS)}
+            val_classes = set(fold_classes("coco", fold))
             keep = val_classes if split == "val" else set(range(nclass)) - val_classes
             fold_dict = {c: (sorted(classwise[c]) if c in keep else []) for c in range(nclass)}
             with open(split_dir / f"fold{fold}.pkl", "wb") as f:
                 pickle.dump(fold_dict, f, protocol=3)
-        counts[split] = {"images": index, "annotations": len(annotations),
+        counts[split] = {"images": nclass * ipc, "annotations": len(annotations),
                          "crowd_annotations": sum(a["iscrowd"] for a in annotations)}
     return counts
 

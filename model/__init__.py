@@ -1,4 +1,5 @@
-"""IMR-HSNet model package: backbones, hypercorrelation, 4D-conv learner, IMR cell, checkpoints."""
+"""IMR-HSNet model package: backbones, hypercorrelation, masking, 4D-conv learner, IMR cell, checkpoints, CLIP
+Grad-CAM. Imports ``common`` only, never ``data``."""
 from __future__ import annotations
 
 from typing import Any

@@ -1,7 +1,9 @@
-"""Loading released-format IMR-HSNet state dicts (``best_model.pt``) into :class:`model.imrhsnet.IMRHSNet`.
+"""Released-format IMR-HSNet state dicts (``best_model.pt``): writing them and loading them into
+:class:`model.imrhsnet.IMRHSNet`.
 
 The released ``train.py`` saved ``nn.DataParallel(model).state_dict()``, so every key starts with
-``module.``; the bare model's keys are the same without it. Mismatches raise :class:`CheckpointMismatchError`
+``module.``; the bare model's keys are the same without it (:func:`released_state_dict` writes that format
+from the unwrapped model, so the released ``test.py`` loads our files). Mismatches raise :class:`CheckpointMismatchError`
 naming the first offending keys, and a checkpoint made with another backbone is reported as such.
 """
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import Mapping, Optional, Union
 
 import torch
 from torch import nn
+
+from common.distributed import unwrap
 
 PREFIX = "module."
 SHOW = 8
@@ -35,6 +39,14 @@ def detect_backbone(state_dict: Mapping[str, torch.Tensor]) -> Optional[str]:
     if blocks:
         return {5: "resnet50", 22: "resnet101"}.get(max(blocks))
     return None
+
+
+def released_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """State dict with ``module.``-prefixed keys, as the released DataParallel save; tensors on the CPU.
+
+    ``model`` may be wrapped in DataParallel / DDP; the keys are those of the model inside, prefixed once.
+    """
+    return {f"{PREFIX}{key}": value.detach().cpu() for key, value in unwrap(model).state_dict().items()}
 
 
 def _first(keys: list[str]) -> str:

@@ -26,10 +26,11 @@ back-propagating through it and through the whole ResNet) for every pair. Here:
 
 Grad-CAM itself (weights, ReLU, min-max, resize to 224, layer aggregation) is pytorch-grad-cam's
 :class:`~pytorch_grad_cam.GradCAM`; the only extension is telling it the CAM's size is the *image's* (224),
-not its input's (the 7x7 features), see :class:`_HeadGradCAM`. :func:`per_image_reference_cams` runs the
-released per-image procedure with the same library for tests and benchmarks.
+not its input's (the 7x7 features), see :class:`_HeadGradCAM`. The tests and ``benchmarks/bench_cam.py``
+compare against the released per-image procedure, run with the same library (``tests/clip_reference.py``).
 
-Public API (also used by ``predict.py``)::
+Public API (used by the CAM job and ``predict.py``; ``class_names`` in prompt order, e.g.
+``data.benchmarks.PASCAL_CLASSES``)::
 
     model = load_clip("RN50.pt", device=device)            # or load_clip(None): download / cache
     cams = compute_cams(model, images, class_indices, PASCAL_CLASSES, cam_size=50)   # (N, 50, 50)
@@ -65,21 +66,10 @@ logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
 
-# Class names exactly as the released generate_cam_voc.py / generate_cam_coco.py spell them.
-PASCAL_CLASSES: tuple[str, ...] = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
-    "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor")
-COCO_CLASSES: tuple[str, ...] = (
-    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
-    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
-    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
-    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
-    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
-    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
-    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard",
-    "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
-    "teddy bear", "hair drier", "toothbrush")
-CLASS_NAMES: dict[str, tuple[str, ...]] = {"pascal": PASCAL_CLASSES, "coco": COCO_CLASSES}
+__all__ = [
+    "ClipGradCAM", "ClipPromptHead", "ClipWeightsError", "build_clip_from_state_dict", "clip_image_size",
+    "clip_preprocess", "compute_cams", "encode_prompts", "load_clip", "random_clip_state_dict", "resize_cams",
+]
 
 PROMPT_TEMPLATE = "a photo of a {}"
 LOGIT_SCALE = 100.0  # the released model multiplies by a constant 100, not by exp(logit_scale)
@@ -341,61 +331,7 @@ def compute_cams(model: nn.Module, images: Sequence[Image.Image], class_indices:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The released per-image procedure (reference for tests and benchmarks)
-# ----------------------------------------------------------------------------------------------------------
-class _ReleasedClassifier(nn.Module):
-    """The released ``CLIP.forward(image)``: re-encodes every prompt on each call; (B, 3, S, S) -> (B, K)."""
-
-    def __init__(self, model: nn.Module, tokens: torch.Tensor) -> None:
-        super().__init__()
-        self.model = model
-        self.register_buffer("tokens", tokens, persistent=False)
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        image_features = self.model.encode_image(image)
-        text_features = self.model.encode_text(self.tokens)
-        image_features = image_features / image_features.norm(dim=-1, keepdim=True)
-        text_features = text_features / text_features.norm(dim=-1, keepdim=True)
-        return (LOGIT_SCALE * image_features @ text_features.T).softmax(dim=-1)
-
-
-def per_image_reference_cams(model: nn.Module, images: Sequence[Image.Image], class_indices: Sequence[int],
-                             class_names: Sequence[str], cam_size: int = 50) -> torch.Tensor:
-    """The released procedure, pair by pair, with pytorch-grad-cam on the whole CLIP: (N, s, s).
-
-    For each pair: preprocess one image, a new ``GradCAM(model, [model.visual.layer4[-1]])`` whose forward
-    encodes image *and all prompts*, backward through everything (parameters made trainable, as released),
-    then ``cv2.resize`` to ``cam_size``. Slow on purpose: it is the baseline and the reference.
-    """
-    device = next(model.parameters()).device
-    preprocess = clip_preprocess(clip_image_size(model))
-    tokens = open_clip.tokenize([PROMPT_TEMPLATE.format(name) for name in class_names]).to(device)
-    requires_grad = [p.requires_grad for p in model.parameters()]
-    model.requires_grad_(True)  # the released model's parameters are trainable: backward runs through all
-    try:
-        out = []
-        for image, cls in zip(images, class_indices):
-            classifier = _ReleasedClassifier(model, tokens)
-            cam = GradCAM(model=classifier, target_layers=[model.visual.layer4[-1]])
-            grayscale = cam(input_tensor=preprocess(image).unsqueeze(0), targets=[ClassifierOutputTarget(int(cls))])
-            cam.activations_and_grads.release()
-            out.append(resize_cams(grayscale, cam_size)[0])
-        model.zero_grad(set_to_none=True)
-    finally:
-        for p, flag in zip(model.parameters(), requires_grad):
-            p.requires_grad_(flag)
-    return torch.stack(out) if out else torch.zeros(0, cam_size, cam_size)
-
-
-__all__ = [
-    "CLASS_NAMES", "COCO_CLASSES", "PASCAL_CLASSES", "ClipGradCAM", "ClipPromptHead", "ClipWeightsError",
-    "build_clip_from_state_dict", "clip_image_size", "clip_preprocess", "compute_cams", "encode_prompts",
-    "load_clip", "per_image_reference_cams", "resize_cams",
-]
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Random weights (tests, parity checks and benchmarks without the real RN50.pt)
+# Random weights (the demo, tests, parity checks and benchmarks without the real RN50.pt)
 # ----------------------------------------------------------------------------------------------------------
 def random_clip_state_dict(seed: int = 0, *, vision_width: int = 64, vision_layers: Sequence[int] = (3, 4, 6, 3),
                            embed_dim: int = 1024, text_width: int = 512, text_layers: int = 12,
@@ -426,6 +362,3 @@ def random_clip_state_dict(seed: int = 0, *, vision_width: int = 64, vision_laye
                 module.running_var.uniform_(0.5, 1.5)
         convert_weights_to_fp16(model)
     return {k: v.clone() for k, v in model.state_dict().items()}
-
-
-__all__.append("random_clip_state_dict")

@@ -11,7 +11,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from data.benchmarks import CLASS_NAMES, COCO_CLASSES, PASCAL_CLASSES
 from model import clip_gradcam as cg
+from tests.clip_reference import per_image_reference_cams
 from tests.data_helpers import TINY_CLIP
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -45,8 +47,8 @@ def _images(n: int, seed: int = 0) -> list[Image.Image]:
 def test_batched_equals_library_per_image(tiny_clip):
     """One trunk forward + one head backward for 6 images == pytorch-grad-cam on the whole CLIP, image by image."""
     images, classes = _images(6), [0, 7, 19, 3, 3, 12]
-    ours = cg.compute_cams(tiny_clip, images, classes, cg.PASCAL_CLASSES)
-    ref = cg.per_image_reference_cams(tiny_clip, images, classes, cg.PASCAL_CLASSES)
+    ours = cg.compute_cams(tiny_clip, images, classes, PASCAL_CLASSES)
+    ref = per_image_reference_cams(tiny_clip, images, classes, PASCAL_CLASSES)
     assert ours.shape == ref.shape == (6, 50, 50) and ours.dtype == torch.float32
     assert (ref.amax(dim=(1, 2)) > 0.5).sum() >= 3, "degenerate test: most reference maps are empty"
     torch.testing.assert_close(ours, ref, atol=1e-4, rtol=0)
@@ -55,7 +57,7 @@ def test_batched_equals_library_per_image(tiny_clip):
 
 def test_batch_size_invariance(tiny_clip):
     images, classes = _images(8, seed=3), [0, 1, 2, 3, 4, 5, 6, 19]
-    cam = cg.ClipGradCAM(tiny_clip, cg.PASCAL_CLASSES)
+    cam = cg.ClipGradCAM(tiny_clip, PASCAL_CLASSES)
     batch = cam.preprocess_batch(images)
     together = cam(batch, classes)
     alone = torch.cat([cam(batch[i:i + 1], classes[i:i + 1]) for i in range(8)])
@@ -68,7 +70,7 @@ def test_batch_size_invariance(tiny_clip):
 
 
 def test_output_range_and_sizes(tiny_clip):
-    cam = cg.ClipGradCAM(tiny_clip, cg.COCO_CLASSES)
+    cam = cg.ClipGradCAM(tiny_clip, COCO_CLASSES)
     batch = cam.preprocess_batch(_images(3, seed=5))
     assert batch.shape == (3, 3, 224, 224)
     maps = cam(batch, [0, 40, 79], cam_size=25)
@@ -169,7 +171,7 @@ def _check_golden(name: str, atol: float) -> None:
             continue
         images = [Image.open(io.BytesIO(golden["images"][golden["image"][i]].numpy().tobytes())) for i in rows]
         classes = [golden["class_idx"][i] for i in rows]
-        ours = cg.compute_cams(model, images, classes, cg.CLASS_NAMES[benchmark], cam_size=golden["cam_size"])
+        ours = cg.compute_cams(model, images, classes, CLASS_NAMES[benchmark], cam_size=golden["cam_size"])
         expected = golden["cams"][rows]
         assert (expected.amax(dim=(1, 2)) > 0.5).all(), "golden maps should be non-trivial"
         torch.testing.assert_close(ours, expected, atol=atol, rtol=0)
@@ -189,9 +191,9 @@ def test_golden_released_rn50():
 @pytest.mark.cuda
 def test_cuda_matches_cpu_and_amp_is_close(tiny_state, tiny_clip):
     images, classes = _images(6, seed=11), [0, 5, 9, 14, 19, 2]
-    cpu = cg.compute_cams(tiny_clip, images, classes, cg.PASCAL_CLASSES)
+    cpu = cg.compute_cams(tiny_clip, images, classes, PASCAL_CLASSES)
     gpu_model = cg.build_clip_from_state_dict(tiny_state).to("cuda")
-    gpu = cg.compute_cams(gpu_model, images, classes, cg.PASCAL_CLASSES)
+    gpu = cg.compute_cams(gpu_model, images, classes, PASCAL_CLASSES)
     torch.testing.assert_close(gpu, cpu, atol=1e-3, rtol=0)
-    amp = cg.compute_cams(gpu_model, images, classes, cg.PASCAL_CLASSES, amp=True)
+    amp = cg.compute_cams(gpu_model, images, classes, PASCAL_CLASSES, amp=True)
     assert amp.dtype == torch.float32 and (amp - cpu).abs().mean() < 0.02

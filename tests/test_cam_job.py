@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from data import cam_job
+from data.benchmarks import COCO_CLASSES, PASCAL_CLASSES
 from data.splits import read_coco_split, read_pascal_split
+from engine import cam_job
 from model import clip_gradcam as cg
 from tests.data_helpers import TINY_CLIP
 
@@ -23,12 +24,12 @@ def tiny_weights(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def pascal_cam(tiny_weights) -> cg.ClipGradCAM:
-    return cg.ClipGradCAM(cg.load_clip(tiny_weights), cg.PASCAL_CLASSES)
+    return cg.ClipGradCAM(cg.load_clip(tiny_weights), PASCAL_CLASSES)
 
 
 @pytest.fixture(scope="module")
 def coco_cam(tiny_weights) -> cg.ClipGradCAM:
-    return cg.ClipGradCAM(cg.load_clip(tiny_weights), cg.COCO_CLASSES)
+    return cg.ClipGradCAM(cg.load_clip(tiny_weights), COCO_CLASSES)
 
 
 def _splits(root: Path) -> Path:
@@ -107,7 +108,7 @@ def test_voc_files_layout_and_values(synthetic_root, tmp_path, pascal_cam):
         assert saved.dtype == torch.float32 and saved.shape == (50, 50) and saved.is_contiguous()
         assert p.out_path.stat().st_size < 20_000  # one map, not the batch's storage
         with Image.open(p.image_path) as img:
-            direct = cg.compute_cams(pascal_cam.model, [img], [p.class_idx], cg.PASCAL_CLASSES)[0]
+            direct = cg.compute_cams(pascal_cam.model, [img], [p.class_idx], PASCAL_CLASSES)[0]
         torch.testing.assert_close(saved, direct, atol=2e-4, rtol=0)
 
 

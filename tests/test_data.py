@@ -13,7 +13,8 @@ from torchvision import transforms
 
 from data.dataset import build_dataloader, build_dataset, check_cams_exist
 from data.errors import DataError, MissingCAMError, SplitError
-from data.readers import IMG_MEAN, IMG_STD, ImageTransform, read_cam
+from common.constants import IMAGENET_MEAN, IMAGENET_STD
+from data.readers import ImageTransform, read_cam
 from tests.data_helpers import write_fake_cams
 
 IMG = 64  # small images keep the tests fast; CAMs are stored 50x50 and resized to IMG // 8
@@ -71,7 +72,7 @@ def test_batch_values_follow_the_released_recipe(synthetic_root, cams):
     ep = ds.episode(0)
     img = Image.open(synthetic_root / "VOC2012" / "JPEGImages" / f"{ep.query}.jpg")
     released_tf = transforms.Compose([transforms.Resize(size=(IMG, IMG)), transforms.ToTensor(),
-                                      transforms.Normalize(IMG_MEAN, IMG_STD)])
+                                      transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
     assert torch.equal(item["query_img"], released_tf(img))
     label = torch.tensor(np.array(Image.open(synthetic_root / "VOC2012" / "SegmentationClassAug" / f"{ep.query}.png")))
     near = torch.nn.functional.interpolate(label[None, None].float(), (IMG, IMG), mode="nearest")[0, 0]
@@ -294,5 +295,5 @@ def test_empty_coco_split_names_the_file(tmp_path):
 def test_image_transform_matches_torchvision_compose():
     img = Image.fromarray(np.random.default_rng(1).integers(0, 255, (37, 53, 3), dtype=np.uint8))
     released = transforms.Compose([transforms.Resize(size=(24, 24)), transforms.ToTensor(),
-                                   transforms.Normalize(IMG_MEAN, IMG_STD)])
+                                   transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
     assert torch.equal(ImageTransform(24)(img), released(img))

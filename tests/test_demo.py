@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 
-from common import demo
+from engine import demo
 from model import clip_gradcam as cg
 from tests.data_helpers import TINY_CLIP
 

@@ -49,9 +49,9 @@ sys.path.insert(0, os.environ["REPO_ROOT"])
 import torch
 import torch.distributed as dist
 import train
-from common.args import parse_args
+from engine.args import parse_args
 from common.distributed import init_distributed
-from common.engine import forward_1shot
+from engine.loops import forward_1shot
 from common.seed import fix_randseed
 from tests.test_distributed import global_batch, fresh_model
 
@@ -106,8 +106,8 @@ def test_torchrun_two_ranks_gloo_trains_and_averages_gradients(synthetic_root, t
     import subprocess
     import sys
 
-    from common.args import parse_args
-    from common.engine import forward_1shot
+    from engine.args import parse_args
+    from engine.loops import forward_1shot
     from tests.train_helpers import make_tiny_inputs
 
     tiny = make_tiny_inputs(synthetic_root, tmp_path / "tiny")

@@ -1,4 +1,4 @@
-"""predict.py and model.predictor on drawn images with random weights (ResNet50 IMR-HSNet, a tiny random CLIP)."""
+"""predict.py and engine.predictor on drawn images with random weights (ResNet50 IMR-HSNet, a tiny random CLIP)."""
 from __future__ import annotations
 
 import subprocess
@@ -11,10 +11,11 @@ import torch
 from PIL import Image, ImageDraw, ImageOps
 
 import predict
+from data.benchmarks import COCO_CLASSES, PASCAL_CLASSES
+from engine.predictor import Segmenter, prompt_classes
 from model import build_model
 from model import clip_gradcam as cg
 from model.checkpoint import CheckpointMismatchError
-from model.predictor import Segmenter, prompt_classes
 from tests.data_helpers import TINY_CLIP
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -92,11 +93,11 @@ def folder_run(assets, tmp_path_factory) -> Path:
 
 def test_prompt_classes():
     classes, index = prompt_classes("Dining Table")
-    assert classes == cg.PASCAL_CLASSES and classes[index] == "diningtable"  # deduplicated: released CAMs
+    assert classes == PASCAL_CLASSES and classes[index] == "diningtable"  # deduplicated: released CAMs
     classes, index = prompt_classes("  zebra ")
-    assert classes == cg.PASCAL_CLASSES + ("zebra",) and index == 20
+    assert classes == PASCAL_CLASSES + ("zebra",) and index == 20
     classes, index = prompt_classes("zebra", "coco")
-    assert classes == cg.COCO_CLASSES and classes[index] == "zebra"
+    assert classes == COCO_CLASSES and classes[index] == "zebra"
     with pytest.raises(ValueError, match="empty"):
         prompt_classes(" - ")
     with pytest.raises(ValueError, match="vocabulary"):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from common.paths import REPO_ROOT
 from data import splits
 from data.errors import SplitChecksumError, SplitError, SplitNotFoundError, UnsafePickleError
 from data.splits import read_coco_split, read_pascal_split, resolve_split_root
@@ -41,7 +42,7 @@ def test_checksum_table_lists_hsnet_files():
     assert len(splits.SPLIT_SHA256) == 16
     assert {rel.split("/")[0] for rel in splits.SPLIT_SHA256} == {"pascal", "coco"}
     assert all(len(v) == 64 for v in splits.SPLIT_SHA256.values())
-    assert splits.default_cache_dir().relative_to(splits.REPO_ROOT) == Path(".cache/splits")
+    assert splits.default_cache_dir().relative_to(REPO_ROOT) == Path(".cache/splits")
 
 
 def test_local_splitpath_is_trusted(synthetic_root):

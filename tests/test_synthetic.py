@@ -14,7 +14,9 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from data import synthetic
-from data.synthetic import COCO_CATEGORIES, make_benchmark
+from data.benchmarks import COCO_CATEGORIES
+from data.coco_masks import COCO_PAINT_ORDER, paint_coco_mask
+from data.synthetic import make_benchmark
 
 pytestmark = pytest.mark.filterwarnings(
     f"ignore:{synthetic.PYCOCOTOOLS_NUMPY2_WARNING}:DeprecationWarning")
@@ -57,7 +59,7 @@ def test_marker_and_counts(synthetic_root: Path):
     assert not (synthetic_root / synthetic.INCOMPLETE_MARKER).exists()
     assert summary["counts"]["pascal"]["trn"]["images"] == 20 * IPC
     assert summary["counts"]["coco"]["val"]["images"] == 80 * IPC
-    assert summary["coco_paint_order"] == synthetic.COCO_PAINT_ORDER
+    assert summary["coco_paint_order"] == COCO_PAINT_ORDER
 
 
 def test_pascal_layout(synthetic_root: Path):
@@ -203,7 +205,7 @@ def test_coco_pngs_match_pycocotools(synthetic_root: Path, sdir: str):
         png = _mask(synthetic_root / "COCO2014" / "annotations" / sdir / img["file_name"].replace(".jpg", ".png"))
         np.testing.assert_array_equal(png, want)
         np.testing.assert_array_equal(
-            png, synthetic.paint_coco_mask(anns, img["height"], img["width"], coco.annToMask, label))
+            png, paint_coco_mask(anns, img["height"], img["width"], coco.annToMask, label))
 
 
 # ------------------------------------------------------------------------------------------------ learnable

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import test as test_script
-from common import checkpoint as ckpt
+from engine import run_checkpoint as ckpt
 from tests.train_helpers import make_tiny_inputs
 
 pytestmark = pytest.mark.slow

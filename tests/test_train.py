@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import train
-from common.args import parse_args
+from engine.args import parse_args
 from tests.train_helpers import make_tiny_inputs, read_scalar_events
 
 pytestmark = pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Flags of train.py/test.py (common.args), run folders, checkpoint RNG state and logging set-up."""
+"""Flags of train.py/test.py (engine.args), run folders, checkpoint RNG state and logging set-up."""
 from __future__ import annotations
 
 import datetime
@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from common import checkpoint as ckpt
-from common.args import LOG_ROOT, build_parser, parse_args, resolve_run_dir
+from common.paths import LOG_ROOT
+from engine import run_checkpoint as ckpt
+from engine.args import build_parser, parse_args, resolve_run_dir
+from model.checkpoint import released_state_dict
 from common.logger import setup_logging
 
 
@@ -67,7 +69,7 @@ def test_bad_flags_name_the_flag(script, argv, needle, data_root, capsys):
 
 
 def test_missing_default_datapath_is_reported(monkeypatch, capsys, tmp_path):
-    import common.args as cargs
+    import engine.args as cargs
 
     monkeypatch.setattr(cargs, "DEFAULT_DATAPATH", tmp_path / "Datasets_HSN")
     with pytest.raises(SystemExit):
@@ -96,8 +98,8 @@ def test_rng_state_roundtrip_through_file(tmp_path):
 
 def test_released_state_dict_prefix():
     net = torch.nn.Sequential(torch.nn.Linear(2, 2))
-    assert set(ckpt.released_state_dict(torch.nn.DataParallel(net))) == {"module.0.weight", "module.0.bias"}
-    assert set(ckpt.released_state_dict(net)) == {"module.0.weight", "module.0.bias"}
+    assert set(released_state_dict(torch.nn.DataParallel(net))) == {"module.0.weight", "module.0.bias"}
+    assert set(released_state_dict(net)) == {"module.0.weight", "module.0.bias"}
 
 
 def test_setup_logging_twice_does_not_duplicate(tmp_path, capsys):

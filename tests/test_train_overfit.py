@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from common.engine import forward_1shot
+from engine.loops import forward_1shot
 from common.evaluation import IoUMeter, classify_prediction
 from tests.train_helpers import make_tiny_inputs
 

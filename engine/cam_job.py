@@ -30,16 +30,15 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from common.args import DEFAULT_CAM_DIRS, DEFAULT_DATAPATH, HelpFormatter
+from common.cli import HelpFormatter
 from common.device import resolve_device
 from common.io import atomic_torch_save
+from common.paths import DEFAULT_DATAPATH
+from data.benchmarks import BENCHMARKS, CLASS_NAMES, DEFAULT_CAM_DIRS, NFOLDS
 from data.cam_files import cam_path
 from data.splits import read_coco_split, read_pascal_split, resolve_split_root
 
 logger = logging.getLogger(__name__)
-
-NFOLDS = 4
-BENCHMARKS = ("pascal", "coco")
 
 
 @dataclass(frozen=True)
@@ -276,7 +275,7 @@ def _resolve(value: Optional[str], default: Path) -> Path:
 def main(benchmark: str, argv: Optional[Sequence[str]] = None) -> int:
     """Run the CAM job of ``benchmark`` from command-line flags; returns the process exit status
     (0 success, 1 some images unreadable, 2 bad arguments or CLIP weights)."""
-    from model.clip_gradcam import CLASS_NAMES, ClipGradCAM, ClipWeightsError, load_clip
+    from model.clip_gradcam import ClipGradCAM, ClipWeightsError, load_clip
 
     parser = build_parser(benchmark)
     args = parser.parse_args(argv)

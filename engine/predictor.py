@@ -5,7 +5,7 @@ same CLIP Grad-CAM code as ``generate_cam_voc.py`` / ``generate_cam_coco.py`` (:
 the masks come from :meth:`model.imrhsnet.IMRHSNet.predict_mask_nshot`, i.e. the K-shot vote of ``test.py``::
 
     from PIL import Image
-    from model.predictor import Segmenter
+    from engine.predictor import Segmenter
 
     seg = Segmenter.from_checkpoint("best_model.pt", "resnet50", clip_weights="RN50.pt")
     out = seg.segment([Image.open("a.jpg")], [Image.open("q.jpg")], "zebra")
@@ -47,10 +47,12 @@ from PIL import Image
 from torch import nn
 
 from common.device import resolve_device
+from common.resize import resize_bilinear
+from data.benchmarks import CLASS_NAMES
 from data.readers import ImageTransform
 from model import build_model
 from model.checkpoint import CheckpointMismatchError, load_model_state
-from model.clip_gradcam import CLASS_NAMES, PROMPT_TEMPLATE, ClipGradCAM, load_clip
+from model.clip_gradcam import PROMPT_TEMPLATE, ClipGradCAM, load_clip
 
 logger = logging.getLogger(__name__)
 
@@ -111,11 +113,6 @@ class Segmentation:
     def prompts(self) -> list[str]:
         """The CLIP prompts, ``"a photo of a {class}"`` for every class in :attr:`classes`."""
         return [PROMPT_TEMPLATE.format(name) for name in self.classes]
-
-
-def _resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Bilinear, align_corners=True (the model's and the CAM loader's interpolation): (B, C, h, w) -> (B, C, *size)."""
-    return F.interpolate(x, tuple(int(s) for s in size), mode="bilinear", align_corners=True)
 
 
 class Segmenter:
@@ -192,7 +189,7 @@ class Segmenter:
         cams = gradcam(gradcam.preprocess_batch(list(images)), [index] * len(images), CAM_FILE_SIZE)  # (N, 50, 50)
         side = self.img_size // 8
         if cams.shape[-1] != side and len(images):
-            cams = _resize(cams.unsqueeze(1), (side, side)).squeeze(1)  # as data.readers.read_cam
+            cams = resize_bilinear(cams.unsqueeze(1), (side, side)).squeeze(1)  # as data.readers.read_cam
         return cams
 
     # ------------------------------------------------------------------ segmentation
@@ -249,7 +246,7 @@ class Segmenter:
 
             masks = []
             for k, (logit_s, size) in enumerate(zip(support_logits, support_sizes)):
-                prob = _resize(logit_s, size).softmax(dim=1)[0, 1]  # (H_k, W_k) foreground probability
+                prob = resize_bilinear(logit_s, size).softmax(dim=1)[0, 1]  # (H_k, W_k) foreground probability
                 support_prob_sum[k] = support_prob_sum[k] + prob
                 masks.append((prob > 0.5).to(torch.uint8).cpu().numpy())
             result.support_masks_per_query.append(masks)

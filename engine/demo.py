@@ -30,11 +30,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from common.args import BACKBONES, DEFAULT_CAM_DIRS, HelpFormatter
-from common.checkpoint import released_state_dict
+from common.cli import HelpFormatter
 from common.io import atomic_torch_save, atomic_write_text
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from common.paths import REPO_ROOT
+from common.resize import resize_bilinear
+from data.benchmarks import DEFAULT_CAM_DIRS
+from model.backbone import BACKBONES
+from model.checkpoint import released_state_dict
 logger = logging.getLogger("demo")
 
 
@@ -44,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=HelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "demo_out", help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data, weights and training episodes")
-    parser.add_argument("--backbone", default="vgg16", choices=BACKBONES, help="feature extractor")
+    parser.add_argument("--backbone", default="vgg16", choices=tuple(BACKBONES), help="feature extractor")
     parser.add_argument("--backbone-weights", default=None,
                         help="torchvision state-dict file of the backbone (default: random init, seeded)")
     parser.add_argument("--clip-weights", default=None,
@@ -167,8 +169,7 @@ def qualitative_grid(args: argparse.Namespace, data_root: Path, cam_dirs: Sequen
     for i in range(rows):
         image = to_uint8_image(batch["query_img"][i])
         size = image.shape[:2]
-        cam = torch.nn.functional.interpolate(batch["query_cam"][i][None, None].float(), size, mode="bilinear",
-                                              align_corners=True)[0, 0].numpy()
+        cam = resize_bilinear(batch["query_cam"][i][None, None].float(), size)[0, 0].numpy()
         cam_rgb = (np.stack([cam, cam, cam], -1).clip(0, 1) * 255).astype(np.uint8)
         tiles = [image, apply_mask(image, batch["query_mask"][i].numpy() > 0.5, green), cam_rgb]
         tiles += [apply_mask(image, predictions[name][i] > 0.5, color)

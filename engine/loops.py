@@ -19,8 +19,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional
 import torch
 from torch import nn
 
-from common.checkpoint import unwrap
-from common.distributed import all_reduce_flag
+from common.distributed import all_reduce_flag, unwrap
 from common.evaluation import IoUMeter, classify_prediction
 
 logger = logging.getLogger(__name__)

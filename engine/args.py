@@ -18,26 +18,13 @@ import json
 from pathlib import Path
 from typing import Literal, Optional, Sequence
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATAPATH = REPO_ROOT.parent / "Datasets_HSN"
-LOG_ROOT = REPO_ROOT / "logs"
-BACKBONES = ("vgg16", "resnet50", "resnet101")
-BENCHMARKS = ("pascal", "coco")
+from common.cli import HelpFormatter
+from common.paths import DEFAULT_DATAPATH, LOG_ROOT
+from data.benchmarks import BENCHMARKS, DEFAULT_CAM_DIRS, NFOLDS
+from model.backbone import BACKBONES
+from model.masking import MASKING_MODES
+
 Script = Literal["train", "test"]
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Appends ``(default: X)`` to a flag's help only where it says something: not for ``None`` defaults,
-    on/off switches, or help text that already names its default."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if "default" in text or action.default in (None, argparse.SUPPRESS) or action.nargs == 0:
-            return text
-        return super()._get_help_string(action)
-
-# Default CAM folders under --datapath: the released train.py defaults for PASCAL, the README's name for COCO.
-DEFAULT_CAM_DIRS = {"pascal": ("CAM_Train", "CAM_Val"), "coco": ("CAM_COCO", "CAM_COCO")}
 
 
 def build_parser(script: Script) -> argparse.ArgumentParser:
@@ -51,7 +38,7 @@ def build_parser(script: Script) -> argparse.ArgumentParser:
     data.add_argument("--datapath", type=str, default=None,
                       help=f"root holding VOC2012/ and COCO2014/ (default: {DEFAULT_DATAPATH})")
     data.add_argument("--benchmark", type=str, default="pascal", choices=BENCHMARKS, help="few-shot benchmark")
-    data.add_argument("--fold", type=int, default=0, choices=[0, 1, 2, 3], help="cross-validation fold")
+    data.add_argument("--fold", type=int, default=0, choices=range(NFOLDS), help="cross-validation fold")
     data.add_argument("--traincampath", type=str, default=None,
                       help="folder of the training images' CAMs ({name}--{class}.pt); default "
                            "<datapath>/CAM_Train (PASCAL) or <datapath>/CAM_COCO (COCO, one folder for both)")
@@ -70,9 +57,9 @@ def build_parser(script: Script) -> argparse.ArgumentParser:
                       help="episodes per batch (global: split over GPUs / DDP ranks)")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--backbone", type=str, default="resnet50", choices=BACKBONES, help="feature extractor")
+    model.add_argument("--backbone", type=str, default="resnet50", choices=tuple(BACKBONES), help="feature extractor")
     model.add_argument("--stage", type=int, default=2, help="IMR iterations (released: 2 PASCAL, 3 COCO)")
-    model.add_argument("--masking", type=str, default="released", choices=["released", "paper"],
+    model.add_argument("--masking", type=str, default="released", choices=tuple(MASKING_MODES),
                        help="feature masking with CAMs: as the released code does it, or as the paper describes")
     model.add_argument("--backbone-weights", dest="backbone_weights", type=str,
                        default="imagenet" if training else "none",

@@ -18,21 +18,13 @@ from typing import Any, Mapping, Optional
 import numpy as np
 import torch
 
+from common.distributed import unwrap
 from common.io import atomic_torch_save
+from model.checkpoint import released_state_dict
 
 BEST_NAME = "best_model.pt"
 LAST_NAME = "last.pt"
 FORMAT_VERSION = 1
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The model inside ``nn.DataParallel`` / ``DistributedDataParallel`` (or the model itself)."""
-    return model.module if hasattr(model, "module") and isinstance(model.module, torch.nn.Module) else model
-
-
-def released_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """State dict with ``module.``-prefixed keys, as the released DataParallel save; tensors on the CPU."""
-    return {f"module.{key}": value.detach().cpu() for key, value in unwrap(model).state_dict().items()}
 
 
 def save_best(model: torch.nn.Module, run_dir: Path) -> Path:

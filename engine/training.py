@@ -1,0 +1,221 @@
+"""The steps of a training run, in the order ``train.py`` calls them; each one can be run and tested alone.
+
+1. :func:`open_run_folder`: the run folder (the same on every rank) and its log file;
+2. :func:`load_resume_state`: ``last.pt`` when ``--resume``;
+3. :func:`record_arguments`: the seed decided, ``args.json`` written, the arguments logged;
+4. :func:`build_trainer`: the model (frozen backbone), Adam, the AMP scaler, restored from ``last.pt``;
+5. :func:`build_loaders`: training episodes (random supports, sharded over ranks) and the fixed validation
+   episodes;
+6. :func:`run_epochs`: per epoch a training pass, a validation pass, TensorBoard, ``best_model.pt`` and
+   ``last.pt``; stops cleanly on a non-finite loss.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from common.distributed import DistInfo, EpisodeSampler, broadcast_object, seed_for
+from common.evaluation import IoUMeter
+from common.io import atomic_write_text
+from common.logger import TensorBoardWriter, log_args, log_params, setup_logging
+from common.seed import fix_randseed
+from common.vis import batch_panels
+from data.dataset import build_dataloader, build_dataset, check_cams_exist
+from data.fewshot import FewShotDataset
+from engine import run_checkpoint as ckpt
+from engine.args import args_to_json, resolve_run_dir
+from engine.loops import NonFiniteLossError, train_epoch, validate_epoch
+from model import build_model
+
+logger = logging.getLogger("train")
+
+# Run settings a resumed run should not change silently.
+RESUME_CHECKED = ("benchmark", "fold", "backbone", "stage", "img_size", "masking", "bsz", "lr", "nepisodes")
+
+LossHook = Callable[[torch.Tensor, int], torch.Tensor]
+
+
+@dataclass
+class Trainer:
+    """What the epochs update: the model (``net`` is it wrapped for DP/DDP), its optimizer and AMP scaler,
+    where the run starts and the best validation mIoU so far."""
+
+    model: nn.Module
+    net: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: Optional[torch.amp.GradScaler]
+    start_epoch: int
+    best_miou: float
+
+
+@dataclass
+class EpisodeLoaders:
+    """The training and validation episodes of a run and their loaders."""
+
+    trn_set: FewShotDataset
+    val_set: FewShotDataset
+    trn_sampler: EpisodeSampler
+    trn_loader: DataLoader
+    val_loader: DataLoader
+
+
+def open_run_folder(args: argparse.Namespace, info: DistInfo) -> Path:
+    """The run folder of ``--logpath`` (rank 0's choice, on every rank), with logging into its ``log.txt``.
+
+    Raises:
+        FileExistsError: a new run (no ``--resume``) into a folder that already holds one.
+    """
+    run_dir = Path(str(broadcast_object(str(resolve_run_dir(args.logpath, training=True)))))
+    if info.is_main and not args.resume and (run_dir / ckpt.LAST_NAME).exists():
+        raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it, "
+                              "or choose another --logpath")
+    setup_logging(run_dir, rank=info.rank)
+    return run_dir
+
+
+def load_resume_state(args: argparse.Namespace, run_dir: Path) -> Optional[dict[str, Any]]:
+    """``last.pt`` of the run when ``--resume`` (None otherwise); the stored seed is taken over when no
+    ``--seed`` is given, and changed run settings are reported."""
+    if not args.resume:
+        return None
+    state = ckpt.load_last(run_dir)
+    stored = state["args"]
+    if args.seed is None:
+        args.seed = stored.get("seed")
+    for key in RESUME_CHECKED:
+        if key in stored and stored[key] != getattr(args, key):
+            logger.warning("--resume: %s was %r, now %r", key, stored[key], getattr(args, key))
+    return state
+
+
+def record_arguments(args: argparse.Namespace, run_dir: Path, state: Optional[dict[str, Any]], info: DistInfo,
+                     device: torch.device) -> None:
+    """Decide the seed (drawn as released when not given, the same on every rank), write ``args.json``
+    (``args_resume_epochNNN.json`` on resume) and log the arguments."""
+    if args.seed is None:
+        args.seed = int(broadcast_object(int(random.random() * 1e5)))  # as released, but recorded
+    if info.is_main:
+        name = "args.json" if state is None else f"args_resume_epoch{state['epoch'] + 1:03d}.json"
+        atomic_write_text(args_to_json(args), run_dir / name)
+    log_args(logger, vars(args))
+    logger.info("Run folder: %s | device: %s | ranks: %d | CUDA devices: %d", run_dir, device,
+                info.world_size, torch.cuda.device_count())
+
+
+def wrap_model(model: nn.Module, device: torch.device, distributed: bool) -> nn.Module:
+    """DDP under torchrun, DataParallel when several GPUs are visible (as released), else the model."""
+    if distributed:
+        device_ids = [device.index] if device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    if device.type == "cuda" and torch.cuda.device_count() > 1:
+        return nn.DataParallel(model)
+    return model
+
+
+def build_trainer(args: argparse.Namespace, device: torch.device, state: Optional[dict[str, Any]],
+                  distributed: bool) -> Trainer:
+    """The model with its backbone frozen, Adam over the rest, the AMP scaler (``--amp`` on CUDA); restored
+    from ``state`` (``last.pt``) with the RNG states when resuming. Seed the RNGs first (module init)."""
+    model = build_model(args.backbone, backbone_weights=args.backbone_weights, masking=args.masking,
+                        use_original_imgsize=False)
+    model.backbone.requires_grad_(False)  # frozen, as released (features are taken under no_grad)
+    model.to(device)
+    log_params(logger, model)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr)
+    use_amp = args.amp and device.type == "cuda"
+    if args.amp and not use_amp:
+        logger.warning("--amp has no effect on %s (float16 autocast is used on CUDA only)", device)
+    scaler = torch.amp.GradScaler("cuda") if use_amp else None
+
+    start_epoch, best_miou = 0, float("-inf")
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        start_epoch, best_miou = state["epoch"] + 1, state["best_miou"]
+        ckpt.set_rng_state(state["rng"])
+        logger.info("Resumed: epoch %d done, best val. mIoU %.2f", state["epoch"], best_miou)
+    return Trainer(model=model, net=wrap_model(model, device, distributed), optimizer=optimizer, scaler=scaler,
+                   start_epoch=start_epoch, best_miou=best_miou)
+
+
+def build_loaders(args: argparse.Namespace, info: DistInfo, bsz: int) -> EpisodeLoaders:
+    """Training episodes (new supports every epoch, from ``--seed``) and the ``--nepisodes`` validation
+    episodes (seed 0, as released), each sharded over the ranks with ``bsz`` episodes per rank and step."""
+    common = dict(datapath=args.datapath, fold=args.fold, shot=1, img_size=args.img_size,
+                  cam_train_path=args.traincampath, cam_val_path=args.valcampath, splitpath=args.splitpath,
+                  use_original_imgsize=False, nepisodes=args.nepisodes)
+    trn_set = build_dataset(args.benchmark, split="trn", seed=args.seed, **common)
+    val_set = build_dataset(args.benchmark, split="val", seed=0, **common)
+    check_cams_exist(trn_set)
+    check_cams_exist(val_set)
+    trn_sampler = EpisodeSampler(len(trn_set), rank=info.rank, world_size=info.world_size, shuffle=True,
+                                 pad=True, seed=args.seed)
+    val_sampler = EpisodeSampler(len(val_set), rank=info.rank, world_size=info.world_size)
+    return EpisodeLoaders(
+        trn_set=trn_set, val_set=val_set, trn_sampler=trn_sampler,
+        trn_loader=build_dataloader(trn_set, bsz=bsz, nworker=args.nworker, shuffle=False, seed=args.seed,
+                                    sampler=trn_sampler),
+        # validation episodes are the released seed-0 sequence, fixed when the dataset is built
+        val_loader=build_dataloader(val_set, bsz=bsz, nworker=args.nworker, shuffle=False, seed=0,
+                                    sampler=val_sampler))
+
+
+def run_epochs(args: argparse.Namespace, trainer: Trainer, loaders: EpisodeLoaders, run_dir: Path,
+               info: DistInfo, device: torch.device, *, loss_hook: Optional[LossHook] = None,
+               after_epoch: Optional[Callable[[int], None]] = None) -> dict[str, Any]:
+    """Epochs ``trainer.start_epoch .. --niter - 1``; returns ``{"status", "best_miou", "epochs", "run_dir"}``
+    with status ``"finished"`` or ``"nonfinite_loss"`` (the checkpoints then hold the last good epoch).
+
+    ``loss_hook`` and ``after_epoch`` are test seams (inject a loss, simulate a crash after an epoch).
+    """
+    use_amp = trainer.scaler is not None
+    resumed = trainer.start_epoch > 0
+    writer = TensorBoardWriter(run_dir, enabled=info.is_main, purge_step=trainer.start_epoch if resumed else None)
+    log_images = ((lambda batch, pred, epoch: writer.add_image("val/predictions", batch_panels(batch, pred), epoch))
+                  if info.is_main else None)
+    status, epoch, best_miou = "finished", trainer.start_epoch - 1, trainer.best_miou
+    try:
+        for epoch in range(trainer.start_epoch, args.niter):
+            # A fresh draw of training episodes every epoch (released: fix_randseed(None)), reproducible from
+            # --seed so that a resumed run continues exactly where it stopped.
+            fix_randseed(seed_for(args.seed, epoch))
+            loaders.trn_sampler.set_epoch(epoch)
+            loaders.trn_set.set_epoch(epoch)  # supports of episode i are drawn from (seed, epoch, i)
+            trn = train_epoch(trainer.net, loaders.trn_loader, trainer.optimizer,
+                              IoUMeter.for_dataset(loaders.trn_set, device), epoch=epoch, stage=args.stage,
+                              device=device, amp=use_amp, scaler=trainer.scaler, loss_hook=loss_hook)
+            fix_randseed(0)  # validation episodes are the same every epoch
+            val = validate_epoch(trainer.net, loaders.val_loader, IoUMeter.for_dataset(loaders.val_set, device),
+                                 epoch=epoch, stage=args.stage, device=device, amp=use_amp,
+                                 first_batch_hook=log_images)
+            if info.is_main:
+                if val.miou > best_miou:
+                    best_miou = val.miou
+                    ckpt.save_best(trainer.model, run_dir)
+                    logger.info("Model saved @%d w/ val. mIoU: %5.2f.\n", epoch, val.miou)
+                writer.log_epoch(epoch, trn.as_dict(), val.as_dict())
+                ckpt.save_last(run_dir, model=trainer.model, optimizer=trainer.optimizer, epoch=epoch,
+                               best_miou=best_miou, args=vars(args), scaler=trainer.scaler,
+                               extra={"trn": trn.as_dict(), "val": val.as_dict()})
+            best_miou = float(broadcast_object(best_miou))
+            if after_epoch is not None:
+                after_epoch(epoch)
+    except NonFiniteLossError as err:
+        status = "nonfinite_loss"
+        logger.error("Stopping: %s. The checkpoints in %s are those of the last good epoch (%d).",
+                     err, run_dir, err.epoch - 1)
+    finally:
+        writer.close()
+    if status == "finished":
+        logger.info("==================== Finished Training ====================")
+    return {"status": status, "best_miou": best_miou, "epochs": epoch + 1, "run_dir": run_dir}
