@@ -23,7 +23,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from common.cli import HelpFormatter
+from common.cli import HelpFormatter, run_cli
+from common.errors import UserInputError
 from data.benchmarks import CLASS_NAMES
 from model.backbone import BACKBONES
 from model.masking import MASKING_MODES
@@ -35,7 +36,7 @@ OVERLAY_MAX_SIDE = 512  # overlay tiles are shrunk so their longer side is at mo
 OVERLAY_GAP = 4  # white pixels between the tiles
 
 
-class PredictInputError(ValueError):
+class PredictInputError(UserInputError, ValueError):
     """A bad input file or folder; the message names it."""
 
 
@@ -188,21 +189,14 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cli(argv: Optional[Sequence[str]] = None) -> int:
-    """Parse the flags and predict; bad inputs print ``error: ...`` naming the file and return 2."""
+    """Parse the flags and predict; bad input prints ``predict.py: error: ...`` naming the file, status 2."""
     args = build_parser().parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from data.errors import DataError
-    from model.checkpoint import CheckpointMismatchError
-    from model.clip_gradcam import ClipWeightsError
-
-    try:
+    def run() -> None:
         main(args)
-    except (PredictInputError, DataError, CheckpointMismatchError, ClipWeightsError, FileNotFoundError,
-            ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_cli(run, "predict.py")
 
 
 if __name__ == "__main__":

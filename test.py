@@ -19,6 +19,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
+from common.cli import run_cli
 from common.device import resolve_device
 from common.distributed import EpisodeSampler, broadcast_object, cleanup, init_distributed, local_batch_size
 from common.evaluation import IoUMeter
@@ -87,9 +88,11 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cli(argv: Optional[Sequence[str]] = None) -> int:
-    """Parse the flags and test."""
-    main(parse_args("test", argv))
-    return 0
+    """Parse the flags and test; exit status 2 on bad input."""
+    def run() -> None:
+        main(parse_args("test", argv))
+
+    return run_cli(run, "test.py")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from common.errors import FlagError
+
 
 def resolve_device(flag: str = "auto") -> torch.device:
     """Turn a ``--device`` value into a :class:`torch.device`.
@@ -15,7 +17,7 @@ def resolve_device(flag: str = "auto") -> torch.device:
     try:
         device = torch.device(flag)
     except RuntimeError as exc:
-        raise ValueError(f"--device {flag!r} is not a valid device (use auto, cpu, cuda or cuda:N)") from exc
+        raise FlagError(f"--device {flag!r} is not a valid device (use auto, cpu, cuda or cuda:N)") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {flag!r} asks for CUDA, but no GPU is visible to PyTorch")
+        raise FlagError(f"--device {flag!r} asks for CUDA, but no GPU is visible to PyTorch (use --device cpu)")
     return device

@@ -71,7 +71,7 @@ def _cam_command(dataset: FewShotDataset) -> str:
     return f"python {script} " + " ".join(shlex.quote(a) for a in args)
 
 
-def check_cams_exist(dataset: FewShotDataset, *, show: int = 5) -> None:
+def check_cams_exist(dataset: FewShotDataset) -> None:
     """Raise :class:`MissingCAMError` unless every CAM ``dataset`` can load is on disk.
 
     Validation/test: the images of its episode list; training: every (image, class) of the split. Each CAM
@@ -93,8 +93,7 @@ def check_cams_exist(dataset: FewShotDataset, *, show: int = 5) -> None:
         missing += [p for p in paths if p.name not in present]
     if missing:
         missing.sort()
-        first = "\n  ".join(str(p) for p in missing[:show])
         raise MissingCAMError(
             f"{len(missing)} of {total} CAM priors needed by {dataset.benchmark} {dataset.split} fold "
-            f"{dataset.fold} are missing under {root}, e.g.\n  {first}\n"
-            f"Generate them (from the repository root) with:\n  {_cam_command(dataset)}")
+            f"{dataset.fold} are missing under {root} (first: {missing[0]});\n"
+            f"generate them (from the repository root) with: {_cam_command(dataset)}")

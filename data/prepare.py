@@ -45,7 +45,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from common.cli import HelpFormatter
+from common.cli import HelpFormatter, run_cli
 from data.benchmarks import BENCHMARKS
 from data.coco_masks import paint_coco_mask
 from data.errors import DataError
@@ -349,7 +349,7 @@ def prepare_coco(datapath: Path, *, download_dir: Optional[Path] = None, sources
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """CLI; returns 0 on success, 1 on a data/download error (message printed, no traceback)."""
+    """CLI; returns 0 on success, 2 on a data/download error (message printed, no traceback)."""
     parser = argparse.ArgumentParser(prog="python -m data.prepare", description=__doc__.splitlines()[0],
                                      formatter_class=HelpFormatter)
     parser.add_argument("benchmark", choices=BENCHMARKS)
@@ -363,20 +363,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        if args.benchmark == "pascal":
-            out = prepare_pascal(args.datapath, download_dir=args.download_dir, keep_archives=args.keep_archives,
-                                 timeout=args.timeout)
-        else:
-            out = prepare_coco(args.datapath, download_dir=args.download_dir, keep_archives=args.keep_archives,
-                               timeout=args.timeout, nworker=args.nworker)
-        if args.splits:
-            from data.splits import resolve_split_root
+    return run_cli(lambda: _prepare(args), "python -m data.prepare")
 
-            logger.info("split lists verified in %s", resolve_split_root(None, timeout=args.timeout))
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+
+def _prepare(args: argparse.Namespace) -> int:
+    """Fetch and lay out ``args.benchmark``; errors are DataErrors naming the file or URL."""
+    if args.benchmark == "pascal":
+        out = prepare_pascal(args.datapath, download_dir=args.download_dir, keep_archives=args.keep_archives,
+                             timeout=args.timeout)
+    else:
+        out = prepare_coco(args.datapath, download_dir=args.download_dir, keep_archives=args.keep_archives,
+                           timeout=args.timeout, nworker=args.nworker)
+    if args.splits:
+        from data.splits import resolve_split_root
+
+        logger.info("split lists verified in %s", resolve_split_root(None, timeout=args.timeout))
     print(f"{args.benchmark} ready under {out}")
     return 0
 

@@ -61,13 +61,19 @@ import numpy as np
 from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 
+from common.cli import run_cli
 from common.constants import IGNORE_LABEL
 from data.benchmarks import BENCHMARKS, COCO_CATEGORIES, NFOLDS, PASCAL_CLASSES, fold_classes
 from data.coco_masks import COCO_PAINT_ORDER
+from data.errors import DataError
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["ClassStyle", "class_style", "make_benchmark", "main"]
+
+class SyntheticRootError(DataError, FileExistsError):
+    """The output folder holds data this generator did not make."""
+
 
 MARKER = "synthetic.json"
 INCOMPLETE_MARKER = ".synthetic-incomplete"
@@ -504,7 +510,7 @@ def _prepare_root(root: Path) -> None:
     targets = [root / "VOC2012", root / "COCO2014", root / "splits"]
     present = [p for p in targets if p.exists()]
     if present and not owned:
-        raise FileExistsError(
+        raise SyntheticRootError(
             f"{root} already holds {', '.join(p.name for p in present)} not made by data.synthetic "
             f"(no {MARKER}); choose an empty folder"
         )
@@ -588,18 +594,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-distractors", type=int, default=MAX_DISTRACTORS, choices=range(MAX_DISTRACTORS + 1),
                         help="at most this many objects of other classes per image (0: one object per image)")
     args = parser.parse_args(argv)
-    start = time.perf_counter()
-    try:
+    if args.images_per_class < 2:
+        parser.error("argument --images-per-class: must be >= 2 (a query and a distinct support)")
+    if not 32 <= args.min_size <= args.max_size:
+        parser.error(f"arguments --min-size/--max-size: need 32 <= min <= max, got {args.min_size}, {args.max_size}")
+
+    def write() -> None:
+        start = time.perf_counter()
         make_benchmark(args.root, seed=args.seed, images_per_class=args.images_per_class,
                        min_size=args.min_size, max_size=args.max_size, benchmarks=args.benchmark,
                        max_distractors=args.max_distractors)
-    except (FileExistsError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    summary = json.loads((args.root / MARKER).read_text())
-    print(f"wrote {', '.join(args.benchmark)} to {args.root} in {time.perf_counter() - start:.1f}s: "
-          f"{json.dumps(summary['counts'])}")
-    return 0
+        summary = json.loads((args.root / MARKER).read_text())
+        print(f"wrote {', '.join(args.benchmark)} to {args.root} in {time.perf_counter() - start:.1f}s: "
+              f"{json.dumps(summary['counts'])}")
+
+    return run_cli(write, "python -m data.synthetic")
 
 
 if __name__ == "__main__":

@@ -180,6 +180,15 @@ def resolve_run_dir(logpath: str, *, training: bool, load: Optional[str] = None,
     return LOG_ROOT / (logpath + ".log")
 
 
+def flag_name(dest: str) -> str:
+    """The command-line spelling of an argument of train.py / test.py (``img_size`` -> ``--img-size``)."""
+    for script in ("train", "test"):
+        for action in build_parser(script)._actions:
+            if action.dest == dest and action.option_strings:
+                return action.option_strings[-1]
+    return "--" + dest
+
+
 def args_to_json(args: argparse.Namespace) -> str:
     """The resolved arguments as pretty JSON (saved as ``args.json`` in the run folder)."""
     return json.dumps(vars(args), indent=2, sort_keys=True, default=str) + "\n"

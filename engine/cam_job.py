@@ -8,8 +8,10 @@ Which pairs (the released scripts' sets, each pair once):
 * COCO-20i: one folder with ``train2014/`` and ``val2014/`` subfolders; the pairs of every class's list in the
   ``trn`` and ``val`` pickles (image names already carry the ``train2014/`` or ``val2014/`` prefix).
 
-How: pairs whose file is already there are skipped (every file is written atomically, so a present file is
-complete; ``verify_existing`` also loads each one, for folders written by other tools); the remaining pairs
+How: each output folder's ``cam_manifest.json`` must record the job's settings (:mod:`engine.cam_manifest`:
+CLIP weights, precision, sizes, recipe), so that pairs whose file is already there can be skipped (every
+file is written atomically, so a present file is complete; ``verify_existing`` also loads each one, for
+folders written by other tools); the remaining pairs
 are grouped by image; parallel DataLoader workers decode and CLIP-preprocess the images; the model runs
 one batch of images at a time (:class:`model.clip_gradcam.ClipGradCAM`: one trunk forward, one head
 forward/backward for all the batch's pairs); an unreadable image is logged with its path, its pairs are
@@ -30,13 +32,14 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from common.cli import HelpFormatter
+from common.cli import HelpFormatter, run_cli
 from common.device import resolve_device
-from common.io import atomic_torch_save
+from common.io import atomic_torch_save, sha256_file
 from common.paths import DEFAULT_DATAPATH
 from data.benchmarks import BENCHMARKS, CLASS_NAMES, DEFAULT_CAM_DIRS, NFOLDS
 from data.cam_files import cam_path
 from data.splits import read_coco_split, read_pascal_split, resolve_split_root
+from engine.cam_manifest import CamSettings, claim_folder
 
 logger = logging.getLogger(__name__)
 
@@ -263,7 +266,10 @@ def build_parser(benchmark: str) -> argparse.ArgumentParser:
     parser.add_argument("--cam-size", dest="cam_size", type=int, default=50, help="side of the saved CAMs")
     parser.add_argument("--amp", action="store_true", help="CUDA autocast (float16) for the ResNet trunk")
     parser.add_argument("--verify-existing", dest="verify_existing", action="store_true",
-                        help="load existing CAM files (e.g. written by other tools) and recompute broken ones")
+                        help="load existing CAM files (e.g. written by other tools) and recompute broken ones; a "
+                             "folder's cam_manifest.json must match the settings")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="recompute every CAM of folders made with other settings (their CAM files are deleted)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     return parser
 
@@ -273,9 +279,15 @@ def _resolve(value: Optional[str], default: Path) -> Path:
 
 
 def main(benchmark: str, argv: Optional[Sequence[str]] = None) -> int:
-    """Run the CAM job of ``benchmark`` from command-line flags; returns the process exit status
-    (0 success, 1 some images unreadable, 2 bad arguments or CLIP weights)."""
-    from model.clip_gradcam import ClipGradCAM, ClipWeightsError, load_clip
+    """``generate_cam_voc.py`` (``"pascal"``) / ``generate_cam_coco.py`` (``"coco"``): run the CAM job from
+    command-line flags; returns the exit status (0 success, 1 some images unreadable, 2 bad input)."""
+    script = {"pascal": "generate_cam_voc.py", "coco": "generate_cam_coco.py"}.get(benchmark, "generate_cam")
+    return run_cli(lambda: run_from_flags(benchmark, argv), script)
+
+
+def run_from_flags(benchmark: str, argv: Optional[Sequence[str]] = None) -> int:
+    """The CAM job of ``benchmark`` from command-line flags; bad input raises a UserInputError."""
+    from model.clip_gradcam import PROMPT_TEMPLATE, ClipGradCAM, load_clip, resolve_clip_weights
 
     parser = build_parser(benchmark)
     args = parser.parse_args(argv)
@@ -293,32 +305,30 @@ def main(benchmark: str, argv: Optional[Sequence[str]] = None) -> int:
         imgpath = _resolve(args.imgpath, datapath / "COCO2014")
     if not imgpath.is_dir():
         parser.error(f"argument --imgpath: {imgpath} is not a folder (set --imgpath or --datapath)")
-    try:
-        device = resolve_device(args.device)
-        split_root = resolve_split_root(args.splitpath)
-        if benchmark == "pascal":
-            train_dir, val_dir = DEFAULT_CAM_DIRS["pascal"]
-            pairs = pascal_pairs(imgpath, split_root, _resolve(args.traincampath, datapath / train_dir),
-                                 _resolve(args.valcampath, datapath / val_dir))
-        else:
-            pairs = coco_pairs(imgpath, split_root, _resolve(args.campath, datapath / DEFAULT_CAM_DIRS["coco"][0]))
-    except (ValueError, OSError) as exc:  # bad --device, split lists missing / malformed / not HSNet's
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    device = resolve_device(args.device)
+    split_root = resolve_split_root(args.splitpath)
+    if benchmark == "pascal":
+        train_dir, val_dir = DEFAULT_CAM_DIRS["pascal"]
+        folders = [_resolve(args.traincampath, datapath / train_dir), _resolve(args.valcampath, datapath / val_dir)]
+        pairs = pascal_pairs(imgpath, split_root, *folders)
+    else:
+        folders = [_resolve(args.campath, datapath / DEFAULT_CAM_DIRS["coco"][0])]
+        pairs = coco_pairs(imgpath, split_root, folders[0])
     logger.info("%d distinct (image, class) pairs from the %s split lists in %s", len(pairs), benchmark, split_root)
 
-    try:
-        model = load_clip(args.clip_weights, device=device)
-    except ClipWeightsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    cam = ClipGradCAM(model, CLASS_NAMES[benchmark], amp=args.amp)
+    weights = resolve_clip_weights(args.clip_weights)
+    cam = ClipGradCAM(load_clip(weights, device=device), CLASS_NAMES[benchmark], amp=args.amp)
+    settings = CamSettings.create(clip_weights_sha256=sha256_file(weights), precision="amp" if cam.amp else "fp32",
+                                  clip_image_size=cam.image_size, cam_size=args.cam_size,
+                                  prompt_template=PROMPT_TEMPLATE, class_names=cam.class_names)
+    for folder in dict.fromkeys(folders):  # (PASCAL's two folders may be one)
+        claim_folder(folder, settings, overwrite=args.overwrite, verify_existing=args.verify_existing)
     summary = run_cam_job(pairs, cam, bsz=args.bsz, nworker=args.nworker, cam_size=args.cam_size,
                           verify_existing=args.verify_existing, progress=args.progress)
     logger.info("done: %s", summary)
     if summary.failed:
         print(f"error: {len(summary.failed)} image(s) could not be read; their {summary.failed_pairs} pair(s) "
-              "have no CAM:", file=sys.stderr)
+              "have no CAM (fix or remove them and run the same command again to finish):", file=sys.stderr)
         for path, error in summary.failed:
             print(f"  {path}: {error}", file=sys.stderr)
         return 1

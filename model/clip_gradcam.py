@@ -62,6 +62,8 @@ from open_clip.pretrained import download_pretrained_from_url, get_pretrained_ur
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
+from common.errors import UserInputError
+
 logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
@@ -69,6 +71,7 @@ PathLike = Union[str, os.PathLike]
 __all__ = [
     "ClipGradCAM", "ClipPromptHead", "ClipWeightsError", "build_clip_from_state_dict", "clip_image_size",
     "clip_preprocess", "compute_cams", "encode_prompts", "load_clip", "random_clip_state_dict", "resize_cams",
+    "resolve_clip_weights",
 ]
 
 PROMPT_TEMPLATE = "a photo of a {}"
@@ -77,7 +80,7 @@ CLIP_MODEL_NAME = "RN50"
 DEFAULT_CACHE_DIR = Path("~/.cache/clip").expanduser()  # where OpenAI's clip and open_clip cache RN50.pt
 
 
-class ClipWeightsError(RuntimeError):
+class ClipWeightsError(UserInputError, RuntimeError):
     """The CLIP weights could not be found, downloaded or understood."""
 
 
@@ -131,6 +134,26 @@ def build_clip_from_state_dict(state_dict: dict[str, torch.Tensor], *, source: s
     return model
 
 
+def resolve_clip_weights(weights: Optional[PathLike] = None, *, cache_dir: Optional[PathLike] = None) -> Path:
+    """The CLIP weights file: ``weights`` if given (it must exist), else ``{cache_dir}/RN50.pt``, downloaded
+    there when missing (verified by its SHA-256). Raises ClipWeightsError saying where to put the file."""
+    if weights is not None:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise ClipWeightsError(f"--clip-weights {path}: no such file (expected OpenAI's RN50.pt, from "
+                                   f"{get_pretrained_url(CLIP_MODEL_NAME, 'openai')})")
+        return path
+    url = get_pretrained_url(CLIP_MODEL_NAME, "openai")
+    cache = Path(cache_dir).expanduser() if cache_dir else DEFAULT_CACHE_DIR
+    try:
+        return Path(download_pretrained_from_url(url, cache_dir=str(cache)))
+    except Exception as exc:  # noqa: BLE001 -- URLError, timeouts, checksum mismatch ...
+        raise ClipWeightsError(
+            f"could not download the CLIP RN50 weights ({type(exc).__name__}: {exc}). Offline? Download "
+            f"{url} on a machine with internet access and either put it at {cache / 'RN50.pt'} or pass "
+            f"--clip-weights /path/to/RN50.pt") from exc
+
+
 def load_clip(weights: Optional[PathLike] = None, *, device: Union[str, torch.device] = "cpu",
               cache_dir: Optional[PathLike] = None) -> nn.Module:
     """CLIP RN50 (open_clip, OpenAI weights) in fp32 eval mode on ``device``, parameters frozen.
@@ -143,21 +166,7 @@ def load_clip(weights: Optional[PathLike] = None, *, device: Union[str, torch.de
     Raises:
         ClipWeightsError: a missing/unreadable/incompatible file, or no download possible (offline).
     """
-    if weights is None:
-        url = get_pretrained_url(CLIP_MODEL_NAME, "openai")
-        cache = Path(cache_dir).expanduser() if cache_dir else DEFAULT_CACHE_DIR
-        try:
-            path = Path(download_pretrained_from_url(url, cache_dir=str(cache)))
-        except Exception as exc:  # noqa: BLE001 -- URLError, timeouts, checksum mismatch ...
-            raise ClipWeightsError(
-                f"could not download the CLIP RN50 weights ({type(exc).__name__}: {exc}). Offline? Download "
-                f"{url} on a machine with internet access and either put it at {cache / 'RN50.pt'} or pass "
-                f"--clip-weights /path/to/RN50.pt") from exc
-    else:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise ClipWeightsError(f"--clip-weights {path}: no such file (expected OpenAI's RN50.pt, from "
-                                   f"{get_pretrained_url(CLIP_MODEL_NAME, 'openai')})")
+    path = resolve_clip_weights(weights, cache_dir=cache_dir)
     model = build_clip_from_state_dict(_read_state_dict(path), source=f"--clip-weights {path}")
     logger.info("CLIP RN50 weights: %s", path)
     return model.to(device)

@@ -10,6 +10,7 @@ import torch
 from data.benchmarks import COCO_CLASSES, PASCAL_CLASSES
 from data.splits import read_coco_split, read_pascal_split
 from engine import cam_job
+from engine.cam_manifest import MANIFEST_NAME
 from model import clip_gradcam as cg
 from tests.data_helpers import TINY_CLIP
 
@@ -47,7 +48,8 @@ def _subset(pairs, n_images: int):
 
 
 def _files(root: Path) -> set[str]:
-    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+    """The CAM files under ``root`` (its cam_manifest.json left out)."""
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != MANIFEST_NAME}
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -212,5 +212,5 @@ def test_cli_reports_errors_without_a_traceback(monkeypatch, tmp_path, capsys):
         raise DataError("download of X failed (offline)")
 
     monkeypatch.setattr(prepare, "prepare_pascal", fail)
-    assert prepare.main(["pascal", "--datapath", str(tmp_path), "--no-splits"]) == 1
+    assert prepare.main(["pascal", "--datapath", str(tmp_path), "--no-splits"]) == 2
     assert "error: download of X failed (offline)" in capsys.readouterr().err
