@@ -23,7 +23,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from common.cli import HelpFormatter, run_cli
+from common.cli import ArgumentParser, HelpFormatter, run_cli
 from common.errors import UserInputError
 from data.benchmarks import CLASS_NAMES
 from model.backbone import BACKBONES
@@ -42,7 +42,7 @@ class PredictInputError(UserInputError, ValueError):
 
 def build_parser() -> argparse.ArgumentParser:
     """The flags of ``predict.py`` (names and help as in train.py / test.py where they exist)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    parser = ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=HelpFormatter)
     inputs = parser.add_argument_group("inputs")
     inputs.add_argument("--class-name", dest="class_name", required=True,
@@ -151,8 +151,9 @@ def overlay_panel(image: Any, cam: np.ndarray, mask: np.ndarray) -> np.ndarray:
 def main(args: argparse.Namespace) -> dict[str, Any]:
     """Segment ``args.class_name`` in the query images; returns what ``predict.json`` records."""
     from common.io import atomic_write_bytes, atomic_write_text
-    from engine.predictor import Segmenter
+    from engine.predictor import Segmenter, prompt_classes
 
+    prompt_classes(args.class_name, args.vocabulary)  # an empty class name is refused before anything loads
     if args.stage < 1:
         raise PredictInputError(f"--stage must be >= 1, got {args.stage}")
     if args.img_size < 32:

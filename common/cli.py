@@ -9,6 +9,9 @@ from typing import Callable, Optional
 from common.errors import UserInputError
 
 
+EXIT_BAD_INPUT = 2  # what argparse uses for bad flags; every entry point uses it for every UserInputError
+
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Appends ``(default: X)`` to a flag's help only where it says something: not for ``None`` defaults,
     on/off switches, or help text that already names its default."""
@@ -20,9 +23,21 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-EXIT_BAD_INPUT = 2  # what argparse uses for bad flags; every entry point uses it for every UserInputError
 EXIT_INTERRUPTED = 130
 _WORKER_TRACEBACK = "Original Traceback (most recent call last):"
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` with :class:`HelpFormatter`, whose errors are two lines (the error naming
+    the flag, and where the flags are listed) instead of the whole usage block; exit status 2 as argparse."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):  # type: ignore[override]
+        """Print ``{prog}: error: {message}`` and the ``--help`` hint, exit with status 2."""
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n{self.prog}: the flags: {self.prog} --help\n")
 
 
 def error_message(exc: BaseException) -> str:

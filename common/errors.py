@@ -8,7 +8,7 @@ packages subclass it together with the matching built-in type (``DataError(UserI
 """
 from __future__ import annotations
 
-__all__ = ["FlagError", "UserInputError"]
+__all__ = ["FlagError", "UserInputError", "brief"]
 
 
 class UserInputError(Exception):
@@ -17,3 +17,11 @@ class UserInputError(Exception):
 
 class FlagError(UserInputError, ValueError):
     """A flag's value cannot be used (found after parsing, e.g. ``--device cuda`` on a machine without a GPU)."""
+
+
+def brief(exc: BaseException) -> str:
+    """``"Type: first sentence"`` of a library's exception, for messages that must stay on one line (PyTorch's
+    unreadable-file errors go on for several sentences)."""
+    text = " ".join(str(exc).split())
+    end = text.find(". ")
+    return f"{type(exc).__name__}: {text[:end] if end > 0 else text}"

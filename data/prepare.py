@@ -45,7 +45,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from common.cli import HelpFormatter, run_cli
+from common.cli import ArgumentParser, HelpFormatter, run_cli
 from data.benchmarks import BENCHMARKS
 from data.coco_masks import paint_coco_mask
 from data.errors import DataError
@@ -350,7 +350,7 @@ def prepare_coco(datapath: Path, *, download_dir: Optional[Path] = None, sources
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """CLI; returns 0 on success, 2 on a data/download error (message printed, no traceback)."""
-    parser = argparse.ArgumentParser(prog="python -m data.prepare", description=__doc__.splitlines()[0],
+    parser = ArgumentParser(prog="python -m data.prepare", description=__doc__.splitlines()[0],
                                      formatter_class=HelpFormatter)
     parser.add_argument("benchmark", choices=BENCHMARKS)
     parser.add_argument("--datapath", type=Path, required=True, help="root to fill (VOC2012/ or COCO2014/)")

@@ -10,6 +10,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from common.constants import IGNORE_LABEL, IMAGENET_MEAN, IMAGENET_STD
+from common.errors import brief
 from common.resize import resize_bilinear
 from data.errors import DataError, MissingCAMError
 
@@ -68,7 +69,7 @@ def read_cam(path: Path, size: int) -> torch.Tensor:
     except FileNotFoundError as exc:
         raise MissingCAMError(f"CAM {path} not found") from exc
     except Exception as exc:  # noqa: BLE001 - any failure to deserialise is a corrupt file
-        raise DataError(f"cannot read CAM {path}: {type(exc).__name__}: {exc}") from exc
+        raise DataError(f"cannot read CAM {path} ({brief(exc)}); delete it and generate it again") from exc
     if not isinstance(cam, torch.Tensor) or cam.dim() != 2:
         shape = tuple(cam.shape) if isinstance(cam, torch.Tensor) else type(cam).__name__
         raise DataError(f"CAM {path} must hold a 2-D tensor, got {shape}")

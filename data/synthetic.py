@@ -61,7 +61,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 
-from common.cli import run_cli
+from common.cli import ArgumentParser, run_cli
 from common.constants import IGNORE_LABEL
 from data.benchmarks import BENCHMARKS, COCO_CATEGORIES, NFOLDS, PASCAL_CLASSES, fold_classes
 from data.coco_masks import COCO_PAINT_ORDER
@@ -582,7 +582,7 @@ def make_benchmark(root: Path, *, seed: int = 0, images_per_class: int = 6, min_
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: ``python -m data.synthetic ROOT [--seed S] [--images-per-class N] [--min-size A] [--max-size B]
     [--benchmark pascal coco] [--max-distractors N]``."""
-    parser = argparse.ArgumentParser(prog="python -m data.synthetic", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m data.synthetic", description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path, help="output folder (the --datapath of train.py/test.py)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes")
     parser.add_argument("--images-per-class", type=int, default=6,

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Literal, Optional, Sequence
 
-from common.cli import HelpFormatter
+from common.cli import ArgumentParser, HelpFormatter
 from common.paths import DEFAULT_DATAPATH, LOG_ROOT
 from data.benchmarks import BENCHMARKS, DEFAULT_CAM_DIRS, NFOLDS
 from model.backbone import BACKBONES
@@ -30,7 +30,7 @@ Script = Literal["train", "test"]
 def build_parser(script: Script) -> argparse.ArgumentParser:
     """The parser of ``train.py`` (``script="train"``) or ``test.py`` (``script="test"``)."""
     training = script == "train"
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description=("Train" if training else "Test") + " IMR-HSNet (few-shot segmentation from image label text)",
         formatter_class=HelpFormatter)
 

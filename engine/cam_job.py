@@ -32,7 +32,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from common.cli import HelpFormatter, run_cli
+from common.cli import ArgumentParser, HelpFormatter, run_cli
 from common.device import resolve_device
 from common.io import atomic_torch_save, sha256_file
 from common.paths import DEFAULT_DATAPATH
@@ -237,7 +237,7 @@ def build_parser(benchmark: str) -> argparse.ArgumentParser:
     if benchmark not in BENCHMARKS:
         raise ValueError(f"benchmark must be one of {BENCHMARKS}, got {benchmark!r}")
     pascal = benchmark == "pascal"
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description=f"CLIP RN50 Grad-CAM priors for every (image, class) pair of {'PASCAL-5i' if pascal else 'COCO-20i'}"
                     " (released recipe; batched, deduplicated across folds, resumable)",
         formatter_class=HelpFormatter)

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from common.cli import EXIT_BAD_INPUT, HelpFormatter, run_cli
+from common.cli import EXIT_BAD_INPUT, ArgumentParser, HelpFormatter, run_cli
 from common.errors import UserInputError
 from common.io import atomic_torch_save, atomic_write_text
 from common.paths import REPO_ROOT
@@ -43,7 +43,7 @@ logger = logging.getLogger("demo")
 
 def build_parser() -> argparse.ArgumentParser:
     """Flags of ``demo.py``; the defaults are what ``make demo`` runs."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    parser = ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=HelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "demo_out", help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data, weights and training episodes")

@@ -8,7 +8,8 @@
 * A resumed run first undoes what the interrupted one wrote after its last checkpoint: ``log.txt`` is cut
   back to its length at that checkpoint (the cut lines are appended to ``log.interrupted.txt``), stray
   temporary files of interrupted atomic writes are removed, and TensorBoard drops the events of the
-  epochs being redone (``purge_step``, see :class:`common.logger.TensorBoardWriter`).
+  epochs being redone (``purge_step``, see :class:`common.logger.TensorBoardWriter`; when the first epoch
+  never finished, the events folder is removed and the run starts over).
 * A run that stops on bad input before its first checkpoint removes the folder it created, so the same
   command can be run again once the input is fixed.
 """
@@ -24,7 +25,7 @@ from typing import Any, Iterator, Mapping, Optional
 
 from common.distributed import DistInfo, broadcast_object, check_on_main
 from common.errors import UserInputError
-from common.logger import setup_logging
+from common.logger import EVENTS_DIR, setup_logging
 from engine.args import flag_name
 
 ARGS_NAME = "args.json"
@@ -98,9 +99,11 @@ def open_run_folder(path: Path, args: argparse.Namespace, info: DistInfo, *, tra
     return RunFolder(path=path, created=not existed)
 
 
-def roll_back(path: Path, log_length: int) -> None:
+def roll_back(path: Path, log_length: int, *, no_checkpoint: bool = False) -> None:
     """Undo what an interrupted run wrote after its last checkpoint: cut ``log.txt`` back to ``log_length``
-    bytes (the cut part is appended to ``log.interrupted.txt``) and remove stray ``.*.tmp`` files."""
+    bytes (the cut part is appended to ``log.interrupted.txt``) and remove stray ``.*.tmp`` files. With
+    ``no_checkpoint`` (the first epoch never finished) the TensorBoard events are removed: the run starts over,
+    and every one of them belongs to an epoch that is done again."""
     log = path / LOG_NAME
     if log.is_file() and log.stat().st_size > log_length:
         with open(log, "rb") as handle:
@@ -112,6 +115,8 @@ def roll_back(path: Path, log_length: int) -> None:
             handle.truncate(log_length)
     for stray in path.glob(".*.tmp"):
         stray.unlink(missing_ok=True)
+    if no_checkpoint:
+        shutil.rmtree(path / EVENTS_DIR, ignore_errors=True)
 
 
 def log_length(path: Path) -> int:

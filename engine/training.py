@@ -80,7 +80,8 @@ def load_resume_state(args: argparse.Namespace, run_dir: Path, info: DistInfo) -
         return None
     state = ckpt.load_last(run_dir) if (run_dir / ckpt.LAST_NAME).is_file() else None
     if info.is_main:
-        run_folder.roll_back(run_dir, state.get("log_length", 0) if state is not None else 0)
+        run_folder.roll_back(run_dir, state.get("log_length", 0) if state is not None else 0,
+                             no_checkpoint=state is None)
     return state
 
 
@@ -167,7 +168,8 @@ def run_epochs(args: argparse.Namespace, trainer: Trainer, loaders: EpisodeLoade
     ``loss_hook`` and ``after_epoch`` are test seams (inject a loss, simulate a crash after an epoch).
     """
     use_amp = trainer.scaler is not None
-    writer = TensorBoardWriter(run_dir, enabled=info.is_main, purge_step=trainer.start_epoch if args.resume else None)
+    resumed = trainer.start_epoch > 0
+    writer = TensorBoardWriter(run_dir, enabled=info.is_main, purge_step=trainer.start_epoch if resumed else None)
     log_images = ((lambda batch, pred, epoch: writer.add_image("val/predictions", batch_panels(batch, pred), epoch))
                   if info.is_main else None)
     status, epoch, best_miou = "finished", trainer.start_epoch - 1, trainer.best_miou

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torchvision.models import resnet101, resnet50, vgg16
 
-from common.errors import UserInputError
+from common.errors import UserInputError, brief
 
 logger = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ def _read_weights(path: Path, name: str, spec: BackboneSpec) -> dict[str, torch.
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - truncated or not a torch file
-        raise BackboneWeightsError(f"--backbone-weights {path}: cannot read it ({type(exc).__name__}); expected a "
+        raise BackboneWeightsError(f"--backbone-weights {path}: cannot read it ({brief(exc)}); expected a "
                                    f"torchvision {name} state dict such as {spec.released_file}") from exc
     if not isinstance(state, dict):
         raise BackboneWeightsError(f"--backbone-weights {path}: expected a state dict, got {type(state).__name__}")

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from common.distributed import unwrap
-from common.errors import UserInputError
+from common.errors import UserInputError, brief
 
 PREFIX = "module."
 SHOW = 8
@@ -58,11 +58,6 @@ def released_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {f"{PREFIX}{key}": value.detach().cpu() for key, value in unwrap(model).state_dict().items()}
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else ""
-
-
 def _first(keys: list[str]) -> str:
     shown = ", ".join(keys[:SHOW])
     return shown + (f", ... ({len(keys)} in all)" if len(keys) > SHOW else "")
@@ -83,8 +78,8 @@ def read_state_dict(source: Union[str, Path, Mapping[str, torch.Tensor]]) -> dic
         try:
             source = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - truncated, not a torch file, unsafe pickle: not a checkpoint
-            raise CheckpointError(f"cannot read checkpoint {path} ({type(exc).__name__}: {_first_line(exc)}); "
-                                  "expected a best_model.pt state dict") from exc
+            raise CheckpointError(f"cannot read checkpoint {path} ({brief(exc)}); expected a best_model.pt "
+                                  "state dict") from exc
     if not isinstance(source, Mapping):
         raise CheckpointMismatchError(f"{origin}expected a state dict, got {type(source).__name__}")
     if "model" in source and isinstance(source["model"], Mapping):
