@@ -16,8 +16,9 @@ NCLASS: dict[str, int] = {"pascal": 20, "coco": 80, "fss": 1000}
 FSS_SPLIT_CLASSES: dict[str, int] = {"trn": 520, "val": 240, "test": 240}
 FSS_CLASS_OFFSET: dict[str, int] = {"trn": 0, "val": FSS_SPLIT_CLASSES["trn"],
                                     "test": FSS_SPLIT_CLASSES["trn"] + FSS_SPLIT_CLASSES["val"]}
-# Images of an FSS-1000 class: FSS-1000/<class>/{1..10}.jpg with masks {1..10}.png. HSNet's sampler draws the
-# support file names from 1..10 whatever the folder holds.
+# Images of an FSS-1000 class: <datapath>/FSS-1000/<class>/{1..10}.jpg with masks {1..10}.png. HSNet's sampler
+# draws the support file names from 1..10 whatever the folder holds.
+FSS_DIR = "FSS-1000"
 FSS_IMAGES_PER_CLASS = 10
 
 # Validation/test episodes per pass when --nepisodes is not given: the released 1000 for PASCAL-5i and COCO-20i;

@@ -19,16 +19,14 @@ from typing import Union
 
 import torch
 
-from data.benchmarks import FSS_CLASS_OFFSET, NCLASS
+from data.benchmarks import FSS_CLASS_OFFSET, FSS_DIR, NCLASS
 from data.episodes import fss_support_names
 from data.errors import DataError, SplitError
 from data.fewshot import FewShotDataset
 from data.readers import read_binary_mask
 from data.splits import FSS_SPLITS, read_fss_split
 
-__all__ = ["FSS_DIR", "DatasetFSS", "fss_classes", "fss_image_names", "fss_vocabulary", "prompt_name"]
-
-FSS_DIR = "FSS-1000"  # under --datapath, as HSNet's layout
+__all__ = ["DatasetFSS", "fss_classes", "fss_image_names", "fss_vocabulary", "prompt_name"]
 
 
 def prompt_name(category: str) -> str:

@@ -73,8 +73,8 @@ from pycocotools import mask as mask_utils
 
 from common.cli import run_cli
 from common.constants import IGNORE_LABEL
-from data.benchmarks import (BENCHMARKS, COCO_CATEGORIES, FSS_IMAGES_PER_CLASS, FSS_SPLIT_CLASSES, NFOLDS,
-                             PASCAL_CLASSES, fold_classes)
+from data.benchmarks import (BENCHMARKS, COCO_CATEGORIES, FSS_DIR, FSS_IMAGES_PER_CLASS, FSS_SPLIT_CLASSES,
+                             NFOLDS, PASCAL_CLASSES, fold_classes)
 from data.coco_masks import COCO_PAINT_ORDER
 from data.errors import DataError
 
@@ -541,7 +541,7 @@ def _fss(root: Path, seed: int, side: int, split_classes: Sequence[int]) -> dict
         names = []
         for _ in range(n):
             name = fss_class_name(class_idx)
-            folder = root / "FSS-1000" / name
+            folder = root / FSS_DIR / name
             folder.mkdir(parents=True, exist_ok=True)
             for k in range(1, FSS_IMAGES_PER_CLASS + 1):
                 rng = _rng(seed, "fss", split, class_idx * FSS_IMAGES_PER_CLASS + k)
@@ -569,7 +569,7 @@ def _checked_fss_classes(counts: Sequence[int]) -> tuple[int, ...]:
 def _prepare_root(root: Path) -> None:
     """Refuse to write over data this generator did not make; clear a previous synthetic tree."""
     owned = (root / MARKER).exists() or (root / INCOMPLETE_MARKER).exists()
-    targets = [root / "VOC2012", root / "COCO2014", root / "FSS-1000", root / "splits"]
+    targets = [root / "VOC2012", root / "COCO2014", root / FSS_DIR, root / "splits"]
     present = [p for p in targets if p.exists()]
     if present and not owned:
         raise SyntheticRootError(

@@ -42,9 +42,9 @@ from common.cli import HelpFormatter, run_cli
 from common.device import resolve_device
 from common.io import atomic_torch_save, sha256_file
 from common.paths import DEFAULT_DATAPATH
-from data.benchmarks import BENCHMARKS, CAM_SCRIPTS, CLASS_NAMES, DEFAULT_CAM_DIRS, NFOLDS
+from data.benchmarks import BENCHMARKS, CAM_SCRIPTS, CLASS_NAMES, DEFAULT_CAM_DIRS, FSS_DIR, NFOLDS
 from data.cam_files import cam_path
-from data.fss import FSS_DIR, fss_image_names, fss_vocabulary, prompt_name
+from data.fss import fss_image_names, fss_vocabulary, prompt_name
 from data.splits import read_coco_split, read_pascal_split, resolve_split_root
 from engine.cam_manifest import CamSettings, claim_folder
 
