@@ -36,7 +36,7 @@ class FewShotDataset(Dataset):
         shot: support images per episode.
         img_size: square side the images (and, unless ``use_original_imgsize``, the query mask) are resized to.
         cam_train_path, cam_val_path: CAM roots of training and validation/test images.
-        split_root: folder holding ``pascal/`` and ``coco/`` split lists (see :mod:`data.splits`).
+        split_root: folder holding the ``pascal/``, ``coco/`` and ``fss/`` split lists (see :mod:`data.splits`).
         use_original_imgsize: keep the query mask at the image's own size (as released).
         nepisodes: validation/test episodes (the first ``nepisodes`` of the released sequence); ``None``: the
             released count (:data:`data.benchmarks.EVAL_EPISODES`: 1000, or every image of the split once).

@@ -333,8 +333,9 @@ def build_parser(benchmark: str) -> argparse.ArgumentParser:
         parser.add_argument("--campath", type=str, default=None,
                             help=f"{kind.campath_help} (default: <datapath>/{DEFAULT_CAM_DIRS[benchmark][0]})")
     parser.add_argument("--splitpath", type=str, default=None,
-                        help="folder holding pascal/, coco/ and fss/ split lists in HSNet's data/splits layout (default: "
-                             "fetched once from HSNet's repository into <repo>/.cache/splits, SHA-256 checked)")
+                        help="folder holding pascal/, coco/ and fss/ split lists in HSNet's data/splits layout "
+                             "(default: fetched once from HSNet's repository into <repo>/.cache/splits, SHA-256 "
+                             "checked)")
     parser.add_argument("--clip-weights", dest="clip_weights", type=str, default=None,
                         help="OpenAI CLIP RN50.pt (TorchScript) or a state dict with its keys (default: "
                              "~/.cache/clip/RN50.pt, downloaded when missing and online)")
