@@ -4,9 +4,10 @@
         --valcampath ../Datasets_HSN/CAM_VOC_Val/
     -> ... Fold 0 mIoU: xx.xx 	 FB-IoU: yy.yy
 
-``--nepisodes`` episodes (released: 1000) are drawn with ``--seed`` (released: 0); mIoU is the mean
-foreground IoU over the fold's classes and FB-IoU the mean of foreground and background IoU (PASCAL ignores
-the 255 boundary). The numbers and the per-class IoU go to ``results.json`` in the run folder.
+``--nepisodes`` episodes (released: 1000; FSS-1000: every test image once, 2400, as HSNet) are drawn with
+``--seed`` (released: 0); mIoU is the mean foreground IoU over the fold's classes (FSS-1000: the test classes)
+and FB-IoU the mean of foreground and background IoU (PASCAL ignores the 255 boundary). The numbers and the
+per-class IoU go to ``results.json`` in the run folder.
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Train IMR-HSNet on PASCAL-5i or COCO-20i (the released protocol), resumable, on CPU, GPUs or torchrun.
+"""Train IMR-HSNet on PASCAL-5i, COCO-20i (the released protocol) or FSS-1000 (HSNet's), resumable, on CPU, GPUs
+or torchrun.
 
     python train.py --backbone resnet50 --fold 0 --benchmark pascal --lr 4e-4 --bsz 40 --stage 2 \\
         --logpath my_run --traincampath ../Datasets_HSN/CAM_VOC_Train/ --valcampath ../Datasets_HSN/CAM_VOC_Val/
@@ -6,8 +7,9 @@
     torchrun --nproc_per_node 4 train.py ...               # DistributedDataParallel (--bsz is the global batch)
 
 Per epoch: a training pass over the training episodes (new random supports each epoch) and a validation
-pass over ``--nepisodes`` episodes drawn with seed 0 (the same every epoch); TensorBoard scalars with the
-released tags; ``best_model.pt`` when the validation mIoU improves; ``last.pt`` every epoch.
+pass over ``--nepisodes`` episodes drawn with seed 0 (the same every epoch; default 1000, or every FSS-1000
+val image once); TensorBoard scalars with the released tags; ``best_model.pt`` when the validation mIoU
+improves; ``last.pt`` every epoch.
 """
 from __future__ import annotations
 

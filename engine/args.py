@@ -20,7 +20,7 @@ from typing import Literal, Optional, Sequence
 
 from common.cli import ArgumentParser, HelpFormatter
 from common.paths import DEFAULT_DATAPATH, LOG_ROOT
-from data.benchmarks import BENCHMARKS, DEFAULT_CAM_DIRS, NFOLDS
+from data.benchmarks import BENCHMARKS, DEFAULT_CAM_DIRS, FOLD_BENCHMARKS, NFOLDS
 from model.backbone import BACKBONES
 from model.masking import MASKING_MODES
 
@@ -36,22 +36,26 @@ def build_parser(script: Script) -> argparse.ArgumentParser:
 
     data = parser.add_argument_group("data")
     data.add_argument("--datapath", type=str, default=None,
-                      help=f"root holding VOC2012/ and COCO2014/ (default: {DEFAULT_DATAPATH})")
+                      help=f"root holding VOC2012/, COCO2014/ and FSS-1000/ (default: {DEFAULT_DATAPATH})")
     data.add_argument("--benchmark", type=str, default="pascal", choices=BENCHMARKS, help="few-shot benchmark")
-    data.add_argument("--fold", type=int, default=0, choices=range(NFOLDS), help="cross-validation fold")
+    data.add_argument("--fold", type=int, default=0, choices=range(NFOLDS),
+                      help="cross-validation fold of PASCAL-5i / COCO-20i (FSS-1000 has none: leave it out)")
     data.add_argument("--traincampath", type=str, default=None,
                       help="folder of the training images' CAMs ({name}--{class}.pt); default "
-                           "<datapath>/CAM_Train (PASCAL) or <datapath>/CAM_COCO (COCO, one folder for both)")
+                           "<datapath>/CAM_Train (PASCAL), <datapath>/CAM_COCO (COCO) or <datapath>/CAM_FSS "
+                           "(FSS-1000); COCO and FSS-1000 use one folder for both")
     data.add_argument("--valcampath", type=str, default=None,
                       help="folder of the validation/test images' CAMs; default <datapath>/CAM_Val (PASCAL) "
-                           "or the COCO CAM folder")
+                           "or the COCO / FSS-1000 CAM folder")
     data.add_argument("--splitpath", type=str, default=None,
-                      help="folder holding pascal/ and coco/ split lists in HSNet's data/splits layout (default: fetched "
-                           "once from HSNet's repository into <repo>/.cache/splits, SHA-256 checked)")
+                      help="folder holding pascal/, coco/ and fss/ split lists in HSNet's data/splits layout (default: "
+                           "fetched once from HSNet's repository into <repo>/.cache/splits, SHA-256 checked)")
     data.add_argument("--img-size", dest="img_size", type=int, default=400,
                       help="square input side (CAMs are img_size/8 a side)")
-    data.add_argument("--nepisodes", type=int, default=1000,
-                      help="episodes per validation/test pass (released: 1000)")
+    data.add_argument("--nepisodes", type=int, default=None,
+                      help="episodes per validation/test pass, the first N of the released sequence (default: the "
+                           "released count: 1000 on PASCAL-5i / COCO-20i, every image of the split once on FSS-1000, "
+                           "as HSNet: 2400)")
     data.add_argument("--nworker", type=int, default=8, help="data-loader worker processes")
     data.add_argument("--bsz", type=int, default=40 if training else 10,
                       help="episodes per batch (global: split over GPUs / DDP ranks)")
@@ -112,7 +116,11 @@ def validate_and_resolve(args: argparse.Namespace, script: Script,
     parser = parser or build_parser(script)
     _positive(parser, "--bsz", args.bsz)
     _positive(parser, "--stage", args.stage)
-    _positive(parser, "--nepisodes", args.nepisodes)
+    if args.nepisodes is not None:
+        _positive(parser, "--nepisodes", args.nepisodes)
+    if args.benchmark not in FOLD_BENCHMARKS and args.fold != 0:
+        parser.error(f"argument --fold: {args.benchmark} (FSS-1000) has no folds, it has HSNet's fixed trn/val/test "
+                     f"class lists; leave --fold out (got --fold {args.fold})")
     _positive(parser, "--nworker", args.nworker, 0)
     _positive(parser, "--img-size", args.img_size, 32)
     if script == "train":
@@ -130,11 +138,11 @@ def validate_and_resolve(args: argparse.Namespace, script: Script,
     datapath = _existing(parser, "--datapath", args.datapath, DEFAULT_DATAPATH)
     args.datapath = str(datapath)
     train_dir, val_dir = DEFAULT_CAM_DIRS[args.benchmark]
-    if args.benchmark == "coco":
-        # One CAM folder for COCO (the released COCO dataset asserts traincampath == valcampath).
+    if train_dir == val_dir:
+        # One CAM folder for COCO (the released COCO dataset asserts traincampath == valcampath) and FSS-1000.
         if args.traincampath and args.valcampath and \
                 Path(args.traincampath).resolve() != Path(args.valcampath).resolve():
-            parser.error("arguments --traincampath/--valcampath: COCO uses one CAM folder for both; "
+            parser.error(f"arguments --traincampath/--valcampath: {args.benchmark} uses one CAM folder for both; "
                          f"got {args.traincampath} and {args.valcampath}")
         args.traincampath = args.valcampath = args.traincampath or args.valcampath
     needed = ["--valcampath"] + (["--traincampath"] if script == "train" else [])
