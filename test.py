@@ -21,7 +21,7 @@ from typing import Any, Optional, Sequence
 import torch
 
 from common.cli import run_cli
-from common.device import resolve_device
+from common.device import configure_tf32, resolve_device
 from common.distributed import EpisodeSampler, broadcast_object, cleanup, init_distributed, local_batch_size
 from common.evaluation import IoUMeter
 from common.io import atomic_write_text
@@ -42,6 +42,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     from model.checkpoint import load_model_state
 
     device = resolve_device(args.device)
+    configure_tf32(args.tf32)
     info, device = init_distributed(device)
     try:
         run_dir = Path(str(broadcast_object(str(resolve_run_dir(args.logpath, training=False, load=args.load)))))

@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 from common.cli import run_cli
-from common.device import resolve_device
+from common.device import configure_tf32, resolve_device
 from common.distributed import cleanup, init_distributed, local_batch_size
 from common.logger import setup_logging
 from common.seed import fix_randseed
@@ -37,6 +37,7 @@ def main(args: argparse.Namespace, *, loss_hook: Optional[Callable[[torch.Tensor
     ``loss_hook`` and ``after_epoch`` are test seams (inject a loss, simulate a crash after an epoch).
     """
     device = resolve_device(args.device)
+    configure_tf32(args.tf32)
     info, device = init_distributed(device)
     try:
         bsz = local_batch_size(args.bsz, info)

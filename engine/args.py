@@ -3,7 +3,7 @@
 Released flags keep their names and defaults (``--datapath --benchmark --logpath --bsz --lr --niter --nworker
 --fold --stage --backbone --traincampath --valcampath``; test: ``--load --nshot --visualize
 --use_original_imgsize``). Flags added by this reproduction: ``--splitpath --device --img-size --masking
---backbone-weights --seed --nepisodes --amp --resume``.
+--backbone-weights --seed --nepisodes --amp --tf32 --resume``.
 
 Paths: a path given on the command line is taken relative to the working directory, as any shell user expects;
 the *defaults* are not: the released ``../Datasets_HSN`` meant "next to the repository", so the default data
@@ -76,6 +76,9 @@ def build_parser(script: Script) -> argparse.ArgumentParser:
                           "the run folder itself")
     run.add_argument("--device", type=str, default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
     run.add_argument("--amp", action="store_true", help="autocast to float16 on CUDA")
+    run.add_argument("--tf32", action="store_true",
+                     help="allow TF32 float32 matmuls/convolutions on Ampere+ GPUs: faster, not the released "
+                          "numerics (the released code ran without TF32)")
     run.add_argument("--seed", type=int, default=None if training else 0,
                      help="training: base seed of the per-epoch episode draws (default: drawn at random, as "
                           "released, and saved with the run); test: episode seed (released: 0)")

@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from common.cli import ArgumentParser, HelpFormatter, run_cli
-from common.device import resolve_device
+from common.device import configure_tf32, resolve_device
 from common.io import atomic_torch_save, sha256_file
 from common.paths import DEFAULT_DATAPATH
 from data.benchmarks import BENCHMARKS, CAM_SCRIPTS, CLASS_NAMES, DEFAULT_CAM_DIRS, FSS_DIR, NFOLDS
@@ -344,6 +344,11 @@ def build_parser(benchmark: str) -> argparse.ArgumentParser:
     parser.add_argument("--nworker", type=int, default=2, help="image-decoding worker processes (0: none)")
     parser.add_argument("--cam-size", dest="cam_size", type=int, default=50, help="side of the saved CAMs")
     parser.add_argument("--amp", action="store_true", help="CUDA autocast (float16) for the ResNet trunk")
+    parser.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
+                        help="fp16: CLIP's float16 weights, as OpenAI's clip.load(jit=False) keeps them on a GPU "
+                             "(how the authors' CAM files were made); fp32: the released scripts' numbers on a CPU")
+    parser.add_argument("--tf32", action="store_true",
+                        help="allow TF32 float32 convolutions on Ampere+ GPUs (faster; not the released numerics)")
     parser.add_argument("--verify-existing", dest="verify_existing", action="store_true",
                         help="load existing CAM files (e.g. written by other tools) and recompute broken ones; a "
                              "folder's cam_manifest.json must match the settings")
@@ -382,15 +387,18 @@ def run_from_flags(benchmark: str, argv: Optional[Sequence[str]] = None) -> int:
     imgpath = _resolve(args.imgpath, datapath / kind.image_dir)
     if not imgpath.is_dir():
         parser.error(f"argument --imgpath: {imgpath} is not a folder (set --imgpath or --datapath)")
+    if args.amp and args.precision == "fp16":
+        parser.error("argument --amp: not with --precision fp16 (the whole model already computes in float16)")
     device = resolve_device(args.device)
+    configure_tf32(args.tf32)
     split_root = resolve_split_root(args.splitpath)
     plan = kind.plan(args, datapath, imgpath, split_root)
     pairs = plan.pairs
     logger.info("%d distinct (image, class) pairs from the %s split lists in %s", len(pairs), benchmark, split_root)
 
     weights = resolve_clip_weights(args.clip_weights)
-    cam = ClipGradCAM(load_clip(weights, device=device), plan.class_names, amp=args.amp)
-    settings = CamSettings.create(clip_weights_sha256=sha256_file(weights), precision="amp" if cam.amp else "fp32",
+    cam = ClipGradCAM(load_clip(weights, device=device, precision=args.precision), plan.class_names, amp=args.amp)
+    settings = CamSettings.create(clip_weights_sha256=sha256_file(weights), precision=cam.precision,
                                   clip_image_size=cam.image_size, cam_size=args.cam_size,
                                   prompt_template=PROMPT_TEMPLATE, class_names=cam.class_names)
     for folder in dict.fromkeys(plan.folders):  # (PASCAL's two folders may be one)

@@ -5,7 +5,7 @@ the existing files were made with the same settings; the manifest records them:
 
 * the CAM recipe's version (:data:`RECIPE`: bumped whenever the computation changes);
 * the SHA-256 of the CLIP weights file;
-* the precision (``fp32``, or ``amp`` for the CUDA-autocast trunk);
+* the precision (``fp32``, ``fp16`` for CLIP's float16 weights, or ``amp`` for the CUDA-autocast trunk);
 * CLIP's input size and the saved CAM size;
 * the prompt template and the SHA-256 of the class names the softmax runs over.
 
