@@ -57,6 +57,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                             use_original_imgsize=args.use_original_imgsize)
         load_model_state(model, args.load)
         model.to(device).eval()
+        if args.compile:
+            model.compile_learner()
         log_params(logger, model)
 
         dataset = build_dataset(args.benchmark, datapath=args.datapath, fold=args.fold, split="test",
