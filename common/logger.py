@@ -11,7 +11,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -87,25 +89,33 @@ class TensorBoardWriter:
             return
         from tensorboardX import SummaryWriter
 
+        # tensorboardX names event files by the second and the host only and opens them with "wb": a second
+        # session writing the same folder within one second would empty the first one's file. The session's
+        # start in nanoseconds (fixed width) keeps the names apart and in the order the sessions started.
+        self._suffix = f".{time.time_ns()}.{os.getpid()}"
+        self._writer = SummaryWriter(str(self.logdir), purge_step=purge_step, filename_suffix=self._suffix)
         if purge_step is not None:
             self._purge_subwriters(purge_step)
-        self._writer = SummaryWriter(str(self.logdir), purge_step=purge_step)
 
     def _purge_subwriters(self, step: int) -> None:
         """Mark events at ``step`` and later as stale in the ``add_scalars`` folders of an earlier session.
 
         tensorboardX gives ``purge_step`` to the main writer only; ``add_scalars`` writes one folder per tag,
-        so each existing one gets the same START marker TensorBoard purges on.
+        so each existing one gets the same START marker TensorBoard purges on. The marker goes into the very
+        writer (and file) ``add_scalars`` then appends to: a marker in a file of its own could sort after the
+        new events (or be emptied by them, see above) and purge them.
         """
-        from tensorboardX.event_file_writer import EventFileWriter
+        from tensorboardX import FileWriter
         from tensorboardX.proto.event_pb2 import Event, SessionLog
 
         for main_tag in SCALAR_TAGS:
             for sub in sorted((self.logdir / main_tag).glob("*")):
                 if sub.is_dir():
-                    writer = EventFileWriter(str(sub))
+                    key = os.path.join(str(self.logdir), main_tag, sub.name)  # add_scalars' key for the tag
+                    writer = FileWriter(logdir=key, filename_suffix=self._suffix)
                     writer.add_event(Event(step=step, session_log=SessionLog(status=SessionLog.START)))
-                    writer.close()
+                    self._writer.all_writers[key] = writer
+        self._writer.flush()
 
     def log_epoch(self, epoch: int, trn: Mapping[str, float], val: Mapping[str, float]) -> None:
         """The released per-epoch scalars; ``trn``/``val`` hold ``loss``, ``miou`` and ``fb_iou``."""

@@ -166,6 +166,29 @@ def _get_json(url: str) -> Optional[object]:
         return None
 
 
+def test_a_resumed_session_within_the_same_second_keeps_every_epoch_once(tmp_path):
+    # tensorboardX names event files by the second and opens them with "wb": a resumed writer (or its purge
+    # marker) created within the second of the killed one's files must neither empty them nor be emptied
+    from common.logger import TensorBoardWriter
+
+    def log(writer: TensorBoardWriter, epoch: int, value: float) -> None:
+        writer.log_epoch(epoch, {"loss": value, "miou": value, "fb_iou": value},
+                         {"loss": value, "miou": value, "fb_iou": value})
+
+    first = TensorBoardWriter(tmp_path)
+    for epoch in range(3):
+        log(first, epoch, 1.0 + epoch)
+    first.close()
+    resumed = TensorBoardWriter(tmp_path, purge_step=1)  # last.pt held epoch 0: epochs 1 and 2 are redone
+    for epoch in (1, 2, 3):
+        log(resumed, epoch, 10.0 + epoch)
+    resumed.close()
+
+    events = read_scalar_events(tmp_path / "tbd" / "runs")
+    for tag in ("data/loss/trn_loss", "data/miou/val_miou"):
+        assert events[tag] == [(0, 1.0), (1, 11.0), (2, 12.0), (3, 13.0)], tag
+
+
 def test_tensorboard_serves_the_runs_scalars(tmp_path):
     tensorboard = Path(sys.executable).parent / "tensorboard"
     assert tensorboard.is_file(), "tensorboard is a runtime requirement (requirements.txt)"
