@@ -25,6 +25,7 @@ import urllib.request
 from pathlib import Path
 from typing import Optional, Union
 
+from common.hashing import sha256_file  # re-exported: callers import it from here too
 from common.io import atomic_write_bytes
 from common.paths import CACHE_ROOT
 from data.benchmarks import NCLASS, NFOLDS
@@ -75,15 +76,6 @@ _PASCAL_LINE = re.compile(r"^(?P<name>[^\s/\\]+)__(?P<cls>\d+)$")
 def default_cache_dir() -> Path:
     """``<repo>/.cache/splits`` (git-ignored), where fetched split lists live."""
     return CACHE_ROOT / "splits"
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _where_to_put(cache: Path) -> str:
