@@ -1,4 +1,4 @@
-"""Facts about the benchmarks, each defined once: names, folds, classes, class names, default CAM folders.
+"""Facts about the benchmarks, each defined once: names, titles, folds, classes, class names, default CAM folders.
 
 Every module that needs one of these numbers or names imports it from here (the scripts' flags, the
 datasets, the split readers, the CAM job, the synthetic generator, the predictor's vocabularies).
@@ -8,6 +8,7 @@ from __future__ import annotations
 BENCHMARKS: tuple[str, ...] = ("pascal", "coco")
 NFOLDS = 4  # cross-validation folds of PASCAL-5i and COCO-20i
 NCLASS: dict[str, int] = {"pascal": 20, "coco": 80}
+TITLES: dict[str, str] = {"pascal": "PASCAL-5i", "coco": "COCO-20i"}  # as papers name them
 
 # Default CAM folders under --datapath: the released train.py defaults for PASCAL, the README's name for COCO
 # (one folder for both splits, as the released COCO dataset requires).
