@@ -23,6 +23,7 @@ difference, for mIoU and FB-IoU) is printed. Written into the run folder, for on
      "folds": [0, 1], "nshots": [1, 5],
      "load": --load made absolute (the file, or the template still holding {fold}),
      "command": "python test.py ...",
+     "synthetic_data": true when --datapath holds data.synthetic's marker (then no paper numbers),
      "runs": [{"fold", "nshot", "checkpoint": path tested, "checkpoint_sha256", "miou", "fb_iou",
                "episodes", "per_class_iou": {"<0-based class id>": IoU}}, ...],   # in --fold x --nshot order
      "table": {"miou" | "fb_iou": {"<shot>": {"ours" | "paper" | "diff":

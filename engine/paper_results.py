@@ -1,7 +1,7 @@
 """The paper's reported numbers, read from the one file that holds them (``engine/paper_results.json``).
 
 The file keys IMR-HSNet's test numbers benchmark -> backbone -> shot -> metric -> ``{"folds": [f0..f3],
-"mean": m}`` and says where they come from (``source``). A value the file does not give is ``null`` and stays
+"mean": m}``, says where they come from (``source``) and under which test settings (``protocol``). A value the file does not give is ``null`` and stays
 ``None`` here: nothing is estimated, and a setting the file has no row for (the synthetic benchmark, another
 backbone) gives ``None`` for every cell.
 """
@@ -49,6 +49,11 @@ def paper_source(path: Path = PAPER_RESULTS_FILE) -> str:
     """Where the numbers come from (the file's ``paper`` and ``source`` notes)."""
     doc = _read(path)
     return f"{doc['paper']}. {doc['source']}"
+
+
+def paper_protocol(path: Path = PAPER_RESULTS_FILE) -> dict[str, Any]:
+    """The test settings behind the paper's numbers (``nepisodes``, ``img_size``), as test.py flag names."""
+    return dict(_read(path)["protocol"])
 
 
 def paper_row(benchmark: str, backbone: str, shot: int, metric: str,

@@ -24,7 +24,8 @@ from common.seed import fix_randseed
 from common.vis import Visualizer
 from data.dataset import build_dataloader, build_dataset, check_cams_exist
 from engine.loops import PassResult, test_pass
-from engine.paper_results import paper_source
+from data.synthetic import MARKER as SYNTHETIC_MARKER
+from engine.paper_results import paper_protocol, paper_source
 from engine.tables import (RunResult, TableRow, build_table, table_as_dict, table_markdown, table_notes,
                            table_title, write_outputs)
 from model import build_model
@@ -95,26 +96,38 @@ def run_sweep(args: argparse.Namespace, *, device: torch.device, info: DistInfo,
     return results
 
 
-def results_document(args: argparse.Namespace, runs: list[RunResult], rows: list[TableRow],
-                     paper_note: str) -> dict[str, Any]:
+def results_document(args: argparse.Namespace, runs: list[RunResult], rows: list[TableRow], *,
+                     paper_note: str, synthetic: bool) -> dict[str, Any]:
     """The content of ``results.json`` (schema in test.py's docstring)."""
     document: dict[str, Any] = {
         "benchmark": args.benchmark, "backbone": args.backbone, "stage": args.stage, "masking": args.masking,
         "img_size": args.img_size, "nepisodes": args.nepisodes, "seed": args.seed, "folds": list(args.folds),
         "nshots": list(args.nshots), "load": args.load, "command": getattr(args, "command", None),
+        "synthetic_data": synthetic,
         "runs": [run.as_dict() for run in runs], "table": table_as_dict(rows), "paper_source": paper_note}
     if len(runs) == 1:  # the keys of a single run's results.json before sweeps existed
         document.update(runs[0].as_dict())
     return document
 
 
+def comparison_notes(args: argparse.Namespace, synthetic: bool) -> list[str]:
+    """Why our numbers and the paper's may not be comparable: synthetic data, other test settings."""
+    if synthetic:
+        return [f"The data under --datapath are synthetic ({args.datapath}/{SYNTHETIC_MARKER}): the paper's "
+                "numbers do not apply, so its lines stay empty."]
+    differ = [f"--{key.replace('_', '-')} {getattr(args, key)} (paper: {value})"
+              for key, value in paper_protocol().items() if getattr(args, key) != value]
+    return ["Test settings differ from the paper's: " + ", ".join(differ) + "."] if differ else []
+
+
 def report(args: argparse.Namespace, runs: list[RunResult], run_dir: Path, *, write: bool = True) -> dict[str, Any]:
     """The table of ``runs``: written (``write``: rank 0) into ``run_dir``, and logged when there are several
-    runs. Returns the ``results.json`` content."""
-    rows = build_table(runs, args.benchmark, args.backbone)
-    title, note = table_title(args.benchmark, args.backbone), paper_source()
-    notes = table_notes(rows, note)
-    document = results_document(args, runs, rows, note)
+    runs. Returns the ``results.json`` content. Data made by :mod:`data.synthetic` get no paper numbers."""
+    synthetic = (Path(args.datapath) / SYNTHETIC_MARKER).is_file()
+    rows = build_table(runs, args.benchmark, args.backbone, with_paper=not synthetic)
+    title, note = table_title(args.benchmark, args.backbone, synthetic=synthetic), paper_source()
+    notes = comparison_notes(args, synthetic) + table_notes(rows, note)
+    document = results_document(args, runs, rows, paper_note=note, synthetic=synthetic)
     if write:
         paths = write_outputs(run_dir, document, rows, title=title, notes=notes)
         logger.info("Wrote %s in %s", ", ".join(path.name for path in paths.values()), run_dir)

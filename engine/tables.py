@@ -67,15 +67,19 @@ def _minus(a: Optional[float], b: Optional[float]) -> Optional[float]:
     return None if a is None or b is None else a - b
 
 
-def build_table(runs: Sequence[RunResult], benchmark: str, backbone: str) -> list[TableRow]:
-    """The table of ``runs`` (any folds and shots, each (fold, shot) at most once), per metric then shot."""
+def build_table(runs: Sequence[RunResult], benchmark: str, backbone: str, *, with_paper: bool = True
+                ) -> list[TableRow]:
+    """The table of ``runs`` (any folds and shots, each (fold, shot) at most once), per metric then shot.
+
+    ``with_paper=False`` leaves the paper's lines empty (data the paper's numbers do not apply to).
+    """
     rows = []
     for metric in METRICS:
         for shot in sorted({run.nshot for run in runs}):
             by_fold = {run.fold: float(getattr(run, metric)) for run in runs if run.nshot == shot}
             ours = PaperRow(tuple(by_fold.get(fold) for fold in range(NFOLDS)),
                             sum(by_fold.values()) / len(by_fold))
-            paper = paper_row(benchmark, backbone, shot, metric)
+            paper = paper_row(benchmark, backbone, shot, metric) if with_paper else PaperRow.empty()
             diff = PaperRow(tuple(_minus(o, p) for o, p in zip(ours.folds, paper.folds)),
                             _minus(ours.mean, paper.mean) if len(by_fold) == NFOLDS else None)
             rows.append(TableRow(metric, shot, ours, paper, diff))
@@ -94,9 +98,10 @@ def _cells(row: TableRow, line: str) -> list[str]:
     return [_cell(line, v) for v in values.folds] + [_cell(line, values.mean)]
 
 
-def table_title(benchmark: str, backbone: str) -> str:
-    """``IMR-HSNet, PASCAL-5i, vgg16``."""
-    return f"IMR-HSNet, {TITLES.get(benchmark, benchmark)}, {backbone}"
+def table_title(benchmark: str, backbone: str, *, synthetic: bool = False) -> str:
+    """``IMR-HSNet, PASCAL-5i, vgg16`` (``PASCAL-5i layout, synthetic data`` for ``synthetic``)."""
+    name = TITLES.get(benchmark, benchmark) + (" layout, synthetic data" if synthetic else "")
+    return f"IMR-HSNet, {name}, {backbone}"
 
 
 def table_markdown(rows: Sequence[TableRow], *, title: str, notes: Iterable[str] = ()) -> str:
@@ -142,8 +147,6 @@ def table_notes(rows: Sequence[TableRow], paper_note: str) -> list[str]:
     if len(folds) < NFOLDS:
         notes.append(f"Our mean is over fold(s) {', '.join(map(str, folds))} only; the paper's is over all "
                      f"{NFOLDS} folds, so no difference of the means is given.")
-    if all(v is None for row in rows for v in (*row.paper.folds, row.paper.mean)):
-        notes.append("The paper reports no numbers for this benchmark and backbone.")
     notes.append("An empty cell: the fold was not run here, or the paper gives no number for it.")
     notes.append(f"The paper's numbers: {paper_note}")
     return notes
