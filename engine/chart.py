@@ -12,18 +12,18 @@ from typing import Mapping, Optional
 
 from common.io import atomic_write_bytes
 from data.benchmarks import NFOLDS
-from engine.paper_results import PaperRow
+from engine.paper_results import FoldValues
 
 COLORS = {"ours": "#1f77b4", "paper": "#b0b0b0"}
 PANEL_SIZE = (4.8, 3.6)  # inches per shot panel
 DPI = 100
 
 
-def _values(row: PaperRow) -> list[Optional[float]]:
+def _values(row: FoldValues) -> list[Optional[float]]:
     return list(row.folds) + [row.mean]
 
 
-def _label(index: int, ours: PaperRow) -> str:
+def _label(index: int, ours: FoldValues) -> str:
     """``fold F``, or ``mean`` (saying which folds ours averages when not all were run)."""
     if index < NFOLDS:
         return f"fold {index}"
@@ -31,7 +31,7 @@ def _label(index: int, ours: PaperRow) -> str:
     return "mean" if len(run) == NFOLDS else f"mean\n(ours: {', '.join(run)})"
 
 
-def write_miou_chart(panels: Mapping[int, tuple[PaperRow, PaperRow]], path: Path, *, title: str) -> Path:
+def write_miou_chart(panels: Mapping[int, tuple[FoldValues, FoldValues]], path: Path, *, title: str) -> Path:
     """Write the PNG chart of ``{shot: (ours, paper)}`` mIoU rows to ``path`` (atomically); returns ``path``.
 
     Groups with no number on either side in any panel (folds not run and not reported) are left out.

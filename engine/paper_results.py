@@ -1,9 +1,9 @@
 """The paper's reported numbers, read from the one file that holds them (``engine/paper_results.json``).
 
 The file keys IMR-HSNet's test numbers benchmark -> backbone -> shot -> metric -> ``{"folds": [f0..f3],
-"mean": m}``, says where they come from (``source``) and under which test settings (``protocol``). A value the file does not give is ``null`` and stays
-``None`` here: nothing is estimated, and a setting the file has no row for (the synthetic benchmark, another
-backbone) gives ``None`` for every cell.
+"mean": m}``, says where they come from (``source``) and under which test settings (``protocol``). A value
+the file does not give is ``null`` and stays ``None`` here: nothing is estimated, and a setting the file has
+no row for (another benchmark or backbone) gives ``None`` for every cell.
 """
 from __future__ import annotations
 
@@ -20,15 +20,18 @@ METRICS: dict[str, str] = {"miou": "mIoU", "fb_iou": "FB-IoU"}  # results.json k
 
 
 @dataclass(frozen=True)
-class PaperRow:
-    """One metric of one (benchmark, backbone, shot) setting as the paper reports it (percent, ``None`` = unknown)."""
+class FoldValues:
+    """One metric at one setting: a value per fold 0..NFOLDS-1 and their mean (percent; ``None``: no number).
+
+    The paper's rows (:func:`paper_row`) and the lines of our tables have this shape.
+    """
 
     folds: tuple[Optional[float], ...]  # fold 0..NFOLDS-1
     mean: Optional[float]
 
     @classmethod
-    def empty(cls) -> "PaperRow":
-        """The row of a setting the paper does not report."""
+    def empty(cls) -> "FoldValues":
+        """No number anywhere (a setting the paper does not report)."""
         return cls((None,) * NFOLDS, None)
 
 
@@ -57,11 +60,11 @@ def paper_protocol(path: Path = PAPER_RESULTS_FILE) -> dict[str, Any]:
 
 
 def paper_row(benchmark: str, backbone: str, shot: int, metric: str,
-              path: Path = PAPER_RESULTS_FILE) -> PaperRow:
-    """The paper's ``metric`` ("miou" or "fb_iou") for a setting; :meth:`PaperRow.empty` when it has none."""
+              path: Path = PAPER_RESULTS_FILE) -> FoldValues:
+    """The paper's ``metric`` ("miou" or "fb_iou") for a setting; :meth:`FoldValues.empty` when it has none."""
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
     row = _read(path)["results"].get(benchmark, {}).get(backbone, {}).get(str(shot), {}).get(metric)
     if row is None:
-        return PaperRow.empty()
-    return PaperRow(tuple(row["folds"]), row["mean"])
+        return FoldValues.empty()
+    return FoldValues(tuple(row["folds"]), row["mean"])

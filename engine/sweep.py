@@ -1,11 +1,11 @@
 """test.py's work: every (fold, shot) of ``--fold``/``--nshot`` under the released test protocol.
 
-A single fold and shot is a sweep of one; :func:`report` writes its table. Each (fold, shot) is exactly a separate ``test.py --fold F --nshot
-K`` run: its dataset is built as that run builds it (the episodes are fixed by ``--seed`` when the dataset is
-built), the RNGs are re-seeded with ``--seed`` right before its pass, and the released line ``Fold F mIoU: ...
-FB-IoU: ...`` is logged after it. What is shared: every dataset is built and its CAM files checked before any
-model runs (a missing file stops the sweep before the first episode), and each fold's checkpoint is loaded
-once and tested at every shot.
+A single fold and shot is a sweep of one; :func:`report` writes its table. Each (fold, shot) is exactly a
+separate ``test.py --fold F --nshot K`` run: its dataset is built as that run builds it (the episodes are
+fixed by ``--seed`` when the dataset is built), the RNGs are re-seeded with ``--seed`` right before its pass,
+and the released line ``Fold F mIoU: ... FB-IoU: ...`` is logged after it. What is shared: every dataset is
+built and its CAM files checked before any model runs (a missing file stops the sweep before the first
+episode), and each fold's checkpoint is loaded once and tested at every shot.
 """
 from __future__ import annotations
 
@@ -23,8 +23,9 @@ from common.logger import log_params
 from common.seed import fix_randseed
 from common.vis import Visualizer
 from data.dataset import build_dataloader, build_dataset, check_cams_exist
-from engine.loops import PassResult, test_pass
+from data.fewshot import FewShotDataset
 from data.synthetic import MARKER as SYNTHETIC_MARKER
+from engine.loops import PassResult, test_pass
 from engine.paper_results import paper_protocol, paper_source
 from engine.tables import (RunResult, TableRow, build_table, table_as_dict, table_markdown, table_notes,
                            table_title, write_outputs)
@@ -34,7 +35,7 @@ from model.checkpoint import load_model_state
 logger = logging.getLogger(__name__)
 
 
-def build_test_datasets(args: argparse.Namespace) -> dict[tuple[int, int], Any]:
+def build_test_datasets(args: argparse.Namespace) -> dict[tuple[int, int], FewShotDataset]:
     """``{(fold, shot): dataset}`` for every ``--fold`` x ``--nshot``, each with its CAM files checked."""
     datasets = {}
     for fold in args.folds:
@@ -57,8 +58,8 @@ def load_fold_model(args: argparse.Namespace, fold: int, device: torch.device) -
     return model.to(device).eval()
 
 
-def test_one(model: torch.nn.Module, dataset: Any, args: argparse.Namespace, *, shot: int, device: torch.device,
-             info: DistInfo, vis_dir: Optional[Path]) -> PassResult:
+def test_one(model: torch.nn.Module, dataset: FewShotDataset, args: argparse.Namespace, *, shot: int,
+             device: torch.device, info: DistInfo, vis_dir: Optional[Path]) -> PassResult:
     """One released test pass of ``model`` over ``dataset`` (this rank's share of the episodes)."""
     sampler = EpisodeSampler(len(dataset), rank=info.rank, world_size=info.world_size)
     loader = build_dataloader(dataset, bsz=local_batch_size(args.bsz, info), nworker=args.nworker, shuffle=False,

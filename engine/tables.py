@@ -23,7 +23,7 @@ from typing import Any, Iterable, Optional, Sequence
 from common.io import atomic_write_text
 from data.benchmarks import NFOLDS, TITLES
 from engine.chart import write_miou_chart
-from engine.paper_results import METRICS, PaperRow, paper_row
+from engine.paper_results import METRICS, FoldValues, paper_row
 
 OUTPUT_NAMES = {"results": "results.json", "markdown": "table.md", "csv": "table.csv", "chart": "table.png"}
 LINES = ("ours", "paper", "diff")  # the three lines of a shot
@@ -54,11 +54,11 @@ class TableRow:
 
     metric: str  # a key of engine.paper_results.METRICS
     shot: int
-    ours: PaperRow  # same shape as the paper's row: per-fold values and their mean
-    paper: PaperRow
-    diff: PaperRow
+    ours: FoldValues
+    paper: FoldValues
+    diff: FoldValues
 
-    def line(self, name: str) -> PaperRow:
+    def line(self, name: str) -> FoldValues:
         """``"ours"``, ``"paper"`` or ``"diff"``."""
         return {"ours": self.ours, "paper": self.paper, "diff": self.diff}[name]
 
@@ -77,10 +77,10 @@ def build_table(runs: Sequence[RunResult], benchmark: str, backbone: str, *, wit
     for metric in METRICS:
         for shot in sorted({run.nshot for run in runs}):
             by_fold = {run.fold: float(getattr(run, metric)) for run in runs if run.nshot == shot}
-            ours = PaperRow(tuple(by_fold.get(fold) for fold in range(NFOLDS)),
+            ours = FoldValues(tuple(by_fold.get(fold) for fold in range(NFOLDS)),
                             sum(by_fold.values()) / len(by_fold))
-            paper = paper_row(benchmark, backbone, shot, metric) if with_paper else PaperRow.empty()
-            diff = PaperRow(tuple(_minus(o, p) for o, p in zip(ours.folds, paper.folds)),
+            paper = paper_row(benchmark, backbone, shot, metric) if with_paper else FoldValues.empty()
+            diff = FoldValues(tuple(_minus(o, p) for o, p in zip(ours.folds, paper.folds)),
                             _minus(ours.mean, paper.mean) if len(by_fold) == NFOLDS else None)
             rows.append(TableRow(metric, shot, ours, paper, diff))
     return rows
@@ -141,7 +141,7 @@ def table_as_dict(rows: Sequence[TableRow]) -> dict[str, dict[str, dict[str, dic
 
 
 def table_notes(rows: Sequence[TableRow], paper_note: str) -> list[str]:
-    """What the reader needs to know under the table: which folds our mean covers, where the paper's numbers are from."""
+    """Notes under the table: which folds our mean covers, what an empty cell means, the paper's source."""
     folds = sorted({f for row in rows for f, v in enumerate(row.ours.folds) if v is not None})
     notes = []
     if len(folds) < NFOLDS:

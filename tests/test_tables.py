@@ -12,7 +12,7 @@ from PIL import Image
 
 from data.benchmarks import NFOLDS
 from engine.chart import write_miou_chart
-from engine.paper_results import METRICS, PAPER_RESULTS_FILE, PaperRow, paper_row, paper_source
+from engine.paper_results import METRICS, PAPER_RESULTS_FILE, FoldValues, paper_row, paper_source
 from engine.tables import (RunResult, build_table, table_as_dict, table_csv, table_markdown, table_notes,
                            write_outputs)
 
@@ -34,10 +34,10 @@ def test_paper_file_has_every_setting_and_no_invented_fb_iou():
                 miou = paper_row(benchmark, backbone, shot, "miou")
                 assert None not in miou.folds and miou.mean is not None
                 # the source gives no FB-IoU: it stays unknown
-                assert paper_row(benchmark, backbone, shot, "fb_iou") == PaperRow.empty()
+                assert paper_row(benchmark, backbone, shot, "fb_iou") == FoldValues.empty()
     assert paper_row("pascal", "vgg16", 1, "miou").folds == (58.2, 63.9, 52.9, 51.2)
-    assert paper_row("pascal", "resnet18", 1, "miou") == PaperRow.empty()
-    assert paper_row("coco", "resnet50", 2, "miou") == PaperRow.empty()
+    assert paper_row("pascal", "resnet18", 1, "miou") == FoldValues.empty()
+    assert paper_row("coco", "resnet50", 2, "miou") == FoldValues.empty()
 
 
 def test_readme_results_table_equals_the_paper_file():
@@ -63,7 +63,7 @@ def test_table_cells_means_and_differences():
     assert one.paper == paper_row("pascal", "vgg16", 1, "miou")
     assert one.diff.folds[0] == pytest.approx(50.104 - 58.2) and one.diff.mean == pytest.approx(one.ours.mean - 56.5)
     fb = rows[2]
-    assert fb.paper == PaperRow.empty() and fb.diff == PaperRow.empty()
+    assert fb.paper == FoldValues.empty() and fb.diff == FoldValues.empty()
 
 
 def test_partial_folds_leave_cells_and_mean_difference_empty():
@@ -88,7 +88,7 @@ def test_partial_folds_leave_cells_and_mean_difference_empty():
 
 def test_without_paper_every_paper_cell_is_empty():
     rows = build_table(_runs((0,), (1, 5)), "pascal", "vgg16", with_paper=False)
-    assert all(r.paper == PaperRow.empty() and r.diff == PaperRow.empty() for r in rows)
+    assert all(r.paper == FoldValues.empty() and r.diff == FoldValues.empty() for r in rows)
 
 
 def _is_png(path: Path) -> Image.Image:
