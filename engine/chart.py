@@ -47,11 +47,14 @@ def write_miou_chart(panels: Mapping[int, tuple[FoldValues, FoldValues]], path: 
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(shots), squeeze=False)[0]
     top = max([v for pair in panels.values() for row in pair for v in _values(row) if v is not None] + [10.0])
-    width = 0.38
     for ax, shot in zip(axes, shots):
+        sides = dict(zip(("ours", "paper"), panels[shot]))
+        drawn = [name for name, row in sides.items() if any(v is not None for v in _values(row))]
+        width = 0.76 / max(len(drawn), 1)  # a side with no number at all leaves no gap beside the other
         handles = []
-        for offset, name, row in zip((-width / 2, width / 2), ("ours", "paper"), panels[shot]):
+        for name, row in sides.items():
             values = _values(row)
+            offset = (drawn.index(name) - (len(drawn) - 1) / 2) * width if name in drawn else 0.0
             xs = [x + offset for x, i in enumerate(keep) if values[i] is not None]
             heights = [values[i] for i in keep if values[i] is not None]
             bars = ax.bar(xs, heights, width, color=COLORS[name])
