@@ -23,7 +23,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from common.cli import HelpFormatter
+from common.cli import ArgumentParser, HelpFormatter, run_cli
+from common.errors import UserInputError
 from data.benchmarks import CLASS_NAMES
 from model.backbone import BACKBONES
 from model.masking import MASKING_MODES
@@ -35,13 +36,13 @@ OVERLAY_MAX_SIDE = 512  # overlay tiles are shrunk so their longer side is at mo
 OVERLAY_GAP = 4  # white pixels between the tiles
 
 
-class PredictInputError(ValueError):
+class PredictInputError(UserInputError, ValueError):
     """A bad input file or folder; the message names it."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The flags of ``predict.py`` (names and help as in train.py / test.py where they exist)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    parser = ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=HelpFormatter)
     inputs = parser.add_argument_group("inputs")
     inputs.add_argument("--class-name", dest="class_name", required=True,
@@ -150,8 +151,9 @@ def overlay_panel(image: Any, cam: np.ndarray, mask: np.ndarray) -> np.ndarray:
 def main(args: argparse.Namespace) -> dict[str, Any]:
     """Segment ``args.class_name`` in the query images; returns what ``predict.json`` records."""
     from common.io import atomic_write_bytes, atomic_write_text
-    from engine.predictor import Segmenter
+    from engine.predictor import Segmenter, prompt_classes
 
+    prompt_classes(args.class_name, args.vocabulary)  # an empty class name is refused before anything loads
     if args.stage < 1:
         raise PredictInputError(f"--stage must be >= 1, got {args.stage}")
     if args.img_size < 32:
@@ -188,21 +190,14 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cli(argv: Optional[Sequence[str]] = None) -> int:
-    """Parse the flags and predict; bad inputs print ``error: ...`` naming the file and return 2."""
+    """Parse the flags and predict; bad input prints ``predict.py: error: ...`` naming the file, status 2."""
     args = build_parser().parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from data.errors import DataError
-    from model.checkpoint import CheckpointMismatchError
-    from model.clip_gradcam import ClipWeightsError
-
-    try:
+    def run() -> None:
         main(args)
-    except (PredictInputError, DataError, CheckpointMismatchError, ClipWeightsError, FileNotFoundError,
-            ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_cli(run, "predict.py")
 
 
 if __name__ == "__main__":

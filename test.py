@@ -4,9 +4,9 @@
         --valcampath ../Datasets_HSN/CAM_VOC_Val/
     -> ... Fold 0 mIoU: xx.xx 	 FB-IoU: yy.yy
 
-``--nepisodes`` episodes (released: 1000) are drawn with ``--seed`` (released: 0); mIoU is the mean
-foreground IoU over the fold's classes and FB-IoU the mean of foreground and background IoU (PASCAL ignores
-the 255 boundary).
+``--nepisodes`` episodes (released: 1000; FSS-1000: every test image once, 2400, as HSNet) are drawn with
+``--seed`` (released: 0); mIoU is the mean foreground IoU over the fold's classes (FSS-1000: the test classes)
+and FB-IoU the mean of foreground and background IoU (PASCAL ignores the 255 boundary).
 
 Several folds and shots in one command (the paper's table), one checkpoint per fold through ``{fold}``:
 
@@ -42,7 +42,8 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from common.device import resolve_device
+from common.cli import run_cli
+from common.device import configure_tf32, resolve_device
 from common.distributed import broadcast_object, cleanup, init_distributed
 from common.io import atomic_write_text
 from common.logger import log_args, setup_logging
@@ -56,6 +57,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     from engine.sweep import report, run_sweep
 
     device = resolve_device(args.device)
+    configure_tf32(args.tf32)
     info, device = init_distributed(device)
     try:
         name_from = args.load.replace(FOLD_PLACEHOLDER, "")
@@ -76,9 +78,11 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cli(argv: Optional[Sequence[str]] = None) -> int:
-    """Parse the flags and test."""
-    main(parse_args("test", argv))
-    return 0
+    """Parse the flags and test; exit status 2 on bad input."""
+    def run() -> None:
+        main(parse_args("test", argv))
+
+    return run_cli(run, "test.py")
 
 
 if __name__ == "__main__":

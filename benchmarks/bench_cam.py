@@ -38,7 +38,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from common.device import resolve_device  # noqa: E402
-from data.benchmarks import BENCHMARKS, CLASS_NAMES  # noqa: E402
+from data.benchmarks import CLASS_NAMES, FOLD_BENCHMARKS  # noqa: E402
 from data.splits import read_coco_split, read_pascal_split  # noqa: E402
 from engine import cam_job  # noqa: E402
 from model import clip_gradcam as cg  # noqa: E402
@@ -145,7 +145,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--root", type=str, default=None, help="synthetic benchmark root (default: make one)")
-    parser.add_argument("--benchmark", choices=BENCHMARKS, default="pascal")
+    parser.add_argument("--benchmark", choices=FOLD_BENCHMARKS, default="pascal")
     parser.add_argument("--clip-weights", type=str, default=None, help="default: random RN50-shaped weights")
     parser.add_argument("--released-repo", type=str, default=None, help="checkout of Whileherham/IMR-HSNet")
     parser.add_argument("--released-pairs", type=int, default=6,
@@ -161,7 +161,7 @@ def main() -> None:
     root = Path(args.root) if args.root else None
     if root is None:
         from data.synthetic import make_benchmark
-        root = make_benchmark(tmp / "synthetic", seed=0)
+        root = make_benchmark(tmp / "synthetic", seed=0, benchmarks=FOLD_BENCHMARKS)
     weights = Path(args.clip_weights) if args.clip_weights else tmp / "rn50_random.pt"
     if not args.clip_weights:
         torch.save(cg.random_clip_state_dict(0), weights)

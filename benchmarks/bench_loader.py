@@ -28,7 +28,7 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from data.benchmarks import BENCHMARKS  # noqa: E402
+from data.benchmarks import FOLD_BENCHMARKS  # noqa: E402
 
 RELEASED_CHILD = textwrap.dedent("""
     import json, os, sys, time
@@ -99,7 +99,7 @@ def released(datapath: Path, cam: Path, splits: Path, args: argparse.Namespace, 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--benchmark", choices=BENCHMARKS, default="pascal")
+    parser.add_argument("--benchmark", choices=FOLD_BENCHMARKS, default="pascal")
     parser.add_argument("--fold", type=int, default=0)
     parser.add_argument("--nshot", type=int, default=1)
     parser.add_argument("--bsz", type=int, default=10, help="test.py's default batch size")

@@ -14,11 +14,13 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
+
+from common.errors import FlagError, UserInputError
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,42 @@ class DistInfo:
 def launched_by_torchrun() -> bool:
     """Whether the environment of a torchrun (or any ``env://``) launch is present."""
     return all(key in os.environ for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
+
+
+def current_rank() -> int:
+    """This process's rank from the launch environment (0 when not launched by torchrun)."""
+    return int(os.environ.get("RANK", 0)) if launched_by_torchrun() else 0
+
+
+def is_peer_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is a collective failing because another rank exited (gloo: "Connection closed by
+    peer"; NCCL: a ``DistError``), in a multi-process launch."""
+    if not launched_by_torchrun() or int(os.environ.get("WORLD_SIZE", 1)) < 2:
+        return False
+    dist_error = getattr(dist, "DistError", None)
+    if dist_error is not None and isinstance(exc, dist_error):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and any(
+        marker in text for marker in ("Connection closed by peer", "Connection reset by peer", "Broken pipe"))
+
+
+def check_on_main(check: Callable[[], None]) -> None:
+    """Run ``check`` on rank 0 only and raise its :class:`UserInputError` on every rank.
+
+    For decisions about shared state (the run folder), so that no rank goes on into a collective while
+    rank 0 stops: all ranks stop together, and the message is printed once (by rank 0).
+    """
+    error: Optional[UserInputError] = None
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0:
+        try:
+            check()
+        except UserInputError as exc:
+            error = exc
+    error = broadcast_object(error)  # type: ignore[assignment]
+    if error is not None:
+        error.raised_on_every_rank = True  # type: ignore[attr-defined]
+        raise error
 
 
 def init_distributed(device: torch.device) -> tuple[DistInfo, torch.device]:
@@ -138,7 +176,8 @@ class EpisodeSampler(Sampler[int]):
 def local_batch_size(global_bsz: int, info: DistInfo, flag: str = "--bsz") -> int:
     """The per-rank batch of a global ``--bsz``; an error when ranks cannot share it evenly."""
     if global_bsz % info.world_size:
-        raise ValueError(f"{flag} {global_bsz} is not divisible by the number of ranks ({info.world_size})")
+        raise FlagError(f"{flag} {global_bsz} is not divisible by the number of ranks ({info.world_size}); "
+                        f"use a multiple of {info.world_size}")
     return global_bsz // info.world_size
 
 

@@ -1,10 +1,11 @@
-"""Atomic file writes: a file is either absent, or complete.
+"""Atomic file writes (a file is either absent, or complete), and file hashing.
 
 Every writer goes through a temporary file in the destination folder, flushed and fsynced, then
 ``os.replace``-d onto the final name, so a killed job never leaves a truncated checkpoint, CAM or log.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import tempfile
@@ -39,6 +40,15 @@ def atomic_write_bytes(data: bytes, path: PathLike) -> Path:
 def atomic_write_text(text: str, path: PathLike, encoding: str = "utf-8") -> Path:
     """Write ``text`` to ``path`` atomically (see :func:`atomic_write_bytes`)."""
     return atomic_write_bytes(text.encode(encoding), path)
+
+
+def sha256_file(path: PathLike) -> str:
+    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def atomic_torch_save(obj: Any, path: PathLike) -> Path:

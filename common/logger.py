@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 _HANDLER_TAG = "_imrhsnet_handler"
+EVENTS_DIR = "tbd"  # the run folder's TensorBoard events, as released (``tbd/runs``)
 SCALAR_TAGS = {"data/loss": "loss", "data/miou": "miou", "data/fb_iou": "fb_iou"}
 
 
@@ -80,7 +81,7 @@ class TensorBoardWriter:
 
     def __init__(self, run_dir: Path, *, enabled: bool = True, purge_step: Optional[int] = None) -> None:
         self.enabled = enabled
-        self.logdir = run_dir / "tbd" / "runs"
+        self.logdir = run_dir / EVENTS_DIR / "runs"
         self._writer = None
         if not enabled:
             return

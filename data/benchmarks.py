@@ -1,18 +1,39 @@
-"""Facts about the benchmarks, each defined once: names, titles, folds, classes, class names, default CAM folders.
+"""Facts about the benchmarks, each defined once: names, titles, folds, classes, class names, default CAM
+folders, the released number of validation/test episodes.
 
 Every module that needs one of these numbers or names imports it from here (the scripts' flags, the
 datasets, the split readers, the CAM job, the synthetic generator, the predictor's vocabularies).
 """
 from __future__ import annotations
 
-BENCHMARKS: tuple[str, ...] = ("pascal", "coco")
+BENCHMARKS: tuple[str, ...] = ("pascal", "coco", "fss")
 NFOLDS = 4  # cross-validation folds of PASCAL-5i and COCO-20i
-NCLASS: dict[str, int] = {"pascal": 20, "coco": 80}
-TITLES: dict[str, str] = {"pascal": "PASCAL-5i", "coco": "COCO-20i"}  # as papers name them
+FOLD_BENCHMARKS: tuple[str, ...] = tuple(b for b in BENCHMARKS if b != "fss")  # FSS-1000 has fixed class splits
+NCLASS: dict[str, int] = {"pascal": 20, "coco": 80, "fss": 1000}
+TITLES: dict[str, str] = {"pascal": "PASCAL-5i", "coco": "COCO-20i", "fss": "FSS-1000"}  # as papers name them
+
+# FSS-1000 (HSNet's protocol): fixed trn/val/test class lists, no folds. A class's id is its index in the
+# sorted list of its split plus the split's offset, so trn is 0..519, val 520..759, test 760..999.
+FSS_SPLIT_CLASSES: dict[str, int] = {"trn": 520, "val": 240, "test": 240}
+FSS_CLASS_OFFSET: dict[str, int] = {"trn": 0, "val": FSS_SPLIT_CLASSES["trn"],
+                                    "test": FSS_SPLIT_CLASSES["trn"] + FSS_SPLIT_CLASSES["val"]}
+# Images of an FSS-1000 class: <datapath>/FSS-1000/<class>/{1..10}.jpg with masks {1..10}.png. HSNet's sampler
+# draws the support file names from 1..10 whatever the folder holds.
+FSS_DIR = "FSS-1000"
+FSS_IMAGES_PER_CLASS = 10
+
+# Validation/test episodes per pass when --nepisodes is not given: the released 1000 for PASCAL-5i and COCO-20i;
+# None for FSS-1000, where HSNet's dataset length is the number of images of the split (every image is the
+# query once: 240 classes x 10 images = 2400 episodes).
+EVAL_EPISODES: dict[str, int | None] = {"pascal": 1000, "coco": 1000, "fss": None}
 
 # Default CAM folders under --datapath: the released train.py defaults for PASCAL, the README's name for COCO
-# (one folder for both splits, as the released COCO dataset requires).
-DEFAULT_CAM_DIRS: dict[str, tuple[str, str]] = {"pascal": ("CAM_Train", "CAM_Val"), "coco": ("CAM_COCO", "CAM_COCO")}
+# (one folder for both splits, as the released COCO dataset requires), one folder for FSS-1000 as for COCO.
+DEFAULT_CAM_DIRS: dict[str, tuple[str, str]] = {"pascal": ("CAM_Train", "CAM_Val"), "coco": ("CAM_COCO", "CAM_COCO"),
+                                                "fss": ("CAM_FSS", "CAM_FSS")}
+# The script that writes a benchmark's CAM folders.
+CAM_SCRIPTS: dict[str, str] = {"pascal": "generate_cam_voc.py", "coco": "generate_cam_coco.py",
+                               "fss": "generate_cam_fss.py"}
 
 # Class names exactly as the released generate_cam_voc.py / generate_cam_coco.py spell them in their prompts.
 PASCAL_CLASSES: tuple[str, ...] = (
@@ -48,6 +69,7 @@ COCO_CATEGORIES: tuple[tuple[int, str, str], ...] = (
     (89, "hair drier", "indoor"), (90, "toothbrush", "indoor"),
 )
 COCO_CLASSES: tuple[str, ...] = tuple(name for _, name, _ in COCO_CATEGORIES)  # the released prompt names
+# FSS-1000's class names are not here: they are HSNet's split lists, read at run time (data.fss).
 CLASS_NAMES: dict[str, tuple[str, ...]] = {"pascal": PASCAL_CLASSES, "coco": COCO_CLASSES}
 
 
@@ -57,8 +79,8 @@ def fold_classes(benchmark: str, fold: int) -> list[int]:
     PASCAL-5i: fold f holds the five consecutive classes 5f..5f+4; COCO-20i: the 20 classes f, f+4, ..., f+76.
     The training classes of a fold are all the others.
     """
-    if benchmark not in NCLASS:
-        raise ValueError(f"benchmark must be one of {BENCHMARKS}, got {benchmark!r}")
+    if benchmark not in FOLD_BENCHMARKS:
+        raise ValueError(f"benchmark must be one of {FOLD_BENCHMARKS} (FSS-1000 has no folds), got {benchmark!r}")
     if not 0 <= fold < NFOLDS:
         raise ValueError(f"fold must be in 0..{NFOLDS - 1}, got {fold}")
     per_fold = NCLASS[benchmark] // NFOLDS

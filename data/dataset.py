@@ -10,31 +10,34 @@ from typing import Callable, Optional
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from data.benchmarks import DEFAULT_CAM_DIRS
+from data.benchmarks import CAM_SCRIPTS, DEFAULT_CAM_DIRS
 from data.cam_files import cam_path
 from data.coco import DatasetCOCO
 from data.errors import MissingCAMError
 from data.fewshot import FewShotDataset
+from data.fss import DatasetFSS
 from data.pascal import DatasetPASCAL
 from data.splits import resolve_split_root
 
 __all__ = ["DATASETS", "MissingCAMError", "build_dataloader", "build_dataset", "check_cams_exist"]
 
-DATASETS: dict[str, Callable[..., FewShotDataset]] = {cls.benchmark: cls for cls in (DatasetPASCAL, DatasetCOCO)}
+DATASETS: dict[str, Callable[..., FewShotDataset]] = {
+    cls.benchmark: cls for cls in (DatasetPASCAL, DatasetCOCO, DatasetFSS)}
 
 
 def build_dataset(benchmark: str, *, datapath: str | Path, fold: int, split: str, shot: int = 1,
                   img_size: int = 400, cam_train_path: Optional[str | Path] = None,
                   cam_val_path: Optional[str | Path] = None, splitpath: Optional[str | Path] = None,
-                  use_original_imgsize: bool = False, nepisodes: int = 1000, seed: Optional[int] = 0
+                  use_original_imgsize: bool = False, nepisodes: Optional[int] = None, seed: Optional[int] = 0
                   ) -> FewShotDataset:
-    """The episodes of ``benchmark`` ("pascal" or "coco"), ``fold`` and ``split`` ("trn", "val", "test").
+    """The episodes of ``benchmark`` (one of :data:`data.benchmarks.BENCHMARKS`), ``fold`` (0 for FSS-1000,
+    which has none) and ``split`` ("trn", "val", "test").
 
-    CAM roots default to ``<datapath>/CAM_Train`` and ``<datapath>/CAM_Val`` (PASCAL) or
-    ``<datapath>/CAM_COCO`` (COCO); ``splitpath=None`` uses the verified HSNet split cache
+    CAM roots default to :data:`data.benchmarks.DEFAULT_CAM_DIRS` under ``datapath`` (``CAM_Train`` and
+    ``CAM_Val`` for PASCAL, ``CAM_COCO``, ``CAM_FSS``); ``splitpath=None`` uses the verified HSNet split cache
     (:func:`data.splits.resolve_split_root`). Validation/test episodes are the released ones for ``seed``
-    (0 as released), the first ``nepisodes``; training episodes are drawn per ``(seed, epoch, index)``,
-    see :meth:`FewShotDataset.set_epoch`.
+    (0 as released), the first ``nepisodes`` (``None``: the released count, 1000 or every FSS-1000 image once);
+    training episodes are drawn per ``(seed, epoch, index)``, see :meth:`FewShotDataset.set_epoch`.
     """
     if benchmark not in DATASETS:
         raise ValueError(f"benchmark must be one of {sorted(DATASETS)}, got {benchmark!r}")
@@ -62,16 +65,14 @@ def build_dataloader(dataset: FewShotDataset, *, bsz: int, nworker: int, shuffle
 def _cam_command(dataset: FewShotDataset) -> str:
     args = ["--datapath", str(dataset.datapath)]
     if dataset.benchmark == "pascal":
-        script = "generate_cam_voc.py"
         args += ["--traincampath", str(dataset.cam_train_path), "--valcampath", str(dataset.cam_val_path)]
     else:
-        script = "generate_cam_coco.py"
         args += ["--campath", str(dataset.cam_root)]
     args += ["--splitpath", str(dataset.split_root)]
-    return f"python {script} " + " ".join(shlex.quote(a) for a in args)
+    return f"python {CAM_SCRIPTS[dataset.benchmark]} " + " ".join(shlex.quote(a) for a in args)
 
 
-def check_cams_exist(dataset: FewShotDataset, *, show: int = 5) -> None:
+def check_cams_exist(dataset: FewShotDataset) -> None:
     """Raise :class:`MissingCAMError` unless every CAM ``dataset`` can load is on disk.
 
     Validation/test: the images of its episode list; training: every (image, class) of the split. Each CAM
@@ -93,8 +94,7 @@ def check_cams_exist(dataset: FewShotDataset, *, show: int = 5) -> None:
         missing += [p for p in paths if p.name not in present]
     if missing:
         missing.sort()
-        first = "\n  ".join(str(p) for p in missing[:show])
         raise MissingCAMError(
-            f"{len(missing)} of {total} CAM priors needed by {dataset.benchmark} {dataset.split} fold "
-            f"{dataset.fold} are missing under {root}, e.g.\n  {first}\n"
-            f"Generate them (from the repository root) with:\n  {_cam_command(dataset)}")
+            f"{len(missing)} of {total} CAM priors needed by {dataset.benchmark} {dataset.split_name}"
+            f"{f' fold {dataset.fold}' if dataset.has_folds else ''} are missing under {root} (first: {missing[0]});\n"
+            f"generate them (from the repository root) with: {_cam_command(dataset)}")

@@ -1,6 +1,6 @@
 """Episode sampling: which query, which supports, which class.
 
-Evaluation (val/test) episodes replicate the released sampler draw for draw. The released loaders call
+Evaluation (val/test) episodes replicate the released (HSNet's) sampler draw for draw. The released loaders call
 ``np.random.choice(list, 1, replace=False)`` on the global RNG, which ``test.py``/``train.py`` seed with
 ``fix_randseed(0)`` right before a single-process (``num_workers=0``), unshuffled pass; episode ``i`` is thus
 the ``i``-th stretch of that stream. Here the same calls run on a private ``np.random.RandomState(seed)`` once,
@@ -20,12 +20,15 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from data.benchmarks import FSS_IMAGES_PER_CLASS
+
 __all__ = [
     "Episode",
     "coco_eval_episodes",
     "coco_train_episode",
-    "pascal_eval_episodes",
-    "pascal_train_episode",
+    "fss_support_names",
+    "listed_eval_episodes",
+    "listed_train_episode",
     "released_choice",
     "train_rng",
 ]
@@ -60,12 +63,15 @@ def _released_supports(rng: np.random.RandomState, names: Sequence[str], query: 
             return tuple(supports)
 
 
-def pascal_eval_episodes(metadata: Sequence[tuple[str, int]], classwise: Mapping[int, Sequence[str]], shot: int,
+def listed_eval_episodes(metadata: Sequence[tuple[str, int]], classwise: Mapping[int, Sequence[str]], shot: int,
                          n: int, seed: int = 0) -> list[Episode]:
-    """The first ``n`` released PASCAL-5i val/test episodes for ``seed``.
+    """The first ``n`` released val/test episodes for ``seed`` of a benchmark whose index selects the query:
+    PASCAL-5i and FSS-1000.
 
-    Episode ``i`` queries ``metadata[i % len(metadata)]`` (the fold's val list in file order) and draws its
-    supports from that class's images (``classwise``, in list order).
+    Episode ``i`` queries ``metadata[i % len(metadata)]`` and draws its supports from ``classwise[class]``.
+    PASCAL-5i: the fold's val list in file order, supports from the class's listed images. FSS-1000: the
+    split's images (sorted classes, then sorted file names), supports from :func:`fss_support_names` (HSNet's
+    ``np.random.choice(range(1, 11), 1, replace=False)`` consumes the stream as a choice among 10 names does).
     """
     rng = np.random.RandomState(seed)
     episodes = []
@@ -73,6 +79,12 @@ def pascal_eval_episodes(metadata: Sequence[tuple[str, int]], classwise: Mapping
         query, cls = metadata[idx % len(metadata)]
         episodes.append(Episode(query, _released_supports(rng, classwise[cls], query, shot), int(cls)))
     return episodes
+
+
+def fss_support_names(category: str) -> list[str]:
+    """The support candidates of an FSS-1000 class: ``<category>/1`` .. ``<category>/10`` (HSNet's sampler draws
+    these file names, whatever the folder holds)."""
+    return [f"{category}/{i}" for i in range(1, FSS_IMAGES_PER_CLASS + 1)]
 
 
 def coco_eval_episodes(class_ids: Sequence[int], classwise: Mapping[int, Sequence[str]], shot: int, n: int,
@@ -102,9 +114,10 @@ def _train_supports(rng: np.random.Generator, names: Sequence[str], query: str, 
     return tuple(supports)
 
 
-def pascal_train_episode(rng: np.random.Generator, query: str, cls: int, classwise: Mapping[int, Sequence[str]],
+def listed_train_episode(rng: np.random.Generator, query: str, cls: int, classwise: Mapping[int, Sequence[str]],
                          shot: int) -> Episode:
-    """A PASCAL training episode: the query is fixed by the index (as released), the supports are random."""
+    """A PASCAL-5i or FSS-1000 training episode: the query is fixed by the index (as released), the supports are
+    drawn from ``classwise[cls]``."""
     return Episode(query, _train_supports(rng, classwise[cls], query, shot), int(cls))
 
 

@@ -1,11 +1,13 @@
 """Errors of the data package: every bad input names the file it came from."""
 from __future__ import annotations
 
+from common.errors import UserInputError
+
 __all__ = ["DataError", "SplitError", "SplitNotFoundError", "SplitChecksumError", "UnsafePickleError",
            "MissingCAMError"]
 
 
-class DataError(ValueError):
+class DataError(UserInputError, ValueError):
     """A dataset file is missing, unreadable or inconsistent; the message names the file."""
 
 

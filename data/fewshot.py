@@ -1,4 +1,5 @@
-"""The few-shot episode dataset shared by PASCAL-5i and COCO-20i (the released batch dict, our sampling)."""
+"""The few-shot episode dataset shared by PASCAL-5i, COCO-20i and FSS-1000 (the released batch dict, our
+sampling)."""
 from __future__ import annotations
 
 import random
@@ -10,9 +11,9 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from common.constants import IGNORE_LABEL
-from data.benchmarks import NFOLDS, fold_classes
+from data.benchmarks import EVAL_EPISODES, NFOLDS, fold_classes
 from data.cam_files import cam_path
-from data.episodes import Episode
+from data.episodes import Episode, listed_eval_episodes, listed_train_episode, train_rng
 from data.errors import DataError
 from data.readers import ImageTransform, read_cam, read_image, read_label
 
@@ -22,20 +23,23 @@ __all__ = ["FewShotDataset"]
 class FewShotDataset(Dataset):
     """Episodes of one fold and split; ``dataset[i]`` is the released batch dict of episode ``i``.
 
-    Subclasses set ``benchmark``, ``nclass``, ``has_ignore`` and implement :meth:`_read_split` (fills
-    ``img_metadata`` and ``img_metadata_classwise``), :meth:`image_path`, :meth:`mask_path`,
-    :meth:`_eval_episodes` and :meth:`_train_episode`; :meth:`build_class_ids` may be overridden.
+    Subclasses set ``benchmark``, ``nclass``, ``has_ignore``, ``has_folds`` and implement :meth:`_read_split`
+    (fills ``img_metadata`` and ``img_metadata_classwise``), :meth:`image_path` and :meth:`mask_path`;
+    :meth:`build_class_ids`, :meth:`read_mask`, :meth:`_targets`, :meth:`_eval_episodes` and
+    :meth:`_train_episode` may be overridden.
 
     Args:
-        datapath: root holding ``VOC2012/`` or ``COCO2014/``.
-        fold: 0..3.
-        split: ``"trn"``, ``"val"`` or ``"test"`` (val and test are the same episodes, as released).
+        datapath: root holding ``VOC2012/``, ``COCO2014/`` or ``FSS-1000/``.
+        fold: 0..3 (0 for a benchmark without folds).
+        split: ``"trn"``, ``"val"`` or ``"test"`` (PASCAL/COCO: val and test are the same episodes, as released;
+            FSS-1000: two class lists).
         shot: support images per episode.
         img_size: square side the images (and, unless ``use_original_imgsize``, the query mask) are resized to.
         cam_train_path, cam_val_path: CAM roots of training and validation/test images.
-        split_root: folder holding ``pascal/`` and ``coco/`` split lists (see :mod:`data.splits`).
+        split_root: folder holding the ``pascal/``, ``coco/`` and ``fss/`` split lists (see :mod:`data.splits`).
         use_original_imgsize: keep the query mask at the image's own size (as released).
-        nepisodes: validation/test episodes (the first ``nepisodes`` of the released sequence).
+        nepisodes: validation/test episodes (the first ``nepisodes`` of the released sequence); ``None``: the
+            released count (:data:`data.benchmarks.EVAL_EPISODES`: 1000, or every image of the split once).
         seed: validation/test: the released ``fix_randseed`` value (0); training: base seed of the episodes
             (``None`` draws one).
     """
@@ -43,17 +47,21 @@ class FewShotDataset(Dataset):
     benchmark: str = ""
     nclass: int = 0
     has_ignore: bool = False
+    has_folds: bool = True
 
     def __init__(self, datapath: Path | str, *, fold: int, split: str, shot: int = 1, img_size: int = 400,
                  cam_train_path: Path | str, cam_val_path: Path | str, split_root: Path | str,
-                 use_original_imgsize: bool = False, nepisodes: int = 1000, seed: Optional[int] = 0) -> None:
+                 use_original_imgsize: bool = False, nepisodes: Optional[int] = None,
+                 seed: Optional[int] = 0) -> None:
         if split not in ("trn", "val", "test"):
             raise ValueError(f"split must be 'trn', 'val' or 'test', got {split!r}")
-        if not 0 <= fold < NFOLDS:
-            raise ValueError(f"fold must be in 0..{NFOLDS - 1}, got {fold}")
-        if shot < 1 or img_size < 8 or nepisodes < 1:
+        if not 0 <= fold < (NFOLDS if self.has_folds else 1):
+            raise ValueError(f"fold must be in 0..{NFOLDS - 1}, got {fold}" if self.has_folds else
+                             f"{self.benchmark} has no folds (fixed class lists): fold must be 0, got {fold}")
+        if shot < 1 or img_size < 8 or (nepisodes is not None and nepisodes < 1):
             raise ValueError(f"need shot >= 1, img_size >= 8, nepisodes >= 1; got {shot}, {img_size}, {nepisodes}")
-        self.split = "val" if split in ("val", "test") else "trn"  # as released
+        self.split = "val" if split in ("val", "test") else "trn"  # as released: val and test are evaluation
+        self.split_name = split  # as asked (FSS-1000 reads a different class list for val and for test)
         self.fold, self.nfolds, self.shot = fold, NFOLDS, shot
         self.datapath = Path(datapath)
         self.split_root = Path(split_root)
@@ -62,7 +70,6 @@ class FewShotDataset(Dataset):
         self.use_original_imgsize = use_original_imgsize
         self.cam_train_path, self.cam_val_path = Path(cam_train_path), Path(cam_val_path)
         self.transform = ImageTransform(self.img_size)
-        self.nepisodes = int(nepisodes)
         if seed is None:
             seed = random.randrange(2**31) if self.split == "trn" else 0
         self.seed = int(seed)
@@ -72,6 +79,7 @@ class FewShotDataset(Dataset):
         self.img_metadata: list[Any] = []
         self.img_metadata_classwise: dict[int, list[str]] = {}
         self._read_split()
+        self.nepisodes = int(nepisodes) if nepisodes is not None else self.released_nepisodes()
         self.episodes: Optional[list[Episode]] = (
             self._eval_episodes(self.nepisodes, self.seed) if self.split == "val" else None)
 
@@ -79,6 +87,12 @@ class FewShotDataset(Dataset):
         """The fold's test classes (val/test) or all the others (trn), as HSNet splits them."""
         val_ids = fold_classes(self.benchmark, self.fold)
         return val_ids if self.split == "val" else [c for c in range(self.nclass) if c not in val_ids]
+
+    def released_nepisodes(self) -> int:
+        """Validation/test episodes of a released pass: :data:`data.benchmarks.EVAL_EPISODES` of the benchmark,
+        or, where that is None (FSS-1000, as HSNet's ``__len__``), one per image of the split."""
+        count = EVAL_EPISODES[self.benchmark]
+        return len(self.img_metadata) if count is None else count
 
     # -- to implement ------------------------------------------------------------------------------------
 
@@ -91,11 +105,16 @@ class FewShotDataset(Dataset):
     def mask_path(self, name: str) -> Path:
         raise NotImplementedError
 
+    # -- episodes: by default the index selects the query (PASCAL-5i, FSS-1000); COCO-20i overrides ----------
     def _eval_episodes(self, n: int, seed: int) -> list[Episode]:
-        raise NotImplementedError
+        """The first ``n`` released val/test episodes for ``seed``."""
+        return listed_eval_episodes(self.img_metadata, self.img_metadata_classwise, self.shot, n, seed)
 
     def _train_episode(self, index: int) -> Episode:
-        raise NotImplementedError
+        """Training episode ``index`` of the current epoch: query ``img_metadata[index]``, random supports."""
+        query, cls = self.img_metadata[index]
+        return listed_train_episode(train_rng(self.seed, self.epoch, index), query, cls,
+                                    self.img_metadata_classwise, self.shot)
 
     # -- episodes ----------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -132,13 +151,16 @@ class FewShotDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         return self.load_episode(self.episode(index))
 
+    def read_mask(self, name: str, image_size: tuple[int, int]) -> torch.Tensor:
+        """The label mask of image ``name`` (its size ``image_size`` (W, H)) as (H, W) uint8: 0 background,
+        1..nclass, 255 boundary where the benchmark has one."""
+        return read_label(self.mask_path(name), nclass=self.nclass, image_size=image_size,
+                          image_path=self.image_path(name), allow_ignore=self.has_ignore)
+
     def _load(self, name: str) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
         """-> normalised image (3, S, S), label mask (H, W) uint8, original (W, H)."""
-        img_path = self.image_path(name)
-        img = read_image(img_path)
-        label = read_label(self.mask_path(name), nclass=self.nclass, image_size=img.size, image_path=img_path,
-                           allow_ignore=self.has_ignore)
-        return self.transform(img), label, img.size
+        img = read_image(self.image_path(name))
+        return self.transform(img), self.read_mask(name, img.size), img.size
 
     def _resize_label(self, label: torch.Tensor) -> torch.Tensor:
         """(H, W) uint8 labels -> (S, S) uint8, nearest, as released (``F.interpolate``, not PIL; nearest only

@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from data.benchmarks import NCLASS
-from data.episodes import Episode, pascal_eval_episodes, pascal_train_episode, train_rng
 from data.fewshot import FewShotDataset
 from data.splits import read_pascal_split
 
@@ -37,11 +36,3 @@ class DatasetPASCAL(FewShotDataset):
 
     def mask_path(self, name: str) -> Path:
         return self.datapath / "VOC2012" / "SegmentationClassAug" / f"{name}.png"
-
-    def _eval_episodes(self, n: int, seed: int) -> list[Episode]:
-        return pascal_eval_episodes(self.img_metadata, self.img_metadata_classwise, self.shot, n, seed)
-
-    def _train_episode(self, index: int) -> Episode:
-        query, cls = self.img_metadata[index]
-        return pascal_train_episode(train_rng(self.seed, self.epoch, index), query, cls,
-                                    self.img_metadata_classwise, self.shot)

@@ -1,4 +1,4 @@
-"""Download and lay out PASCAL-5i / COCO-20i: ``python -m data.prepare pascal|coco --datapath DIR``.
+"""Download and lay out PASCAL-5i / COCO-20i / FSS-1000: ``python -m data.prepare pascal|coco|fss --datapath DIR``.
 
 What it fetches (official sources; each archive downloaded with HTTP Range resume into ``--download-dir``,
 checked, then unpacked, every step skipped when already done):
@@ -19,7 +19,16 @@ COCO (``DIR/COCO2014/{train2014,val2014}``, ``DIR/COCO2014/annotations/{instance
       areas first so that smaller objects overlapping them stay on top, ties by annotation id. (HSNet's own
       masks come from its Google Drive without a documented rule; where objects overlap, a few pixels may differ.)
 
-Split lists are then fetched into the verified cache (:mod:`data.splits`) unless ``--no-splits``.
+FSS-1000 (``DIR/FSS-1000/<class>/<n>.jpg|png``)
+    * HSNet distributes it from Google Drive only (:data:`FSS_DRIVE_URL`, linked from HSNet's README), which
+      cannot be fetched without a browser: download it yourself and pass ``--archive PATH``, or put it at
+      ``--download-dir``/``FSS-1000.zip`` (:data:`FSS_ARCHIVE`, our name for it). No checksum is published; the
+      archive must be a readable zip holding ``<class>/{1..10}.jpg`` and ``.png`` of every class of HSNet's three
+      class lists (under any one top folder, e.g. ``FSS-1000/``). Those class folders are unpacked into
+      ``DIR/FSS-1000``; the archive, yours, is left where it is.
+
+Split lists are then fetched into the verified cache (:mod:`data.splits`) unless ``--no-splits``; FSS-1000
+needs its class lists before unpacking (the verified cache, or ``--splitpath``).
 """
 from __future__ import annotations
 
@@ -45,15 +54,15 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from common.cli import HelpFormatter
-from data.benchmarks import BENCHMARKS
+from common.cli import ArgumentParser, HelpFormatter, run_cli
+from data.benchmarks import BENCHMARKS, FSS_DIR, FSS_IMAGES_PER_CLASS
 from data.coco_masks import paint_coco_mask
 from data.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["COCO_SOURCES", "PASCAL_SOURCES", "Source", "build_coco_masks", "download", "main", "prepare_coco",
-           "prepare_pascal"]
+__all__ = ["COCO_SOURCES", "FSS_ARCHIVE", "FSS_DRIVE_URL", "PASCAL_SOURCES", "Source", "build_coco_masks",
+           "download", "main", "prepare_coco", "prepare_fss", "prepare_pascal"]
 
 CHUNK = 1 << 20
 
@@ -88,6 +97,9 @@ COCO_SOURCES = (
            "0a379cfc70b0e71301e0f377548639bd", "annotations/instances_", "COCO2014/annotations/instances_"),
 )
 COCO_SPLITS = ("train2014", "val2014")
+FSS_DRIVE_URL = "https://drive.google.com/file/d/1Fn-cUESMMF1pQy8Xff-vPQvXJdZoUlP3/view?usp=sharing"
+FSS_README_URL = "https://github.com/juhongm999/hsnet#3-fss-1000"
+FSS_ARCHIVE = "FSS-1000.zip"  # our name for the Drive file: where prepare_fss looks without --archive
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -170,19 +182,23 @@ def _target(datapath: Path, source: Source, member: str) -> Optional[Path]:
     parts = PurePosixPath(rest).parts
     if not rest or any(p in ("..", "") for p in parts) or PurePosixPath(rest).is_absolute():
         raise DataError(f"unsafe path {member!r} in {source.name}")
-    # a prefix ending in "/" is a folder; otherwise (annotations/instances_) a file-name prefix kept as is
-    return datapath / (f"{source.into}/{rest}" if source.members.endswith("/") else source.into + rest)
+    # a prefix ending in "/" (or none: the archive's top) is a folder; otherwise (annotations/instances_) a
+    # file-name prefix kept as is
+    folder = source.members.endswith("/") or not source.members
+    return datapath / (f"{source.into}/{rest}" if folder else source.into + rest)
 
 
-def unpack(archive: Path, datapath: Path, source: Source) -> int:
+def unpack(archive: Path, datapath: Path, source: Source,
+           accept: Optional[Callable[[str], bool]] = None) -> int:
     """Unpack the members of ``archive`` under ``source.members`` into ``datapath/source.into``; returns the
-    number of files written. Links, devices and paths escaping the target are never extracted."""
+    number of files written. Links, devices and paths escaping the target are never extracted; ``accept``
+    (given the member's path below ``source.members``) may skip more."""
     count = 0
     if archive.name.endswith(".zip"):
         with zipfile.ZipFile(archive) as zf:
             for info in zf.infolist():
                 target = _target(datapath, source, info.filename)
-                if target is None or info.is_dir():
+                if target is None or info.is_dir() or (accept and not accept(info.filename[len(source.members):])):
                     continue
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with zf.open(info) as src, open(target, "wb") as dst:
@@ -192,7 +208,7 @@ def unpack(archive: Path, datapath: Path, source: Source) -> int:
         with tarfile.open(archive) as tf:
             for info in tf:
                 target = _target(datapath, source, info.name)
-                if target is None or not info.isfile():
+                if target is None or not info.isfile() or (accept and not accept(info.name[len(source.members):])):
                     continue
                 target.parent.mkdir(parents=True, exist_ok=True)
                 src = tf.extractfile(info)
@@ -348,35 +364,120 @@ def prepare_coco(datapath: Path, *, download_dir: Optional[Path] = None, sources
     return base
 
 
+def _fss_archive_prefix(names: Sequence[str], classes: set[str], archive: Path) -> str:
+    """The folder of ``archive`` holding the class folders (``""`` for the top), checked to hold every class's
+    ``{1..10}.jpg`` and ``.png``."""
+    by_prefix: dict[str, set[str]] = {}
+    for name in names:
+        parts = PurePosixPath(name).parts
+        if len(parts) >= 2 and parts[-2] in classes and parts[0] != "__MACOSX":
+            prefix = "".join(f"{p}/" for p in parts[:-2])
+            by_prefix.setdefault(prefix, set()).add(f"{parts[-2]}/{parts[-1]}")
+    if not by_prefix:
+        raise DataError(f"{archive} holds no FSS-1000 class folder (<class>/1.jpg for the classes of HSNet's lists); "
+                        f"is it the FSS-1000 archive of {FSS_DRIVE_URL}?")
+    if len(by_prefix) > 1:
+        raise DataError(f"{archive} holds FSS-1000 class folders under several folders ({sorted(by_prefix)}); "
+                        "expected one")
+    prefix, files = next(iter(by_prefix.items()))
+    needed = [f"{c}/{k}.{ext}" for c in sorted(classes) for k in range(1, FSS_IMAGES_PER_CLASS + 1)
+              for ext in ("jpg", "png")]
+    missing = [f for f in needed if f not in files]
+    if missing:
+        raise DataError(f"{archive} lacks {len(missing)} of the {len(needed)} files HSNet's FSS-1000 protocol reads "
+                        f"(e.g. {prefix}{missing[0]}); download it again from {FSS_DRIVE_URL}")
+    return prefix
+
+
+def prepare_fss(datapath: Path, split_root: Path, *, archive: Optional[Path] = None,
+                download_dir: Optional[Path] = None) -> Path:
+    """Check the FSS-1000 archive against the class lists in ``split_root`` and unpack it into
+    ``datapath/FSS-1000``; skipped when already done.
+
+    Args:
+        archive: the zip from :data:`FSS_DRIVE_URL`; default ``download_dir/FSS-1000.zip``
+            (``download_dir`` defaults to ``datapath/downloads``).
+    Raises:
+        DataError: no archive there (the message says where to get it and where to put it), not a readable zip,
+            files of the listed classes missing, or an unsafe member path.
+    """
+    from data.splits import FSS_SPLITS, read_fss_split
+
+    datapath = Path(datapath)
+    target = datapath / FSS_DIR
+    done = datapath / ".prepare" / f"{FSS_DIR}.unpacked"
+    if done.is_file():
+        logger.info("%s already unpacked", target)
+        return target
+    archive = Path(archive) if archive else Path(download_dir or datapath / "downloads") / FSS_ARCHIVE
+    if not archive.is_file():
+        raise DataError(f"FSS-1000 archive {archive} not found. HSNet distributes it from Google Drive only: "
+                        f"download it in a browser from {FSS_DRIVE_URL} (linked from {FSS_README_URL}) and put it "
+                        f"at {archive}, or pass --archive PATH")
+    lists = {split: read_fss_split(split_root, split) for split in FSS_SPLITS}
+    classes = {name for names in lists.values() for name in names}
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            prefix = _fss_archive_prefix(zf.namelist(), classes, archive)
+        source = Source(archive.name, FSS_DRIVE_URL, None, prefix, FSS_DIR)
+        count = unpack(archive, datapath, source, accept=lambda rest: PurePosixPath(rest).parts[0] in classes)
+    except (zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(f"{archive} is not a readable zip ({exc}); download it again from {FSS_DRIVE_URL}") from exc
+    for names in lists.values():  # spot check: the first and last class of each list
+        for name in (min(names), max(names)):
+            if not (target / name / "1.jpg").is_file():
+                raise DataError(f"{target / name / '1.jpg'} missing after unpacking {archive}")
+    done.parent.mkdir(parents=True, exist_ok=True)
+    done.write_text(f"{count} files\n")
+    logger.info("%s: %d files of %d classes unpacked into %s", archive.name, count, len(classes), target)
+    return target
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """CLI; returns 0 on success, 1 on a data/download error (message printed, no traceback)."""
-    parser = argparse.ArgumentParser(prog="python -m data.prepare", description=__doc__.splitlines()[0],
+    """CLI; returns 0 on success, 2 on a data/download error (message printed, no traceback)."""
+    parser = ArgumentParser(prog="python -m data.prepare", description=__doc__.splitlines()[0],
                                      formatter_class=HelpFormatter)
     parser.add_argument("benchmark", choices=BENCHMARKS)
-    parser.add_argument("--datapath", type=Path, required=True, help="root to fill (VOC2012/ or COCO2014/)")
+    parser.add_argument("--datapath", type=Path, required=True, help="root to fill (VOC2012/, COCO2014/ or FSS-1000/)")
     parser.add_argument("--download-dir", type=Path, default=None, help="archives (default: DATAPATH/downloads)")
+    parser.add_argument("--archive", type=Path, default=None,
+                        help=f"fss: the FSS-1000 zip you downloaded from {FSS_DRIVE_URL} (default: "
+                             f"DOWNLOAD_DIR/{FSS_ARCHIVE})")
+    parser.add_argument("--splitpath", type=Path, default=None,
+                        help="fss: a local copy of HSNet's data/splits (default: the verified cache, fetched once)")
     parser.add_argument("--keep-archives", action="store_true", help="keep the archives after unpacking")
     parser.add_argument("--nworker", type=int, default=4, help="processes building COCO masks (0: none)")
     parser.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds")
     parser.add_argument("--no-splits", dest="splits", action="store_false",
                         help="do not fetch HSNet's split lists into the verified cache")
     args = parser.parse_args(argv)
+    if args.benchmark != "fss" and (args.archive or args.splitpath):
+        parser.error(f"arguments --archive/--splitpath: only for fss ({args.benchmark} is downloaded from its "
+                     "official sources)")
+    if args.benchmark == "fss" and not args.splits and not args.splitpath:
+        parser.error("argument --no-splits: fss needs HSNet's class lists to check the archive; leave it out or "
+                     "pass --splitpath")
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        if args.benchmark == "pascal":
-            out = prepare_pascal(args.datapath, download_dir=args.download_dir, keep_archives=args.keep_archives,
-                                 timeout=args.timeout)
-        else:
-            out = prepare_coco(args.datapath, download_dir=args.download_dir, keep_archives=args.keep_archives,
-                               timeout=args.timeout, nworker=args.nworker)
-        if args.splits:
-            from data.splits import resolve_split_root
+    return run_cli(lambda: _prepare(args), "python -m data.prepare")
 
-            logger.info("split lists verified in %s", resolve_split_root(None, timeout=args.timeout))
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+
+def _prepare(args: argparse.Namespace) -> int:
+    """Fetch and lay out ``args.benchmark``; errors are DataErrors naming the file or URL."""
+    from data.splits import resolve_split_root
+
+    if args.benchmark == "pascal":
+        out = prepare_pascal(args.datapath, download_dir=args.download_dir, keep_archives=args.keep_archives,
+                             timeout=args.timeout)
+    elif args.benchmark == "coco":
+        out = prepare_coco(args.datapath, download_dir=args.download_dir, keep_archives=args.keep_archives,
+                           timeout=args.timeout, nworker=args.nworker)
+    else:
+        split_root = resolve_split_root(args.splitpath, timeout=args.timeout)
+        logger.info("split lists verified in %s", split_root)
+        out = prepare_fss(args.datapath, split_root, archive=args.archive, download_dir=args.download_dir)
+    if args.splits and args.benchmark != "fss":
+        logger.info("split lists verified in %s", resolve_split_root(None, timeout=args.timeout))
     print(f"{args.benchmark} ready under {out}")
     return 0
 

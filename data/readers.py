@@ -10,10 +10,13 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from common.constants import IGNORE_LABEL, IMAGENET_MEAN, IMAGENET_STD
+from common.errors import brief
 from common.resize import resize_bilinear
 from data.errors import DataError, MissingCAMError
 
-__all__ = ["ImageTransform", "read_cam", "read_image", "read_label"]
+__all__ = ["ImageTransform", "read_binary_mask", "read_cam", "read_image", "read_label"]
+
+BINARY_MASK_THRESHOLD = 128  # FSS-1000 (HSNet): grey level >= 128 is the object
 
 
 def read_image(path: Path) -> Image.Image:
@@ -27,6 +30,23 @@ def read_image(path: Path) -> Image.Image:
         raise DataError(f"cannot read image {path}: {exc}") from exc
 
 
+def _read_mask_array(path: Path, *, grey: bool) -> np.ndarray:
+    """The mask file's pixels (converted to grey levels when ``grey``), errors naming the file."""
+    try:
+        with Image.open(path) as img:
+            return np.array(img.convert("L") if grey else img)
+    except FileNotFoundError as exc:
+        raise DataError(f"mask {path} not found") from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"cannot read mask {path}: {exc}") from exc
+
+
+def _check_mask_size(array: np.ndarray, path: Path, image_size: tuple[int, int], image_path: Path) -> None:
+    if (array.shape[1], array.shape[0]) != tuple(image_size):
+        raise DataError(f"mask {path} is {array.shape[1]}x{array.shape[0]} (WxH) but its image {image_path} is "
+                        f"{image_size[0]}x{image_size[1]}")
+
+
 def read_label(path: Path, *, nclass: int, image_size: tuple[int, int], image_path: Path,
                allow_ignore: bool) -> torch.Tensor:
     """The label mask at ``path`` as an (H, W) uint8 tensor (0 background, 1..nclass, 255 if ``allow_ignore``).
@@ -35,18 +55,10 @@ def read_label(path: Path, *, nclass: int, image_size: tuple[int, int], image_pa
         image_size: (W, H) of the image it annotates (PIL order); a different mask size is an error.
         image_path: that image, for the error message.
     """
-    try:
-        with Image.open(path) as img:
-            array = np.array(img)
-    except FileNotFoundError as exc:
-        raise DataError(f"mask {path} not found") from exc
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise DataError(f"cannot read mask {path}: {exc}") from exc
+    array = _read_mask_array(path, grey=False)
     if array.ndim != 2 or array.dtype != np.uint8:
         raise DataError(f"mask {path} must be a single-channel 8-bit PNG, got shape {array.shape} {array.dtype}")
-    if (array.shape[1], array.shape[0]) != tuple(image_size):
-        raise DataError(f"mask {path} is {array.shape[1]}x{array.shape[0]} (WxH) but its image {image_path} is "
-                        f"{image_size[0]}x{image_size[1]}")
+    _check_mask_size(array, path, image_size, image_path)
     bad = array > nclass
     if allow_ignore:
         bad &= array != IGNORE_LABEL
@@ -55,6 +67,19 @@ def read_label(path: Path, *, nclass: int, image_size: tuple[int, int], image_pa
         raise DataError(f"mask {path} holds class index(es) {values} outside 0..{nclass}"
                         + (" and 255" if allow_ignore else ""))
     return torch.from_numpy(array)
+
+
+def read_binary_mask(path: Path, *, image_size: tuple[int, int], image_path: Path) -> torch.Tensor:
+    """The object mask at ``path`` as an (H, W) uint8 0/1 tensor, as HSNet reads FSS-1000 masks: converted to
+    grey levels (``convert('L')``, so RGB and palette PNGs work too), 1 where the level is >= 128.
+
+    Args:
+        image_size: (W, H) of the image it annotates (PIL order); a different mask size is an error.
+        image_path: that image, for the error message.
+    """
+    array = _read_mask_array(path, grey=True)
+    _check_mask_size(array, path, image_size, image_path)
+    return torch.from_numpy((array >= BINARY_MASK_THRESHOLD).astype(np.uint8))
 
 
 def read_cam(path: Path, size: int) -> torch.Tensor:
@@ -68,7 +93,7 @@ def read_cam(path: Path, size: int) -> torch.Tensor:
     except FileNotFoundError as exc:
         raise MissingCAMError(f"CAM {path} not found") from exc
     except Exception as exc:  # noqa: BLE001 - any failure to deserialise is a corrupt file
-        raise DataError(f"cannot read CAM {path}: {type(exc).__name__}: {exc}") from exc
+        raise DataError(f"cannot read CAM {path} ({brief(exc)}); delete it and generate it again") from exc
     if not isinstance(cam, torch.Tensor) or cam.dim() != 2:
         shape = tuple(cam.shape) if isinstance(cam, torch.Tensor) else type(cam).__name__
         raise DataError(f"CAM {path} must hold a 2-D tensor, got {shape}")

@@ -1,9 +1,12 @@
-"""HSNet's PASCAL-5i / COCO-20i split lists: where they come from, how they are verified, how they are read.
+"""HSNet's PASCAL-5i / COCO-20i / FSS-1000 split lists: where they come from, how they are verified, how they
+are read.
 
 The lists are data we do not ship. ``--splitpath DIR`` points at a local copy in HSNet's ``data/splits`` layout::
 
     DIR/pascal/{trn,val}/fold{0..3}.txt     lines "{image}__{class:02d}" (1-based class)
     DIR/coco/{trn,val}/fold{0..3}.pkl       pickled dict {class 0..79: ["train2014/NAME.jpg", ...]}
+    DIR/fss/{trn,val,test}.txt              one class folder name a line (HSNet's test.txt ends its lines
+                                            with CRLF; read with universal newlines, as HSNet reads it)
 
 A local folder is trusted as is (the synthetic benchmark writes its own lists, which naturally do not match
 HSNet's checksums). Without ``--splitpath`` the files are fetched once from the public HSNet repository into
@@ -25,10 +28,9 @@ import urllib.request
 from pathlib import Path
 from typing import Optional, Union
 
-from common.hashing import sha256_file  # re-exported: callers import it from here too
-from common.io import atomic_write_bytes
+from common.io import atomic_write_bytes, sha256_file
 from common.paths import CACHE_ROOT
-from data.benchmarks import NCLASS, NFOLDS
+from data.benchmarks import FSS_SPLIT_CLASSES, NCLASS, NFOLDS
 from data.errors import SplitChecksumError, SplitError, SplitNotFoundError, UnsafePickleError
 
 logger = logging.getLogger(__name__)
@@ -41,9 +43,9 @@ __all__ = [
     "default_cache_dir",
     "fetch_splits",
     "read_coco_split",
+    "read_fss_split",
     "read_pascal_split",
     "resolve_split_root",
-    "sha256_file",
 ]
 
 HSNET_SPLITS_URL = "https://raw.githubusercontent.com/juhongm999/hsnet/main/data/splits"
@@ -60,6 +62,9 @@ SPLIT_SHA256: dict[str, str] = {
     "coco/val/fold1.pkl": "a34deecdf2858fc436f5ea4d5a2d46b6674ce09f7ebce41c34b694116381fa56",
     "coco/val/fold2.pkl": "0f275c5e9bf538f6ef8a95054f6daf2519b53785c4ab7fd07e633dda57dac1e5",
     "coco/val/fold3.pkl": "927597bd78036a460abdab243330667af6ceffdb483bc3331ae55d148f00c449",
+    "fss/test.txt": "26f1b9e9dd0c4a58c01db306aeb5bccb5de361d544ec1b15f219efc4b74c0bf1",
+    "fss/trn.txt": "815bce03f2502719ba3bd9c1f79111b74ec8ab63e6111830ff7312de49b1cf17",
+    "fss/val.txt": "9cac02c58602f2789b4e6393200e450e3ba1edae6673d6a87ae2063d0c547aee",
     "pascal/trn/fold0.txt": "40fded8be6afbc4b70953277f2a178af8055cddd4e73fb4646b7bf19704b9da2",
     "pascal/trn/fold1.txt": "558167c3c6fea0cda1bb7c7a275e66d5de7bc13cbc97e00c5872ac84d5f0954e",
     "pascal/trn/fold2.txt": "d07e35f4a4ae95774c619bafb57d65d682dbd5b9f33c7f71a4f5cef8e3f99609",
@@ -80,7 +85,7 @@ def default_cache_dir() -> Path:
 
 def _where_to_put(cache: Path) -> str:
     return (f"Get HSNet's split lists (https://github.com/juhongm999/hsnet/tree/main/data/splits: the folders "
-            f"pascal/ and coco/) and pass their folder with --splitpath DIR, or copy them into {cache}")
+            f"pascal/, coco/ and fss/) and pass their folder with --splitpath DIR, or copy them into {cache}")
 
 
 def fetch_splits(cache_dir: Optional[Path] = None, *, base_url: Optional[str] = None,
@@ -123,7 +128,7 @@ def fetch_splits(cache_dir: Optional[Path] = None, *, base_url: Optional[str] = 
 
 def resolve_split_root(splitpath: Optional[Union[str, Path]] = None, *, cache_dir: Optional[Path] = None,
                        base_url: Optional[str] = None, timeout: float = 30.0) -> Path:
-    """The folder holding ``pascal/`` and ``coco/`` split lists.
+    """The folder holding the ``pascal/``, ``coco/`` and ``fss/`` split lists.
 
     Args:
         splitpath: a local copy (``--splitpath``), trusted as is; ``None`` -> the verified cache, fetched on
@@ -137,7 +142,8 @@ def resolve_split_root(splitpath: Optional[Union[str, Path]] = None, *, cache_di
         root = Path(splitpath).expanduser()
         if not root.is_dir():
             raise SplitNotFoundError(f"--splitpath {root} is not a folder; it must hold HSNet's data/splits "
-                                     "layout (pascal/{trn,val}/fold{0-3}.txt, coco/{trn,val}/fold{0-3}.pkl)")
+                                     "layout (pascal/{trn,val}/fold{0-3}.txt, coco/{trn,val}/fold{0-3}.pkl, "
+                                     "fss/{trn,val,test}.txt)")
         return root.resolve()
     return fetch_splits(cache_dir, base_url=base_url, timeout=timeout)
 
@@ -228,3 +234,47 @@ def read_coco_split(root: Union[str, Path], split: str, fold: int) -> dict[int, 
     if not any(out.values()):
         raise SplitError(f"split list {path} is empty (no image for any class)")
     return out
+
+
+FSS_SPLITS = tuple(FSS_SPLIT_CLASSES)  # "trn", "val", "test"
+_FSS_BAD_NAME = re.compile(r"[\s/\\]")
+
+
+def read_fss_split(root: Union[str, Path], split: str) -> list[str]:
+    """The FSS-1000 class folder names of ``{root}/fss/{split}.txt``, in file order.
+
+    Read as HSNet reads it: text mode (universal newlines, so the CRLF of HSNet's ``test.txt`` goes), one name a
+    line. HSNet drops the last line (``split('\\n')[:-1]``), which is empty for its files; a file without a
+    final newline keeps its last name here.
+
+    Raises:
+        SplitNotFoundError: the file is missing.
+        SplitError: an empty or blank line inside the list, a name with spaces or path separators, a repeated
+            name, no name at all, or more classes than HSNet's split has (the message names the file).
+    """
+    if split not in FSS_SPLITS:
+        raise ValueError(f"split must be one of {FSS_SPLITS}, got {split!r}")
+    path = Path(root) / "fss" / f"{split}.txt"
+    if not path.is_file():
+        raise SplitNotFoundError(f"split list {path} not found (expected HSNet's data/splits layout under {root})")
+    try:
+        with open(path, encoding="utf-8", newline=None) as f:  # newline=None: universal newlines, as HSNet
+            lines = f.read().split("\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SplitError(f"cannot read split list {path}: {exc}") from exc
+    if lines and lines[-1] == "":
+        lines.pop()
+    names: list[str] = []
+    for lineno, name in enumerate(lines, 1):
+        if not name or _FSS_BAD_NAME.search(name) or name in (".", ".."):
+            raise SplitError(f"{path}:{lineno}: expected one class folder name (no spaces or slashes), got {name!r}")
+        names.append(name)
+    if not names:
+        raise SplitError(f"split list {path} is empty")
+    if len(set(names)) != len(names):
+        repeated = sorted({n for n in names if names.count(n) > 1})[:3]
+        raise SplitError(f"{path}: class(es) {repeated} listed more than once")
+    if len(names) > FSS_SPLIT_CLASSES[split]:
+        raise SplitError(f"{path} lists {len(names)} classes; HSNet's FSS-1000 {split} split has "
+                         f"{FSS_SPLIT_CLASSES[split]} (class ids would run into the next split's)")
+    return names

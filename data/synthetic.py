@@ -1,4 +1,4 @@
-"""Synthetic few-shot segmentation benchmark in the real PASCAL-5i and COCO-20i on-disk layouts.
+"""Synthetic few-shot segmentation benchmark in the real PASCAL-5i, COCO-20i and FSS-1000 on-disk layouts.
 
 ``make_benchmark(root)`` (or ``python -m data.synthetic ROOT``) writes a small benchmark that every loader,
 CAM script, train and test run of this project can use offline, in the layouts the released code reads::
@@ -10,6 +10,9 @@ CAM script, train and test run of this project can use offline, in the layouts t
     ROOT/COCO2014/annotations/{train2014,val2014}/COCO_{split}_{id:012d}.png   0 background, 1..80 class
     ROOT/COCO2014/annotations/instances_{train2014,val2014}.json            official COCO format
     ROOT/splits/coco/{trn,val}/fold{0..3}.pkl          dict with all 80 keys 0..79 -> ['train2014/NAME.jpg', ...]
+    ROOT/FSS-1000/{class}/{1..10}.jpg                  class like toy_star_03; square images, one object
+    ROOT/FSS-1000/{class}/{1..10}.png                  'L' PNG: 0 background, 255 object, soft edge (below)
+    ROOT/splits/fss/{trn,val,test}.txt                 class names, not sorted; test.txt CRLF-ended as HSNet's
     ROOT/synthetic.json                                written last: what was generated (the "done" marker)
 
 Split semantics follow HSNet: ``{split}/fold{f}.txt`` lists the (image, class) pairs of the five PASCAL classes
@@ -29,6 +32,13 @@ of it stays visible), a distractor 3-7%, so they survive downscaling to 1/8 reso
 (about one image in four) are crowds: a cluster of 2-3 small shapes of one class stored as an uncompressed-RLE
 annotation with ``iscrowd=1``; all other COCO objects are single polygons. PASCAL and COCO images are separate
 sets; trn and val images are disjoint.
+
+FSS-1000: ``fss_classes`` (default 8/4/4) classes in trn/val/test, exactly ten images each (HSNet's sampler
+draws the supports by the names 1..10), square images of ``max_size`` pixels (the real ones are 224x224) with
+the class's object alone (no distractors, as in FSS-1000). Class indices 0, 1, ... in trn, val, test order give
+the appearance (:func:`class_style`) and the name ``toy_{shape}_{index:02d}`` (underscores, as many real FSS-1000
+names, so the CAM prompts' underscore rule is exercised). The masks' edge ring is grey: 200 just inside the
+object and 100 just outside, so only HSNet's threshold at 128 recovers the object exactly.
 
 COCO masks follow :data:`data.coco_masks.COCO_PAINT_ORDER` (the rule ``data.prepare`` applies to the real
 annotations): ``ann["area"]`` is exactly the pixel count of ``annToMask(ann)``, and the JPEG is rendered in
@@ -61,13 +71,20 @@ import numpy as np
 from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 
+from common.cli import ArgumentParser, run_cli
 from common.constants import IGNORE_LABEL
-from data.benchmarks import BENCHMARKS, COCO_CATEGORIES, NFOLDS, PASCAL_CLASSES, fold_classes
+from data.benchmarks import (BENCHMARKS, COCO_CATEGORIES, FSS_DIR, FSS_IMAGES_PER_CLASS, FSS_SPLIT_CLASSES,
+                             NFOLDS, PASCAL_CLASSES, fold_classes)
 from data.coco_masks import COCO_PAINT_ORDER
+from data.errors import DataError
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["ClassStyle", "class_style", "make_benchmark", "main"]
+
+class SyntheticRootError(DataError, FileExistsError):
+    """The output folder holds data this generator did not make."""
+
 
 MARKER = "synthetic.json"
 INCOMPLETE_MARKER = ".synthetic-incomplete"
@@ -80,8 +97,10 @@ DISTRACTOR_AREA = (0.03, 0.07)
 MAX_DISTRACTORS = 2  # objects of other classes per image: 0, 1 or 2 (30/40/30%), capped by max_distractors
 
 PYCOCOTOOLS_NUMPY2_WARNING = r"__array__ implementation doesn't accept a copy keyword"
-_BENCH_CODE = {"pascal": 1, "coco": 2}
-_SPLIT_CODE = {"trn": 1, "val": 2}
+FSS_CLASSES = (8, 4, 4)  # default trn, val, test classes of the FSS-1000 layout
+FSS_EDGE_LEVELS = (100, 200)  # grey level of a mask's edge ring outside / inside the object (binarised at 128)
+_BENCH_CODE = {"pascal": 1, "coco": 2, "fss": 3}
+_SPLIT_CODE = {"trn": 1, "val": 2, "test": 3}
 _COCO_SPLIT_DIR = {"trn": "train2014", "val": "val2014"}
 _SHAPES = ("triangle", "box", "hexagon", "star", "ellipse", "cross", "trefoil", "heart")
 _TEXTURES = ("shade", "stripes", "checks", "dots", "rings")
@@ -498,13 +517,62 @@ def _coco(root: Path, seed: int, ipc: int, min_size: int, max_size: int,
     return counts
 
 
+def fss_class_name(class_idx: int) -> str:
+    """The synthetic FSS-1000 class folder name of class index ``class_idx`` (``toy_{shape}_{index:02d}``)."""
+    return f"toy_{class_style(class_idx).shape}_{class_idx:02d}"
+
+
+def _fss_mask(labels: np.ndarray) -> np.ndarray:
+    """Object labels (H, W) -> 'L' mask: 255 object, 0 background, the edge ring at :data:`FSS_EDGE_LEVELS`."""
+    inside = labels > 0
+    ring = _boundary_ring(labels)
+    mask = np.where(inside, 255, 0).astype(np.uint8)
+    mask[ring & ~inside], mask[ring & inside] = FSS_EDGE_LEVELS
+    return mask
+
+
+def _fss(root: Path, seed: int, side: int, split_classes: Sequence[int]) -> dict[str, Any]:
+    nclass = sum(split_classes)
+    counts: dict[str, Any] = {}
+    split_dir = root / "splits" / "fss"
+    split_dir.mkdir(parents=True, exist_ok=True)
+    class_idx = 0
+    for split, n in zip(FSS_SPLIT_CLASSES, split_classes):
+        names = []
+        for _ in range(n):
+            name = fss_class_name(class_idx)
+            folder = root / FSS_DIR / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for k in range(1, FSS_IMAGES_PER_CLASS + 1):
+                rng = _rng(seed, "fss", split, class_idx * FSS_IMAGES_PER_CLASS + k)
+                sample = _make_sample(rng, class_idx, nclass, side, side, False, max_distractors=0)
+                _save_jpeg(sample.image, folder / f"{k}.jpg")
+                _save_png(_fss_mask(sample.labels), folder / f"{k}.png")
+            names.append(name)
+            class_idx += 1
+        newline = "\r\n" if split == "test" else "\n"  # as HSNet's files: test.txt is CRLF-ended
+        # unsorted, like HSNet's lists (the datasets sort them)
+        (split_dir / f"{split}.txt").write_bytes("".join(f"{x}{newline}" for x in reversed(names)).encode())
+        counts[split] = {"classes": n, "images": n * FSS_IMAGES_PER_CLASS}
+    return counts
+
+
+def _checked_fss_classes(counts: Sequence[int]) -> tuple[int, ...]:
+    """``counts`` as a (trn, val, test) tuple; ValueError unless each is in 1..HSNet's count for the split."""
+    counts = tuple(int(n) for n in counts)
+    caps = tuple(FSS_SPLIT_CLASSES.values())
+    if len(counts) != len(caps) or not all(1 <= n <= cap for n, cap in zip(counts, caps)):
+        raise ValueError(f"fss_classes must be 3 counts (trn, val, test) of at most {caps}, each >= 1; got {counts}")
+    return counts
+
+
 def _prepare_root(root: Path) -> None:
     """Refuse to write over data this generator did not make; clear a previous synthetic tree."""
     owned = (root / MARKER).exists() or (root / INCOMPLETE_MARKER).exists()
-    targets = [root / "VOC2012", root / "COCO2014", root / "splits"]
+    targets = [root / "VOC2012", root / "COCO2014", root / FSS_DIR, root / "splits"]
     present = [p for p in targets if p.exists()]
     if present and not owned:
-        raise FileExistsError(
+        raise SyntheticRootError(
             f"{root} already holds {', '.join(p.name for p in present)} not made by data.synthetic "
             f"(no {MARKER}); choose an empty folder"
         )
@@ -517,7 +585,7 @@ def _prepare_root(root: Path) -> None:
 
 def make_benchmark(root: Path, *, seed: int = 0, images_per_class: int = 6, min_size: int = 64,
                    max_size: int = 112, benchmarks: Sequence[str] = BENCHMARKS,
-                   max_distractors: int = MAX_DISTRACTORS) -> Path:
+                   max_distractors: int = MAX_DISTRACTORS, fss_classes: Sequence[int] = FSS_CLASSES) -> Path:
     """Write a synthetic few-shot benchmark under ``root`` (see the module docstring) and return ``root``.
 
     Args:
@@ -527,10 +595,12 @@ def make_benchmark(root: Path, *, seed: int = 0, images_per_class: int = 6, min_
         images_per_class: images whose primary class is c, per class and per split (trn and val). 5-shot
             episodes need >= 6 (a query and five distinct supports).
         min_size, max_size: bounds of each image side in pixels.
-        benchmarks: any of "pascal", "coco".
+        benchmarks: any of "pascal", "coco", "fss".
         max_distractors: at most this many distractor objects per image (0, 1 or 2). The count is drawn from
             {0: 30%, 1: 40%, 2: 30%} and capped, so 0 gives one object per image (an easier task, used by the
-            demo when the backbone and CLIP are random).
+            demo when the backbone and CLIP are random). FSS-1000 images never have distractors.
+        fss_classes: classes in the FSS-1000 trn, val and test lists (each class has ten images, whatever
+            ``images_per_class``; the images are ``max_size`` pixels square).
     Returns:
         ``root`` as a Path; ``root/synthetic.json`` exists only once everything is written.
     """
@@ -545,6 +615,7 @@ def make_benchmark(root: Path, *, seed: int = 0, images_per_class: int = 6, min_
         raise ValueError(f"need 32 <= min_size <= max_size, got {min_size}, {max_size}")
     if not 0 <= max_distractors <= MAX_DISTRACTORS:
         raise ValueError(f"max_distractors must be in 0..{MAX_DISTRACTORS}, got {max_distractors}")
+    fss_classes = _checked_fss_classes(fss_classes)
     start = time.perf_counter()
     _prepare_root(root)
     counts: dict[str, Any] = {}
@@ -555,6 +626,8 @@ def make_benchmark(root: Path, *, seed: int = 0, images_per_class: int = 6, min_
             counts["pascal"] = _pascal(root, seed, images_per_class, min_size, max_size, max_distractors)
         if "coco" in benchmarks:
             counts["coco"] = _coco(root, seed, images_per_class, min_size, max_size, max_distractors)
+        if "fss" in benchmarks:
+            counts["fss"] = _fss(root, seed, max_size, fss_classes)
     summary = {
         "generator": "data.synthetic",
         "format_version": FORMAT_VERSION,
@@ -567,6 +640,8 @@ def make_benchmark(root: Path, *, seed: int = 0, images_per_class: int = 6, min_
         "counts": counts,
         "coco_paint_order": COCO_PAINT_ORDER,
     }
+    if "fss" in benchmarks:
+        summary["fss_classes"] = list(fss_classes)
     (root / MARKER).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     (root / INCOMPLETE_MARKER).unlink()
     logger.info("synthetic benchmark written to %s in %.1fs", root, time.perf_counter() - start)
@@ -575,8 +650,8 @@ def make_benchmark(root: Path, *, seed: int = 0, images_per_class: int = 6, min_
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: ``python -m data.synthetic ROOT [--seed S] [--images-per-class N] [--min-size A] [--max-size B]
-    [--benchmark pascal coco] [--max-distractors N]``."""
-    parser = argparse.ArgumentParser(prog="python -m data.synthetic", description=__doc__.splitlines()[0])
+    [--benchmark pascal coco fss] [--max-distractors N] [--fss-classes TRN VAL TEST]``."""
+    parser = ArgumentParser(prog="python -m data.synthetic", description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path, help="output folder (the --datapath of train.py/test.py)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes")
     parser.add_argument("--images-per-class", type=int, default=6,
@@ -587,19 +662,28 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="which layouts to write")
     parser.add_argument("--max-distractors", type=int, default=MAX_DISTRACTORS, choices=range(MAX_DISTRACTORS + 1),
                         help="at most this many objects of other classes per image (0: one object per image)")
+    parser.add_argument("--fss-classes", type=int, nargs=3, default=list(FSS_CLASSES), metavar=("TRN", "VAL", "TEST"),
+                        help="classes in the FSS-1000 trn, val and test lists (ten images each)")
     args = parser.parse_args(argv)
-    start = time.perf_counter()
+    if args.images_per_class < 2:
+        parser.error("argument --images-per-class: must be >= 2 (a query and a distinct support)")
+    if not 32 <= args.min_size <= args.max_size:
+        parser.error(f"arguments --min-size/--max-size: need 32 <= min <= max, got {args.min_size}, {args.max_size}")
     try:
+        _checked_fss_classes(args.fss_classes)
+    except ValueError as err:
+        parser.error(f"argument --fss-classes: {err}")
+
+    def write() -> None:
+        start = time.perf_counter()
         make_benchmark(args.root, seed=args.seed, images_per_class=args.images_per_class,
                        min_size=args.min_size, max_size=args.max_size, benchmarks=args.benchmark,
-                       max_distractors=args.max_distractors)
-    except (FileExistsError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    summary = json.loads((args.root / MARKER).read_text())
-    print(f"wrote {', '.join(args.benchmark)} to {args.root} in {time.perf_counter() - start:.1f}s: "
-          f"{json.dumps(summary['counts'])}")
-    return 0
+                       max_distractors=args.max_distractors, fss_classes=args.fss_classes)
+        summary = json.loads((args.root / MARKER).read_text())
+        print(f"wrote {', '.join(args.benchmark)} to {args.root} in {time.perf_counter() - start:.1f}s: "
+              f"{json.dumps(summary['counts'])}")
+
+    return run_cli(write, "python -m data.synthetic")
 
 
 if __name__ == "__main__":

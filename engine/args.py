@@ -3,8 +3,8 @@
 Released flags keep their names and defaults (``--datapath --benchmark --logpath --bsz --lr --niter --nworker
 --fold --stage --backbone --traincampath --valcampath``; test: ``--load --nshot --visualize
 --use_original_imgsize``). Flags added by this reproduction: ``--splitpath --device --img-size --masking
---backbone-weights --seed --nepisodes --amp --resume``. test.py's ``--fold`` and ``--nshot`` also take several
-values (``args.folds``, ``args.nshots``; one value works as released), and its ``--load`` is then a path
+--backbone-weights --seed --nepisodes --amp --tf32 --resume``. test.py's ``--fold`` and ``--nshot`` also take
+several values (``args.folds``, ``args.nshots``; one value works as released), and its ``--load`` is then a path
 template holding ``{fold}`` (``args.checkpoints``: fold -> checkpoint, every one checked before any work).
 
 Paths: a path given on the command line is taken relative to the working directory, as any shell user expects;
@@ -22,9 +22,9 @@ import sys
 from pathlib import Path
 from typing import Literal, Optional, Sequence
 
-from common.cli import HelpFormatter
+from common.cli import ArgumentParser, HelpFormatter
 from common.paths import DEFAULT_DATAPATH, LOG_ROOT
-from data.benchmarks import BENCHMARKS, DEFAULT_CAM_DIRS, NFOLDS
+from data.benchmarks import BENCHMARKS, DEFAULT_CAM_DIRS, FOLD_BENCHMARKS, NFOLDS
 from model.backbone import BACKBONES
 from model.masking import MASKING_MODES
 
@@ -35,33 +35,38 @@ FOLD_PLACEHOLDER = "{fold}"  # in test.py's --load: replaced by each --fold
 def build_parser(script: Script) -> argparse.ArgumentParser:
     """The parser of ``train.py`` (``script="train"``) or ``test.py`` (``script="test"``)."""
     training = script == "train"
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description=("Train" if training else "Test") + " IMR-HSNet (few-shot segmentation from image label text)",
         formatter_class=HelpFormatter)
 
     data = parser.add_argument_group("data")
     data.add_argument("--datapath", type=str, default=None,
-                      help=f"root holding VOC2012/ and COCO2014/ (default: {DEFAULT_DATAPATH})")
+                      help=f"root holding VOC2012/, COCO2014/ and FSS-1000/ (default: {DEFAULT_DATAPATH})")
     data.add_argument("--benchmark", type=str, default="pascal", choices=BENCHMARKS, help="few-shot benchmark")
     if training:
-        data.add_argument("--fold", type=int, default=0, choices=range(NFOLDS), help="cross-validation fold")
+        data.add_argument("--fold", type=int, default=0, choices=range(NFOLDS),
+                          help="cross-validation fold of PASCAL-5i / COCO-20i (FSS-1000 has none: leave it out)")
     else:
         data.add_argument("--fold", dest="folds", type=int, nargs="+", default=[0], choices=range(NFOLDS),
-                          metavar="FOLD", help="cross-validation fold(s); several (e.g. 0 1 2 3) need a --load "
-                                              "template holding {fold}")
+                          metavar="FOLD", help="cross-validation fold(s) of PASCAL-5i / COCO-20i (FSS-1000 has "
+                                              "none: leave it out); several (e.g. 0 1 2 3) need a --load template "
+                                              "holding {fold}")
     data.add_argument("--traincampath", type=str, default=None,
                       help="folder of the training images' CAMs ({name}--{class}.pt); default "
-                           "<datapath>/CAM_Train (PASCAL) or <datapath>/CAM_COCO (COCO, one folder for both)")
+                           "<datapath>/CAM_Train (PASCAL), <datapath>/CAM_COCO (COCO) or <datapath>/CAM_FSS "
+                           "(FSS-1000); COCO and FSS-1000 use one folder for both")
     data.add_argument("--valcampath", type=str, default=None,
                       help="folder of the validation/test images' CAMs; default <datapath>/CAM_Val (PASCAL) "
-                           "or the COCO CAM folder")
+                           "or the COCO / FSS-1000 CAM folder")
     data.add_argument("--splitpath", type=str, default=None,
-                      help="folder holding pascal/ and coco/ split lists in HSNet's data/splits layout (default: fetched "
-                           "once from HSNet's repository into <repo>/.cache/splits, SHA-256 checked)")
+                      help="folder holding pascal/, coco/ and fss/ split lists in HSNet's data/splits layout (default: "
+                           "fetched once from HSNet's repository into <repo>/.cache/splits, SHA-256 checked)")
     data.add_argument("--img-size", dest="img_size", type=int, default=400,
                       help="square input side (CAMs are img_size/8 a side)")
-    data.add_argument("--nepisodes", type=int, default=1000,
-                      help="episodes per validation/test pass (released: 1000)")
+    data.add_argument("--nepisodes", type=int, default=None,
+                      help="episodes per validation/test pass, the first N of the released sequence (default: the "
+                           "released count: 1000 on PASCAL-5i / COCO-20i, every image of the split once on FSS-1000, "
+                           "as HSNet: 2400)")
     data.add_argument("--nworker", type=int, default=8, help="data-loader worker processes")
     data.add_argument("--bsz", type=int, default=40 if training else 10,
                       help="episodes per batch (global: split over GPUs / DDP ranks)")
@@ -82,6 +87,9 @@ def build_parser(script: Script) -> argparse.ArgumentParser:
                           "the run folder itself")
     run.add_argument("--device", type=str, default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
     run.add_argument("--amp", action="store_true", help="autocast to float16 on CUDA")
+    run.add_argument("--tf32", action="store_true",
+                     help="allow TF32 float32 matmuls/convolutions on Ampere+ GPUs: faster, not the released "
+                          "numerics (the released code ran without TF32)")
     run.add_argument("--seed", type=int, default=None if training else 0,
                      help="training: base seed of the per-epoch episode draws (default: drawn at random, as "
                           "released, and saved with the run); test: episode seed (released: 0)")
@@ -158,7 +166,12 @@ def validate_and_resolve(args: argparse.Namespace, script: Script,
     parser = parser or build_parser(script)
     _positive(parser, "--bsz", args.bsz)
     _positive(parser, "--stage", args.stage)
-    _positive(parser, "--nepisodes", args.nepisodes)
+    if args.nepisodes is not None:
+        _positive(parser, "--nepisodes", args.nepisodes)
+    folds = [args.fold] if script == "train" else args.folds
+    if args.benchmark not in FOLD_BENCHMARKS and folds != [0]:
+        parser.error(f"argument --fold: {args.benchmark} (FSS-1000) has no folds, it has HSNet's fixed trn/val/test "
+                     f"class lists; leave --fold out (got --fold {' '.join(map(str, folds))})")
     _positive(parser, "--nworker", args.nworker, 0)
     _positive(parser, "--img-size", args.img_size, 32)
     if script == "train":
@@ -177,11 +190,11 @@ def validate_and_resolve(args: argparse.Namespace, script: Script,
     datapath = _existing(parser, "--datapath", args.datapath, DEFAULT_DATAPATH)
     args.datapath = str(datapath)
     train_dir, val_dir = DEFAULT_CAM_DIRS[args.benchmark]
-    if args.benchmark == "coco":
-        # One CAM folder for COCO (the released COCO dataset asserts traincampath == valcampath).
+    if train_dir == val_dir:
+        # One CAM folder for COCO (the released COCO dataset asserts traincampath == valcampath) and FSS-1000.
         if args.traincampath and args.valcampath and \
                 Path(args.traincampath).resolve() != Path(args.valcampath).resolve():
-            parser.error("arguments --traincampath/--valcampath: COCO uses one CAM folder for both; "
+            parser.error(f"arguments --traincampath/--valcampath: {args.benchmark} uses one CAM folder for both; "
                          f"got {args.traincampath} and {args.valcampath}")
         args.traincampath = args.valcampath = args.traincampath or args.valcampath
     needed = ["--valcampath"] + (["--traincampath"] if script == "train" else [])
@@ -227,6 +240,15 @@ def resolve_run_dir(logpath: str, *, training: bool, load: Optional[str] = None,
     if not logpath:
         logpath = logtime
     return LOG_ROOT / (logpath + ".log")
+
+
+def flag_name(dest: str) -> str:
+    """The command-line spelling of an argument of train.py / test.py (``img_size`` -> ``--img-size``)."""
+    for script in ("train", "test"):
+        for action in build_parser(script)._actions:
+            if action.dest == dest and action.option_strings:
+                return action.option_strings[-1]
+    return "--" + dest
 
 
 def args_to_json(args: argparse.Namespace) -> str:

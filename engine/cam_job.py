@@ -7,13 +7,21 @@ Which pairs (the released scripts' sets, each pair once):
   three times; here once), the validation folder the pairs of ``val/fold{0..3}.txt``.
 * COCO-20i: one folder with ``train2014/`` and ``val2014/`` subfolders; the pairs of every class's list in the
   ``trn`` and ``val`` pickles (image names already carry the ``train2014/`` or ``val2014/`` prefix).
+* FSS-1000 (no released script; the released recipe carried over): one folder with a subfolder per class; every
+  image of every class of the ``trn``, ``val`` and ``test`` lists, for its own class. The prompts are all 1000
+  class names in class-id order (sorted trn, sorted val, sorted test list), underscores read as spaces
+  (``ab_wheel`` -> "a photo of a ab wheel"), so the softmax runs over all 1000 as the released scripts run it
+  over all 20 or 80.
 
-How: pairs whose file is already there are skipped (every file is written atomically, so a present file is
-complete; ``verify_existing`` also loads each one, for folders written by other tools); the remaining pairs
+How: each output folder's ``cam_manifest.json`` must record the job's settings (:mod:`engine.cam_manifest`:
+CLIP weights, precision, sizes, recipe), so that pairs whose file is already there can be skipped (every
+file is written atomically, so a present file is complete; ``verify_existing`` also loads each one, for
+folders written by other tools); the remaining pairs
 are grouped by image; parallel DataLoader workers decode and CLIP-preprocess the images; the model runs
 one batch of images at a time (:class:`model.clip_gradcam.ClipGradCAM`: one trunk forward, one head
 forward/backward for all the batch's pairs); an unreadable image is logged with its path, its pairs are
-counted as failed and the job goes on. ``generate_cam_voc.py`` / ``generate_cam_coco.py`` call :func:`main`.
+counted as failed and the job goes on. ``generate_cam_voc.py`` / ``generate_cam_coco.py`` /
+``generate_cam_fss.py`` call :func:`main`.
 """
 from __future__ import annotations
 
@@ -30,20 +38,24 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from common.cli import HelpFormatter
-from common.device import resolve_device
-from common.io import atomic_torch_save
+from common.cli import ArgumentParser, HelpFormatter, run_cli
+from common.device import configure_tf32, resolve_device
+from common.io import atomic_torch_save, sha256_file
 from common.paths import DEFAULT_DATAPATH
-from data.benchmarks import BENCHMARKS, CLASS_NAMES, DEFAULT_CAM_DIRS, NFOLDS
+from data.benchmarks import BENCHMARKS, CAM_SCRIPTS, CLASS_NAMES, DEFAULT_CAM_DIRS, FSS_DIR, NFOLDS
 from data.cam_files import cam_path
+from data.fss import fss_image_names, fss_vocabulary, prompt_name
 from data.splits import read_coco_split, read_pascal_split, resolve_split_root
+from engine.cam_manifest import CamSettings, claim_folder
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class CamPair:
-    """One CAM to compute: ``image_path``'s Grad-CAM for class ``class_idx`` (0-based), saved to ``out_path``."""
+    """One CAM to compute: ``image_path``'s Grad-CAM for the class at position ``class_idx`` of the job's prompt
+    list, saved to ``out_path``. The position is the 0-based class id, except on an FSS-1000 list with fewer
+    classes than HSNet's (the synthetic one), where the ids have gaps between the splits."""
 
     image_path: Path
     class_idx: int
@@ -104,6 +116,22 @@ def coco_pairs(imgpath: Path, split_root: Path, cam_root: Path) -> list[CamPair]
                 for name in classwise[cls]:
                     pairs.append(CamPair(imgpath / name, int(cls), cam_path(cam_root, name, cls)))
     return _unique(pairs)
+
+
+def fss_pairs(imgpath: Path, split_root: Path, cam_root: Path) -> list[CamPair]:
+    """FSS-1000 pairs: every ``<class>/<n>.jpg`` of the trn, val and test classes, for its own class, into
+    ``cam_root/<class>/<n>--<class id>.pt``; ``class_idx`` is the class's position in :func:`fss_prompts`."""
+    imgpath = Path(imgpath)
+    pairs = []
+    for position, (category, cls) in enumerate(fss_vocabulary(split_root)):
+        for name in fss_image_names(imgpath, category):
+            pairs.append(CamPair(imgpath / f"{name}.jpg", position, cam_path(cam_root, name, cls)))
+    return pairs
+
+
+def fss_prompts(split_root: Path) -> list[str]:
+    """The FSS-1000 class names of the prompts, in class-id order, underscores as spaces."""
+    return [prompt_name(category) for category, _ in fss_vocabulary(split_root)]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -227,33 +255,87 @@ def run_cam_job(pairs: Sequence[CamPair], cam, *, bsz: int = 32, nworker: int = 
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Command line (generate_cam_voc.py / generate_cam_coco.py)
+# Command line (generate_cam_voc.py / generate_cam_coco.py / generate_cam_fss.py)
 # ----------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CamJobPlan:
+    """What a CAM job does: its output folders, its pairs, and the prompts' class names (``class_idx`` order)."""
+
+    folders: list[Path]
+    pairs: list[CamPair]
+    class_names: Sequence[str]
+
+
+@dataclass(frozen=True)
+class CamJobKind:
+    """What differs between the benchmarks' CAM scripts: help texts, the image folder, the CAM flags, and how
+    the flags become a :class:`CamJobPlan`."""
+
+    description: str           # of --help
+    datapath_help: str
+    image_dir: str             # default --imgpath under --datapath
+    imgpath_help: str
+    campath_help: Optional[str]  # one --campath; None: --traincampath and --valcampath (PASCAL)
+    plan: Callable[[argparse.Namespace, Path, Path, Path], CamJobPlan]  # (args, datapath, imgpath, split_root)
+
+
+def _pascal_plan(args: argparse.Namespace, datapath: Path, imgpath: Path, split_root: Path) -> CamJobPlan:
+    train_dir, val_dir = DEFAULT_CAM_DIRS["pascal"]
+    folders = [_resolve(args.traincampath, datapath / train_dir), _resolve(args.valcampath, datapath / val_dir)]
+    return CamJobPlan(folders, pascal_pairs(imgpath, split_root, *folders), CLASS_NAMES["pascal"])
+
+
+def _coco_plan(args: argparse.Namespace, datapath: Path, imgpath: Path, split_root: Path) -> CamJobPlan:
+    folder = _resolve(args.campath, datapath / DEFAULT_CAM_DIRS["coco"][0])
+    return CamJobPlan([folder], coco_pairs(imgpath, split_root, folder), CLASS_NAMES["coco"])
+
+
+def _fss_plan(args: argparse.Namespace, datapath: Path, imgpath: Path, split_root: Path) -> CamJobPlan:
+    folder = _resolve(args.campath, datapath / DEFAULT_CAM_DIRS["fss"][0])
+    return CamJobPlan([folder], fss_pairs(imgpath, split_root, folder), fss_prompts(split_root))
+
+
+_FOLDED_DATA = "root holding VOC2012/ and COCO2014/; default for the paths below"
+_RECIPE = "(released recipe; batched, deduplicated across folds, resumable)"
+CAM_JOBS: dict[str, CamJobKind] = {
+    "pascal": CamJobKind(
+        f"CLIP RN50 Grad-CAM priors for every (image, class) pair of PASCAL-5i {_RECIPE}", _FOLDED_DATA,
+        "VOC2012/JPEGImages", "PASCAL images", None, _pascal_plan),
+    "coco": CamJobKind(
+        f"CLIP RN50 Grad-CAM priors for every (image, class) pair of COCO-20i {_RECIPE}", _FOLDED_DATA,
+        "COCO2014", "COCO root holding train2014/ and val2014/", "output folder, with train2014/ and val2014/ "
+        "subfolders", _coco_plan),
+    "fss": CamJobKind(
+        "CLIP RN50 Grad-CAM priors of every FSS-1000 image for its own class (the released recipe, prompts over "
+        "all 1000 class names with underscores as spaces; batched, resumable)",
+        "root holding FSS-1000/; default for the paths below", FSS_DIR, "FSS-1000 root holding one folder per class",
+        "output folder, with one subfolder per class", _fss_plan),
+}
+
+
 def build_parser(benchmark: str) -> argparse.ArgumentParser:
-    """Flags of ``generate_cam_voc.py`` (``"pascal"``) or ``generate_cam_coco.py`` (``"coco"``)."""
+    """Flags of ``generate_cam_voc.py`` (``"pascal"``), ``generate_cam_coco.py`` (``"coco"``) or
+    ``generate_cam_fss.py`` (``"fss"``)."""
     if benchmark not in BENCHMARKS:
         raise ValueError(f"benchmark must be one of {BENCHMARKS}, got {benchmark!r}")
-    pascal = benchmark == "pascal"
-    parser = argparse.ArgumentParser(
-        description=f"CLIP RN50 Grad-CAM priors for every (image, class) pair of {'PASCAL-5i' if pascal else 'COCO-20i'}"
-                    " (released recipe; batched, deduplicated across folds, resumable)",
-        formatter_class=HelpFormatter)
+    kind = CAM_JOBS[benchmark]
+    parser = ArgumentParser(description=kind.description, formatter_class=HelpFormatter)
     parser.add_argument("--datapath", type=str, default=None,
-                        help=f"root holding VOC2012/ and COCO2014/; default for the paths below (default: {DEFAULT_DATAPATH})")
-    if pascal:
-        parser.add_argument("--imgpath", type=str, default=None, help="PASCAL images (default: <datapath>/VOC2012/JPEGImages)")
+                        help=f"{kind.datapath_help} (default: {DEFAULT_DATAPATH})")
+    parser.add_argument("--imgpath", type=str, default=None,
+                        help=f"{kind.imgpath_help} (default: <datapath>/{kind.image_dir})")
+    if kind.campath_help is None:
         parser.add_argument("--traincampath", type=str, default=None,
                             help=f"output folder of the training pairs' CAMs (default: <datapath>/{DEFAULT_CAM_DIRS['pascal'][0]})")
         parser.add_argument("--valcampath", type=str, default=None,
                             help=f"output folder of the validation pairs' CAMs (default: <datapath>/{DEFAULT_CAM_DIRS['pascal'][1]})")
     else:
-        parser.add_argument("--imgpath", type=str, default=None,
-                            help="COCO root holding train2014/ and val2014/ (default: <datapath>/COCO2014)")
         parser.add_argument("--campath", type=str, default=None,
-                            help=f"output folder (gets train2014/ and val2014/ subfolders; default: <datapath>/{DEFAULT_CAM_DIRS['coco'][0]})")
+                            help=f"{kind.campath_help} (default: <datapath>/{DEFAULT_CAM_DIRS[benchmark][0]})")
     parser.add_argument("--splitpath", type=str, default=None,
-                        help="folder holding pascal/ and coco/ split lists in HSNet's data/splits layout (default: fetched once "
-                             "from HSNet's repository into <repo>/.cache/splits, SHA-256 checked)")
+                        help="folder holding pascal/, coco/ and fss/ split lists in HSNet's data/splits layout "
+                             "(default: fetched once from HSNet's repository into <repo>/.cache/splits, SHA-256 "
+                             "checked)")
     parser.add_argument("--clip-weights", dest="clip_weights", type=str, default=None,
                         help="OpenAI CLIP RN50.pt (TorchScript) or a state dict with its keys (default: "
                              "~/.cache/clip/RN50.pt, downloaded when missing and online)")
@@ -262,8 +344,16 @@ def build_parser(benchmark: str) -> argparse.ArgumentParser:
     parser.add_argument("--nworker", type=int, default=2, help="image-decoding worker processes (0: none)")
     parser.add_argument("--cam-size", dest="cam_size", type=int, default=50, help="side of the saved CAMs")
     parser.add_argument("--amp", action="store_true", help="CUDA autocast (float16) for the ResNet trunk")
+    parser.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
+                        help="fp16: CLIP's float16 weights, as OpenAI's clip.load(jit=False) keeps them on a GPU "
+                             "(how the authors' CAM files were made); fp32: the released scripts' numbers on a CPU")
+    parser.add_argument("--tf32", action="store_true",
+                        help="allow TF32 float32 convolutions on Ampere+ GPUs (faster; not the released numerics)")
     parser.add_argument("--verify-existing", dest="verify_existing", action="store_true",
-                        help="load existing CAM files (e.g. written by other tools) and recompute broken ones")
+                        help="load existing CAM files (e.g. written by other tools) and recompute broken ones; a "
+                             "folder's cam_manifest.json must match the settings")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="recompute every CAM of folders made with other settings (their CAM files are deleted)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     return parser
 
@@ -273,9 +363,15 @@ def _resolve(value: Optional[str], default: Path) -> Path:
 
 
 def main(benchmark: str, argv: Optional[Sequence[str]] = None) -> int:
-    """Run the CAM job of ``benchmark`` from command-line flags; returns the process exit status
-    (0 success, 1 some images unreadable, 2 bad arguments or CLIP weights)."""
-    from model.clip_gradcam import ClipGradCAM, ClipWeightsError, load_clip
+    """``generate_cam_voc.py`` (``"pascal"``) / ``generate_cam_coco.py`` (``"coco"``) / ``generate_cam_fss.py``
+    (``"fss"``): run the CAM job from command-line flags; returns the exit status (0 success, 1 some images
+    unreadable, 2 bad input)."""
+    return run_cli(lambda: run_from_flags(benchmark, argv), CAM_SCRIPTS.get(benchmark, "generate_cam"))
+
+
+def run_from_flags(benchmark: str, argv: Optional[Sequence[str]] = None) -> int:
+    """The CAM job of ``benchmark`` from command-line flags; bad input raises a UserInputError."""
+    from model.clip_gradcam import PROMPT_TEMPLATE, ClipGradCAM, load_clip, resolve_clip_weights
 
     parser = build_parser(benchmark)
     args = parser.parse_args(argv)
@@ -287,38 +383,32 @@ def main(benchmark: str, argv: Optional[Sequence[str]] = None) -> int:
     if args.nworker < 0:
         parser.error("argument --nworker: must be >= 0")
     datapath = _resolve(args.datapath, DEFAULT_DATAPATH)
-    if benchmark == "pascal":
-        imgpath = _resolve(args.imgpath, datapath / "VOC2012" / "JPEGImages")
-    else:
-        imgpath = _resolve(args.imgpath, datapath / "COCO2014")
+    kind = CAM_JOBS[benchmark]
+    imgpath = _resolve(args.imgpath, datapath / kind.image_dir)
     if not imgpath.is_dir():
         parser.error(f"argument --imgpath: {imgpath} is not a folder (set --imgpath or --datapath)")
-    try:
-        device = resolve_device(args.device)
-        split_root = resolve_split_root(args.splitpath)
-        if benchmark == "pascal":
-            train_dir, val_dir = DEFAULT_CAM_DIRS["pascal"]
-            pairs = pascal_pairs(imgpath, split_root, _resolve(args.traincampath, datapath / train_dir),
-                                 _resolve(args.valcampath, datapath / val_dir))
-        else:
-            pairs = coco_pairs(imgpath, split_root, _resolve(args.campath, datapath / DEFAULT_CAM_DIRS["coco"][0]))
-    except (ValueError, OSError) as exc:  # bad --device, split lists missing / malformed / not HSNet's
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if args.amp and args.precision == "fp16":
+        parser.error("argument --amp: not with --precision fp16 (the whole model already computes in float16)")
+    device = resolve_device(args.device)
+    configure_tf32(args.tf32)
+    split_root = resolve_split_root(args.splitpath)
+    plan = kind.plan(args, datapath, imgpath, split_root)
+    pairs = plan.pairs
     logger.info("%d distinct (image, class) pairs from the %s split lists in %s", len(pairs), benchmark, split_root)
 
-    try:
-        model = load_clip(args.clip_weights, device=device)
-    except ClipWeightsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    cam = ClipGradCAM(model, CLASS_NAMES[benchmark], amp=args.amp)
+    weights = resolve_clip_weights(args.clip_weights)
+    cam = ClipGradCAM(load_clip(weights, device=device, precision=args.precision), plan.class_names, amp=args.amp)
+    settings = CamSettings.create(clip_weights_sha256=sha256_file(weights), precision=cam.precision,
+                                  clip_image_size=cam.image_size, cam_size=args.cam_size,
+                                  prompt_template=PROMPT_TEMPLATE, class_names=cam.class_names)
+    for folder in dict.fromkeys(plan.folders):  # (PASCAL's two folders may be one)
+        claim_folder(folder, settings, overwrite=args.overwrite, verify_existing=args.verify_existing)
     summary = run_cam_job(pairs, cam, bsz=args.bsz, nworker=args.nworker, cam_size=args.cam_size,
                           verify_existing=args.verify_existing, progress=args.progress)
     logger.info("done: %s", summary)
     if summary.failed:
         print(f"error: {len(summary.failed)} image(s) could not be read; their {summary.failed_pairs} pair(s) "
-              "have no CAM:", file=sys.stderr)
+              "have no CAM (fix or remove them and run the same command again to finish):", file=sys.stderr)
         for path, error in summary.failed:
             print(f"  {path}: {error}", file=sys.stderr)
         return 1

@@ -30,7 +30,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from common.cli import HelpFormatter
+from common.cli import EXIT_BAD_INPUT, ArgumentParser, HelpFormatter, run_cli
+from common.errors import UserInputError
 from common.io import atomic_torch_save, atomic_write_text
 from common.paths import REPO_ROOT
 from common.resize import resize_bilinear
@@ -42,7 +43,7 @@ logger = logging.getLogger("demo")
 
 def build_parser() -> argparse.ArgumentParser:
     """Flags of ``demo.py``; the defaults are what ``make demo`` runs."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    parser = ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=HelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "demo_out", help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data, weights and training episodes")
@@ -67,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class DemoStepError(UserInputError, RuntimeError):
+    """A step of the demo stopped on bad input (its message names the flag or file)."""
+
+
 def run_step(title: str, command: Sequence[str], log_path: Path) -> float:
     """Run one pipeline command, its output going to ``log_path``; raise with the log's tail if it fails."""
     print(f"\n== {title}\n   $ {shlex.join(str(part) for part in command)}", flush=True)
@@ -76,8 +81,12 @@ def run_step(title: str, command: Sequence[str], log_path: Path) -> float:
         process = subprocess.run([str(part) for part in command], cwd=REPO_ROOT, stdout=log,
                                  stderr=subprocess.STDOUT)
     seconds = time.perf_counter() - start
+    lines = log_path.read_text(errors="replace").splitlines() if process.returncode else []
+    if process.returncode == EXIT_BAD_INPUT:  # the step's own one-line message says what to fix
+        message = next((line for line in reversed(lines) if "error" in line), lines[-1] if lines else "")
+        raise DemoStepError(f"{title} stopped on bad input: {message.strip()} (log: {log_path})")
     if process.returncode != 0:
-        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-25:])
+        tail = "\n".join(lines[-25:])
         raise RuntimeError(f"{title} failed (exit {process.returncode}); log: {log_path}\n{tail}")
     print(f"   done in {seconds:.0f} s (log: {log_path})", flush=True)
     return seconds
@@ -112,7 +121,7 @@ def cam_provenance(data_root: Path, clip_path: str) -> str:
 
     A missing weights file gives ``null`` here; the CAM step then fails with its own message naming the file.
     """
-    from data.splits import sha256_file
+    from common.io import sha256_file
 
     clip = Path(clip_path)
     return json.dumps({"synthetic": json.loads((data_root / "synthetic.json").read_text()),
@@ -203,7 +212,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     run_step("2/5 CLIP Grad-CAM priors for every (image, class) pair",
              [python, "generate_cam_voc.py", "--datapath", data_root, "--splitpath", data_root / "splits",
               "--traincampath", cam_dirs[0], "--valcampath", cam_dirs[1],
-              "--clip-weights", clip_path, "--device", args.device, "--nworker", args.nworker, "--no-progress"],
+              "--clip-weights", clip_path, "--device", args.device, "--nworker", args.nworker, "--no-progress",
+              "--overwrite"],
              logs / "generate_cam_voc.log")
 
     common = ["--datapath", data_root, "--splitpath", data_root / "splits", "--benchmark", "pascal", "--fold", 0,
@@ -251,11 +261,18 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of ``demo.py``."""
+    """Entry point of ``demo.py``: 0 done, 2 bad input (one line naming the step and its log), 1 a step
+    crashed (its log's tail is printed)."""
     args = build_parser().parse_args(argv)
-    try:
-        main(args)
-    except RuntimeError as exc:
-        print(f"\ndemo failed: {exc}", file=sys.stderr)
-        return 1
-    return 0
+
+    def demo() -> int:
+        try:
+            main(args)
+        except DemoStepError:
+            raise
+        except RuntimeError as exc:
+            print(f"\ndemo failed: {exc}", file=sys.stderr)
+            return 1
+        return 0
+
+    return run_cli(demo, "demo.py")

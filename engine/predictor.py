@@ -47,11 +47,12 @@ from PIL import Image
 from torch import nn
 
 from common.device import resolve_device
+from common.errors import FlagError
 from common.resize import resize_bilinear
 from data.benchmarks import CLASS_NAMES
 from data.readers import ImageTransform
 from model import build_model
-from model.checkpoint import CheckpointMismatchError, load_model_state
+from model.checkpoint import load_model_state
 from model.clip_gradcam import PROMPT_TEMPLATE, ClipGradCAM, load_clip
 
 logger = logging.getLogger(__name__)
@@ -74,10 +75,10 @@ def prompt_classes(class_name: str, vocabulary: str = "pascal") -> tuple[tuple[s
     already has it (see the module docstring). Raises ValueError for an empty name or unknown vocabulary.
     """
     if vocabulary not in VOCABULARIES:
-        raise ValueError(f"unknown vocabulary {vocabulary!r}; choose one of {sorted(VOCABULARIES)}")
+        raise FlagError(f"--vocabulary {vocabulary!r} is unknown; choose one of {sorted(VOCABULARIES)}")
     name = " ".join(str(class_name).split())
     if not _key(name):
-        raise ValueError(f"class name {class_name!r} is empty (give the label text, e.g. 'zebra')")
+        raise FlagError(f"--class-name {class_name!r} is empty (give the label text, e.g. 'zebra')")
     names = VOCABULARIES[vocabulary]
     keys = [_key(n) for n in names]
     if _key(name) in keys:
@@ -159,15 +160,13 @@ class Segmenter:
             backbone_weights: initial backbone weights before the checkpoint is loaded (``None``: random).
             device: ``"auto"`` (CUDA if present), ``"cpu"``, ``"cuda:N"`` or a torch.device.
         Raises:
-            ValueError: unknown backbone / masking / vocabulary; CheckpointMismatchError (naming the file):
-            the checkpoint does not fit; FileNotFoundError; ClipWeightsError.
+            ValueError: unknown backbone / masking; FlagError: unknown vocabulary, empty class name;
+            CheckpointError (naming the file): the checkpoint is missing or does not fit; BackboneWeightsError;
+            ClipWeightsError.
         """
         device = device if isinstance(device, torch.device) else resolve_device(str(device))
         model = build_model(backbone, backbone_weights=backbone_weights, masking=masking, use_original_imgsize=True)
-        try:
-            load_model_state(model, checkpoint)
-        except CheckpointMismatchError as exc:
-            raise CheckpointMismatchError(f"{checkpoint}: {exc}") from exc
+        load_model_state(model, checkpoint)  # its errors name the file
         clip_model = load_clip(clip_weights, device=device)
         return cls(model.to(device), clip_model, img_size=img_size, stage=stage, vocabulary=vocabulary)
 

@@ -20,6 +20,7 @@ import torch
 
 from common.distributed import unwrap
 from common.io import atomic_torch_save
+from engine.run_folder import RunFolderError
 from model.checkpoint import released_state_dict
 
 BEST_NAME = "best_model.pt"
@@ -61,9 +62,10 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
 
 
 def save_last(run_dir: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
-              best_miou: float, args: Mapping[str, Any], scaler: Optional[Any] = None,
+              best_miou: float, args: Mapping[str, Any], scaler: Optional[Any] = None, log_length: int = 0,
               extra: Optional[Mapping[str, Any]] = None) -> Path:
-    """Write ``run_dir/last.pt`` after ``epoch`` (0-based) finished."""
+    """Write ``run_dir/last.pt`` after ``epoch`` (0-based) finished; ``log_length`` is the size of the run's
+    log at that point (a resumed run cuts the log back to it)."""
     state = {
         "format_version": FORMAT_VERSION,
         "model": {key: value.detach().cpu() for key, value in unwrap(model).state_dict().items()},
@@ -73,6 +75,7 @@ def save_last(run_dir: Path, *, model: torch.nn.Module, optimizer: torch.optim.O
         "best_miou": float(best_miou),
         "rng": rng_state(),
         "args": {key: value for key, value in args.items()},
+        "log_length": int(log_length),
         "extra": dict(extra or {}),
     }
     return atomic_torch_save(state, run_dir / LAST_NAME)
@@ -82,8 +85,9 @@ def load_last(run_dir: Path) -> dict[str, Any]:
     """Read ``run_dir/last.pt`` on the CPU; a clear error when it is missing."""
     path = run_dir / LAST_NAME
     if not path.is_file():
-        raise FileNotFoundError(f"--resume: no {LAST_NAME} in {run_dir} (was the run started with this --logpath?)")
+        raise RunFolderError(f"--resume: no {LAST_NAME} in {run_dir} (was the run started with this --logpath?)")
     state = torch.load(path, map_location="cpu", weights_only=True)
     if state.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: unknown checkpoint format {state.get('format_version')!r}")
+        raise RunFolderError(f"{path}: unknown checkpoint format {state.get('format_version')!r}; "
+                             "start a new run with another --logpath")
     return state

@@ -18,10 +18,11 @@ import torch
 
 from common.distributed import DistInfo, EpisodeSampler, local_batch_size
 from common.evaluation import IoUMeter
-from common.hashing import sha256_file
+from common.io import sha256_file
 from common.logger import log_params
 from common.seed import fix_randseed
 from common.vis import Visualizer
+from data.benchmarks import FOLD_BENCHMARKS, TITLES
 from data.dataset import build_dataloader, build_dataset, check_cams_exist
 from data.fewshot import FewShotDataset
 from data.synthetic import MARKER as SYNTHETIC_MARKER
@@ -111,14 +112,21 @@ def results_document(args: argparse.Namespace, runs: list[RunResult], rows: list
     return document
 
 
-def comparison_notes(args: argparse.Namespace, synthetic: bool) -> list[str]:
-    """Why our numbers and the paper's may not be comparable: synthetic data, other test settings."""
+def comparison_notes(args: argparse.Namespace, rows: list[TableRow], synthetic: bool) -> list[str]:
+    """Why our numbers and the paper's may not be comparable: synthetic data, no folds, other test settings."""
     if synthetic:
         return [f"The data under --datapath are synthetic ({args.datapath}/{SYNTHETIC_MARKER}): the paper's "
                 "numbers do not apply, so its lines stay empty."]
-    differ = [f"--{key.replace('_', '-')} {getattr(args, key)} (paper: {value})"
-              for key, value in paper_protocol().items() if getattr(args, key) != value]
-    return ["Test settings differ from the paper's: " + ", ".join(differ) + "."] if differ else []
+    notes = []
+    if args.benchmark not in FOLD_BENCHMARKS:
+        notes.append(f"{TITLES[args.benchmark]} has no folds: its test split's numbers are in the fold 0 column.")
+    if any(v is not None for row in rows for v in (*row.paper.folds, row.paper.mean)):
+        # --nepisodes None is the benchmark's released count, the paper's protocol
+        differ = [f"--{key.replace('_', '-')} {getattr(args, key)} (paper: {value})"
+                  for key, value in paper_protocol().items() if getattr(args, key) not in (None, value)]
+        if differ:
+            notes.append("Test settings differ from the paper's: " + ", ".join(differ) + ".")
+    return notes
 
 
 def report(args: argparse.Namespace, runs: list[RunResult], run_dir: Path, *, write: bool = True) -> dict[str, Any]:
@@ -127,7 +135,8 @@ def report(args: argparse.Namespace, runs: list[RunResult], run_dir: Path, *, wr
     synthetic = (Path(args.datapath) / SYNTHETIC_MARKER).is_file()
     rows = build_table(runs, args.benchmark, args.backbone, with_paper=not synthetic)
     title, note = table_title(args.benchmark, args.backbone, synthetic=synthetic), paper_source()
-    notes = comparison_notes(args, synthetic) + table_notes(rows, note)
+    notes = comparison_notes(args, rows, synthetic) + table_notes(rows, note,
+                                                                  folds=args.benchmark in FOLD_BENCHMARKS)
     document = results_document(args, runs, rows, paper_note=note, synthetic=synthetic)
     if write:
         paths = write_outputs(run_dir, document, rows, title=title, notes=notes)

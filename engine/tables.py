@@ -140,12 +140,13 @@ def table_as_dict(rows: Sequence[TableRow]) -> dict[str, dict[str, dict[str, dic
     return table
 
 
-def table_notes(rows: Sequence[TableRow], paper_note: str) -> list[str]:
-    """Notes under the table: which folds our mean covers, what an empty cell means, the paper's source."""
-    folds = sorted({f for row in rows for f, v in enumerate(row.ours.folds) if v is not None})
+def table_notes(rows: Sequence[TableRow], paper_note: str, *, folds: bool = True) -> list[str]:
+    """Notes under the table: which folds our mean covers (``folds``: the benchmark has folds), what an empty
+    cell means, the paper's source."""
+    run = sorted({f for row in rows for f, v in enumerate(row.ours.folds) if v is not None})
     notes = []
-    if len(folds) < NFOLDS:
-        notes.append(f"Our mean is over fold(s) {', '.join(map(str, folds))} only; the paper's is over all "
+    if folds and len(run) < NFOLDS:
+        notes.append(f"Our mean is over fold(s) {', '.join(map(str, run))} only; the paper's is over all "
                      f"{NFOLDS} folds, so no difference of the means is given.")
     notes.append("An empty cell: the fold was not run here, or the paper gives no number for it.")
     notes.append(f"The paper's numbers: {paper_note}")

@@ -1,7 +1,7 @@
 """The steps of a training run, in the order ``train.py`` calls them; each one can be run and tested alone.
 
-1. :func:`open_run_folder`: the run folder (the same on every rank) and its log file;
-2. :func:`load_resume_state`: ``last.pt`` when ``--resume``;
+1. :func:`open_run_folder`: the run folder (the same on every rank), checked against the run-folder policy;
+2. :func:`load_resume_state`: ``last.pt`` when ``--resume``, with what came after it rolled back;
 3. :func:`record_arguments`: the seed decided, ``args.json`` written, the arguments logged;
 4. :func:`build_trainer`: the model (frozen backbone), Adam, the AMP scaler, restored from ``last.pt``;
 5. :func:`build_loaders`: training episodes (random supports, sharded over ranks) and the fixed validation
@@ -25,20 +25,19 @@ from torch.utils.data import DataLoader
 from common.distributed import DistInfo, EpisodeSampler, broadcast_object, seed_for
 from common.evaluation import IoUMeter
 from common.io import atomic_write_text
-from common.logger import TensorBoardWriter, log_args, log_params, setup_logging
+from common.logger import TensorBoardWriter, log_args, log_params
 from common.seed import fix_randseed
 from common.vis import batch_panels
 from data.dataset import build_dataloader, build_dataset, check_cams_exist
 from data.fewshot import FewShotDataset
 from engine import run_checkpoint as ckpt
+from engine import run_folder
 from engine.args import args_to_json, resolve_run_dir
 from engine.loops import NonFiniteLossError, train_epoch, validate_epoch
+from engine.run_folder import RunFolder
 from model import build_model
 
 logger = logging.getLogger("train")
-
-# Run settings a resumed run should not change silently.
-RESUME_CHECKED = ("benchmark", "fold", "backbone", "stage", "img_size", "masking", "bsz", "lr", "nepisodes")
 
 LossHook = Callable[[torch.Tensor, int], torch.Tensor]
 
@@ -67,32 +66,22 @@ class EpisodeLoaders:
     val_loader: DataLoader
 
 
-def open_run_folder(args: argparse.Namespace, info: DistInfo) -> Path:
-    """The run folder of ``--logpath`` (rank 0's choice, on every rank), with logging into its ``log.txt``.
-
-    Raises:
-        FileExistsError: a new run (no ``--resume``) into a folder that already holds one.
-    """
-    run_dir = Path(str(broadcast_object(str(resolve_run_dir(args.logpath, training=True)))))
-    if info.is_main and not args.resume and (run_dir / ckpt.LAST_NAME).exists():
-        raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it, "
-                              "or choose another --logpath")
-    setup_logging(run_dir, rank=info.rank)
-    return run_dir
+def open_run_folder(args: argparse.Namespace, info: DistInfo) -> RunFolder:
+    """The run folder of ``--logpath`` (rank 0's choice, on every rank), checked against the run-folder policy
+    (:mod:`engine.run_folder`: a new run needs an unused folder, ``--resume`` the same flags) and created."""
+    path = Path(str(broadcast_object(str(resolve_run_dir(args.logpath, training=True)))))
+    return run_folder.open_run_folder(path, args, info, training=True)
 
 
-def load_resume_state(args: argparse.Namespace, run_dir: Path) -> Optional[dict[str, Any]]:
-    """``last.pt`` of the run when ``--resume`` (None otherwise); the stored seed is taken over when no
-    ``--seed`` is given, and changed run settings are reported."""
+def load_resume_state(args: argparse.Namespace, run_dir: Path, info: DistInfo) -> Optional[dict[str, Any]]:
+    """``last.pt`` of the run when ``--resume`` (None otherwise, and when the first epoch never finished);
+    what the interrupted run wrote after that checkpoint is rolled back (rank 0)."""
     if not args.resume:
         return None
-    state = ckpt.load_last(run_dir)
-    stored = state["args"]
-    if args.seed is None:
-        args.seed = stored.get("seed")
-    for key in RESUME_CHECKED:
-        if key in stored and stored[key] != getattr(args, key):
-            logger.warning("--resume: %s was %r, now %r", key, stored[key], getattr(args, key))
+    state = ckpt.load_last(run_dir) if (run_dir / ckpt.LAST_NAME).is_file() else None
+    if info.is_main:
+        run_folder.roll_back(run_dir, state.get("log_length", 0) if state is not None else 0,
+                             no_checkpoint=state is None)
     return state
 
 
@@ -206,6 +195,7 @@ def run_epochs(args: argparse.Namespace, trainer: Trainer, loaders: EpisodeLoade
                 writer.log_epoch(epoch, trn.as_dict(), val.as_dict())
                 ckpt.save_last(run_dir, model=trainer.model, optimizer=trainer.optimizer, epoch=epoch,
                                best_miou=best_miou, args=vars(args), scaler=trainer.scaler,
+                               log_length=run_folder.log_length(run_dir),
                                extra={"trn": trn.as_dict(), "val": val.as_dict()})
             best_miou = float(broadcast_object(best_miou))
             if after_epoch is not None:

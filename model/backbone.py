@@ -27,9 +27,15 @@ import torch
 from torch import nn
 from torchvision.models import resnet101, resnet50, vgg16
 
+from common.errors import UserInputError, brief
+
 logger = logging.getLogger(__name__)
 
 WeightsArg = Optional[Union[str, Path]]
+
+
+class BackboneWeightsError(UserInputError, FileNotFoundError):
+    """The backbone's weights are missing (offline, wrong path) or are not a torchvision state dict."""
 FeatureFn = Callable[[nn.Module, torch.Tensor], list[torch.Tensor]]
 
 VGG16_TAPS = (17, 19, 21, 24, 26, 28, 30)
@@ -139,12 +145,23 @@ def _imagenet_state_dict(name: str, spec: BackboneSpec) -> dict[str, torch.Tenso
             return torch.hub.load_state_dict_from_url(spec.url, map_location="cpu", progress=False,
                                                       check_hash=False, weights_only=True)
         except Exception as exc:  # offline, proxy, HTTP error: explain where the file must go
-            raise FileNotFoundError(
+            raise BackboneWeightsError(
                 f"ImageNet weights for {name} are not available ({type(exc).__name__}: {exc}). "
                 f"Put {spec.released_file} (from {spec.url}) into {hub_checkpoint_dir()}/, or pass the file's "
                 f"path with --backbone-weights PATH, or use --backbone-weights none (random init; fine when a "
                 f"full checkpoint is loaded afterwards).") from exc
     return torch.load(found[0], map_location="cpu", weights_only=True)
+
+
+def _read_weights(path: Path, name: str, spec: BackboneSpec) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - truncated or not a torch file
+        raise BackboneWeightsError(f"--backbone-weights {path}: cannot read it ({brief(exc)}); expected a "
+                                   f"torchvision {name} state dict such as {spec.released_file}") from exc
+    if not isinstance(state, dict):
+        raise BackboneWeightsError(f"--backbone-weights {path}: expected a state dict, got {type(state).__name__}")
+    return state
 
 
 def build_backbone(name: str, weights: WeightsArg = "imagenet") -> nn.Module:
@@ -162,9 +179,13 @@ def build_backbone(name: str, weights: WeightsArg = "imagenet") -> nn.Module:
         else:
             path = Path(weights).expanduser()
             if not path.is_file():
-                raise FileNotFoundError(f"backbone weights file not found: {path} (expected a torchvision "
-                                        f"{name} state dict such as {spec.released_file})")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        backbone.load_state_dict(state)
+                raise BackboneWeightsError(f"backbone weights file not found: {path} (expected a torchvision "
+                                           f"{name} state dict such as {spec.released_file})")
+            state = _read_weights(path, name, spec)
+        try:
+            backbone.load_state_dict(state)
+        except RuntimeError as exc:
+            raise BackboneWeightsError(f"--backbone-weights {weights}: not a torchvision {name} state dict "
+                                       f"({str(exc).splitlines()[0]})") from exc
     backbone.requires_grad_(False)
     return backbone.eval()

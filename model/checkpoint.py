@@ -16,12 +16,21 @@ import torch
 from torch import nn
 
 from common.distributed import unwrap
+from common.errors import UserInputError, brief
 
 PREFIX = "module."
 SHOW = 8
 
 
-class CheckpointMismatchError(RuntimeError):
+class CheckpointError(UserInputError, RuntimeError):
+    """A checkpoint file is missing, unreadable or does not fit the model; the message names it."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """The checkpoint file does not exist."""
+
+
+class CheckpointMismatchError(CheckpointError):
     """The state dict does not fit the model (other backbone, missing/unexpected keys, other shapes)."""
 
 
@@ -55,14 +64,24 @@ def _first(keys: list[str]) -> str:
 
 
 def read_state_dict(source: Union[str, Path, Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """A state dict from a mapping or a file (``best_model.pt``, or a dict with a ``"model"`` entry)."""
+    """A state dict from a mapping or a file (``best_model.pt``, or a dict with a ``"model"`` entry).
+
+    Raises:
+        CheckpointNotFoundError / CheckpointError: the file is missing, unreadable or not a state dict.
+    """
+    origin = ""
     if isinstance(source, (str, Path)):
         path = Path(source).expanduser()
+        origin = f"{path}: "
         if not path.is_file():
-            raise FileNotFoundError(f"checkpoint not found: {path}")
-        source = torch.load(path, map_location="cpu", weights_only=True)
+            raise CheckpointNotFoundError(f"checkpoint not found: {path}")
+        try:
+            source = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - truncated, not a torch file, unsafe pickle: not a checkpoint
+            raise CheckpointError(f"cannot read checkpoint {path} ({brief(exc)}); expected a best_model.pt "
+                                  "state dict") from exc
     if not isinstance(source, Mapping):
-        raise CheckpointMismatchError(f"expected a state dict, got {type(source).__name__}")
+        raise CheckpointMismatchError(f"{origin}expected a state dict, got {type(source).__name__}")
     if "model" in source and isinstance(source["model"], Mapping):
         source = source["model"]
     return strip_prefix(source)
@@ -75,13 +94,14 @@ def load_model_state(model: nn.Module, source: Union[str, Path, Mapping[str, tor
         CheckpointMismatchError: other backbone, missing or unexpected keys, or shape mismatches; the message
             lists the first offending keys.
     """
+    origin = f"{Path(source).expanduser()}: " if isinstance(source, (str, Path)) else ""
     state = read_state_dict(source)
     expected = model.state_dict()
 
     want, got = getattr(model, "backbone_type", None), detect_backbone(state)
     if want is not None and got is not None and want != got:
-        raise CheckpointMismatchError(f"checkpoint was made with backbone {got!r} but the model is {want!r} "
-                                      f"(pass --backbone {got})")
+        raise CheckpointMismatchError(f"{origin}checkpoint was made with backbone {got!r} but the model is "
+                                      f"{want!r} (pass --backbone {got})")
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     shapes = [f"{k} {tuple(state[k].shape)} vs model {tuple(v.shape)}"
@@ -94,6 +114,6 @@ def load_model_state(model: nn.Module, source: Union[str, Path, Mapping[str, tor
     if shapes:
         problems.append(f"shape mismatches: {_first(shapes)}")
     if problems:
-        raise CheckpointMismatchError("checkpoint does not fit the model: " + "; ".join(problems))
+        raise CheckpointMismatchError(f"{origin}checkpoint does not fit the model: " + "; ".join(problems))
     model.load_state_dict(state)
     return model

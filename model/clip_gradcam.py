@@ -62,6 +62,8 @@ from open_clip.pretrained import download_pretrained_from_url, get_pretrained_ur
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
+from common.errors import UserInputError
+
 logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
@@ -69,15 +71,17 @@ PathLike = Union[str, os.PathLike]
 __all__ = [
     "ClipGradCAM", "ClipPromptHead", "ClipWeightsError", "build_clip_from_state_dict", "clip_image_size",
     "clip_preprocess", "compute_cams", "encode_prompts", "load_clip", "random_clip_state_dict", "resize_cams",
+    "resolve_clip_weights",
 ]
 
 PROMPT_TEMPLATE = "a photo of a {}"
+CLIP_PRECISIONS = ("fp32", "fp16")
 LOGIT_SCALE = 100.0  # the released model multiplies by a constant 100, not by exp(logit_scale)
 CLIP_MODEL_NAME = "RN50"
 DEFAULT_CACHE_DIR = Path("~/.cache/clip").expanduser()  # where OpenAI's clip and open_clip cache RN50.pt
 
 
-class ClipWeightsError(RuntimeError):
+class ClipWeightsError(UserInputError, RuntimeError):
     """The CLIP weights could not be found, downloaded or understood."""
 
 
@@ -106,13 +110,21 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return {k[len("module."):] if k.startswith("module.") else k: v for k, v in obj.items()}
 
 
-def build_clip_from_state_dict(state_dict: dict[str, torch.Tensor], *, source: str = "state dict") -> nn.Module:
-    """An fp32, eval-mode, frozen open_clip ``CLIP`` (QuickGELU) from an OpenAI-format CLIP ResNet state dict.
+def build_clip_from_state_dict(state_dict: dict[str, torch.Tensor], *, source: str = "state dict",
+                               precision: str = "fp32") -> nn.Module:
+    """An eval-mode, frozen open_clip ``CLIP`` (QuickGELU) from an OpenAI-format CLIP ResNet state dict.
 
     Shapes are read from the tensors (any ModifiedResNet width/depth works, which the tests use for a
     small random CLIP). As in OpenAI's and the released ``build_model``, conv/linear weights pass through
     float16 on the way in (the official weights are stored in float16, so this loses nothing for them).
+
+    ``precision``: ``"fp32"`` (everything in float32, what the released scripts compute on a CPU) or
+    ``"fp16"``: the conv/linear/attention weights stay float16 and LayerNorms compute in float32, BatchNorm
+    keeps float32 parameters, exactly the model OpenAI's ``clip.load(..., jit=False)`` returns on a GPU, with
+    which the authors' CAM files were made.
     """
+    if precision not in CLIP_PRECISIONS:
+        raise ValueError(f"precision must be one of {CLIP_PRECISIONS}, got {precision!r}")
     required = ("visual.layer1.0.conv1.weight", "visual.attnpool.positional_embedding", "text_projection",
                 "token_embedding.weight", "positional_embedding", "ln_final.weight")
     missing = [k for k in required if k not in state_dict]
@@ -122,18 +134,41 @@ def build_clip_from_state_dict(state_dict: dict[str, torch.Tensor], *, source: s
     # Non-persistent buffers that a TorchScript archive of an open_clip model carries; not weights.
     state_dict = {k: v for k, v in state_dict.items() if not k.endswith("attn_mask")}
     try:
-        model = build_model_from_openai_state_dict(state_dict, quick_gelu=True, cast_dtype=None)
+        cast_dtype = torch.float16 if precision == "fp16" else None
+        model = build_model_from_openai_state_dict(state_dict, quick_gelu=True, cast_dtype=cast_dtype)
     except (RuntimeError, KeyError, AssertionError, ValueError) as exc:
         detail = " ".join(str(exc).split())
         raise ClipWeightsError(f"{source}: could not build CLIP RN50 from it ({type(exc).__name__}: "
                                f"{detail[:400]})") from exc
-    model = model.float().eval().requires_grad_(False)
-    return model
+    if precision == "fp32":
+        model = model.float()
+    return model.eval().requires_grad_(False)
+
+
+def resolve_clip_weights(weights: Optional[PathLike] = None, *, cache_dir: Optional[PathLike] = None) -> Path:
+    """The CLIP weights file: ``weights`` if given (it must exist), else ``{cache_dir}/RN50.pt``, downloaded
+    there when missing (verified by its SHA-256). Raises ClipWeightsError saying where to put the file."""
+    if weights is not None:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise ClipWeightsError(f"--clip-weights {path}: no such file (expected OpenAI's RN50.pt, from "
+                                   f"{get_pretrained_url(CLIP_MODEL_NAME, 'openai')})")
+        return path
+    url = get_pretrained_url(CLIP_MODEL_NAME, "openai")
+    cache = Path(cache_dir).expanduser() if cache_dir else DEFAULT_CACHE_DIR
+    try:
+        return Path(download_pretrained_from_url(url, cache_dir=str(cache)))
+    except Exception as exc:  # noqa: BLE001 -- URLError, timeouts, checksum mismatch ...
+        raise ClipWeightsError(
+            f"could not download the CLIP RN50 weights ({type(exc).__name__}: {exc}). Offline? Download "
+            f"{url} on a machine with internet access and either put it at {cache / 'RN50.pt'} or pass "
+            f"--clip-weights /path/to/RN50.pt") from exc
 
 
 def load_clip(weights: Optional[PathLike] = None, *, device: Union[str, torch.device] = "cpu",
-              cache_dir: Optional[PathLike] = None) -> nn.Module:
-    """CLIP RN50 (open_clip, OpenAI weights) in fp32 eval mode on ``device``, parameters frozen.
+              cache_dir: Optional[PathLike] = None, precision: str = "fp32") -> nn.Module:
+    """CLIP RN50 (open_clip, OpenAI weights) in eval mode on ``device``, parameters frozen; ``precision``
+    ``"fp32"`` or ``"fp16"`` (see :func:`build_clip_from_state_dict`).
 
     Args:
         weights: the official ``RN50.pt`` (TorchScript) or a plain state dict with the same keys. ``None``:
@@ -143,22 +178,8 @@ def load_clip(weights: Optional[PathLike] = None, *, device: Union[str, torch.de
     Raises:
         ClipWeightsError: a missing/unreadable/incompatible file, or no download possible (offline).
     """
-    if weights is None:
-        url = get_pretrained_url(CLIP_MODEL_NAME, "openai")
-        cache = Path(cache_dir).expanduser() if cache_dir else DEFAULT_CACHE_DIR
-        try:
-            path = Path(download_pretrained_from_url(url, cache_dir=str(cache)))
-        except Exception as exc:  # noqa: BLE001 -- URLError, timeouts, checksum mismatch ...
-            raise ClipWeightsError(
-                f"could not download the CLIP RN50 weights ({type(exc).__name__}: {exc}). Offline? Download "
-                f"{url} on a machine with internet access and either put it at {cache / 'RN50.pt'} or pass "
-                f"--clip-weights /path/to/RN50.pt") from exc
-    else:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise ClipWeightsError(f"--clip-weights {path}: no such file (expected OpenAI's RN50.pt, from "
-                                   f"{get_pretrained_url(CLIP_MODEL_NAME, 'openai')})")
-    model = build_clip_from_state_dict(_read_state_dict(path), source=f"--clip-weights {path}")
+    path = resolve_clip_weights(weights, cache_dir=cache_dir)
+    model = build_clip_from_state_dict(_read_state_dict(path), source=f"--clip-weights {path}", precision=precision)
     logger.info("CLIP RN50 weights: %s", path)
     return model.to(device)
 
@@ -193,11 +214,19 @@ def clip_image_size(model: nn.Module) -> int:
 # ----------------------------------------------------------------------------------------------------------
 @torch.no_grad()
 def encode_prompts(model: nn.Module, class_names: Sequence[str], template: str = PROMPT_TEMPLATE) -> torch.Tensor:
-    """L2-normalised text features of ``template.format(name)`` for every class: (K, D), fp32."""
+    """L2-normalised text features of ``template.format(name)`` for every class: (K, D), in the model's precision
+    (a float16 model normalises in float16, as the released classifier does)."""
     tokens = open_clip.tokenize([template.format(name) for name in class_names])
     device = next(model.parameters()).device
-    features = model.encode_text(tokens.to(device)).float()
+    features = model.encode_text(tokens.to(device))
+    if clip_dtype(model) == torch.float32:
+        features = features.float()
     return features / features.norm(dim=-1, keepdim=True)
+
+
+def clip_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype CLIP computes in: its first convolution's (float16 for a ``precision="fp16"`` model)."""
+    return model.visual.conv1.weight.dtype
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -215,7 +244,7 @@ class ClipPromptHead(nn.Module):
         super().__init__()
         self.feature_layer = nn.Identity()
         self.attnpool = attnpool
-        self.register_buffer("text_features", text_features.float(), persistent=False)  # (K, D), normalised
+        self.register_buffer("text_features", text_features, persistent=False)  # (K, D), normalised
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         feats = self.feature_layer(feats)                                  # (B, C4, h, w)
@@ -261,9 +290,11 @@ class ClipGradCAM:
     """Batched Grad-CAM of CLIP RN50 for many (image, class) pairs; prompts encoded once.
 
     Args:
-        model: an open_clip CLIP ResNet (see :func:`load_clip`), eval mode; its device is used.
+        model: an open_clip CLIP ResNet (see :func:`load_clip`), eval mode; its device and precision are used
+            (a ``precision="fp16"`` model runs trunk, head and Grad-CAM in float16, as the released scripts on a
+            GPU; the CAM is made float32 before its resize, as there).
         class_names: the benchmark's class names (prompt order = class index).
-        amp: run the trunk under CUDA autocast (float16); the head and the CAM stay in float32.
+        amp: run a float32 model's trunk under CUDA autocast (float16); the head and the CAM stay in float32.
     """
 
     def __init__(self, model: nn.Module, class_names: Sequence[str], *, amp: bool = False) -> None:
@@ -271,7 +302,8 @@ class ClipGradCAM:
         self.model = model
         self.class_names = tuple(class_names)
         self.device = next(model.parameters()).device
-        self.amp = bool(amp) and self.device.type == "cuda"
+        self.dtype = clip_dtype(model)
+        self.amp = bool(amp) and self.device.type == "cuda" and self.dtype == torch.float32
         self.image_size = clip_image_size(model)
         self.preprocess = clip_preprocess(self.image_size)
         self.head = ClipPromptHead(model.visual.attnpool, encode_prompts(model, self.class_names)).eval()
@@ -281,13 +313,19 @@ class ClipGradCAM:
         """CLIP-preprocess PIL images into a (N, 3, S, S) batch."""
         return torch.stack([self.preprocess(img) for img in images])
 
+    @property
+    def precision(self) -> str:
+        """``"fp16"`` (float16 model), ``"amp"`` (autocast trunk) or ``"fp32"``: what the CAM manifest records."""
+        return "fp16" if self.dtype == torch.float16 else "amp" if self.amp else "fp32"
+
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """``visual.layer4[-1]`` output for a preprocessed batch (N, 3, S, S) -> (N, C4, S/32, S/32) fp32."""
+        """``visual.layer4[-1]`` output for a preprocessed batch (N, 3, S, S) -> (N, C4, S/32, S/32), float32
+        (float16 for a float16 model)."""
         autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else contextlib.nullcontext()
         with autocast:
-            feats = _trunk(self.model.visual, images.to(self.device, non_blocking=True))
-        return feats.float()
+            feats = _trunk(self.model.visual, images.to(self.device, dtype=self.dtype, non_blocking=True))
+        return feats.to(self.dtype)
 
     def cams_from_features(self, feats: torch.Tensor, class_indices: Sequence[int],
                            cam_size: Optional[int] = 50) -> torch.Tensor:
@@ -305,7 +343,7 @@ class ClipGradCAM:
         if not class_indices:
             return torch.zeros(0, cam_size or self.image_size, cam_size or self.image_size)
         with torch.enable_grad():
-            cams = self._gradcam(input_tensor=feats.float(),
+            cams = self._gradcam(input_tensor=feats.to(self.dtype),
                                  targets=[ClassifierOutputTarget(c) for c in class_indices])  # (N, S, S) np
         self._gradcam.outputs = None  # drop the autograd graph kept by the library
         return torch.from_numpy(cams) if cam_size is None else resize_cams(cams, cam_size)

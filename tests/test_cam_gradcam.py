@@ -158,13 +158,13 @@ def test_offline_default_says_where_to_put_rn50(monkeypatch, tmp_path):
 # ---------------------------------------------------------------------------------------------------------
 # Golden values measured with the released generate_cam_*.py (run in /tmp with shims, same random weights)
 # ---------------------------------------------------------------------------------------------------------
-def _check_golden(name: str, atol: float) -> None:
+def _check_golden(name: str, atol: float, precision: str = "fp32") -> None:
     golden = torch.load(GOLDEN / name, map_location="cpu", weights_only=True)
     state = cg.random_clip_state_dict(golden["seed"], **golden["clip_config"])
     checksum = sum(float(v.double().abs().sum()) for v in state.values() if v.is_floating_point())
     assert checksum == pytest.approx(golden["state_checksum"], rel=1e-9), \
         "random_clip_state_dict no longer gives the weights the golden values were measured with"
-    model = cg.build_clip_from_state_dict(state)
+    model = cg.build_clip_from_state_dict(state, precision=precision)
     for benchmark in ("pascal", "coco"):
         rows = [i for i, b in enumerate(golden["benchmark"]) if b == benchmark]
         if not rows:
@@ -180,6 +180,19 @@ def _check_golden(name: str, atol: float) -> None:
 def test_golden_released_tiny():
     """A small random CLIP: released pipeline's files for synthetic PASCAL and COCO pairs."""
     _check_golden("cam_released_tiny.pt", atol=1e-3)
+
+
+def test_golden_released_tiny_fp16():
+    """--precision fp16: CLIP's float16 weights, the model OpenAI's clip.load(jit=False) gives on a GPU (how the
+    authors' CAMs were made); golden values from the released procedure with that model, run on the CPU."""
+    _check_golden("cam_released_tiny_fp16.pt", atol=1e-3, precision="fp16")
+
+
+def test_fp16_model_keeps_openai_dtypes(tiny_state):
+    model = cg.build_clip_from_state_dict(tiny_state, precision="fp16")
+    assert model.visual.conv1.weight.dtype == torch.float16 and model.visual.bn1.weight.dtype == torch.float32
+    assert cg.ClipGradCAM(model, PASCAL_CLASSES).precision == "fp16"
+    assert cg.ClipGradCAM(cg.build_clip_from_state_dict(tiny_state), PASCAL_CLASSES).precision == "fp32"
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ import torch
 from data.benchmarks import COCO_CLASSES, PASCAL_CLASSES
 from data.splits import read_coco_split, read_pascal_split
 from engine import cam_job
+from engine.cam_manifest import MANIFEST_NAME
 from model import clip_gradcam as cg
 from tests.data_helpers import TINY_CLIP
 
@@ -47,7 +48,8 @@ def _subset(pairs, n_images: int):
 
 
 def _files(root: Path) -> set[str]:
-    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+    """The CAM files under ``root`` (its cam_manifest.json left out)."""
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != MANIFEST_NAME}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -301,3 +303,57 @@ def test_killed_process_leaves_no_truncated_file_and_resumes(synthetic_root, tmp
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert f"{total} pairs: {total - len(done)} computed, {len(done)} skipped" in rerun.stderr
     assert len(list(root.rglob("*.pt"))) == total
+
+
+# ---------------------------------------------------------------------------------------------------------
+# cam_manifest.json: a folder never mixes CAMs made with different settings
+# ---------------------------------------------------------------------------------------------------------
+def _settings(**changes):
+    from engine.cam_manifest import CamSettings
+
+    base = dict(clip_weights_sha256="a" * 64, precision="fp32", clip_image_size=224, cam_size=50,
+                prompt_template="a photo of a {}", class_names=PASCAL_CLASSES)
+    return CamSettings.create(**{**base, **changes})
+
+
+def test_manifest_same_settings_resume_other_settings_refused(tmp_path):
+    from engine.cam_manifest import CamManifestError, claim_folder
+
+    folder = tmp_path / "CAM_Val"
+    claim_folder(folder, _settings())
+    torch.save(torch.rand(4, 4), folder / "2007_000001--0.pt")
+    claim_folder(folder, _settings())  # same settings: the job resumes, the file stays
+    assert (folder / "2007_000001--0.pt").exists()
+    for change, named in ((dict(clip_weights_sha256="b" * 64), "clip_weights_sha256"),
+                          (dict(precision="amp"), "precision"), (dict(cam_size=25), "cam_size"),
+                          (dict(class_names=COCO_CLASSES), "class_names_sha256")):
+        with pytest.raises(CamManifestError, match=f"{folder} holds CAMs made with other settings .*{named}.*--overwrite"):
+            claim_folder(folder, _settings(**change))
+        with pytest.raises(CamManifestError):  # --verify-existing checks the manifest too
+            claim_folder(folder, _settings(**change), verify_existing=True)
+    assert (folder / "2007_000001--0.pt").exists()
+
+
+def test_manifest_overwrite_deletes_the_old_cams_first(tmp_path):
+    from engine.cam_manifest import MANIFEST_NAME, claim_folder, read_manifest
+
+    folder = tmp_path / "CAM_COCO"
+    claim_folder(folder, _settings())
+    (folder / "val2014").mkdir()
+    torch.save(torch.rand(4, 4), folder / "val2014" / "COCO_val2014_000000000001.jpg--3.pt")
+    claim_folder(folder, _settings(precision="amp"), overwrite=True)
+    assert not list(folder.rglob("*--*.pt")) and read_manifest(folder)["precision"] == "amp"
+    assert (folder / MANIFEST_NAME).is_file()
+
+
+def test_cams_without_a_manifest_need_verify_existing(tmp_path):
+    from engine.cam_manifest import CamManifestError, claim_folder, read_manifest
+
+    folder = tmp_path / "CAM_Train"
+    folder.mkdir()
+    torch.save(torch.rand(4, 4), folder / "2007_000001--0.pt")  # e.g. written by the released script
+    with pytest.raises(CamManifestError, match="--verify-existing"):
+        claim_folder(folder, _settings())
+    claim_folder(folder, _settings(), verify_existing=True)
+    assert (folder / "2007_000001--0.pt").exists() and read_manifest(folder)["recipe"]
+    claim_folder(tmp_path / "new_folder", _settings())  # an empty or new folder is simply claimed

@@ -59,13 +59,12 @@ def test_fix_randseed_is_reproducible():
     assert isinstance(fix_randseed(None), int)
 
 
-def test_sha256_file_streams_in_blocks_and_is_re_exported_by_splits(tmp_path):
+
+def test_sha256_file_streams_the_file(tmp_path):
     import hashlib
 
-    from common.hashing import sha256_file
-    from data.splits import sha256_file as splits_sha256_file
+    from common.io import sha256_file
 
-    data = os.urandom(3000)
+    data = os.urandom(3 << 20)  # several 1 MiB blocks
     (tmp_path / "f.bin").write_bytes(data)
-    assert sha256_file(tmp_path / "f.bin", block_size=1024) == hashlib.sha256(data).hexdigest()
-    assert splits_sha256_file is sha256_file
+    assert sha256_file(tmp_path / "f.bin") == hashlib.sha256(data).hexdigest()

@@ -46,10 +46,11 @@ def test_demo_failure_names_the_step_and_its_log(tmp_path, capsys):
     argv = ["--out", str(tmp_path / "demo_out"), "--clip-weights", str(tmp_path / "missing.pt"),
             "--images-per-class", "6", "--nworker", "0"]
 
-    assert demo.run(argv) == 1
+    assert demo.run(argv) == 2
 
     err = capsys.readouterr().err
-    assert "CLIP Grad-CAM priors" in err and "generate_cam_voc.log" in err
+    assert "CLIP Grad-CAM priors" in err and "generate_cam_voc.log" in err and "missing.pt" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 def test_cams_made_for_other_data_or_clip_weights_are_cleared(tmp_path):

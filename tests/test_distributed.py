@@ -133,3 +133,77 @@ def test_torchrun_two_ranks_gloo_trains_and_averages_gradients(synthetic_root, t
     assert set(grads) == set(saved["grads"]) and grads
     for name, grad in grads.items():
         torch.testing.assert_close(saved["grads"][name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _launch_two_ranks(argv: list[str], repo_root, timeout: float = 120) -> tuple[list[int], list[str], float]:
+    """``train.py argv`` as ranks 0 and 1 of a gloo group started by hand (no torchrun agent that would kill
+    the other rank): their exit codes, outputs and the wall time until both ended."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    port = str(_free_port())
+    procs = []
+    start = time.perf_counter()
+    for rank in (0, 1):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+        procs.append(subprocess.Popen([sys.executable, "train.py", *argv], cwd=repo_root, env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = [proc.communicate(timeout=timeout)[0] for proc in procs]
+    return [proc.returncode for proc in procs], outputs, time.perf_counter() - start
+
+
+@pytest.mark.slow
+def test_an_error_on_rank_1_stops_both_ranks_promptly(tmp_path, repo_root):
+    """Rank 1 reads a truncated CAM that only its validation shard needs: it names the file and exits 2; rank 0,
+    waiting for it in a collective, stops too instead of waiting for the 30-minute process-group timeout."""
+    from data.dataset import build_dataset
+    from tests.test_bad_input import make_mini_pascal
+
+    root = make_mini_pascal(tmp_path / "data")
+    common = dict(datapath=root, fold=0, split="val", img_size=64, splitpath=root / "splits", nepisodes=2, seed=0)
+    episodes = build_dataset("pascal", **common).episodes
+    rank0_names = {episodes[0].query, *episodes[0].supports}
+    name = next(n for n in (episodes[1].query, *episodes[1].supports) if n not in rank0_names)
+    bad = root / "CAM_Val" / f"{name}--0.pt"
+    bad.write_bytes(bad.read_bytes()[:40])
+    argv = ["--datapath", str(root), "--splitpath", str(root / "splits"), "--img-size", "64", "--backbone", "vgg16",
+            "--backbone-weights", "none", "--device", "cpu", "--nworker", "0", "--bsz", "2", "--nepisodes", "2",
+            "--niter", "1", "--seed", "0", "--logpath", str(tmp_path / "run")]
+
+    codes, outputs, seconds = _launch_two_ranks(argv, repo_root)
+
+    assert codes == [2, 2], outputs
+    assert seconds < 60
+    assert f"[rank 1] error: cannot read CAM {bad}" in outputs[1]
+    assert "[rank 0] error: stopped because another rank stopped" in outputs[0]
+    assert not any("Traceback" in out for out in outputs), outputs
+
+
+@pytest.mark.slow
+def test_a_used_run_folder_stops_every_rank(tmp_path, repo_root):
+    """The run-folder check is decided on rank 0 and raised on every rank (before: rank 1 waited 30 minutes)."""
+    from tests.test_bad_input import make_mini_pascal
+
+    root = make_mini_pascal(tmp_path / "data")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "log.txt").write_text("an earlier run\n")
+    argv = ["--datapath", str(root), "--splitpath", str(root / "splits"), "--img-size", "64", "--backbone", "vgg16",
+            "--backbone-weights", "none", "--device", "cpu", "--nworker", "0", "--bsz", "2", "--logpath",
+            str(tmp_path / "run")]
+
+    codes, outputs, seconds = _launch_two_ranks(argv, repo_root)
+
+    assert codes == [2, 2] and seconds < 60, outputs
+    assert "already holds a run" in outputs[0] and "already holds a run" not in outputs[1]  # said once
+    assert not any("Traceback" in out for out in outputs), outputs

@@ -167,7 +167,7 @@ def test_cli_bad_inputs_name_the_file(assets, tmp_path, capsys, case):
         support = support + [bad]
     assert predict.cli(_argv(assets, tmp_path / "out", support, query)) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and str(bad) in err
+    assert err.startswith("predict.py: error: ") and str(bad) in err
     assert not (tmp_path / "out").exists()
 
 

@@ -212,5 +212,99 @@ def test_cli_reports_errors_without_a_traceback(monkeypatch, tmp_path, capsys):
         raise DataError("download of X failed (offline)")
 
     monkeypatch.setattr(prepare, "prepare_pascal", fail)
-    assert prepare.main(["pascal", "--datapath", str(tmp_path), "--no-splits"]) == 1
+    assert prepare.main(["pascal", "--datapath", str(tmp_path), "--no-splits"]) == 2
     assert "error: download of X failed (offline)" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------------
+# FSS-1000: class lists fetched and verified, the archive placed by the user checked and unpacked
+# ---------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fss_tree(tmp_path_factory) -> Path:
+    from data.synthetic import make_benchmark
+
+    return make_benchmark(tmp_path_factory.mktemp("fss_prep"), seed=0, benchmarks=["fss"], fss_classes=(2, 1, 1),
+                          min_size=32, max_size=32)
+
+
+def _fss_zip(tree: Path, path: Path, prefix: str = "FSS-1000/", drop: str = "", extra: dict | None = None) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for file in sorted((tree / "FSS-1000").rglob("*.*")):
+            rel = file.relative_to(tree / "FSS-1000").as_posix()
+            if rel != drop:
+                zf.write(file, prefix + rel)
+        zf.writestr(f"__MACOSX/{prefix}junk/._1.jpg", b"resource fork")  # not unpacked
+        for name, data in (extra or {}).items():
+            zf.writestr(name, data)
+    return path
+
+
+@pytest.fixture
+def served_fss_lists(server, fss_tree, tmp_path, monkeypatch):
+    """HSNet's fss lists as the synthetic ones, served on loopback (checksum table and cache patched)."""
+    from data import splits
+
+    folder, url, _ = server
+    table = {}
+    for split in ("trn", "val", "test"):
+        rel = f"fss/{split}.txt"
+        (folder / "fss").mkdir(exist_ok=True)
+        (folder / rel).write_bytes((fss_tree / "splits" / rel).read_bytes())
+        table[rel] = hashlib.sha256((folder / rel).read_bytes()).hexdigest()
+    monkeypatch.setattr(splits, "SPLIT_SHA256", table)
+    monkeypatch.setattr(splits, "default_cache_dir", lambda: tmp_path / "cache")
+    monkeypatch.setenv(splits.SPLITS_URL_ENV, url)
+    return tmp_path / "cache"
+
+
+def _tree_files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_prepare_fss_fetches_the_lists_and_unpacks_the_archive(fss_tree, served_fss_lists, tmp_path, capsys):
+    root = tmp_path / "data"
+    downloads = root / "downloads"
+    downloads.mkdir(parents=True)
+    assert prepare.main(["fss", "--datapath", str(root), "--timeout", "5"]) == 2  # nothing placed yet
+    err = capsys.readouterr().err
+    assert f"FSS-1000 archive {downloads / 'FSS-1000.zip'} not found" in err and prepare.FSS_DRIVE_URL in err
+    assert (served_fss_lists / "fss" / "test.txt").read_bytes().count(b"\r\n") == 1  # fetched and verified
+
+    _fss_zip(fss_tree, downloads / "FSS-1000.zip")
+    assert prepare.main(["fss", "--datapath", str(root), "--timeout", "5"]) == 0
+    assert _tree_files(root / "FSS-1000") == _tree_files(fss_tree / "FSS-1000")
+    assert (downloads / "FSS-1000.zip").is_file()  # the user's archive stays
+    assert prepare.main(["fss", "--datapath", str(root), "--timeout", "5"]) == 0  # done: a no-op
+    assert "fss ready under" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("prefix", ["", "fewshot_data/fewshot_data/"])
+def test_prepare_fss_accepts_any_top_folder(fss_tree, tmp_path, prefix):
+    archive = _fss_zip(fss_tree, tmp_path / "any_name.zip", prefix=prefix,
+                       extra={f"{prefix}README.txt": b"not a class folder"})
+    out = prepare.prepare_fss(tmp_path / "data", fss_tree / "splits", archive=archive)
+    assert _tree_files(out) == _tree_files(fss_tree / "FSS-1000")
+
+
+def test_prepare_fss_refuses_bad_archives(fss_tree, tmp_path, capsys):
+    lists = fss_tree / "splits"
+    name = sorted(p.name for p in (fss_tree / "FSS-1000").iterdir())[0]
+    cases = [
+        (_fss_zip(fss_tree, tmp_path / "a.zip", drop=f"{name}/7.png"), rf"lacks 1 of the 80 files .*{name}/7.png"),
+        (_fss_zip(fss_tree, tmp_path / "b.zip", extra={f"FSS-1000/{name}/../../evil.jpg": b"x"}), "unsafe path"),
+        (_fss_zip(fss_tree, tmp_path / "c.zip", prefix="x/", extra={f"y/{name}/1.jpg": b"x"}), "several folders"),
+    ]
+    (tmp_path / "d.zip").write_bytes(b"PK\x03\x04 truncated")
+    cases.append((tmp_path / "d.zip", "not a readable zip"))
+    for archive, match in cases:
+        with pytest.raises(DataError, match=match):
+            prepare.prepare_fss(tmp_path / archive.stem, lists, archive=archive)
+    assert not (tmp_path / "evil.jpg").exists() and not (tmp_path / "b" / "evil.jpg").exists()
+    assert prepare.main(["fss", "--datapath", str(tmp_path / "e"), "--splitpath", str(lists), "--archive",
+                         str(tmp_path / "a.zip")]) == 2
+    assert "lacks 1 of the 80 files" in capsys.readouterr().err
+    for argv, needle in ((["pascal", "--archive", "x.zip"], "only for fss"),
+                         (["fss", "--no-splits"], "fss needs HSNet's class lists")):
+        with pytest.raises(SystemExit):
+            prepare.main(argv + ["--datapath", str(tmp_path)])
+        assert needle in capsys.readouterr().err

@@ -15,7 +15,7 @@ import pytest
 from common.paths import REPO_ROOT
 from data import splits
 from data.errors import SplitChecksumError, SplitError, SplitNotFoundError, UnsafePickleError
-from data.splits import read_coco_split, read_pascal_split, resolve_split_root
+from data.splits import read_coco_split, read_fss_split, read_pascal_split, resolve_split_root
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -39,8 +39,10 @@ def served(synthetic_root, tmp_path, monkeypatch):
 
 
 def test_checksum_table_lists_hsnet_files():
-    assert len(splits.SPLIT_SHA256) == 16
-    assert {rel.split("/")[0] for rel in splits.SPLIT_SHA256} == {"pascal", "coco"}
+    assert len(splits.SPLIT_SHA256) == 19
+    assert {rel.split("/")[0] for rel in splits.SPLIT_SHA256} == {"pascal", "coco", "fss"}
+    assert {rel for rel in splits.SPLIT_SHA256 if rel.startswith("fss/")} == {"fss/trn.txt", "fss/val.txt",
+                                                                              "fss/test.txt"}
     assert all(len(v) == 64 for v in splits.SPLIT_SHA256.values())
     assert splits.default_cache_dir().relative_to(REPO_ROOT) == Path(".cache/splits")
 
@@ -150,3 +152,36 @@ def test_pascal_lines(tmp_path):
         read_pascal_split(tmp_path, "val", 0)
     with pytest.raises(ValueError, match="fold must be"):
         read_pascal_split(tmp_path, "val", 4)
+
+
+def test_fss_lists_read_with_universal_newlines(tmp_path):
+    folder = tmp_path / "fss"
+    folder.mkdir()
+    (folder / "test.txt").write_bytes(b"bus\r\nab_wheel\r\nabe's_flyingfish\r\n")  # CRLF, as HSNet's test.txt
+    (folder / "val.txt").write_bytes(b"zucchini\nthree-toed_sloth")  # no final newline: the last name is kept
+    assert read_fss_split(tmp_path, "test") == ["bus", "ab_wheel", "abe's_flyingfish"]
+    assert read_fss_split(tmp_path, "val") == ["zucchini", "three-toed_sloth"]
+
+
+@pytest.mark.parametrize("content, match", [
+    (b"bus\n\nab_wheel\n", r"trn.txt:2: expected one class folder name"),
+    (b"bus\nab wheel\n", r"trn.txt:2: .*'ab wheel'"),
+    (b"bus\n../etc\n", r"trn.txt:2"),
+    (b"bus\nbus\n", r"trn.txt: class\(es\) \['bus'\] listed more than once"),
+    (b"", r"trn.txt is empty"),
+    (b"\xff\xfe\n", r"cannot read split list .*trn.txt"),
+])
+def test_malformed_fss_list_names_the_file(tmp_path, content, match):
+    (tmp_path / "fss").mkdir()
+    (tmp_path / "fss" / "trn.txt").write_bytes(content)
+    with pytest.raises(SplitError, match=match):
+        read_fss_split(tmp_path, "trn")
+
+
+def test_fss_list_longer_than_hsnets_split_is_refused(tmp_path):
+    (tmp_path / "fss").mkdir()
+    (tmp_path / "fss" / "val.txt").write_text("".join(f"c{i:03d}\n" for i in range(241)))
+    with pytest.raises(SplitError, match="val.txt lists 241 classes; HSNet's FSS-1000 val split has 240"):
+        read_fss_split(tmp_path, "val")
+    with pytest.raises(SplitNotFoundError, match="test.txt not found"):
+        read_fss_split(tmp_path, "test")

@@ -271,7 +271,7 @@ def test_refuses_foreign_data_and_bad_args(tmp_path: Path):
         make_benchmark(tmp_path, images_per_class=2)
     assert (tmp_path / "VOC2012").is_dir()
     with pytest.raises(ValueError):
-        make_benchmark(tmp_path / "x", benchmarks=["fss"])
+        make_benchmark(tmp_path / "x", benchmarks=["lvis"])
     with pytest.raises(ValueError):
         make_benchmark(tmp_path / "x", images_per_class=1)
     with pytest.raises(ValueError):
@@ -298,3 +298,29 @@ def test_max_distractors_zero_gives_one_object_per_image(tmp_path: Path):
     assert default_digest == _tree_digest(make_benchmark(tmp_path / "two", max_distractors=2, **kw) / "VOC2012")
     assert any(len(set(np.unique(_mask(p))) - {0, 255}) > 1
                for p in (default / "VOC2012" / "SegmentationClassAug").glob("*.png"))
+
+
+def test_cli_fss_layout(tmp_path: Path, repo_root: Path):
+    root = tmp_path / "fss"
+    cmd = [sys.executable, "-m", "data.synthetic", str(root), "--benchmark", "fss", "--fss-classes", "3", "2", "2",
+           "--min-size", "40", "--max-size", "48"]
+    out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True,
+                         env={"PYTHONPATH": str(repo_root), "PATH": ""})
+    assert out.returncode == 0, out.stderr
+    assert sorted(p.name for p in root.iterdir()) == ["FSS-1000", "splits", "synthetic.json"]
+    assert sorted(p.name for p in (root / "splits").iterdir()) == ["fss"]
+    lists = {split: (root / "splits" / "fss" / f"{split}.txt").read_bytes() for split in ("trn", "val", "test")}
+    assert lists["test"].count(b"\r\n") == 2 and b"\r" not in lists["trn"] + lists["val"]
+    names = [n for text in lists.values() for n in text.decode().split()]
+    assert len(names) == 7 and sorted(p.name for p in (root / "FSS-1000").iterdir()) == sorted(names)
+    for name in names:
+        assert name.startswith("toy_") and name.count("_") == 2
+        for k in range(1, 11):
+            img = Image.open(root / "FSS-1000" / name / f"{k}.jpg")
+            mask = Image.open(root / "FSS-1000" / name / f"{k}.png")
+            assert img.size == mask.size == (48, 48) and mask.mode == "L"
+    summary = json.loads((root / "synthetic.json").read_text())
+    assert summary["fss_classes"] == [3, 2, 2] and summary["counts"]["fss"]["trn"] == {"classes": 3, "images": 30}
+    for bad in ((0, 1, 1), (521, 1, 1), (2, 2)):
+        with pytest.raises(ValueError, match="fss_classes"):
+            make_benchmark(tmp_path / "bad", benchmarks=["fss"], fss_classes=bad)

@@ -1,0 +1,139 @@
+"""Run folders: one run per folder, runs never mixed, nothing lost.
+
+* A new run (``train.py`` without ``--resume``, ``test.py``) refuses a folder that already holds anything: the
+  message offers ``--resume`` (training) or another ``--logpath``.
+* ``--resume`` needs a run in the folder (its ``args.json``, written when it started) and the same flags,
+  except those that do not change what is computed: ``--niter``, ``--nworker`` and ``--device``; every other
+  difference is named in the error.
+* A resumed run first undoes what the interrupted one wrote after its last checkpoint: ``log.txt`` is cut
+  back to its length at that checkpoint (the cut lines are appended to ``log.interrupted.txt``), stray
+  temporary files of interrupted atomic writes are removed, and TensorBoard drops the events of the
+  epochs being redone (``purge_step``, see :class:`common.logger.TensorBoardWriter`; when the first epoch
+  never finished, the events folder is removed and the run starts over).
+* A run that stops on bad input before its first checkpoint removes the folder it created, so the same
+  command can be run again once the input is fixed.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Optional
+
+from common.distributed import DistInfo, broadcast_object, check_on_main
+from common.errors import UserInputError
+from common.logger import EVENTS_DIR, setup_logging
+from engine.args import flag_name
+
+ARGS_NAME = "args.json"
+LOG_NAME = "log.txt"
+INTERRUPTED_LOG_NAME = "log.interrupted.txt"
+# Flags a resumed run may change: they change how fast or where it runs, not what it computes.
+RESUME_MAY_CHANGE = ("niter", "nworker", "device")
+_NOT_COMPARED = RESUME_MAY_CHANGE + ("resume", "logpath")  # --logpath names the folder itself
+
+
+class RunFolderError(UserInputError, FileExistsError):
+    """The run folder cannot be used as asked (taken by another run, no run to resume, other flags)."""
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """A run's folder and whether this process created it (and may remove it again on bad input)."""
+
+    path: Path
+    created: bool
+
+
+def _is_empty(path: Path) -> bool:
+    return not path.exists() or (path.is_dir() and not any(path.iterdir()))
+
+
+def flag_differences(stored: Mapping[str, Any], args: argparse.Namespace) -> list[str]:
+    """``"--lr 0.0004 -> 0.001"`` for every flag (other than ``RESUME_MAY_CHANGE``) whose value differs
+    from the run's ``args.json``; values are compared as JSON, flags missing on either side are skipped."""
+    current = json.loads(json.dumps(vars(args), default=str))
+    return [f"{flag_name(key)} {stored[key]!r} -> {current[key]!r}" for key in sorted(stored)
+            if key in current and key not in _NOT_COMPARED and stored[key] != current[key]]
+
+
+def _check_new(path: Path, training: bool) -> None:
+    if not _is_empty(path):
+        hint = "continue it with --resume, or " if training else ""
+        raise RunFolderError(f"{path} already holds a run; {hint}choose another --logpath")
+
+
+def _check_resumable(path: Path, args: argparse.Namespace) -> None:
+    args_file = path / ARGS_NAME
+    if not args_file.is_file():
+        raise RunFolderError(f"--resume: no run in {path} (no {ARGS_NAME}); start it without --resume")
+    try:
+        stored = json.loads(args_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise RunFolderError(f"--resume: cannot read {args_file} ({exc})") from exc
+    if args.seed is None:
+        args.seed = stored.get("seed")  # the run's own seed continues
+    differences = flag_differences(stored, args)
+    if differences:
+        raise RunFolderError(f"--resume: {path} was started with other flags: {'; '.join(differences)}. Only "
+                             f"{', '.join(flag_name(k) for k in RESUME_MAY_CHANGE)} may change; "
+                             "run with the run's flags, or start a new run with another --logpath")
+
+
+def open_run_folder(path: Path, args: argparse.Namespace, info: DistInfo, *, training: bool) -> RunFolder:
+    """Check ``path`` against the policy above (on rank 0; every rank stops alike) and create it.
+
+    Raises:
+        RunFolderError: a new run into a used folder, ``--resume`` without a run or with other flags.
+    """
+    resume = training and getattr(args, "resume", False)
+    existed = path.exists()
+    check_on_main(lambda: _check_resumable(path, args) if resume else _check_new(path, training))
+    if resume:
+        args.seed = broadcast_object(args.seed)
+    if info.is_main:
+        path.mkdir(parents=True, exist_ok=True)
+    return RunFolder(path=path, created=not existed)
+
+
+def roll_back(path: Path, log_length: int, *, no_checkpoint: bool = False) -> None:
+    """Undo what an interrupted run wrote after its last checkpoint: cut ``log.txt`` back to ``log_length``
+    bytes (the cut part is appended to ``log.interrupted.txt``) and remove stray ``.*.tmp`` files. With
+    ``no_checkpoint`` (the first epoch never finished) the TensorBoard events are removed: the run starts over,
+    and every one of them belongs to an epoch that is done again."""
+    log = path / LOG_NAME
+    if log.is_file() and log.stat().st_size > log_length:
+        with open(log, "rb") as handle:
+            handle.seek(log_length)
+            tail = handle.read()
+        with open(path / INTERRUPTED_LOG_NAME, "ab") as handle:
+            handle.write(tail)
+        with open(log, "r+b") as handle:
+            handle.truncate(log_length)
+    for stray in path.glob(".*.tmp"):
+        stray.unlink(missing_ok=True)
+    if no_checkpoint:
+        shutil.rmtree(path / EVENTS_DIR, ignore_errors=True)
+
+
+def log_length(path: Path) -> int:
+    """The current size of the run's ``log.txt`` (0 when absent), recorded with each checkpoint."""
+    log = path / LOG_NAME
+    return log.stat().st_size if log.is_file() else 0
+
+
+@contextlib.contextmanager
+def removed_on_bad_input(run: RunFolder, info: DistInfo, finished: Optional[str] = None) -> Iterator[None]:
+    """Remove ``run``'s folder when bad input stops the run before it wrote ``finished`` (a checkpoint or
+    result file name), if this process created the folder; the message still reaches the user."""
+    try:
+        yield
+    except UserInputError:
+        unfinished = finished is None or not (run.path / finished).exists()
+        if run.created and unfinished and info.is_main:
+            setup_logging(None, rank=info.rank)  # close log.txt (console only) before the folder goes
+            shutil.rmtree(run.path, ignore_errors=True)
+        raise

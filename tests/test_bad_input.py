@@ -1,0 +1,295 @@
+"""Every row of the README's "What bad input gets" table, run through the real script in a subprocess: exit
+status 2, the file or flag named, no traceback, nothing half-written.
+
+Each case builds what it breaks in its own temporary folder (a mini PASCAL tree, a tiny checkpoint, tiny CLIP
+weights), so the cases are independent of each other.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from data.benchmarks import DEFAULT_CAM_DIRS
+from model import build_model
+from model import clip_gradcam as cg
+from model.checkpoint import released_state_dict
+from tests.data_helpers import TINY_CLIP
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+NAMES = [f"2007_00000{i}" for i in range(4)]
+OFFLINE = {"HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "NO_PROXY": ""}
+
+
+@dataclass
+class Shared:
+    """What several cases read and none modifies."""
+
+    checkpoint: Path
+    clip_weights: Path
+    other_clip_weights: Path
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory) -> Shared:
+    root = tmp_path_factory.mktemp("shared")
+    torch.manual_seed(0)
+    checkpoint = root / "vgg16_random.pt"
+    torch.save(released_state_dict(build_model("vgg16", backbone_weights=None)), checkpoint)
+    weights = []
+    for seed in (0, 1):
+        weights.append(root / f"clip_tiny_{seed}.pt")
+        torch.save(cg.random_clip_state_dict(seed, **TINY_CLIP), weights[-1])
+    return Shared(checkpoint, *weights)
+
+
+def make_mini_pascal(root: Path) -> Path:
+    """Four 40x30 images listed under one class of each fold in trn and in val (the same images: enough for
+    these tests), masks, 8x8 CAMs in the default CAM folders, PASCAL split lists under ``root/splits``."""
+    images, masks = root / "VOC2012" / "JPEGImages", root / "VOC2012" / "SegmentationClassAug"
+    images.mkdir(parents=True)
+    masks.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in NAMES:
+        Image.fromarray(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)).save(images / f"{name}.jpg")
+        mask = np.zeros((30, 40), np.uint8)
+        mask[5:20, 5:25] = 1
+        Image.fromarray(mask).save(masks / f"{name}.png")
+    for split, cam_dir in zip(("trn", "val"), DEFAULT_CAM_DIRS["pascal"]):
+        (root / cam_dir).mkdir()
+        for fold in range(4):
+            folder = root / "splits" / "pascal" / split
+            folder.mkdir(parents=True, exist_ok=True)
+            cls = fold * 5 if split == "val" else fold * 5 + 1  # HSNet: fold f lists classes of fold f
+            (folder / f"fold{fold}.txt").write_text("".join(f"{n}__{cls + 1:02d}\n" for n in NAMES))
+            for name in NAMES:
+                torch.save(torch.rand(8, 8), root / cam_dir / f"{name}--{cls}.pt")
+    return root
+
+
+def run_script(*argv: str, env: Optional[dict[str, str]] = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python <argv>`` from the repository root, output captured as text."""
+    full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+    return subprocess.run([sys.executable, *argv], cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                          env=full_env)
+
+
+def _common(root: Path) -> list[str]:
+    return ["--datapath", str(root), "--splitpath", str(root / "splits"), "--img-size", "64", "--backbone", "vgg16",
+            "--device", "cpu", "--nworker", "0"]
+
+
+def _test_argv(root: Path, checkpoint: Path, *extra: str) -> list[str]:
+    return ["test.py", *_common(root), "--load", str(checkpoint), "--nepisodes", "2", "--bsz", "1",
+            "--logpath", str(root / "test_run"), *extra]
+
+
+def _train_argv(root: Path, *extra: str) -> list[str]:
+    return ["train.py", *_common(root), "--backbone-weights", "none", "--nepisodes", "2", "--bsz", "2",
+            "--niter", "1", "--seed", "0", "--logpath", str(root / "train_run"), *extra]
+
+
+def _cam_argv(root: Path, weights: Path, *extra: str) -> list[str]:
+    return ["generate_cam_voc.py", "--datapath", str(root), "--splitpath", str(root / "splits"),
+            "--clip-weights", str(weights), "--device", "cpu", "--nworker", "0", "--no-progress", *extra]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The cases: each returns (argv, what the message must name, environment); the README table lists them.
+# ---------------------------------------------------------------------------------------------------------
+Case = Callable[[Path, Shared], tuple[list[str], str, Optional[dict[str, str]]]]
+
+
+def train_missing_datapath(root, shared):
+    return _train_argv(root, "--datapath", str(root / "nowhere")), "--datapath", None
+
+
+def train_used_run_folder(root, shared):
+    (root / "train_run").mkdir()
+    (root / "train_run" / "log.txt").write_text("an earlier run\n")
+    return _train_argv(root), "--resume", None
+
+
+def train_resume_with_other_flags(root, shared):
+    assert run_script(*_train_argv(root)).returncode == 0
+    return _train_argv(root, "--resume", "--niter", "2", "--lr", "0.001"), "--lr 0.0004 -> 0.001", None
+
+
+def train_resume_without_run(root, shared):
+    return _train_argv(root, "--resume"), "--resume: no run in", None
+
+
+def train_missing_cams(root, shared):
+    for path in (root / "CAM_Val").glob("*.pt"):
+        path.unlink()
+    return _train_argv(root), "generate_cam_voc.py", None
+
+
+def train_cuda_without_gpu(root, shared):
+    return _train_argv(root, "--device", "cuda"), "--device", None
+
+
+def train_backbone_weights_not_a_state_dict(root, shared):
+    bad = root / "vgg16.pth"
+    bad.write_text("not weights")
+    return _train_argv(root, "--backbone-weights", str(bad)), str(bad), None
+
+
+def train_imagenet_weights_offline(root, shared):
+    argv = _train_argv(root)
+    argv[argv.index("--backbone-weights") + 1] = "imagenet"
+    return argv, "--backbone-weights", dict(OFFLINE, TORCH_HOME=str(root / "torch_home"))
+
+
+def eval_tampered_split_pickle(root, shared):
+    folder = root / "splits" / "coco" / "val"
+    folder.mkdir(parents=True)
+    with open(folder / "fold0.pkl", "wb") as f:
+        pickle.dump({0: ["val2014/a.jpg", "val2014/b.jpg"], 1: _Payload()}, f)
+    (root / "CAM_COCO").mkdir()
+    return _test_argv(root, shared.checkpoint, "--benchmark", "coco"), str(folder / "fold0.pkl"), None
+
+
+def eval_malformed_split_line(root, shared):
+    path = root / "splits" / "pascal" / "val" / "fold0.txt"
+    path.write_text("2007_000001_01\n")
+    return _test_argv(root, shared.checkpoint), f"{path}:1", None
+
+
+def eval_corrupt_jpeg_in_a_worker(root, shared):
+    path = root / "VOC2012" / "JPEGImages" / f"{NAMES[0]}.jpg"
+    path.write_bytes(b"\xff\xd8\xff not really a jpeg")
+    argv = _test_argv(root, shared.checkpoint)
+    argv[argv.index("--nworker") + 1] = "2"
+    return argv, str(path), None
+
+
+def eval_truncated_cam(root, shared):
+    path = root / "CAM_Val" / f"{NAMES[0]}--0.pt"
+    path.write_bytes(path.read_bytes()[:40])
+    return _test_argv(root, shared.checkpoint), str(path), None
+
+
+def eval_mask_of_another_size(root, shared):
+    path = root / "VOC2012" / "SegmentationClassAug" / f"{NAMES[0]}.png"
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(path)
+    return _test_argv(root, shared.checkpoint), str(path), None
+
+
+def eval_checkpoint_of_another_backbone(root, shared):
+    path = root / "resnet50_model.pt"
+    torch.save({"module.backbone.layer3.5.conv1.weight": torch.zeros(1)}, path)
+    return _test_argv(root, path), "--backbone resnet50", None
+
+
+def eval_corrupt_checkpoint(root, shared):
+    path = root / "best_model.pt"
+    path.write_bytes(b"PK\x03\x04 half a checkpoint")
+    return _test_argv(root, path), str(path), None
+
+
+def eval_missing_checkpoint(root, shared):
+    return _test_argv(root, root / "none.pt"), "--load", None
+
+
+def cam_missing_clip_weights(root, shared):
+    return _cam_argv(root, root / "RN50.pt"), "--clip-weights", None
+
+
+def cam_other_clip_weights(root, shared):
+    out = ["--traincampath", str(root / "cams_trn"), "--valcampath", str(root / "cams_val")]
+    assert run_script(*_cam_argv(root, shared.clip_weights, *out)).returncode == 0
+    return _cam_argv(root, shared.other_clip_weights, *out), "--overwrite", None
+
+
+def cam_files_without_manifest(root, shared):
+    return _cam_argv(root, shared.clip_weights), "--verify-existing", None  # the mini tree's CAMs: no manifest
+
+
+def cam_missing_splitpath(root, shared):
+    argv = _cam_argv(root, shared.clip_weights)
+    argv[argv.index("--splitpath") + 1] = str(root / "no_splits")
+    return argv, "--splitpath", None
+
+
+def predict_unreadable_query(root, shared):
+    bad = root / "query.jpg"
+    bad.write_text("text, not an image")
+    argv = ["predict.py", "--load", str(shared.checkpoint), "--backbone", "vgg16", "--clip-weights",
+            str(shared.clip_weights), "--class-name", "cat", "--support",
+            str(root / "VOC2012" / "JPEGImages" / f"{NAMES[1]}.jpg"), "--query", str(bad), "--out",
+            str(root / "pred"), "--img-size", "64", "--device", "cpu"]
+    return argv, str(bad), None
+
+
+def predict_empty_class_name(root, shared):
+    argv, _, _ = predict_unreadable_query(root, shared)
+    argv[argv.index("--class-name") + 1] = " "
+    argv[argv.index("--query") + 1] = str(root / "VOC2012" / "JPEGImages" / f"{NAMES[2]}.jpg")
+    return argv, "--class-name", None
+
+
+def prepare_offline(root, shared):
+    return ["-m", "data.prepare", "pascal", "--datapath", str(root / "data"), "--timeout", "5"], "download of", OFFLINE
+
+
+def synthetic_into_foreign_folder(root, shared):
+    return ["-m", "data.synthetic", str(root)], "not made by data.synthetic", None
+
+
+def synthetic_too_few_images(root, shared):
+    return ["-m", "data.synthetic", str(root / "new"), "--images-per-class", "1"], "--images-per-class", None
+
+
+def demo_missing_clip_weights(root, shared):
+    argv = ["demo.py", "--out", str(root / "demo"), "--clip-weights", str(root / "RN50.pt"),
+            "--images-per-class", "2", "--nworker", "0"]
+    return argv, "RN50.pt", None
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+CASES: dict[str, Case] = {case.__name__: case for case in (
+    train_missing_datapath, train_used_run_folder, train_resume_with_other_flags, train_resume_without_run,
+    train_missing_cams, train_cuda_without_gpu, train_backbone_weights_not_a_state_dict,
+    train_imagenet_weights_offline,
+    eval_tampered_split_pickle, eval_malformed_split_line, eval_corrupt_jpeg_in_a_worker, eval_truncated_cam,
+    eval_mask_of_another_size, eval_checkpoint_of_another_backbone, eval_corrupt_checkpoint,
+    eval_missing_checkpoint,
+    cam_missing_clip_weights, cam_other_clip_weights, cam_files_without_manifest, cam_missing_splitpath,
+    predict_unreadable_query, predict_empty_class_name,
+    prepare_offline, synthetic_into_foreign_folder, synthetic_too_few_images,
+    demo_missing_clip_weights,
+)}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bad_input_gets_one_clear_line(name, tmp_path, shared):
+    if name == "train_cuda_without_gpu" and torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    root = make_mini_pascal(tmp_path / "data")
+    argv, needle, env = CASES[name](root, shared)
+    proc = run_script(*argv, env=env)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 2, f"exit {proc.returncode}\n{output[-3000:]}"
+    assert "Traceback" not in output, output[-3000:]
+    error_lines = [line for line in proc.stderr.splitlines() if "error" in line]
+    assert error_lines and needle in proc.stderr, proc.stderr[-3000:]
+    assert len(proc.stderr.strip().splitlines()) <= 3, proc.stderr  # argparse: usage + error; ours: 1-2 lines
+    assert not (root / "test_run" / "results.json").exists()
+    if name.startswith("train_") and name not in ("train_used_run_folder", "train_resume_with_other_flags"):
+        assert not (root / "train_run").exists(), "a run stopped by bad input leaves no folder behind"
