@@ -48,6 +48,8 @@ from common.distributed import broadcast_object, cleanup, init_distributed
 from common.io import atomic_write_text
 from common.logger import log_args, setup_logging
 from engine.args import FOLD_PLACEHOLDER, args_to_json, parse_args, resolve_run_dir
+from engine.run_folder import open_run_folder, removed_on_bad_input
+from engine.tables import OUTPUT_NAMES
 
 logger = logging.getLogger("test")
 
@@ -61,15 +63,18 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     info, device = init_distributed(device)
     try:
         name_from = args.load.replace(FOLD_PLACEHOLDER, "")
-        run_dir = Path(str(broadcast_object(str(resolve_run_dir(args.logpath, training=False, load=name_from)))))
-        setup_logging(run_dir, rank=info.rank)
-        if info.is_main:
-            atomic_write_text(args_to_json(args), run_dir / "args.json")
-        log_args(logger, vars(args))
-        logger.info("Run folder: %s | device: %s | ranks: %d", run_dir, device, info.world_size)
+        path = Path(str(broadcast_object(str(resolve_run_dir(args.logpath, training=False, load=name_from)))))
+        run = open_run_folder(path, args, info, training=False)
+        run_dir = run.path
+        with removed_on_bad_input(run, info, finished=OUTPUT_NAMES["results"]):
+            setup_logging(run_dir, rank=info.rank)
+            if info.is_main:
+                atomic_write_text(args_to_json(args), run_dir / "args.json")
+            log_args(logger, vars(args))
+            logger.info("Run folder: %s | device: %s | ranks: %d", run_dir, device, info.world_size)
 
-        runs = run_sweep(args, device=device, info=info, run_dir=run_dir)
-        document = report(args, runs, run_dir, write=info.is_main)
+            runs = run_sweep(args, device=device, info=info, run_dir=run_dir)
+            document = report(args, runs, run_dir, write=info.is_main)
         logger.info("==================== Finished Testing ====================")
         document["run_dir"] = str(run_dir)
         return document

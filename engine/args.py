@@ -87,6 +87,8 @@ def build_parser(script: Script) -> argparse.ArgumentParser:
                           "the run folder itself")
     run.add_argument("--device", type=str, default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
     run.add_argument("--amp", action="store_true", help="autocast to float16 on CUDA")
+    run.add_argument("--compile", action="store_true",
+                     help="torch.compile the 4D-convolution learner (first steps slower while it compiles)")
     run.add_argument("--tf32", action="store_true",
                      help="allow TF32 float32 matmuls/convolutions on Ampere+ GPUs: faster, not the released "
                           "numerics (the released code ran without TF32)")

@@ -56,7 +56,10 @@ def load_fold_model(args: argparse.Namespace, fold: int, device: torch.device) -
     model = build_model(args.backbone, backbone_weights=args.backbone_weights, masking=args.masking,
                         use_original_imgsize=args.use_original_imgsize)
     load_model_state(model, args.checkpoints[fold])
-    return model.to(device).eval()
+    model.to(device).eval()
+    if args.compile:
+        model.compile_learner()
+    return model
 
 
 def test_one(model: torch.nn.Module, dataset: FewShotDataset, args: argparse.Namespace, *, shot: int,

@@ -117,6 +117,8 @@ def build_trainer(args: argparse.Namespace, device: torch.device, state: Optiona
                         use_original_imgsize=False)
     model.backbone.requires_grad_(False)  # frozen, as released (features are taken under no_grad)
     model.to(device)
+    if args.compile:
+        model.compile_learner()
     log_params(logger, model)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr)
     use_amp = args.amp and device.type == "cuda"

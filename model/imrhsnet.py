@@ -102,6 +102,12 @@ class IMRHSNet(nn.Module):
         """The released ``train_mode()``: learner trains, backbone stays in eval mode."""
         return self.train(True)
 
+    def compile_learner(self, **kwargs: Any) -> "IMRHSNet":
+        """``torch.compile`` the 4D-convolution learner in place (``--compile``): the state-dict keys, and so the
+        checkpoints, stay as they are. ``kwargs`` go to :meth:`torch.nn.Module.compile`."""
+        self.hpn_learner.compile(**kwargs)
+        return self
+
     # ------------------------------------------------------------------ pieces
     def extract_features(self, img: torch.Tensor) -> list[torch.Tensor]:
         """Backbone features (no gradient), shallow to deep: see :mod:`model.backbone`."""

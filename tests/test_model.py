@@ -353,3 +353,20 @@ def test_cuda_matches_cpu(vgg):
             half, _ = gpu_model(**{k: v.cuda() for k, v in ev.items()}, stage=2)
     torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-3, rtol=1e-3)
     assert torch.isfinite(half).all()
+
+
+@pytest.mark.slow
+def test_compiled_learner_matches_and_keeps_the_checkpoint_keys():
+    """--compile: torch.compile (inductor, on the CPU here) of the 4D-conv learner gives the eager outputs and
+    leaves the state-dict keys, hence the released checkpoint format, unchanged."""
+    torch.manual_seed(0)
+    model = build_model("vgg16", backbone_weights="none").eval()
+    args = dict(query_img=torch.randn(1, 3, 64, 64), support_img=torch.randn(1, 3, 64, 64),
+                support_cam=torch.rand(1, 8, 8), query_cam=torch.rand(1, 8, 8), stage=2)
+    keys = list(model.state_dict())
+    with torch.no_grad():
+        eager = model(**args)
+        compiled = model.compile_learner()(**args)
+    assert list(model.state_dict()) == keys
+    for ours, ref in zip(compiled, eager):
+        torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4)
