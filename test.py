@@ -6,87 +6,78 @@
 
 ``--nepisodes`` episodes (released: 1000; FSS-1000: every test image once, 2400, as HSNet) are drawn with
 ``--seed`` (released: 0); mIoU is the mean foreground IoU over the fold's classes (FSS-1000: the test classes)
-and FB-IoU the mean of foreground and background IoU (PASCAL ignores the 255 boundary). The numbers and the
-per-class IoU go to ``results.json`` in the run folder.
+and FB-IoU the mean of foreground and background IoU (PASCAL ignores the 255 boundary).
+
+Several folds and shots in one command (the paper's table), one checkpoint per fold through ``{fold}``:
+
+    python test.py --backbone resnet50 --benchmark pascal --fold 0 1 2 3 --nshot 1 5 \\
+        --load 'logs/pascal_r50_f{fold}.log/best_model.pt'
+
+Each (fold, shot) gives the numbers a separate ``--fold F --nshot K`` run gives (same episodes, same seeds) and
+logs its own ``Fold F mIoU: ...`` line; every checkpoint is checked before any work starts, and each is
+loaded once. At the end the table (rows: shots; columns: folds 0..3 and mean; ours, the paper's and the
+difference, for mIoU and FB-IoU) is printed. Written into the run folder, for one run as for many:
+``table.md``, ``table.csv``, ``table.png`` (per-fold mIoU bars, ours vs the paper's) and ``results.json``::
+
+    {"benchmark", "backbone", "stage", "masking", "img_size", "nepisodes", "seed",
+     "folds": [0, 1], "nshots": [1, 5],
+     "load": --load made absolute (the file, or the template still holding {fold}),
+     "command": "python test.py ...",
+     "synthetic_data": true when --datapath holds data.synthetic's marker (then no paper numbers),
+     "runs": [{"fold", "nshot", "checkpoint": path tested, "checkpoint_sha256", "miou", "fb_iou",
+               "episodes", "per_class_iou": {"<0-based class id>": IoU}}, ...],   # in --fold x --nshot order
+     "table": {"miou" | "fb_iou": {"<shot>": {"ours" | "paper" | "diff":
+                                                {"folds": [fold 0..3, null = no number], "mean": m or null}}}},
+     "paper_source": where the paper's numbers come from (engine/paper_results.json)}
+
+With one fold and one shot, that run's keys (``fold nshot checkpoint checkpoint_sha256 miou fb_iou episodes
+per_class_iou``) are also at the top level, as in the ``results.json`` of earlier versions. Numbers are
+percentages; ours are unrounded (the table prints them with two decimals, as the final line does).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import torch
-
 from common.cli import run_cli
 from common.device import configure_tf32, resolve_device
-from common.distributed import EpisodeSampler, broadcast_object, cleanup, init_distributed, local_batch_size
-from common.evaluation import IoUMeter
+from common.distributed import broadcast_object, cleanup, init_distributed
 from common.io import atomic_write_text
-from common.logger import log_args, log_params, setup_logging
-from common.seed import fix_randseed
-from common.vis import Visualizer
-from engine.args import args_to_json, parse_args, resolve_run_dir
-from engine.loops import test_pass
+from common.logger import log_args, setup_logging
+from engine.args import FOLD_PLACEHOLDER, args_to_json, parse_args, resolve_run_dir
+from engine.run_folder import open_run_folder, removed_on_bad_input
+from engine.tables import OUTPUT_NAMES
 
 logger = logging.getLogger("test")
-RESULTS_NAME = "results.json"
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
-    """Test ``args.load``; returns the numbers written to ``results.json``."""
-    from data.dataset import build_dataloader, build_dataset, check_cams_exist
-    from model import build_model
-    from model.checkpoint import load_model_state
+    """Test ``args.checkpoints`` at every fold and shot; returns what is written to ``results.json``."""
+    from engine.sweep import report, run_sweep
 
     device = resolve_device(args.device)
     configure_tf32(args.tf32)
     info, device = init_distributed(device)
     try:
-        run_dir = Path(str(broadcast_object(str(resolve_run_dir(args.logpath, training=False, load=args.load)))))
-        bsz = local_batch_size(args.bsz, info)
-        setup_logging(run_dir, rank=info.rank)
-        if info.is_main:
-            atomic_write_text(args_to_json(args), run_dir / "args.json")
-        log_args(logger, vars(args))
-        logger.info("Run folder: %s | device: %s | ranks: %d", run_dir, device, info.world_size)
+        name_from = args.load.replace(FOLD_PLACEHOLDER, "")
+        path = Path(str(broadcast_object(str(resolve_run_dir(args.logpath, training=False, load=name_from)))))
+        run = open_run_folder(path, args, info, training=False)
+        run_dir = run.path
+        with removed_on_bad_input(run, info, finished=OUTPUT_NAMES["results"]):
+            setup_logging(run_dir, rank=info.rank)
+            if info.is_main:
+                atomic_write_text(args_to_json(args), run_dir / "args.json")
+            log_args(logger, vars(args))
+            logger.info("Run folder: %s | device: %s | ranks: %d", run_dir, device, info.world_size)
 
-        model = build_model(args.backbone, backbone_weights=args.backbone_weights, masking=args.masking,
-                            use_original_imgsize=args.use_original_imgsize)
-        load_model_state(model, args.load)
-        model.to(device).eval()
-        if args.compile:
-            model.compile_learner()
-        log_params(logger, model)
-
-        dataset = build_dataset(args.benchmark, datapath=args.datapath, fold=args.fold, split="test",
-                                shot=args.nshot, img_size=args.img_size, cam_train_path=args.traincampath,
-                                cam_val_path=args.valcampath, splitpath=args.splitpath,
-                                use_original_imgsize=args.use_original_imgsize, nepisodes=args.nepisodes,
-                                seed=args.seed)
-        check_cams_exist(dataset)
-        sampler = EpisodeSampler(len(dataset), rank=info.rank, world_size=info.world_size)
-        # The episodes are the released sequence for --seed, fixed when the dataset is built.
-        loader = build_dataloader(dataset, bsz=bsz, nworker=args.nworker, shuffle=False, seed=args.seed,
-                                  sampler=sampler)
-
-        visualizer = Visualizer(run_dir / "vis") if args.visualize and info.is_main else None
-        hook = (lambda batch, pred, idx, iou: visualizer.save_batch(batch, pred, idx, iou)) if visualizer else None
-        fix_randseed(args.seed)
-        result = test_pass(model, loader, IoUMeter.for_dataset(dataset, device), nshot=args.nshot,
-                           stage=args.stage, device=device, amp=args.amp, batch_hook=hook)
-        logger.info("Fold %d mIoU: %5.2f \t FB-IoU: %5.2f", args.fold, result.miou, result.fb_iou)
+            runs = run_sweep(args, device=device, info=info, run_dir=run_dir)
+            document = report(args, runs, run_dir, write=info.is_main)
         logger.info("==================== Finished Testing ====================")
-        numbers = {"benchmark": args.benchmark, "fold": args.fold, "nshot": args.nshot, "backbone": args.backbone,
-                   "stage": args.stage, "load": args.load, "miou": result.miou, "fb_iou": result.fb_iou,
-                   "episodes": result.episodes,
-                   "per_class_iou": {str(k): v for k, v in result.per_class_iou.items()}}
-        if info.is_main:
-            atomic_write_text(json.dumps(numbers, indent=2) + "\n", run_dir / RESULTS_NAME)
-        numbers["run_dir"] = str(run_dir)
-        return numbers
+        document["run_dir"] = str(run_dir)
+        return document
     finally:
         cleanup()
 

@@ -1,5 +1,5 @@
-"""Facts about the benchmarks, each defined once: names, folds, classes, class names, default CAM folders,
-the released number of validation/test episodes.
+"""Facts about the benchmarks, each defined once: names, titles, folds, classes, class names, default CAM
+folders, the released number of validation/test episodes.
 
 Every module that needs one of these numbers or names imports it from here (the scripts' flags, the
 datasets, the split readers, the CAM job, the synthetic generator, the predictor's vocabularies).
@@ -10,6 +10,7 @@ BENCHMARKS: tuple[str, ...] = ("pascal", "coco", "fss")
 NFOLDS = 4  # cross-validation folds of PASCAL-5i and COCO-20i
 FOLD_BENCHMARKS: tuple[str, ...] = tuple(b for b in BENCHMARKS if b != "fss")  # FSS-1000 has fixed class splits
 NCLASS: dict[str, int] = {"pascal": 20, "coco": 80, "fss": 1000}
+TITLES: dict[str, str] = {"pascal": "PASCAL-5i", "coco": "COCO-20i", "fss": "FSS-1000"}  # as papers name them
 
 # FSS-1000 (HSNet's protocol): fixed trn/val/test class lists, no folds. A class's id is its index in the
 # sorted list of its split plus the split's offset, so trn is 0..519, val 520..759, test 760..999.

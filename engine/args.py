@@ -3,7 +3,9 @@
 Released flags keep their names and defaults (``--datapath --benchmark --logpath --bsz --lr --niter --nworker
 --fold --stage --backbone --traincampath --valcampath``; test: ``--load --nshot --visualize
 --use_original_imgsize``). Flags added by this reproduction: ``--splitpath --device --img-size --masking
---backbone-weights --seed --nepisodes --amp --tf32 --resume``.
+--backbone-weights --seed --nepisodes --amp --tf32 --resume``. test.py's ``--fold`` and ``--nshot`` also take
+several values (``args.folds``, ``args.nshots``; one value works as released), and its ``--load`` is then a path
+template holding ``{fold}`` (``args.checkpoints``: fold -> checkpoint, every one checked before any work).
 
 Paths: a path given on the command line is taken relative to the working directory, as any shell user expects;
 the *defaults* are not: the released ``../Datasets_HSN`` meant "next to the repository", so the default data
@@ -15,6 +17,8 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import shlex
+import sys
 from pathlib import Path
 from typing import Literal, Optional, Sequence
 
@@ -25,6 +29,7 @@ from model.backbone import BACKBONES
 from model.masking import MASKING_MODES
 
 Script = Literal["train", "test"]
+FOLD_PLACEHOLDER = "{fold}"  # in test.py's --load: replaced by each --fold
 
 
 def build_parser(script: Script) -> argparse.ArgumentParser:
@@ -38,8 +43,14 @@ def build_parser(script: Script) -> argparse.ArgumentParser:
     data.add_argument("--datapath", type=str, default=None,
                       help=f"root holding VOC2012/, COCO2014/ and FSS-1000/ (default: {DEFAULT_DATAPATH})")
     data.add_argument("--benchmark", type=str, default="pascal", choices=BENCHMARKS, help="few-shot benchmark")
-    data.add_argument("--fold", type=int, default=0, choices=range(NFOLDS),
-                      help="cross-validation fold of PASCAL-5i / COCO-20i (FSS-1000 has none: leave it out)")
+    if training:
+        data.add_argument("--fold", type=int, default=0, choices=range(NFOLDS),
+                          help="cross-validation fold of PASCAL-5i / COCO-20i (FSS-1000 has none: leave it out)")
+    else:
+        data.add_argument("--fold", dest="folds", type=int, nargs="+", default=[0], choices=range(NFOLDS),
+                          metavar="FOLD", help="cross-validation fold(s) of PASCAL-5i / COCO-20i (FSS-1000 has "
+                                              "none: leave it out); several (e.g. 0 1 2 3) need a --load template "
+                                              "holding {fold}")
     data.add_argument("--traincampath", type=str, default=None,
                       help="folder of the training images' CAMs ({name}--{class}.pt); default "
                            "<datapath>/CAM_Train (PASCAL), <datapath>/CAM_COCO (COCO) or <datapath>/CAM_FSS "
@@ -90,8 +101,11 @@ def build_parser(script: Script) -> argparse.ArgumentParser:
         run.add_argument("--resume", action="store_true",
                          help="continue the run in --logpath from its last.pt")
     else:
-        run.add_argument("--load", type=str, default=None, help="checkpoint to test (best_model.pt format)")
-        run.add_argument("--nshot", type=int, default=1, help="support images per episode")
+        run.add_argument("--load", type=str, default=None,
+                         help="checkpoint to test (best_model.pt format); with several folds a path template "
+                              "holding {fold}, e.g. logs/pascal_f{fold}.log/best_model.pt")
+        run.add_argument("--nshot", dest="nshots", type=int, nargs="+", default=[1], metavar="NSHOT",
+                         help="support images per episode; several (e.g. 1 5) are tested one after the other")
         run.add_argument("--visualize", action="store_true",
                          help="write support/query/prediction images to <run folder>/vis")
         run.add_argument("--use_original_imgsize", action="store_true",
@@ -115,6 +129,39 @@ def _existing(parser: argparse.ArgumentParser, flag: str, value: Optional[str], 
     return path
 
 
+def _distinct(parser: argparse.ArgumentParser, flag: str, values: Sequence[int]) -> None:
+    if len(set(values)) != len(values):
+        parser.error(f"argument {flag}: each value once, got {' '.join(map(str, values))}")
+
+
+def fold_checkpoint(load: str, fold: int) -> str:
+    """The checkpoint of ``fold``: ``load`` with ``{fold}`` replaced by the fold number (a plain path as is)."""
+    return load.replace(FOLD_PLACEHOLDER, str(fold))
+
+
+def _resolve_checkpoints(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Check ``--load`` for every fold before any work starts; set ``args.checkpoints`` (fold -> absolute path).
+
+    ``args.load`` becomes absolute: the file itself for a plain path, the template (still holding ``{fold}``)
+    otherwise.
+    """
+    if not args.load:
+        parser.error("argument --load: a checkpoint is required (e.g. logs/<run>.log/best_model.pt)")
+    if len(args.folds) > 1 and FOLD_PLACEHOLDER not in args.load:
+        parser.error(f"argument --load: several folds ({' '.join(map(str, args.folds))}) need one checkpoint each: "
+                     f"give a path template holding {FOLD_PLACEHOLDER}, e.g. logs/pascal_f{FOLD_PLACEHOLDER}.log/"
+                     f"best_model.pt (got {args.load})")
+    checkpoints = {}
+    for fold in args.folds:
+        path = Path(fold_checkpoint(args.load, fold)).expanduser().resolve()
+        if not path.is_file():
+            parser.error(f"argument --load: checkpoint of fold {fold} not found: {path} (from --load {args.load})")
+        checkpoints[fold] = str(path)
+    args.checkpoints = checkpoints
+    templated = FOLD_PLACEHOLDER in args.load
+    args.load = str(Path(args.load).expanduser().absolute()) if templated else checkpoints[args.folds[0]]
+
+
 def validate_and_resolve(args: argparse.Namespace, script: Script,
                          parser: Optional[argparse.ArgumentParser] = None) -> argparse.Namespace:
     """Check values (errors name the flag and exit with status 2) and make every path absolute."""
@@ -123,9 +170,10 @@ def validate_and_resolve(args: argparse.Namespace, script: Script,
     _positive(parser, "--stage", args.stage)
     if args.nepisodes is not None:
         _positive(parser, "--nepisodes", args.nepisodes)
-    if args.benchmark not in FOLD_BENCHMARKS and args.fold != 0:
+    folds = [args.fold] if script == "train" else args.folds
+    if args.benchmark not in FOLD_BENCHMARKS and folds != [0]:
         parser.error(f"argument --fold: {args.benchmark} (FSS-1000) has no folds, it has HSNet's fixed trn/val/test "
-                     f"class lists; leave --fold out (got --fold {args.fold})")
+                     f"class lists; leave --fold out (got --fold {' '.join(map(str, folds))})")
     _positive(parser, "--nworker", args.nworker, 0)
     _positive(parser, "--img-size", args.img_size, 32)
     if script == "train":
@@ -133,12 +181,13 @@ def validate_and_resolve(args: argparse.Namespace, script: Script,
         if not args.lr > 0:
             parser.error(f"argument --lr: must be > 0, got {args.lr}")
     else:
-        _positive(parser, "--nshot", args.nshot)
+        for nshot in args.nshots:
+            _positive(parser, "--nshot", nshot)
+        _distinct(parser, "--nshot", args.nshots)
+        _distinct(parser, "--fold", args.folds)
         if args.use_original_imgsize and args.bsz != 1:
             parser.error("argument --use_original_imgsize: needs --bsz 1 (query masks keep their own sizes)")
-        if not args.load:
-            parser.error("argument --load: a checkpoint is required (e.g. logs/<run>.log/best_model.pt)")
-        args.load = str(_existing(parser, "--load", args.load, Path(), kind="file"))
+        _resolve_checkpoints(parser, args)
 
     datapath = _existing(parser, "--datapath", args.datapath, DEFAULT_DATAPATH)
     args.datapath = str(datapath)
@@ -172,6 +221,8 @@ def parse_args(script: Script, argv: Optional[Sequence[str]] = None) -> argparse
     """Parse, validate and resolve the flags of ``train.py`` or ``test.py``."""
     parser = build_parser(script)
     args = parser.parse_args(argv)
+    if script == "test":  # recorded in results.json
+        args.command = shlex.join(["python", f"{script}.py", *(sys.argv[1:] if argv is None else argv)])
     return validate_and_resolve(args, script, parser)
 
 

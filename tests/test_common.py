@@ -57,3 +57,14 @@ def test_fix_randseed_is_reproducible():
     fix_randseed(3)
     assert (np.random.rand(), torch.rand(1).item()) == first
     assert isinstance(fix_randseed(None), int)
+
+
+
+def test_sha256_file_streams_the_file(tmp_path):
+    import hashlib
+
+    from common.io import sha256_file
+
+    data = os.urandom(3 << 20)  # several 1 MiB blocks
+    (tmp_path / "f.bin").write_bytes(data)
+    assert sha256_file(tmp_path / "f.bin") == hashlib.sha256(data).hexdigest()

@@ -43,6 +43,10 @@ def test_prints_final_line_and_writes_json(setup, capsys):
     assert results["episodes"] == 4 and results["nshot"] == 1 and len(results["per_class_iou"]) == 5
     assert len(list((root / "t1" / "vis").glob("*_class-*_iou-*.jpg"))) == 4
     assert (root / "t1" / "log.txt").read_text().count("Fold 0 mIoU") == 1
+    # one fold and one shot: a one-cell table, and the run's keys at the top level as before sweeps existed
+    assert [(r["fold"], r["nshot"], r["miou"]) for r in results["runs"]] == [(0, 1, results["miou"])]
+    assert results["load"] == results["checkpoint"] == str(load) and len(results["checkpoint_sha256"]) == 64
+    assert all((root / "t1" / name).is_file() for name in ("table.md", "table.csv", "table.png"))
 
 
 def test_nshot_vote(setup, capsys):
