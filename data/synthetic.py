@@ -53,19 +53,17 @@ index)), so a seed gives byte-identical files with the same Pillow/libjpeg build
 """
 from __future__ import annotations
 
-import argparse
 import colorsys
 import json
 import logging
 import math
 import pickle
 import shutil
-import sys
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -358,15 +356,17 @@ def _listed_classes(mask: np.ndarray, primary: int) -> list[int]:
 
 
 def _make_sample(rng: np.random.Generator, primary: int, nclass: int, min_size: int, max_size: int,
-                 allow_crowd: bool, max_distractors: int = MAX_DISTRACTORS) -> _Sample:
-    """One image with its primary class ``primary`` (0-based) and 0..``max_distractors`` distractors."""
+                 allow_crowd: bool, max_distractors: int = MAX_DISTRACTORS,
+                 distractor_pool: Optional[Sequence[int]] = None) -> _Sample:
+    """One image with its primary class ``primary`` (0-based) and 0..``max_distractors`` distractors drawn
+    from ``distractor_pool`` (default: every class 0..nclass-1)."""
     width = int(rng.integers(min_size, max_size + 1))
     height = int(rng.integers(min_size, max_size + 1))
     if width == height and min_size < max_size:
         height = height - 1 if height > min_size else height + 1
     # drawn, then capped: the default cap leaves every image as it was before the cap existed
     n_distract = min(int(rng.choice(3, p=[0.3, 0.4, 0.3])), max_distractors)
-    others = [c for c in range(nclass) if c != primary]
+    others = [c for c in (range(nclass) if distractor_pool is None else distractor_pool) if c != primary]
     distract = [int(c) for c in rng.choice(others, size=n_distract, replace=False)]
     crowd_slot = 0 if (allow_crowd and n_distract and rng.random() < 0.45) else -1
     for _attempt in range(50):
@@ -392,6 +392,23 @@ def _make_sample(rng: np.random.Generator, primary: int, nclass: int, min_size: 
     canvas += rng.normal(0, 5, size=canvas.shape).astype(np.float32)
     image = np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
     return _Sample(image=image, labels=labels, objects=objects)
+
+
+def render_image(rng: np.random.Generator, primary: int, classes: Sequence[int], *,
+                 max_distractors: int = MAX_DISTRACTORS, min_size: int = 64,
+                 max_size: int = 112) -> tuple[np.ndarray, list[int]]:
+    """A fresh image drawn as the benchmark draws its images, with every object's class in ``classes``.
+
+    For work beside the benchmark (the demo's backbone pretraining renders images of the training classes
+    only, never the benchmark's files). ``primary`` (0-based, in ``classes``) is the largest object; up to
+    ``max_distractors`` objects of other classes of ``classes`` are added. Returns the (H, W, 3) uint8 image
+    and the classes it is listed under (the primary first, then those covering >= LIST_MIN_FRACTION).
+    """
+    if primary not in classes:
+        raise ValueError(f"primary class {primary} is not among the classes {list(classes)}")
+    sample = _make_sample(rng, primary, max(classes) + 1, min_size, max_size, allow_crowd=False,
+                          max_distractors=max_distractors, distractor_pool=list(classes))
+    return sample.image, _listed_classes(sample.labels, primary)
 
 
 # ----------------------------------------------------------------------------------------------------------
