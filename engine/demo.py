@@ -1,17 +1,22 @@
-"""``make demo``: the whole method on the embedded synthetic benchmark, on a laptop CPU.
+"""``make demo``: few-shot segmentation on the embedded synthetic benchmark, on a laptop CPU, in one command.
 
 Every step runs the real command a researcher would run, in a subprocess:
 
-1. ``python -m data.synthetic``      writes a PASCAL-5i-layout benchmark;
-2. ``generate_cam_voc.py``            CLIP RN50 Grad-CAM priors for every (image, class) pair;
-3. ``test.py``                        the untrained model, 1-shot and 5-shot;
-4. ``train.py``                       fold 0 at a reduced image size;
-5. ``test.py``                        the trained model, 1-shot and 5-shot;
+1. ``python -m data.synthetic``  writes a PASCAL-5i-layout benchmark, 0-2 objects of other classes per image;
+2. ``generate_cam_voc.py``        CLIP RN50 Grad-CAM priors for every (image, class) pair;
+3. ``python -m engine.pretrain``  trains the backbone to classify fold 0's *training* classes (rendered
+                                  images; the test classes are never drawn) and saves a torchvision file;
+4. ``test.py``                    the untrained IMR-HSNet head on that frozen backbone, 1-shot and 5-shot;
+5. ``train.py``                   fold 0 at a reduced image size;
+6. ``test.py``                    the trained model, 1-shot and 5-shot;
+7. the control (in this process): the trained model, 1-shot, with each query's supports taken from another
+   class (:mod:`engine.support_swap`): the query's own class must be found far less often.
 
-then prints a table, writes ``results.json``, a PNG grid of qualitative results, and says where the
-TensorBoard logs are. Without ``--clip-weights`` / ``--backbone-weights`` the CLIP model and the backbone are
-randomly initialised (this machine cannot download weights), and the output says so: the demo shows the
-pipeline working and the model learning, not the paper's numbers.
+then prints a table, writes ``results.json``, ``qualitative.png`` (queries holding two objects, each segmented
+once with a support of either class) and ``test_episodes.png`` (query | ground truth | CAM prior | untrained |
+trained), and says where the TensorBoard logs are. Without ``--clip-weights`` the CLIP model is randomly
+initialised (this machine cannot download weights) and the output says so: its CAM priors carry no class
+information, so what separates the classes is the pretrained backbone and the support.
 """
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from common.cli import EXIT_BAD_INPUT, ArgumentParser, HelpFormatter, run_cli
 from common.errors import UserInputError
@@ -36,28 +41,35 @@ from common.io import atomic_torch_save, atomic_write_text
 from common.paths import REPO_ROOT
 from common.resize import resize_bilinear
 from data.benchmarks import DEFAULT_CAM_DIRS
+from data.synthetic import MAX_DISTRACTORS
 from model.backbone import BACKBONES
 from model.checkpoint import released_state_dict
+from model.masking import MASKING_MODES
 logger = logging.getLogger("demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Flags of ``demo.py``; the defaults are what ``make demo`` runs."""
-    parser = ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=HelpFormatter)
+    parser = ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "demo_out", help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data, weights and training episodes")
-    parser.add_argument("--backbone", default="vgg16", choices=tuple(BACKBONES), help="feature extractor")
+    parser.add_argument("--backbone", default="resnet50", choices=tuple(BACKBONES), help="feature extractor")
     parser.add_argument("--backbone-weights", default=None,
-                        help="torchvision state-dict file of the backbone (default: random init, seeded)")
+                        help="torchvision state-dict file of the backbone (default: pretrained here, step 3)")
+    parser.add_argument("--pretrain-epochs", type=int, default=4,
+                        help="epochs of the backbone pretraining on fold 0's training classes; 0 keeps the "
+                             "backbone at random init (then the head can only learn objectness)")
+    parser.add_argument("--pretrain-images-per-class", type=int, default=40,
+                        help="rendered pretraining images per training class")
     parser.add_argument("--clip-weights", default=None,
                         help="OpenAI CLIP RN50.pt (default: random init of RN50's shapes, seeded)")
     parser.add_argument("--images-per-class", type=int, default=12, help="synthetic images per class and split")
-    parser.add_argument("--max-distractors", type=int, default=0, choices=range(3),
-                        help="objects of other classes per synthetic image, at most (the benchmark's own default "
-                             "is 2; 0 keeps the task learnable in minutes with random backbone and CLIP, see README)")
+    parser.add_argument("--max-distractors", type=int, default=MAX_DISTRACTORS, choices=range(MAX_DISTRACTORS + 1),
+                        help="objects of other classes per synthetic image, at most (the benchmark's default)")
+    parser.add_argument("--masking", default="paper", choices=tuple(MASKING_MODES),
+                        help="IMR feature masking (see README: the demo uses the paper's)")
     parser.add_argument("--img-size", type=int, default=96, help="input side for training and testing")
-    parser.add_argument("--niter", type=int, default=8, help="training epochs")
+    parser.add_argument("--niter", type=int, default=6, help="training epochs")
     parser.add_argument("--bsz", type=int, default=4, help="training episodes per batch")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (the released default)")
     parser.add_argument("--stage", type=int, default=2, help="IMR refinement stages")
@@ -92,25 +104,29 @@ def run_step(title: str, command: Sequence[str], log_path: Path) -> float:
     return seconds
 
 
-def write_random_weights(args: argparse.Namespace, weights_dir: Path) -> tuple[str, str]:
-    """Seeded random CLIP RN50 and backbone state dicts (unless files were given); returns their paths."""
-    from model.backbone import build_backbone
+def write_random_clip(args: argparse.Namespace, weights_dir: Path) -> str:
+    """``--clip-weights``, or a seeded random CLIP RN50 state dict written into ``weights_dir``."""
     from model.clip_gradcam import random_clip_state_dict
 
-    clip_path = args.clip_weights
-    if clip_path is None:
-        clip_path = weights_dir / "clip_rn50_random.pt"
-        atomic_torch_save(random_clip_state_dict(seed=args.seed), clip_path)
-        print("NOTE: CLIP RN50 has RANDOM weights (no --clip-weights given, and none can be downloaded here):\n"
-              "      its Grad-CAM priors are not object masks. Pass --clip-weights RN50.pt for real priors.")
-    backbone_path = args.backbone_weights
-    if backbone_path is None:
-        backbone_path = weights_dir / f"{args.backbone}_random.pth"
-        torch.manual_seed(args.seed)
-        atomic_torch_save(build_backbone(args.backbone, "none").state_dict(), backbone_path)
-        print(f"NOTE: the {args.backbone} backbone has RANDOM weights (no --backbone-weights given): the frozen "
-              "features are\n      random convolutions, so only the IMR-HSNet head learns.")
-    return str(clip_path), str(backbone_path)
+    if args.clip_weights is not None:
+        return str(args.clip_weights)
+    clip_path = weights_dir / "clip_rn50_random.pt"
+    atomic_torch_save(random_clip_state_dict(seed=args.seed), clip_path)
+    print("NOTE: CLIP RN50 has RANDOM weights (no --clip-weights given, and none can be downloaded here):\n"
+          "      its Grad-CAM priors are not object masks. Pass --clip-weights RN50.pt for real priors.")
+    return str(clip_path)
+
+
+def write_random_backbone(args: argparse.Namespace, weights_dir: Path) -> str:
+    """A seeded random backbone state dict (``--pretrain-epochs 0`` without ``--backbone-weights``)."""
+    from model.backbone import build_backbone
+
+    path = weights_dir / f"{args.backbone}_random.pth"
+    torch.manual_seed(args.seed)
+    atomic_torch_save(build_backbone(args.backbone, "none").state_dict(), path)
+    print(f"NOTE: the {args.backbone} backbone has RANDOM weights (--pretrain-epochs 0): the frozen features are\n"
+          "      random convolutions, so the head can learn where an object is but not which one the support shows.")
+    return str(path)
 
 
 CAM_PROVENANCE = "cams_made_for.json"  # which images and CLIP weights the CAM files in the data folder came from
@@ -153,45 +169,160 @@ def write_untrained_checkpoint(args: argparse.Namespace, backbone_path: str, pat
     return atomic_torch_save(released_state_dict(model), path)
 
 
-def qualitative_grid(args: argparse.Namespace, data_root: Path, cam_dirs: Sequence[Path],
-                     checkpoints: dict[str, Path], path: Path, rows: int = 6) -> Path:
-    """A PNG grid: query | ground truth | CAM prior | untrained prediction | trained prediction (1-shot)."""
-    from common.vis import apply_mask, to_uint8_image
-    from data.dataset import build_dataset
+def load_checkpoint(args: argparse.Namespace, checkpoint: Path) -> torch.nn.Module:
+    """The demo's model (``--backbone``, ``--masking``) with ``checkpoint`` loaded, in eval mode on the CPU."""
     from model import build_model
     from model.checkpoint import load_model_state
 
-    dataset = build_dataset("pascal", datapath=data_root, fold=0, split="test", shot=1, img_size=args.img_size,
-                            cam_train_path=cam_dirs[0], cam_val_path=cam_dirs[1], splitpath=data_root / "splits",
-                            nepisodes=rows, seed=0)
+    model = build_model(args.backbone, backbone_weights="none", masking=args.masking)
+    load_model_state(model, checkpoint)
+    return model.eval()
+
+
+def test_dataset(args: argparse.Namespace, data_root: Path, cam_dirs: Sequence[Path], *, shot: int,
+                 nepisodes: int) -> Any:
+    """Fold 0's test episodes of the demo's benchmark (the ones ``test.py`` draws with seed 0)."""
+    from data.dataset import build_dataset
+
+    return build_dataset("pascal", datapath=data_root, fold=0, split="test", shot=shot, img_size=args.img_size,
+                         cam_train_path=cam_dirs[0], cam_val_path=cam_dirs[1], splitpath=data_root / "splits",
+                         nepisodes=nepisodes, seed=0)
+
+
+GREEN, RED, BLUE, ORANGE = (0, 200, 0), (220, 30, 30), (40, 90, 255), (255, 160, 0)
+
+
+def _framed(tiles: Sequence[np.ndarray]) -> np.ndarray:
+    return np.concatenate([np.pad(t, ((2, 2), (2, 2), (0, 0)), constant_values=255) for t in tiles], 1)
+
+
+def _with_header(grid: np.ndarray, titles: Sequence[str]) -> Image.Image:
+    """``grid`` under a white strip naming its equally wide columns."""
+    header = Image.new("RGB", (grid.shape[1], 14), "white")
+    draw = ImageDraw.Draw(header)
+    width = grid.shape[1] // len(titles)
+    for i, title in enumerate(titles):
+        draw.text((i * width + 3, 1), title, fill=(0, 0, 0))
+    picture = Image.new("RGB", (grid.shape[1], grid.shape[0] + 14), "white")
+    picture.paste(header, (0, 0))
+    picture.paste(Image.fromarray(grid), (0, 14))
+    return picture
+
+
+def test_episodes_grid(args: argparse.Namespace, dataset: Any, checkpoints: dict[str, Path], path: Path,
+                       rows: int = 6) -> Path:
+    """A PNG grid of the first test episodes: query | ground truth | CAM prior | untrained | trained (1-shot)."""
+    from common.vis import apply_mask, to_uint8_image
+
     batch = torch.utils.data.default_collate([dataset[i] for i in range(rows)])
     predictions = {}
     for name, checkpoint in checkpoints.items():
-        model = build_model(args.backbone, backbone_weights="none")
-        load_model_state(model, checkpoint)
-        model.eval()
         with torch.no_grad():
-            predictions[name] = model.predict_mask_nshot(batch, nshot=1, stage=args.stage).cpu().numpy()
-
-    green, red, blue = (0, 200, 0), (220, 30, 30), (40, 90, 255)
+            predictions[name] = load_checkpoint(args, checkpoint).predict_mask_nshot(
+                batch, nshot=1, stage=args.stage).numpy()
     lines = []
     for i in range(rows):
         image = to_uint8_image(batch["query_img"][i])
-        size = image.shape[:2]
-        cam = resize_bilinear(batch["query_cam"][i][None, None].float(), size)[0, 0].numpy()
+        cam = resize_bilinear(batch["query_cam"][i][None, None].float(), image.shape[:2])[0, 0].numpy()
         cam_rgb = (np.stack([cam, cam, cam], -1).clip(0, 1) * 255).astype(np.uint8)
-        tiles = [image, apply_mask(image, batch["query_mask"][i].numpy() > 0.5, green), cam_rgb]
-        tiles += [apply_mask(image, predictions[name][i] > 0.5, color)
-                  for name, color in zip(checkpoints, (red, blue))]
-        lines.append(np.concatenate([np.pad(t, ((2, 2), (2, 2), (0, 0)), constant_values=255) for t in tiles], 1))
-    grid = np.concatenate(lines, 0)
+        tiles = [image, apply_mask(image, batch["query_mask"][i].numpy() > 0.5, GREEN), cam_rgb]
+        tiles += [apply_mask(image, predictions[name][i] > 0.5, color) for name, color in zip(checkpoints, (RED, BLUE))]
+        lines.append(_framed(tiles))
+    picture = _with_header(np.concatenate(lines, 0), ["query", "truth", "CAM", *checkpoints])
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid).save(path)
+    picture.save(path)
     return path
+
+
+def two_object_queries(dataset: Any, limit: int) -> list[tuple[str, int, int, str, str]]:
+    """Up to ``limit`` test images listed under two of the fold's test classes ``a < b``, each with a support
+    image of ``a`` not listed under ``b`` and one of ``b`` not listed under ``a``: (query, a, b, support_a,
+    support_b), in the split file's order."""
+    listed: dict[str, set[int]] = {}
+    for name, cls in dataset.img_metadata:
+        listed.setdefault(name, set()).add(int(cls))
+    found = []
+    for query, classes in listed.items():
+        if len(classes) < 2:
+            continue
+        a, b = sorted(classes)[:2]
+        support_a = next((n for n in dataset.img_metadata_classwise[a] if n != query and b not in listed[n]), None)
+        support_b = next((n for n in dataset.img_metadata_classwise[b] if n != query and a not in listed[n]), None)
+        if support_a and support_b:
+            found.append((query, a, b, support_a, support_b))
+        if len(found) == limit:
+            break
+    return found
+
+
+def _iou(pred: np.ndarray, mask: np.ndarray) -> float:
+    union = np.logical_or(pred > 0.5, mask > 0.5).sum()
+    return float(100.0 * np.logical_and(pred > 0.5, mask > 0.5).sum() / union) if union else 0.0
+
+
+def two_support_figure(args: argparse.Namespace, dataset: Any, model: torch.nn.Module, path: Path,
+                       rows: int = 3) -> list[dict[str, Any]]:
+    """``qualitative.png``: queries holding objects of two test classes, each segmented once with a support of
+    either class (support | prediction | other support | prediction | ground truth of both). Returns, per
+    query, the IoU of each prediction with each class's mask."""
+    from common.vis import apply_mask, to_uint8_image
+    from data.episodes import Episode
+
+    lines, records = [], []
+    for query, a, b, support_a, support_b in two_object_queries(dataset, rows):
+        tiles, masks, predictions = [], {}, {}
+        for cls, support in ((a, support_a), (b, support_b)):
+            batch = dataset.load_episode(Episode(query=query, supports=(support,), class_id=cls))
+            with torch.no_grad():
+                prediction = model.predict_mask_nshot(torch.utils.data.default_collate([batch]), nshot=1,
+                                                      stage=args.stage)[0].numpy()
+            image = to_uint8_image(batch["query_img"])
+            tiles += [apply_mask(to_uint8_image(batch["support_imgs"][0]), batch["support_masks"][0].numpy(), BLUE),
+                      apply_mask(image, (prediction > 0.5).astype(np.uint8), RED)]
+            masks[cls], predictions[cls] = batch["query_mask"].numpy(), prediction
+        truth = apply_mask(apply_mask(image, masks[a].astype(np.uint8), GREEN), masks[b].astype(np.uint8), ORANGE)
+        lines.append(_framed([*tiles, truth]))
+        records.append({"query": query, "classes": [a, b], "supports": [support_a, support_b],
+                        "iou": {f"support {s} vs class {c}": _iou(predictions[s], masks[c])
+                                for s in (a, b) for c in (a, b)}})
+    if not lines:
+        raise RuntimeError("no test image holds objects of two test classes; use more --images-per-class")
+    titles = ["support A", "pred. (A)", "support B", "pred. (B)", "A green, B orange"]
+    _with_header(np.concatenate(lines, 0), titles).save(path)
+    return records
+
+
+def pretrain_step(args: argparse.Namespace, weights_dir: Path, logs: Path) -> tuple[str, dict[str, Any]]:
+    """Step 3: the backbone file the few-shot runs load, and what was done to make it (``backbone_pretraining``
+    in ``results.json``)."""
+    if args.backbone_weights is not None:
+        return str(args.backbone_weights), {"done": False, "why": "--backbone-weights given",
+                                            "file": str(args.backbone_weights)}
+    if args.pretrain_epochs == 0:
+        return write_random_backbone(args, weights_dir), {"done": False, "why": "--pretrain-epochs 0 (random init)"}
+    path = weights_dir / f"{args.backbone}_pretrained_fold0.pth"
+    seconds = run_step(f"3/7 backbone pretraining: {args.backbone} classifies fold 0's training classes "
+                       f"({args.pretrain_epochs} epochs)",
+                       [sys.executable, "-m", "engine.pretrain", path, "--backbone", args.backbone, "--benchmark",
+                        "pascal", "--fold", 0, "--seed", args.seed, "--img-size", args.img_size,
+                        "--images-per-class", args.pretrain_images_per_class, "--epochs", args.pretrain_epochs,
+                        "--max-distractors", args.max_distractors], logs / "pretrain.log")
+    report = json.loads(path.with_suffix(".json").read_text())
+    print(f"   held-out accuracy on new images of the training classes: {report['heldout_accuracy']:.1f}% "
+          f"(chance {100 / len(report['classes']):.1f}%)")
+    summary = {key: report[key] for key in ("classes", "test_classes_never_drawn", "images", "epochs", "img_size",
+                                            "heldout_images", "heldout_accuracy")}
+    return str(path), {"done": True, "file": str(path), "seconds": seconds,
+                       "what": f"{args.backbone} trained from random init as a classifier of fold 0's "
+                               f"{len(report['classes'])} training classes on rendered synthetic images (the "
+                               "test classes never drawn); saved as a torchvision state dict and frozen",
+                       **summary}
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
     """Run the demo; returns the ``results.json`` content."""
+    from engine.support_swap import wrong_support_test
+
     started = time.perf_counter()
     out = args.out.resolve()
     data_root, weights_dir, logs = out / "data", out / "weights", out / "logs"
@@ -200,64 +331,98 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     for stale in ("train", "test", "untrained"):  # a rerun starts its runs afresh (data and CAMs are reused)
         shutil.rmtree(out / stale, ignore_errors=True)
 
-    run_step("1/5 synthetic benchmark (PASCAL-5i layout)",
+    run_step("1/7 synthetic benchmark (PASCAL-5i layout)",
              [python, "-m", "data.synthetic", data_root, "--seed", args.seed, "--benchmark", "pascal",
               "--images-per-class", args.images_per_class, "--max-distractors", args.max_distractors],
              logs / "synthetic.log")
-    clip_path, backbone_path = write_random_weights(args, weights_dir)
     cam_dirs = tuple(data_root / name for name in DEFAULT_CAM_DIRS["pascal"])  # (train, val)
+    dataset = test_dataset(args, data_root, cam_dirs, shot=1, nepisodes=args.nepisodes)
+    if len({episode.class_id for episode in dataset.episodes}) < 2:  # checked before the long steps
+        raise UserInputError(f"--nepisodes {args.nepisodes}: the control (step 7) needs test episodes of two "
+                             f"classes or more, and the first {args.nepisodes} are all of one; raise --nepisodes")
+    clip_path = write_random_clip(args, weights_dir)
     made_for = cam_provenance(data_root, clip_path)
     clear_stale_cams(data_root, cam_dirs, made_for)
     atomic_write_text(made_for, data_root / CAM_PROVENANCE)  # before the job, so an interrupted one resumes
-    run_step("2/5 CLIP Grad-CAM priors for every (image, class) pair",
+    run_step("2/7 CLIP Grad-CAM priors for every (image, class) pair",
              [python, "generate_cam_voc.py", "--datapath", data_root, "--splitpath", data_root / "splits",
               "--traincampath", cam_dirs[0], "--valcampath", cam_dirs[1],
               "--clip-weights", clip_path, "--device", args.device, "--nworker", args.nworker, "--no-progress",
               "--overwrite"],
              logs / "generate_cam_voc.log")
+    backbone_path, pretraining = pretrain_step(args, weights_dir, logs)
 
     common = ["--datapath", data_root, "--splitpath", data_root / "splits", "--benchmark", "pascal", "--fold", 0,
-              "--traincampath", cam_dirs[0], "--valcampath", cam_dirs[1],
-              "--backbone", args.backbone, "--img-size", args.img_size, "--stage", args.stage, "--device", args.device]
+              "--traincampath", cam_dirs[0], "--valcampath", cam_dirs[1], "--backbone", args.backbone,
+              "--img-size", args.img_size, "--stage", args.stage, "--masking", args.masking, "--device", args.device]
     checkpoints = {"untrained": write_untrained_checkpoint(args, backbone_path, out / "untrained" / "best_model.pt"),
                    "trained": out / "train" / "best_model.pt"}
 
     def evaluate(name: str, step: str) -> dict[str, dict[str, float]]:
-        numbers = {}
-        for nshot in (1, 5):
-            run_dir = out / "test" / f"{name}_{nshot}shot"
-            run_step(f"{step} test.py, {name} model, {nshot}-shot",
-                     [python, "test.py", *common, "--load", checkpoints[name], "--nshot", nshot,
-                      "--nepisodes", args.nepisodes, "--bsz", 10,
-                      "--nworker", 0, "--logpath", run_dir], logs / f"test_{name}_{nshot}shot.log")
-            result = json.loads((run_dir / "results.json").read_text())
-            numbers[f"{nshot}shot"] = {"miou": result["miou"], "fbiou": result["fb_iou"]}
-        return numbers
+        run_dir = out / "test" / name
+        run_step(f"{step} test.py, {name} model, 1-shot and 5-shot",
+                 [python, "test.py", *common, "--load", checkpoints[name], "--nshot", 1, 5,
+                  "--nepisodes", args.nepisodes, "--bsz", 10, "--nworker", 0, "--logpath", run_dir],
+                 logs / f"test_{name}.log")
+        runs = json.loads((run_dir / "results.json").read_text())["runs"]
+        return {f"{run['nshot']}shot": {"miou": run["miou"], "fbiou": run["fb_iou"]} for run in runs}
 
-    results: dict[str, Any] = {"untrained": evaluate("untrained", "3/5")}
-    run_step(f"4/5 train.py, fold 0, {args.niter} epochs at {args.img_size} px",
+    results: dict[str, Any] = {"untrained": evaluate("untrained", "4/7")}
+    run_step(f"5/7 train.py, fold 0, {args.niter} epochs at {args.img_size} px",
              [python, "train.py", *common, "--nepisodes", args.val_episodes, "--backbone-weights", backbone_path,
-              "--niter", args.niter,
-              "--bsz", args.bsz, "--lr", args.lr, "--seed", args.seed, "--nworker", args.nworker,
-              "--logpath", out / "train"], logs / "train.log")
-    results["trained"] = evaluate("trained", "5/5")
+              "--niter", args.niter, "--bsz", args.bsz, "--lr", args.lr, "--seed", args.seed,
+              "--nworker", args.nworker, "--logpath", out / "train"], logs / "train.log")
+    results["trained"] = evaluate("trained", "6/7")
 
-    grid = qualitative_grid(args, data_root, cam_dirs, checkpoints, out / "qualitative.png")
+    print("\n== 7/7 control: the trained model, 1-shot, each query's supports taken from another class", flush=True)
+    step_started = time.perf_counter()
+    trained = load_checkpoint(args, checkpoints["trained"])
+    control = wrong_support_test(trained, dataset, nshot=1, stage=args.stage, device=torch.device("cpu"),
+                                 seed=args.seed)
+    results["wrong_support"] = {"miou": control.miou, "fbiou": control.fb_iou, "nshot": 1,
+                                "episodes": control.episodes}
+    results["two_supports"] = two_support_figure(args, dataset, trained, out / "qualitative.png")
+    grid = test_episodes_grid(args, dataset, checkpoints, out / "test_episodes.png")
+    print(f"   done in {time.perf_counter() - step_started:.0f} s")
+
+    results["distractors"] = {"max_per_image": args.max_distractors,
+                              "test_queries_with_other_objects": share_with_other_objects(dataset)}
+    results["backbone_pretraining"] = pretraining
     results["settings"] = {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()}
-    results["random_weights"] = {"clip": args.clip_weights is None, "backbone": args.backbone_weights is None}
+    results["random_weights"] = {"clip": args.clip_weights is None,
+                                 "backbone": args.backbone_weights is None and args.pretrain_epochs == 0}
+    results["seconds"] = time.perf_counter() - started
     atomic_write_text(json.dumps(results, indent=2) + "\n", out / "results.json")
 
     print("\n              1-shot mIoU  1-shot FB-IoU  5-shot mIoU  5-shot FB-IoU")
     for name in ("untrained", "trained"):
         one, five = results[name]["1shot"], results[name]["5shot"]
         print(f"{name:>10}    {one['miou']:9.2f}  {one['fbiou']:13.2f}  {five['miou']:11.2f}  {five['fbiou']:13.2f}")
+    wrong = results["wrong_support"]
+    print(f"{'wrong supp.':>11}   {wrong['miou']:9.2f}  {wrong['fbiou']:13.2f}  (1-shot, supports of another class)")
     gain = results["trained"]["1shot"]["miou"] - results["untrained"]["1shot"]["miou"]
-    print(f"\n1-shot mIoU gain from training: {gain:+.2f} points")
+    drop = results["trained"]["1shot"]["miou"] - wrong["miou"]
+    print(f"\n1-shot mIoU gain from training: {gain:+.2f} points; "
+          f"supports of another class cost {drop:.2f} points")
     print(f"results:      {out / 'results.json'}")
-    print(f"qualitative:  {grid}  (query | ground truth | CAM prior | untrained | trained)")
+    print(f"qualitative:  {out / 'qualitative.png'}  (one query, two supports: each segments its own class)")
+    print(f"episodes:     {grid}  (query | ground truth | CAM prior | untrained | trained)")
+    print(f"table:        {out / 'test' / 'trained' / 'table.png'}  (test.py's per-fold mIoU chart, 1- and 5-shot)")
     print(f"TensorBoard:  tensorboard --logdir {out / 'train'}")
-    print(f"total time:   {time.perf_counter() - started:.0f} s")
+    print(f"total time:   {results['seconds']:.0f} s")
     return results
+
+
+def share_with_other_objects(dataset: Any) -> float:
+    """The share (%) of ``dataset``'s test episodes whose query shows an object of another class than the
+    episode's (any class label other than the episode's, boundary 255 and background aside, in its mask file)."""
+    from common.constants import IGNORE_LABEL
+
+    with_others = 0
+    for episode in dataset.episodes:
+        labels = set(np.unique(np.asarray(Image.open(dataset.mask_path(episode.query)))).tolist())
+        with_others += bool(labels - {0, IGNORE_LABEL, episode.class_id + 1})
+    return 100.0 * with_others / len(dataset.episodes)
 
 
 def run(argv: Optional[Sequence[str]] = None) -> int:
