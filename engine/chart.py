@@ -28,7 +28,9 @@ def _label(index: int, ours: FoldValues) -> str:
     if index < NFOLDS:
         return f"fold {index}"
     run = [str(f) for f, v in enumerate(ours.folds) if v is not None]
-    return "mean" if len(run) == NFOLDS else f"mean\n(ours: {', '.join(run)})"
+    if len(run) == NFOLDS:
+        return "mean"
+    return f"mean\n(ours over fold{'s' if len(run) > 1 else ''} {', '.join(run)})"
 
 
 def write_miou_chart(panels: Mapping[int, tuple[FoldValues, FoldValues]], path: Path, *, title: str) -> Path:
