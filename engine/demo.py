@@ -45,6 +45,7 @@ from data.synthetic import MAX_DISTRACTORS
 from model.backbone import BACKBONES
 from model.checkpoint import released_state_dict
 from model.masking import MASKING_MODES
+
 logger = logging.getLogger("demo")
 
 
@@ -286,7 +287,8 @@ def two_support_figure(args: argparse.Namespace, dataset: Any, model: torch.nn.M
                         "iou": {f"support {s} vs class {c}": _iou(predictions[s], masks[c])
                                 for s in (a, b) for c in (a, b)}})
     if not lines:
-        raise RuntimeError("no test image holds objects of two test classes; use more --images-per-class")
+        raise UserInputError(f"--images-per-class {args.images_per_class}: no test image holds objects of two test "
+                             "classes (with supports of each), so qualitative.png cannot be drawn; raise it")
     titles = ["support A", "pred. (A)", "support B", "pred. (B)", "A green, B orange"]
     _with_header(np.concatenate(lines, 0), titles).save(path)
     return records
