@@ -64,3 +64,17 @@ def test_wrong_checkpoint_is_a_clear_error(setup, capsys):
     assert _run(tiny, bad, root / "t4") == 2
     err = capsys.readouterr().err
     assert str(bad) in err and "unexpected keys: nothing" in err and "Traceback" not in err
+
+
+def test_a_used_folder_is_refused_and_bad_input_leaves_no_folder(setup, capsys):
+    tiny, load, root = setup
+    assert _run(tiny, load, root / "t5") == 0
+    before = sorted(p.name for p in (root / "t5").iterdir())
+    assert _run(tiny, load, root / "t5") == 2  # a second test run never mixes its results with the first's
+    assert f"{root / 't5'} already holds a run" in capsys.readouterr().err
+    assert sorted(p.name for p in (root / "t5").iterdir()) == before
+
+    bad = root / "bad_keys.pt"  # passes the flag checks, fails when the model loads it: the folder goes again
+    torch.save({"module.nothing": torch.zeros(1)}, bad)
+    assert _run(tiny, bad, root / "t6") == 2
+    assert str(bad) in capsys.readouterr().err and not (root / "t6").exists()
