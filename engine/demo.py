@@ -21,6 +21,7 @@ information, so what separates the classes is the pretrained backbone and the su
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import shlex
@@ -37,7 +38,8 @@ from PIL import Image, ImageDraw
 
 from common.cli import EXIT_BAD_INPUT, ArgumentParser, HelpFormatter, run_cli
 from common.errors import UserInputError
-from common.io import atomic_torch_save, atomic_write_text
+from common.device import resolve_device
+from common.io import atomic_torch_save, atomic_write_bytes, atomic_write_text
 from common.paths import REPO_ROOT
 from common.resize import resize_bilinear
 from data.benchmarks import DEFAULT_CAM_DIRS
@@ -130,6 +132,7 @@ def write_random_backbone(args: argparse.Namespace, weights_dir: Path) -> str:
     return str(path)
 
 
+RESULTS_NAME, QUALITATIVE_NAME, EPISODES_NAME = "results.json", "qualitative.png", "test_episodes.png"
 CAM_PROVENANCE = "cams_made_for.json"  # which images and CLIP weights the CAM files in the data folder came from
 
 
@@ -197,6 +200,13 @@ def _framed(tiles: Sequence[np.ndarray]) -> np.ndarray:
     return np.concatenate([np.pad(t, ((2, 2), (2, 2), (0, 0)), constant_values=255) for t in tiles], 1)
 
 
+def save_png(picture: Image.Image, path: Path) -> Path:
+    """Write ``picture`` to ``path`` as a PNG, atomically."""
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return atomic_write_bytes(buffer.getvalue(), path)
+
+
 def _with_header(grid: np.ndarray, titles: Sequence[str]) -> Image.Image:
     """``grid`` under a white strip naming its equally wide columns."""
     header = Image.new("RGB", (grid.shape[1], 14), "white")
@@ -210,17 +220,19 @@ def _with_header(grid: np.ndarray, titles: Sequence[str]) -> Image.Image:
     return picture
 
 
-def test_episodes_grid(args: argparse.Namespace, dataset: Any, checkpoints: dict[str, Path], path: Path,
-                       rows: int = 6) -> Path:
+def test_episodes_grid(args: argparse.Namespace, dataset: Any, checkpoints: dict[str, Path], path: Path, *,
+                       device: torch.device, rows: int = 6) -> Path:
     """A PNG grid of the first test episodes: query | ground truth | CAM prior | untrained | trained (1-shot)."""
     from common.vis import apply_mask, to_uint8_image
+    from engine.loops import to_device
 
+    rows = min(rows, len(dataset))
     batch = torch.utils.data.default_collate([dataset[i] for i in range(rows)])
     predictions = {}
     for name, checkpoint in checkpoints.items():
         with torch.no_grad():
-            predictions[name] = load_checkpoint(args, checkpoint).predict_mask_nshot(
-                batch, nshot=1, stage=args.stage).numpy()
+            predictions[name] = load_checkpoint(args, checkpoint).to(device).predict_mask_nshot(
+                to_device(batch, device), nshot=1, stage=args.stage).cpu().numpy()
     lines = []
     for i in range(rows):
         image = to_uint8_image(batch["query_img"][i])
@@ -229,10 +241,7 @@ def test_episodes_grid(args: argparse.Namespace, dataset: Any, checkpoints: dict
         tiles = [image, apply_mask(image, batch["query_mask"][i].numpy() > 0.5, GREEN), cam_rgb]
         tiles += [apply_mask(image, predictions[name][i] > 0.5, color) for name, color in zip(checkpoints, (RED, BLUE))]
         lines.append(_framed(tiles))
-    picture = _with_header(np.concatenate(lines, 0), ["query", "truth", "CAM", *checkpoints])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    picture.save(path)
-    return path
+    return save_png(_with_header(np.concatenate(lines, 0), ["query", "truth", "CAM", *checkpoints]), path)
 
 
 def two_object_queries(dataset: Any, limit: int) -> list[tuple[str, int, int, str, str]]:
@@ -268,15 +277,17 @@ def two_support_figure(args: argparse.Namespace, dataset: Any, model: torch.nn.M
     query, the IoU of each prediction with each class's mask."""
     from common.vis import apply_mask, to_uint8_image
     from data.episodes import Episode
+    from engine.loops import to_device
 
     lines, records = [], []
     for query, a, b, support_a, support_b in two_object_queries(dataset, rows):
         tiles, masks, predictions = [], {}, {}
         for cls, support in ((a, support_a), (b, support_b)):
             batch = dataset.load_episode(Episode(query=query, supports=(support,), class_id=cls))
+            device = next(model.parameters()).device
             with torch.no_grad():
-                prediction = model.predict_mask_nshot(torch.utils.data.default_collate([batch]), nshot=1,
-                                                      stage=args.stage)[0].numpy()
+                prediction = model.predict_mask_nshot(to_device(torch.utils.data.default_collate([batch]), device),
+                                                      nshot=1, stage=args.stage)[0].cpu().numpy()
             image = to_uint8_image(batch["query_img"])
             tiles += [apply_mask(to_uint8_image(batch["support_imgs"][0]), batch["support_masks"][0].numpy(), BLUE),
                       apply_mask(image, (prediction > 0.5).astype(np.uint8), RED)]
@@ -290,25 +301,44 @@ def two_support_figure(args: argparse.Namespace, dataset: Any, model: torch.nn.M
         raise UserInputError(f"--images-per-class {args.images_per_class}: no test image holds objects of two test "
                              "classes (with supports of each), so qualitative.png cannot be drawn; raise it")
     titles = ["support A", "pred. (A)", "support B", "pred. (B)", "A green, B orange"]
-    _with_header(np.concatenate(lines, 0), titles).save(path)
+    save_png(_with_header(np.concatenate(lines, 0), titles), path)
     return records
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Flags the demo's steps would refuse only minutes in, checked before the first step."""
+    if args.pretrain_epochs < 0:
+        raise UserInputError(f"--pretrain-epochs must be 0 (no pretraining) or more, got {args.pretrain_epochs}")
+    if args.pretrain_images_per_class < 1:
+        raise UserInputError(f"--pretrain-images-per-class must be at least 1, got {args.pretrain_images_per_class}")
+
+
+def check_demo_data(args: argparse.Namespace, dataset: Any) -> None:
+    """The test episodes step 7 needs (two classes; a query holding two test classes), checked after step 1."""
+    if len({episode.class_id for episode in dataset.episodes}) < 2:
+        raise UserInputError(f"--nepisodes {args.nepisodes}: the control (step 7) needs test episodes of two "
+                             f"classes or more, and the first {args.nepisodes} are all of one; raise --nepisodes")
+    if not two_object_queries(dataset, 1):
+        raise UserInputError(f"--images-per-class {args.images_per_class}: no test image holds objects of two test "
+                             "classes (with supports of each), so qualitative.png cannot be drawn; raise it")
 
 
 def pretrain_step(args: argparse.Namespace, weights_dir: Path, logs: Path) -> tuple[str, dict[str, Any]]:
     """Step 3: the backbone file the few-shot runs load, and what was done to make it (``backbone_pretraining``
     in ``results.json``)."""
     if args.backbone_weights is not None:
-        return str(args.backbone_weights), {"done": False, "why": "--backbone-weights given",
-                                            "file": str(args.backbone_weights)}
+        return str(args.backbone_weights), {"done": False, "seconds": 0.0, "file": str(args.backbone_weights),
+                                            "what": "none: --backbone-weights given"}
     if args.pretrain_epochs == 0:
-        return write_random_backbone(args, weights_dir), {"done": False, "why": "--pretrain-epochs 0 (random init)"}
+        return write_random_backbone(args, weights_dir), {"done": False, "seconds": 0.0,
+                                                          "what": "none: --pretrain-epochs 0 (random init)"}
     path = weights_dir / f"{args.backbone}_pretrained_fold0.pth"
     seconds = run_step(f"3/7 backbone pretraining: {args.backbone} classifies fold 0's training classes "
                        f"({args.pretrain_epochs} epochs)",
                        [sys.executable, "-m", "engine.pretrain", path, "--backbone", args.backbone, "--benchmark",
                         "pascal", "--fold", 0, "--seed", args.seed, "--img-size", args.img_size,
                         "--images-per-class", args.pretrain_images_per_class, "--epochs", args.pretrain_epochs,
-                        "--max-distractors", args.max_distractors], logs / "pretrain.log")
+                        "--max-distractors", args.max_distractors, "--device", args.device], logs / "pretrain.log")
     report = json.loads(path.with_suffix(".json").read_text())
     print(f"   held-out accuracy on new images of the training classes: {report['heldout_accuracy']:.1f}% "
           f"(chance {100 / len(report['classes']):.1f}%)")
@@ -327,11 +357,17 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
     started = time.perf_counter()
     out = args.out.resolve()
+    # the steps run from the repository root: files named relative to where the demo was started are resolved
+    args.clip_weights, args.backbone_weights = (
+        value if value is None or value.lower() in ("none", "imagenet") else str(Path(value).expanduser().resolve())
+        for value in (args.clip_weights, args.backbone_weights))
     data_root, weights_dir, logs = out / "data", out / "weights", out / "logs"
     python = sys.executable
     print(f"IMR-HSNet demo: everything goes to {out}")
     for stale in ("train", "test", "untrained"):  # a rerun starts its runs afresh (data and CAMs are reused)
         shutil.rmtree(out / stale, ignore_errors=True)
+    for stale in (RESULTS_NAME, QUALITATIVE_NAME, EPISODES_NAME):  # never left beside a rerun's logs
+        (out / stale).unlink(missing_ok=True)
 
     run_step("1/7 synthetic benchmark (PASCAL-5i layout)",
              [python, "-m", "data.synthetic", data_root, "--seed", args.seed, "--benchmark", "pascal",
@@ -339,9 +375,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
              logs / "synthetic.log")
     cam_dirs = tuple(data_root / name for name in DEFAULT_CAM_DIRS["pascal"])  # (train, val)
     dataset = test_dataset(args, data_root, cam_dirs, shot=1, nepisodes=args.nepisodes)
-    if len({episode.class_id for episode in dataset.episodes}) < 2:  # checked before the long steps
-        raise UserInputError(f"--nepisodes {args.nepisodes}: the control (step 7) needs test episodes of two "
-                             f"classes or more, and the first {args.nepisodes} are all of one; raise --nepisodes")
+    check_demo_data(args, dataset)  # before the long steps
     clip_path = write_random_clip(args, weights_dir)
     made_for = cam_provenance(data_root, clip_path)
     clear_stale_cams(data_root, cam_dirs, made_for)
@@ -378,23 +412,26 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
     print("\n== 7/7 control: the trained model, 1-shot, each query's supports taken from another class", flush=True)
     step_started = time.perf_counter()
-    trained = load_checkpoint(args, checkpoints["trained"])
-    control = wrong_support_test(trained, dataset, nshot=1, stage=args.stage, device=torch.device("cpu"),
-                                 seed=args.seed)
+    device = resolve_device(args.device)
+    trained = load_checkpoint(args, checkpoints["trained"]).to(device)
+    control = wrong_support_test(trained, dataset, nshot=1, stage=args.stage, device=device, seed=args.seed)
     results["wrong_support"] = {"miou": control.miou, "fbiou": control.fb_iou, "nshot": 1,
                                 "episodes": control.episodes}
-    results["two_supports"] = two_support_figure(args, dataset, trained, out / "qualitative.png")
-    grid = test_episodes_grid(args, dataset, checkpoints, out / "test_episodes.png")
+    results["two_supports"] = two_support_figure(args, dataset, trained, out / QUALITATIVE_NAME)
+    grid = test_episodes_grid(args, dataset, checkpoints, out / EPISODES_NAME, device=device)
     print(f"   done in {time.perf_counter() - step_started:.0f} s")
 
     results["distractors"] = {"max_per_image": args.max_distractors,
                               "test_queries_with_other_objects": share_with_other_objects(dataset)}
     results["backbone_pretraining"] = pretraining
     results["settings"] = {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()}
-    results["random_weights"] = {"clip": args.clip_weights is None,
-                                 "backbone": args.backbone_weights is None and args.pretrain_epochs == 0}
+    if args.backbone_weights is None:
+        random_backbone = args.pretrain_epochs == 0
+    else:
+        random_backbone = args.backbone_weights.lower() == "none"
+    results["random_weights"] = {"clip": args.clip_weights is None, "backbone": random_backbone}
     results["seconds"] = time.perf_counter() - started
-    atomic_write_text(json.dumps(results, indent=2) + "\n", out / "results.json")
+    atomic_write_text(json.dumps(results, indent=2) + "\n", out / RESULTS_NAME)
 
     print("\n              1-shot mIoU  1-shot FB-IoU  5-shot mIoU  5-shot FB-IoU")
     for name in ("untrained", "trained"):
@@ -406,8 +443,12 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     drop = results["trained"]["1shot"]["miou"] - wrong["miou"]
     print(f"\n1-shot mIoU gain from training: {gain:+.2f} points; "
           f"supports of another class cost {drop:.2f} points")
-    print(f"results:      {out / 'results.json'}")
-    print(f"qualitative:  {out / 'qualitative.png'}  (one query, two supports: each segments its own class)")
+    print(f"results:      {out / RESULTS_NAME}")
+    own = np.mean([row["iou"][f"support {c} vs class {c}"] for row in results["two_supports"] for c in row["classes"]])
+    other = np.mean([row["iou"][f"support {a} vs class {b}"] for row in results["two_supports"]
+                     for a, b in (row["classes"], row["classes"][::-1])])
+    print(f"qualitative:  {out / QUALITATIVE_NAME}  (queries with two objects, one prediction per support: "
+          f"mean IoU {own:.1f} with the support's class, {other:.1f} with the other)")
     print(f"episodes:     {grid}  (query | ground truth | CAM prior | untrained | trained)")
     print(f"table:        {out / 'test' / 'trained' / 'table.png'}  (test.py's per-fold mIoU chart, 1- and 5-shot)")
     print(f"TensorBoard:  tensorboard --logdir {out / 'train'}")
@@ -433,6 +474,7 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
 
     def demo() -> int:
+        check_flags(args)
         try:
             main(args)
         except DemoStepError:

@@ -38,14 +38,17 @@ from PIL import Image
 from torch import nn
 
 from common.cli import ArgumentParser, HelpFormatter, run_cli
+from common.device import resolve_device
 from common.io import atomic_torch_save, atomic_write_text
 from data import synthetic
 from data.benchmarks import FOLD_BENCHMARKS, NCLASS, NFOLDS, fold_classes
 from data.readers import ImageTransform
 from model.backbone import BACKBONES, get_spec
 
-logger = logging.getLogger("pretrain")
-_RNG_CODE = 7  # second word of the image seeds: never one of the benchmark's own streams (1..3)
+logger = logging.getLogger(__name__)
+# Image seeds are [seed, 7, stream, class, k]: five words, so they never equal the benchmark's image seeds
+# (four words) or the training episodes' (three); numpy would pad a shorter seed with zeros.
+_RNG_CODE = 7
 _TRAIN_STREAM, _HELDOUT_STREAM = 1, 2
 
 
@@ -65,6 +68,7 @@ class PretrainConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     max_distractors: int = synthetic.MAX_DISTRACTORS
+    device: str = "cpu"
 
 
 def training_classes(benchmark: str, fold: int) -> list[int]:
@@ -103,6 +107,7 @@ class PooledClassifier(nn.Module):
         self.head = nn.Linear(channels, nclass)
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) normalised images -> (B, nclass) logits."""
         feature = torch.relu(self.extract(self.backbone, img)[-1])
         return self.head(feature.mean(dim=(2, 3)))
 
@@ -116,9 +121,10 @@ def _zero_init_residuals(backbone: nn.Module) -> None:
 
 @torch.no_grad()
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, bsz: int = 64) -> float:
-    """Top-1 accuracy (%) of ``model`` on ``images``."""
+    """Top-1 accuracy (%) of ``model`` on ``images`` (moved to the model's device batch by batch)."""
     model.eval()
-    correct = sum(int((model(images[i:i + bsz]).argmax(1) == labels[i:i + bsz]).sum())
+    device = next(model.parameters()).device
+    correct = sum(int((model(images[i:i + bsz].to(device)).argmax(1).cpu() == labels[i:i + bsz]).sum())
                   for i in range(0, len(images), bsz))
     return 100.0 * correct / len(images)
 
@@ -137,9 +143,12 @@ def pretrain_backbone(config: PretrainConfig) -> tuple[nn.Module, dict[str, Any]
     torch.manual_seed(config.seed)
     backbone = get_spec(config.backbone).build()
     _zero_init_residuals(backbone)
-    model = PooledClassifier(config.backbone, backbone, len(classes))
+    device = resolve_device(config.device)
+    model = PooledClassifier(config.backbone, backbone, len(classes)).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps = math.ceil(len(images) / config.bsz)
+    # a last batch of one image is dropped (the order is new every epoch): BatchNorm cannot train on a single
+    # image where a small input leaves layer4 at 1x1
+    steps = math.ceil(len(images) / config.bsz) - (len(images) % config.bsz == 1 and len(images) > 1)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=config.epochs * steps,
                                                    pct_start=0.25)
     generator = torch.Generator().manual_seed(config.seed)
@@ -147,24 +156,26 @@ def pretrain_backbone(config: PretrainConfig) -> tuple[nn.Module, dict[str, Any]
     for epoch in range(config.epochs):
         model.train()
         order = torch.randperm(len(images), generator=generator)
-        loss_sum, correct = 0.0, 0
+        loss_sum, correct, seen = 0.0, 0, 0
         for step in range(steps):
             index = order[step * config.bsz:(step + 1) * config.bsz]
             flip = torch.rand(len(index), generator=generator) < 0.5
-            batch = torch.where(flip[:, None, None, None], images[index].flip(-1), images[index])
+            batch = torch.where(flip[:, None, None, None], images[index].flip(-1), images[index]).to(device)
+            target = labels[index].to(device)
             logits = model(batch)
-            loss = F.cross_entropy(logits, labels[index])
+            loss = F.cross_entropy(logits, target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
             loss_sum += float(loss.detach()) * len(index)
-            correct += int((logits.argmax(1) == labels[index]).sum())
-        history.append({"epoch": epoch, "loss": loss_sum / len(images), "train_accuracy": 100.0 * correct / len(images),
+            correct += int((logits.argmax(1) == target).sum())
+            seen += len(index)
+        history.append({"epoch": epoch, "loss": loss_sum / seen, "train_accuracy": 100.0 * correct / seen,
                         "heldout_accuracy": accuracy(model, heldout_images, heldout_labels)})
         logger.info("epoch %d: loss %.4f, train accuracy %.1f%%, held-out accuracy %.1f%%", epoch,
                     history[-1]["loss"], history[-1]["train_accuracy"], history[-1]["heldout_accuracy"])
-    backbone.eval()
+    backbone.cpu().eval()
     report = {**asdict(config), "classes": classes, "test_classes_never_drawn": fold_classes(config.benchmark,
                                                                                                config.fold),
               "images": len(images), "heldout_images": len(heldout_images),
@@ -190,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--bsz", type=int, default=defaults.bsz)
     parser.add_argument("--lr", type=float, default=defaults.lr, help="peak AdamW learning rate")
+    parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--max-distractors", type=int, default=defaults.max_distractors,
                         choices=range(synthetic.MAX_DISTRACTORS + 1),
                         help="objects of other training classes per image, at most")

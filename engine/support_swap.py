@@ -1,7 +1,8 @@
 """Episodes whose supports show another class: the control that the support decides what is segmented.
 
 For test episode ``i`` (query ``q``, class ``c``), a donor episode of another class ``d`` is drawn with a
-seeded generator among the test episodes whose class is not ``c``. The model then sees ``q`` (with its
+seeded generator among the test episodes whose class is not ``c`` and whose supports are not ``q`` and are
+not listed under ``c`` (no support shows an object of ``c``). The model then sees ``q`` (with its
 class-``c`` CAM) beside the donor's support images, their class-``d`` masks and class-``d`` CAMs, and the
 prediction is scored against ``q``'s class-``c`` mask, under class ``c``. If the model segments what the
 support shows, this mIoU falls far below the ordinary test's.
@@ -35,8 +36,20 @@ class WrongSupportEpisodes(Dataset):
         classes = np.array([episode.class_id for episode in dataset.episodes])
         if len(set(classes.tolist())) < 2:
             raise ValueError("wrong-support episodes need test episodes of at least two classes")
+        listed: dict[str, set[int]] = {}
+        for name, cls in dataset.img_metadata:
+            listed.setdefault(name, set()).add(int(cls))
         rng = np.random.RandomState(seed)
-        self.donors = [int(rng.choice(np.flatnonzero(classes != cls))) for cls in classes]
+        self.donors = []
+        for episode in dataset.episodes:
+            # a donor of another class whose supports show no object of the query's class and are not the query
+            donors = [i for i, other in enumerate(dataset.episodes) if other.class_id != episode.class_id
+                      and episode.query not in other.supports
+                      and not any(episode.class_id in listed.get(name, ()) for name in other.supports)]
+            if not donors:
+                raise ValueError(f"no test episode of another class has supports without class "
+                                 f"{episode.class_id} for the query {episode.query}")
+            self.donors.append(int(donors[rng.randint(len(donors))]))
 
     def __len__(self) -> int:
         return len(self.dataset.episodes)

@@ -94,7 +94,7 @@ def test_pretraining_images_hold_training_classes_only():
     classes = pretrain.training_classes("pascal", 0)
     assert classes == list(range(5, 20))
     for k in range(60):
-        rng = np.random.default_rng([0, 7, 1, k])
+        rng = np.random.default_rng([0, 7, 1, 5, k])
         image, listed = synthetic.render_image(rng, classes[k % len(classes)], classes, max_distractors=2)
         assert image.dtype == np.uint8 and image.ndim == 3
         assert listed[0] == classes[k % len(classes)] and set(listed) <= set(classes)
@@ -134,10 +134,12 @@ def test_wrong_support_episodes_keep_the_query_and_take_another_class_supports(s
                             cam_train_path=cams["pascal_trn"], cam_val_path=cams["pascal_val"],
                             splitpath=synthetic_root / "splits", nepisodes=40, seed=0)
     wrong = WrongSupportEpisodes(dataset, seed=0)
+    listed = {(name, cls) for name, cls in dataset.img_metadata}
     assert len(wrong) == 40
     for index in range(0, 40, 7):
         true, donor = dataset.episodes[index], dataset.episodes[wrong.donors[index]]
-        assert donor.class_id != true.class_id
+        assert donor.class_id != true.class_id and true.query not in donor.supports
+        assert not any((name, true.class_id) in listed for name in donor.supports)  # no object of the query's class
         batch, original, donor_batch = wrong[index], dataset[index], dataset[wrong.donors[index]]
         assert batch["query_name"] == true.query and int(batch["class_id"]) == true.class_id
         assert torch.equal(batch["query_mask"], original["query_mask"])
