@@ -31,7 +31,7 @@ from engine.paper_results import paper_protocol, paper_source
 from engine.tables import (RunResult, TableRow, build_table, table_as_dict, table_markdown, table_notes,
                            table_title, write_outputs)
 from model import build_model
-from model.checkpoint import load_model_state
+from model.checkpoint import check_state_fits, load_model_state, read_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -51,11 +51,25 @@ def build_test_datasets(args: argparse.Namespace) -> dict[tuple[int, int], FewSh
     return datasets
 
 
-def load_fold_model(args: argparse.Namespace, fold: int, device: torch.device) -> torch.nn.Module:
-    """The model with ``fold``'s checkpoint (``args.checkpoints[fold]``), on ``device``, in eval mode."""
+def read_checkpoints(args: argparse.Namespace) -> dict[int, dict[str, torch.Tensor]]:
+    """Every fold's checkpoint (``args.checkpoints``), each read once and checked against the model before any
+    episode runs: a checkpoint that does not fit stops the sweep before the folds ahead of it have run."""
+    model = build_model(args.backbone, backbone_weights="none", masking=args.masking,
+                        use_original_imgsize=args.use_original_imgsize)
+    states = {}
+    for fold in args.folds:
+        path = args.checkpoints[fold]
+        states[fold] = read_state_dict(path)
+        check_state_fits(model, states[fold], f"{path}: ")
+    return states
+
+
+def load_fold_model(args: argparse.Namespace, state: dict[str, torch.Tensor], device: torch.device) -> torch.nn.Module:
+    """The model with a fold's checkpoint ``state`` loaded, on ``device``, in eval mode (compiled with
+    ``--compile``)."""
     model = build_model(args.backbone, backbone_weights=args.backbone_weights, masking=args.masking,
                         use_original_imgsize=args.use_original_imgsize)
-    load_model_state(model, args.checkpoints[fold])
+    load_model_state(model, state)
     model.to(device).eval()
     if args.compile:
         model.compile_learner()
@@ -78,11 +92,12 @@ def test_one(model: torch.nn.Module, dataset: FewShotDataset, args: argparse.Nam
 def run_sweep(args: argparse.Namespace, *, device: torch.device, info: DistInfo, run_dir: Path) -> list[RunResult]:
     """Test every (fold, shot) in ``--fold`` x ``--nshot`` order; returns one :class:`RunResult` each."""
     datasets = build_test_datasets(args)
+    states = read_checkpoints(args)
     single = len(datasets) == 1
     results = []
     for fold in args.folds:
         checkpoint = args.checkpoints[fold]
-        model = load_fold_model(args, fold, device)
+        model = load_fold_model(args, states.pop(fold), device)
         if fold == args.folds[0]:
             log_params(logger, model)
         digest = sha256_file(checkpoint)

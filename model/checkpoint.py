@@ -87,17 +87,12 @@ def read_state_dict(source: Union[str, Path, Mapping[str, torch.Tensor]]) -> dic
     return strip_prefix(source)
 
 
-def load_model_state(model: nn.Module, source: Union[str, Path, Mapping[str, torch.Tensor]]) -> nn.Module:
-    """Load a released-format state dict (``module.`` prefix optional) into ``model``, strictly.
+def check_state_fits(model: nn.Module, state: Mapping[str, torch.Tensor], origin: str = "") -> None:
+    """Raise :class:`CheckpointMismatchError` unless ``state`` (prefix stripped) loads strictly into ``model``.
 
-    Raises:
-        CheckpointMismatchError: other backbone, missing or unexpected keys, or shape mismatches; the message
-            lists the first offending keys.
+    ``origin`` (e.g. ``"path: "``) starts the message, which names the backbone or the first offending keys.
     """
-    origin = f"{Path(source).expanduser()}: " if isinstance(source, (str, Path)) else ""
-    state = read_state_dict(source)
     expected = model.state_dict()
-
     want, got = getattr(model, "backbone_type", None), detect_backbone(state)
     if want is not None and got is not None and want != got:
         raise CheckpointMismatchError(f"{origin}checkpoint was made with backbone {got!r} but the model is "
@@ -115,5 +110,17 @@ def load_model_state(model: nn.Module, source: Union[str, Path, Mapping[str, tor
         problems.append(f"shape mismatches: {_first(shapes)}")
     if problems:
         raise CheckpointMismatchError(f"{origin}checkpoint does not fit the model: " + "; ".join(problems))
+
+
+def load_model_state(model: nn.Module, source: Union[str, Path, Mapping[str, torch.Tensor]]) -> nn.Module:
+    """Load a released-format state dict (``module.`` prefix optional) into ``model``, strictly.
+
+    Raises:
+        CheckpointMismatchError: other backbone, missing or unexpected keys, or shape mismatches; the message
+            lists the first offending keys.
+    """
+    origin = f"{Path(source).expanduser()}: " if isinstance(source, (str, Path)) else ""
+    state = read_state_dict(source)
+    check_state_fits(model, state, origin)
     model.load_state_dict(state)
     return model

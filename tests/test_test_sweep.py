@@ -56,12 +56,12 @@ def _argv(tiny, load, run_dir, *extra):
 def test_sweep_table_equals_separate_runs(setup, capsys, monkeypatch):
     tiny, template, root = setup
     loads = []
-    real_load = sweep.load_model_state
-    monkeypatch.setattr(sweep, "load_model_state", lambda model, path: loads.append(path) or real_load(model, path))
+    real_read = sweep.read_state_dict
+    monkeypatch.setattr(sweep, "read_state_dict", lambda path: loads.append(path) or real_read(path))
     argv = _argv(tiny, template, root / "sweep", "--fold", *map(str, FOLDS), "--nshot", *map(str, SHOTS))
     assert test_script.cli(argv) == 0
     out = capsys.readouterr().out
-    assert loads == [template.format(fold=f) for f in FOLDS]  # each fold's checkpoint loaded once
+    assert loads == [template.format(fold=f) for f in FOLDS]  # each fold's checkpoint read once
     assert [m.group(1) for m in FINAL_LINE.finditer(out)] == ["0", "0", "1", "1"]
     assert "## mIoU (%)" in out and "## FB-IoU (%)" in out  # the table is printed
 
@@ -118,6 +118,22 @@ def test_missing_checkpoint_of_one_fold_stops_before_any_work(setup, capsys, mon
     err = capsys.readouterr().err
     assert "--load" in err and "fold 2" in err and template.format(fold=2) in err
     assert not run_dir.exists()  # no log, no results
+
+
+def test_a_checkpoint_that_does_not_fit_stops_before_any_work(setup, capsys, monkeypatch, tmp_path):
+    tiny, template, root = setup
+    monkeypatch.setattr(sweep, "test_pass", lambda *a, **k: pytest.fail("an episode ran"))
+    bad_template = str(tmp_path / "f{fold}.pt")
+    for fold in (0, 1):
+        state = torch.load(template.format(fold=fold), weights_only=True)
+        if fold == 1:
+            state["module.nothing"] = torch.zeros(1)
+        torch.save(state, bad_template.format(fold=fold))
+    run_dir = root / "bad_fold1"
+    assert test_script.cli(_argv(tiny, bad_template, run_dir, "--fold", "0", "1")) == 2
+    err = capsys.readouterr().err
+    assert bad_template.format(fold=1) in err and "unexpected keys: nothing" in err
+    assert not run_dir.exists()
 
 
 @pytest.mark.parametrize("flags, needle", [
