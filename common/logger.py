@@ -79,62 +79,79 @@ def log_params(logger: logging.Logger, model: torch.nn.Module) -> None:
 
 
 class TensorBoardWriter:
-    """tensorboardX writer of a run (rank 0); a no-op object elsewhere (``enabled=False``)."""
+    """The run's TensorBoard events (rank 0); a no-op object elsewhere (``enabled=False``).
+
+    The files are tensorboardX's (the released layout: ``add_scalars``-style folders per tag under
+    ``tbd/runs``), written synchronously: tensorboardX's ``SummaryWriter`` queues events for a background
+    thread and its ``flush`` does not wait for that queue, so a process killed right after an epoch's
+    checkpoint lost that epoch's scalars for good. Here an epoch's events are on disk when
+    :meth:`log_epoch` returns, before the checkpoint is written.
+    """
 
     def __init__(self, run_dir: Path, *, enabled: bool = True, purge_step: Optional[int] = None) -> None:
         self.enabled = enabled
         self.logdir = run_dir / EVENTS_DIR / "runs"
-        self._writer = None
+        self._files: dict[Path, Any] = {}
         if not enabled:
             return
-        from tensorboardX import SummaryWriter
-
         # tensorboardX names event files by the second and the host only and opens them with "wb": a second
         # session writing the same folder within one second would empty the first one's file. The session's
         # start in nanoseconds (fixed width) keeps the names apart and in the order the sessions started.
         self._suffix = f".{time.time_ns()}.{os.getpid()}"
-        self._writer = SummaryWriter(str(self.logdir), purge_step=purge_step, filename_suffix=self._suffix)
         if purge_step is not None:
-            self._purge_subwriters(purge_step)
+            # TensorBoard drops earlier events at or after a START marker's step of the same folder: one per
+            # folder of the earlier sessions, first in the file this session's events then go to
+            folders = [self.logdir] + [sub for tag in SCALAR_TAGS for sub in sorted((self.logdir / tag).glob("*"))
+                                       if sub.is_dir()]
+            for folder in folders:
+                self._write(folder, self._start_event(purge_step))
+            self.flush()
 
-    def _purge_subwriters(self, step: int) -> None:
-        """Mark events at ``step`` and later as stale in the ``add_scalars`` folders of an earlier session.
-
-        tensorboardX gives ``purge_step`` to the main writer only; ``add_scalars`` writes one folder per tag,
-        so each existing one gets the same START marker TensorBoard purges on. The marker goes into the very
-        writer (and file) ``add_scalars`` then appends to: a marker in a file of its own could sort after the
-        new events (or be emptied by them, see above) and purge them.
-        """
-        from tensorboardX import FileWriter
+    @staticmethod
+    def _start_event(step: int) -> Any:
         from tensorboardX.proto.event_pb2 import Event, SessionLog
 
-        for main_tag in SCALAR_TAGS:
-            for sub in sorted((self.logdir / main_tag).glob("*")):
-                if sub.is_dir():
-                    key = os.path.join(str(self.logdir), main_tag, sub.name)  # add_scalars' key for the tag
-                    writer = FileWriter(logdir=key, filename_suffix=self._suffix)
-                    writer.add_event(Event(step=step, session_log=SessionLog(status=SessionLog.START)))
-                    self._writer.all_writers[key] = writer
-        self._writer.flush()
+        return Event(wall_time=time.time(), step=step, session_log=SessionLog(status=SessionLog.START))
+
+    def _write(self, folder: Path, event: Any) -> None:
+        from tensorboardX.event_file_writer import EventsWriter
+
+        if folder not in self._files:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._files[folder] = EventsWriter(str(folder / "events"), self._suffix)
+        self._files[folder].write_event(event)
 
     def log_epoch(self, epoch: int, trn: Mapping[str, float], val: Mapping[str, float]) -> None:
-        """The released per-epoch scalars; ``trn``/``val`` hold ``loss``, ``miou`` and ``fb_iou``."""
+        """The released per-epoch scalars; ``trn``/``val`` hold ``loss``, ``miou`` and ``fb_iou``. On disk when
+        this returns."""
         if not self.enabled:
             return
+        from tensorboardX.proto.event_pb2 import Event
+        from tensorboardX.summary import scalar
+
         for main_tag, key in SCALAR_TAGS.items():
-            self._writer.add_scalars(main_tag, {f"trn_{key}": trn[key], f"val_{key}": val[key]}, epoch)
-        self._writer.flush()
+            for split, values in (("trn", trn), ("val", val)):
+                # as SummaryWriter.add_scalars: folder <main_tag>/<split>_<key>, the value tagged <main_tag>
+                self._write(self.logdir / main_tag / f"{split}_{key}",
+                            Event(wall_time=time.time(), step=epoch, summary=scalar(main_tag, values[key])))
+        self.flush()
 
     def add_image(self, tag: str, image: np.ndarray, step: int) -> None:
         """An (H, W, 3) uint8 image."""
         if self.enabled:
-            self._writer.add_image(tag, image, step, dataformats="HWC")
+            from tensorboardX.proto.event_pb2 import Event
+            from tensorboardX.summary import image as image_summary
+
+            self._write(self.logdir, Event(wall_time=time.time(), step=step,
+                                           summary=image_summary(tag, image, dataformats="HWC")))
 
     def flush(self) -> None:
-        if self.enabled:
-            self._writer.flush()
+        """Write everything logged so far to disk."""
+        for events in self._files.values():
+            events.flush()
 
     def close(self) -> None:
-        if self.enabled and self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        """Flush and close the event files."""
+        for events in self._files.values():
+            events.close()
+        self._files = {}

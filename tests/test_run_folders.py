@@ -189,6 +189,20 @@ def test_a_resumed_session_within_the_same_second_keeps_every_epoch_once(tmp_pat
         assert events[tag] == [(0, 1.0), (1, 11.0), (2, 12.0), (3, 13.0)], tag
 
 
+def test_an_epochs_scalars_are_on_disk_when_log_epoch_returns(tmp_path):
+    # killed right after log_epoch (where train.py then writes its checkpoint): nothing of the epoch is lost
+    script = ("import os, signal, sys\nfrom pathlib import Path\nfrom common.logger import TensorBoardWriter\n"
+              "writer = TensorBoardWriter(Path(sys.argv[1]))\n"
+              "writer.log_epoch(0, {'loss': 1.0, 'miou': 2.0, 'fb_iou': 3.0}, {'loss': 4.0, 'miou': 5.0, 'fb_iou': 6.0})\n"
+              "os.kill(os.getpid(), signal.SIGKILL)\n")
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=REPO, capture_output=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    events = read_scalar_events(tmp_path / "tbd" / "runs")
+    assert {tag: values for tag, values in events.items()} == {
+        "data/loss/trn_loss": [(0, 1.0)], "data/miou/trn_miou": [(0, 2.0)], "data/fb_iou/trn_fb_iou": [(0, 3.0)],
+        "data/loss/val_loss": [(0, 4.0)], "data/miou/val_miou": [(0, 5.0)], "data/fb_iou/val_fb_iou": [(0, 6.0)]}
+
+
 def test_tensorboard_serves_the_runs_scalars(tmp_path):
     tensorboard = Path(sys.executable).parent / "tensorboard"
     assert tensorboard.is_file(), "tensorboard is a runtime requirement (requirements.txt)"
