@@ -149,7 +149,7 @@ RELEASED_CHILD = textwrap.dedent('''
                 yield b
     utils.fix_randseed(0)
     model = nn.DataParallel(HypercorrSqueezeNetwork_imr(opts["backbone"], False))
-    if cuda: model = model.cuda()
+    model = model.to("cuda" if cuda else "cpu")
     optimizer = torch.optim.Adam([{"params": model.parameters(), "lr": 4e-4}])
     Evaluator.initialize()
     FSSDataset.initialize(img_size=400, datapath=opts["datapath"], use_original_imgsize=False)

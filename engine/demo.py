@@ -248,9 +248,9 @@ def two_object_queries(dataset: Any, limit: int) -> list[tuple[str, int, int, st
     """Up to ``limit`` test images listed under two of the fold's test classes ``a < b``, each with a support
     image of ``a`` not listed under ``b`` and one of ``b`` not listed under ``a``: (query, a, b, support_a,
     support_b), in the split file's order."""
-    listed: dict[str, set[int]] = {}
-    for name, cls in dataset.img_metadata:
-        listed.setdefault(name, set()).add(int(cls))
+    from engine.support_swap import listed_classes
+
+    listed = listed_classes(dataset)
     found = []
     for query, classes in listed.items():
         if len(classes) < 2:

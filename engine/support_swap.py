@@ -26,6 +26,14 @@ from engine.loops import PassResult, test_pass
 _SUPPORT_KEYS = ("support_imgs", "support_masks", "support_names", "support_cams", "support_ignore_idxs")
 
 
+def listed_classes(dataset: FewShotDataset) -> dict[str, set[int]]:
+    """Each image of ``dataset``'s split lists -> the classes (of the fold's split) it is listed under."""
+    listed: dict[str, set[int]] = {}
+    for name, cls in dataset.img_metadata:
+        listed.setdefault(name, set()).add(int(cls))
+    return listed
+
+
 class WrongSupportEpisodes(Dataset):
     """``dataset``'s test episodes, each with the supports of a test episode of another class."""
 
@@ -36,9 +44,7 @@ class WrongSupportEpisodes(Dataset):
         classes = np.array([episode.class_id for episode in dataset.episodes])
         if len(set(classes.tolist())) < 2:
             raise ValueError("wrong-support episodes need test episodes of at least two classes")
-        listed: dict[str, set[int]] = {}
-        for name, cls in dataset.img_metadata:
-            listed.setdefault(name, set()).add(int(cls))
+        listed = listed_classes(dataset)
         rng = np.random.RandomState(seed)
         self.donors = []
         for episode in dataset.episodes:
