@@ -1,7 +1,14 @@
-"""Shared fixtures: a session-wide synthetic benchmark, and CUDA-test skipping."""
+"""Shared fixtures: a session-wide synthetic benchmark, per-module scratch folders, and CUDA-test skipping.
+
+Training runs write checkpoints of about 0.6 GB each (the released format keeps VGG16's classifier), so
+scratch folders are removed as soon as their tests passed: function ones by ``tmp_path_retention_policy``
+in ``pytest.ini``, module ones by :func:`module_tmp`. A failed test keeps its folders for a post-mortem.
+"""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
+from typing import Callable, Iterator
 
 import pytest
 import torch
@@ -33,3 +40,23 @@ def synthetic_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synthetic")
     make_benchmark(root, seed=0)
     return root
+
+
+@pytest.fixture(scope="module")
+def module_tmp(tmp_path_factory, request) -> Iterator[Callable[[str], Path]]:
+    """``module_tmp(name)`` makes a fresh folder for one test module's shared fixtures.
+
+    The folders are removed when the module's last test is done, unless a test failed meanwhile.
+    """
+    made: list[Path] = []
+    failed_before = request.session.testsfailed
+
+    def make(name: str) -> Path:
+        path = tmp_path_factory.mktemp(name)
+        made.append(path)
+        return path
+
+    yield make
+    if request.session.testsfailed == failed_before:
+        for path in made:
+            shutil.rmtree(path, ignore_errors=True)

@@ -42,8 +42,8 @@ class Shared:
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory) -> Shared:
-    root = tmp_path_factory.mktemp("shared")
+def shared(module_tmp) -> Shared:
+    root = module_tmp("shared")
     torch.manual_seed(0)
     checkpoint = root / "vgg16_random.pt"
     torch.save(released_state_dict(build_model("vgg16", backbone_weights=None)), checkpoint)

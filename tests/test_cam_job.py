@@ -17,8 +17,8 @@ from tests.data_helpers import TINY_CLIP
 
 
 @pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("clip") / "tiny_clip.pt"
+def tiny_weights(module_tmp) -> Path:
+    path = module_tmp("clip") / "tiny_clip.pt"
     torch.save(cg.random_clip_state_dict(1, **TINY_CLIP), path)
     return path
 

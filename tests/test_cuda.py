@@ -46,8 +46,8 @@ def golden() -> dict:
 
 
 @pytest.fixture(scope="module")
-def tiny(synthetic_root, tmp_path_factory):
-    return make_tiny_inputs(synthetic_root, tmp_path_factory.mktemp("tiny_cuda"))
+def tiny(synthetic_root, module_tmp):
+    return make_tiny_inputs(synthetic_root, module_tmp("tiny_cuda"))
 
 
 @pytest.mark.parametrize(("backbone", "stage"), [("vgg16", 2), ("resnet50", 3)])

@@ -21,8 +21,8 @@ IMG = 64  # small images keep the tests fast; CAMs are stored 50x50 and resized 
 
 
 @pytest.fixture(scope="module")
-def cams(synthetic_root, tmp_path_factory) -> dict[str, Path]:
-    return write_fake_cams(synthetic_root / "splits", tmp_path_factory.mktemp("cams"))
+def cams(synthetic_root, module_tmp) -> dict[str, Path]:
+    return write_fake_cams(synthetic_root / "splits", module_tmp("cams"))
 
 
 def _build(synthetic_root, cams, benchmark, split, **kw):

@@ -22,10 +22,10 @@ IMG = 64
 
 
 @pytest.fixture(scope="module")
-def hsnet_sized_root(tmp_path_factory) -> Path:
+def hsnet_sized_root(module_tmp) -> Path:
     """An FSS-1000 tree shaped like HSNet's val and test splits: 240 classes each, {1..10}.jpg/.png (empty files:
     only names matter to the sampler). Class names c000.. sort like their index, as any names do once sorted."""
-    root = tmp_path_factory.mktemp("fss_golden")
+    root = module_tmp("fss_golden")
     lists = root / "splits" / "fss"
     lists.mkdir(parents=True)
     for split, count in (("val", 240), ("test", 240)):
@@ -71,8 +71,8 @@ def test_query_order_is_hsnets(hsnet_sized_root):
 
 
 @pytest.fixture(scope="module")
-def fss_root(tmp_path_factory) -> Path:
-    return make_benchmark(tmp_path_factory.mktemp("fss_syn"), seed=0, benchmarks=["fss"], max_size=72)
+def fss_root(module_tmp) -> Path:
+    return make_benchmark(module_tmp("fss_syn"), seed=0, benchmarks=["fss"], max_size=72)
 
 
 def test_synthetic_layout_and_lists(fss_root):

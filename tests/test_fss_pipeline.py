@@ -30,9 +30,9 @@ IMG = 64
 
 
 @pytest.fixture(scope="module")
-def fss(tmp_path_factory):
+def fss(module_tmp):
     """Synthetic FSS-1000 (one class per split, 10 images each) and its CAMs from the real CAM job."""
-    root = make_benchmark(tmp_path_factory.mktemp("fss_e2e"), seed=0, benchmarks=["fss"], fss_classes=(1, 1, 1),
+    root = make_benchmark(module_tmp("fss_e2e"), seed=0, benchmarks=["fss"], fss_classes=(1, 1, 1),
                           max_size=64)
     weights = root / "tiny_clip.pt"
     torch.save(cg.random_clip_state_dict(1, **TINY_CLIP), weights)

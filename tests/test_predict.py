@@ -34,9 +34,9 @@ def _draw(path: Path, size: tuple[int, int], seed: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def assets(tmp_path_factory) -> dict[str, Path]:
+def assets(module_tmp) -> dict[str, Path]:
     """A random-init ResNet50 checkpoint (released ``module.`` keys), a tiny random CLIP, and drawn images."""
-    root = tmp_path_factory.mktemp("predict")
+    root = module_tmp("predict")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = build_model("resnet50", backbone_weights="none")
@@ -84,9 +84,9 @@ def _check_outputs(out: Path, supports: list[Path], queries: list[Path]) -> None
 
 
 @pytest.fixture(scope="module")
-def folder_run(assets, tmp_path_factory) -> Path:
+def folder_run(assets, module_tmp) -> Path:
     """The CLI with folders: 3 supports (a .txt beside them is skipped), 2 queries."""
-    out = tmp_path_factory.mktemp("out_folders")
+    out = module_tmp("out_folders")
     assert predict.cli(_argv(assets, out, [assets["supports"]], [assets["queries"]])) == 0
     return out
 

@@ -220,10 +220,10 @@ def test_cli_reports_errors_without_a_traceback(monkeypatch, tmp_path, capsys):
 # FSS-1000: class lists fetched and verified, the archive placed by the user checked and unpacked
 # ---------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def fss_tree(tmp_path_factory) -> Path:
+def fss_tree(module_tmp) -> Path:
     from data.synthetic import make_benchmark
 
-    return make_benchmark(tmp_path_factory.mktemp("fss_prep"), seed=0, benchmarks=["fss"], fss_classes=(2, 1, 1),
+    return make_benchmark(module_tmp("fss_prep"), seed=0, benchmarks=["fss"], fss_classes=(2, 1, 1),
                           min_size=32, max_size=32)
 
 

@@ -16,10 +16,10 @@ FINAL_LINE = re.compile(r"^Fold 0 mIoU: +(\d+\.\d\d) \t FB-IoU: +(\d+\.\d\d)$", 
 
 
 @pytest.fixture(scope="module")
-def setup(synthetic_root, tmp_path_factory):
+def setup(synthetic_root, module_tmp):
     from model import build_model
 
-    root = tmp_path_factory.mktemp("testpy")
+    root = module_tmp("testpy")
     tiny = make_tiny_inputs(synthetic_root, root)
     torch.manual_seed(0)
     model = build_model("vgg16", backbone_weights=None)

@@ -40,9 +40,9 @@ def _mask_following_model(seed: int) -> torch.nn.Module:
 
 
 @pytest.fixture(scope="module")
-def setup(synthetic_root, tmp_path_factory):
+def setup(synthetic_root, module_tmp):
     """Tiny inputs and one released-format checkpoint per fold (different random weights)."""
-    root = tmp_path_factory.mktemp("sweep")
+    root = module_tmp("sweep")
     tiny = make_tiny_inputs(synthetic_root, root, per_class=3)  # 3 images a class: 5 supports are not all one
     for fold in FOLDS:
         ckpt.save_best(torch.nn.DataParallel(_mask_following_model(fold)), root / f"fold{fold}")

@@ -18,8 +18,8 @@ RELEASED_TAGS = {f"data/{group}/{split}_{group}" for group in ("loss", "miou", "
 
 
 @pytest.fixture(scope="module")
-def tiny(synthetic_root, tmp_path_factory):
-    return make_tiny_inputs(synthetic_root, tmp_path_factory.mktemp("tiny"))
+def tiny(synthetic_root, module_tmp):
+    return make_tiny_inputs(synthetic_root, module_tmp("tiny"))
 
 
 def _args(tiny, run_dir: Path, *extra: str):
@@ -28,9 +28,9 @@ def _args(tiny, run_dir: Path, *extra: str):
 
 
 @pytest.fixture(scope="module")
-def full_run(tiny, tmp_path_factory):
+def full_run(tiny, module_tmp):
     """An uninterrupted 2-epoch run."""
-    run_dir = tmp_path_factory.mktemp("full") / "run"
+    run_dir = module_tmp("full") / "run"
     result = train.main(_args(tiny, run_dir, "--niter", "2"))
     return run_dir, result
 
