@@ -2,37 +2,69 @@
 
 Every writer goes through a temporary file in the destination folder, flushed and fsynced, then
 ``os.replace``-d onto the final name, so a killed job never leaves a truncated checkpoint, CAM or log.
+A write that the machine refuses (full disk, quota, file-size limit, read-only folder) raises
+:class:`OutputWriteError` naming the file, and the file that was there before is left as it was.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Union
 
 import torch
 
+from common.errors import UserInputError
+
 PathLike = Union[str, os.PathLike]
+
+# What the machine, not the program, gets wrong when writing; anything else stays a bug with its traceback.
+_REFUSED_WRITES = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+class OutputWriteError(UserInputError, OSError):
+    """An output file could not be written: the disk is full, a quota or file-size limit was hit, or the
+    folder is read-only. The message names the file, its size and the free space."""
+
+
+def _refused_write(path: Path, size: int, exc: OSError) -> OutputWriteError:
+    folder = next((p for p in (path.parent, *path.parents) if p.is_dir()), Path("/"))
+    try:
+        free = f"; {shutil.disk_usage(folder).free / 1e6:.0f} MB free in {folder}"
+    except OSError:
+        free = ""
+    return OutputWriteError(f"cannot write {path} ({size / 1e6:.1f} MB): {exc.strerror or exc}{free}. Make room "
+                            "or choose another output folder, then run the command again")
 
 
 def atomic_write_bytes(data: bytes, path: PathLike) -> Path:
-    """Write ``data`` to ``path`` atomically, creating parent folders. Returns the final path."""
+    """Write ``data`` to ``path`` atomically, creating parent folders. Returns the final path.
+
+    Raises:
+        OutputWriteError: the machine refused the write (see the module docstring); ``path`` is unchanged.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp_name = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
+    except BaseException as exc:
+        if tmp_name is not None:
+            try:
+                os.unlink(tmp_name)
+            except FileNotFoundError:
+                pass
+        if isinstance(exc, OSError) and exc.errno in _REFUSED_WRITES:
+            raise _refused_write(path, len(data), exc) from exc
         raise
     return path
 

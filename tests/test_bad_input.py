@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import resource
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -293,3 +294,25 @@ def test_bad_input_gets_one_clear_line(name, tmp_path, shared):
     assert not (root / "test_run" / "results.json").exists()
     if name.startswith("train_") and name not in ("train_used_run_folder", "train_resume_with_other_flags"):
         assert not (root / "train_run").exists(), "a run stopped by bad input leaves no folder behind"
+
+
+def test_a_full_disk_while_saving_a_checkpoint_gets_one_clear_line(tmp_path):
+    """The machine, not the flags: the first checkpoint does not fit. A file-size limit (``ulimit -f``) in
+    the child stands in for a full disk (the kernel refuses the write with EFBIG instead of ENOSPC; both
+    take the same path). The message names the checkpoint and the free space, and the run folder, which
+    holds no finished epoch yet, is removed."""
+    root = make_mini_pascal(tmp_path / "data")
+    limit = 32 << 20  # far below a VGG16 checkpoint (0.6 GB), far above logs and CAMs
+
+    def limit_file_size() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    proc = subprocess.run([sys.executable, *_train_argv(root)], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, PYTHONUNBUFFERED="1"), preexec_fn=limit_file_size)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 2, f"exit {proc.returncode}\n{output[-3000:]}"
+    assert "Traceback" not in output, output[-3000:]
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert str(root / "train_run") in proc.stderr and ".pt (" in proc.stderr, proc.stderr
+    assert "File too large" in proc.stderr and "MB free in" in proc.stderr, proc.stderr
+    assert not (root / "train_run").exists(), "a run stopped before its first checkpoint leaves no folder behind"

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import os
+import resource
 
 import numpy as np
 import pytest
 import torch
 
 from common.device import resolve_device
-from common.io import atomic_torch_save, atomic_write_bytes, atomic_write_text
+from common.errors import UserInputError
+from common.io import OutputWriteError, atomic_torch_save, atomic_write_bytes, atomic_write_text
 from common.seed import fix_randseed
 
 
@@ -32,6 +34,25 @@ def test_atomic_write_keeps_old_file_when_interrupted(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert target.read_bytes() == b"old"
     assert sorted(os.listdir(tmp_path)) == ["file.bin"]
+
+
+def test_a_refused_write_names_the_file_and_keeps_the_old_one(tmp_path):
+    """A real refusal from the kernel: a file-size limit (``ulimit -f``) stands in for a full disk (CPython
+    ignores SIGXFSZ, so the write fails with EFBIG as it would with ENOSPC)."""
+    target = tmp_path / "best_model.pt"
+    atomic_write_bytes(b"old", target)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, hard))
+    try:
+        with pytest.raises(OutputWriteError) as caught:
+            atomic_write_bytes(bytes(1 << 20), target)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert isinstance(caught.value, UserInputError) and isinstance(caught.value, OSError)
+    message = str(caught.value)
+    assert str(target) in message and "File too large" in message and "MB free in" in message, message
+    assert target.read_bytes() == b"old"
+    assert sorted(os.listdir(tmp_path)) == ["best_model.pt"]
 
 
 def test_atomic_torch_save_roundtrip(tmp_path):
