@@ -7,6 +7,7 @@ A write that the machine refuses (full disk, quota, file-size limit, read-only f
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import io
@@ -14,7 +15,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Iterator, Optional, Union
 
 import torch
 
@@ -31,14 +32,29 @@ class OutputWriteError(UserInputError, OSError):
     folder is read-only. The message names the file, its size and the free space."""
 
 
-def _refused_write(path: Path, size: int, exc: OSError) -> OutputWriteError:
+def _refused_write(path: Path, size: Optional[int], exc: OSError) -> OutputWriteError:
     folder = next((p for p in (path.parent, *path.parents) if p.is_dir()), Path("/"))
     try:
         free = f"; {shutil.disk_usage(folder).free / 1e6:.0f} MB free in {folder}"
     except OSError:
         free = ""
-    return OutputWriteError(f"cannot write {path} ({size / 1e6:.1f} MB): {exc.strerror or exc}{free}. Make room "
-                            "or choose another output folder, then run the command again")
+    what = f"{path} ({size / 1e6:.1f} MB)" if size is not None else str(path)
+    return OutputWriteError(f"cannot write {what}: {exc.strerror or exc}{free}. Make room or choose another "
+                            "output folder, then run the command again")
+
+
+@contextlib.contextmanager
+def refused_writes_reported(path: PathLike) -> Iterator[None]:
+    """Turn a write that the machine refuses inside the block (see the module docstring) into an
+    :class:`OutputWriteError` naming ``path``; other errors pass unchanged."""
+    try:
+        yield
+    except OutputWriteError:
+        raise
+    except OSError as exc:
+        if exc.errno not in _REFUSED_WRITES:
+            raise
+        raise _refused_write(Path(path), None, exc) from exc
 
 
 def atomic_write_bytes(data: bytes, path: PathLike) -> Path:

@@ -20,6 +20,8 @@ from typing import Any, Mapping, Optional
 import numpy as np
 import torch
 
+from common.io import refused_writes_reported
+
 _HANDLER_TAG = "_imrhsnet_handler"
 EVENTS_DIR = "tbd"  # the run folder's TensorBoard events, as released (``tbd/runs``)
 SCALAR_TAGS = {"data/loss": "loss", "data/miou": "miou", "data/fb_iou": "fb_iou"}
@@ -103,9 +105,10 @@ class TensorBoardWriter:
             # folder of the earlier sessions, first in the file this session's events then go to
             folders = [self.logdir] + [sub for tag in SCALAR_TAGS for sub in sorted((self.logdir / tag).glob("*"))
                                        if sub.is_dir()]
-            for folder in folders:
-                self._write(folder, self._start_event(purge_step))
-            self.flush()
+            with refused_writes_reported(self.logdir):
+                for folder in folders:
+                    self._write(folder, self._start_event(purge_step))
+                self.flush()
 
     @staticmethod
     def _start_event(step: int) -> Any:
@@ -129,12 +132,13 @@ class TensorBoardWriter:
         from tensorboardX.proto.event_pb2 import Event
         from tensorboardX.summary import scalar
 
-        for main_tag, key in SCALAR_TAGS.items():
-            for split, values in (("trn", trn), ("val", val)):
-                # as SummaryWriter.add_scalars: folder <main_tag>/<split>_<key>, the value tagged <main_tag>
-                self._write(self.logdir / main_tag / f"{split}_{key}",
-                            Event(wall_time=time.time(), step=epoch, summary=scalar(main_tag, values[key])))
-        self.flush()
+        with refused_writes_reported(self.logdir):
+            for main_tag, key in SCALAR_TAGS.items():
+                for split, values in (("trn", trn), ("val", val)):
+                    # as SummaryWriter.add_scalars: folder <main_tag>/<split>_<key>, the value tagged <main_tag>
+                    self._write(self.logdir / main_tag / f"{split}_{key}",
+                                Event(wall_time=time.time(), step=epoch, summary=scalar(main_tag, values[key])))
+            self.flush()
 
     def add_image(self, tag: str, image: np.ndarray, step: int) -> None:
         """An (H, W, 3) uint8 image."""

@@ -55,6 +55,20 @@ def test_a_refused_write_names_the_file_and_keeps_the_old_one(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["best_model.pt"]
 
 
+def test_a_refused_tensorboard_write_names_the_events_folder(tmp_path):
+    from common.logger import TensorBoardWriter
+
+    writer = TensorBoardWriter(tmp_path / "run")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (16, hard))  # smaller than an event file's first record
+    try:
+        with pytest.raises(OutputWriteError, match="File too large") as caught:
+            writer.log_epoch(0, {"loss": 1.0, "miou": 0.0, "fb_iou": 0.0}, {"loss": 1.0, "miou": 0.0, "fb_iou": 0.0})
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert str(writer.logdir) in str(caught.value)
+
+
 def test_atomic_torch_save_roundtrip(tmp_path):
     tensor = torch.arange(6, dtype=torch.float32).view(2, 3)
     path = atomic_torch_save({"x": tensor}, tmp_path / "t.pt")
