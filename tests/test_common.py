@@ -59,11 +59,13 @@ def test_a_refused_tensorboard_write_names_the_events_folder(tmp_path):
     from common.logger import TensorBoardWriter
 
     writer = TensorBoardWriter(tmp_path / "run")
+    scalars = {"loss": 1.0, "miou": 0.0, "fb_iou": 0.0}
+    writer.log_epoch(0, scalars, scalars)  # imports and event files made before the limit holds
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (16, hard))  # smaller than an event file's first record
+    resource.setrlimit(resource.RLIMIT_FSIZE, (16, hard))  # the event files are already longer
     try:
         with pytest.raises(OutputWriteError, match="File too large") as caught:
-            writer.log_epoch(0, {"loss": 1.0, "miou": 0.0, "fb_iou": 0.0}, {"loss": 1.0, "miou": 0.0, "fb_iou": 0.0})
+            writer.log_epoch(1, scalars, scalars)
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     assert str(writer.logdir) in str(caught.value)
