@@ -44,9 +44,9 @@ def _refused_write(path: Path, size: Optional[int], exc: OSError) -> OutputWrite
 
 
 @contextlib.contextmanager
-def refused_writes_reported(path: PathLike) -> Iterator[None]:
+def refused_writes_reported(path: PathLike, size: Optional[int] = None) -> Iterator[None]:
     """Turn a write that the machine refuses inside the block (see the module docstring) into an
-    :class:`OutputWriteError` naming ``path``; other errors pass unchanged."""
+    :class:`OutputWriteError` naming ``path`` (and ``size`` bytes, when given); other errors pass unchanged."""
     try:
         yield
     except OutputWriteError:
@@ -54,7 +54,7 @@ def refused_writes_reported(path: PathLike) -> Iterator[None]:
     except OSError as exc:
         if exc.errno not in _REFUSED_WRITES:
             raise
-        raise _refused_write(Path(path), None, exc) from exc
+        raise _refused_write(Path(path), size, exc) from exc
 
 
 def atomic_write_bytes(data: bytes, path: PathLike) -> Path:
@@ -64,24 +64,21 @@ def atomic_write_bytes(data: bytes, path: PathLike) -> Path:
         OutputWriteError: the machine refused the write (see the module docstring); ``path`` is unchanged.
     """
     path = Path(path)
-    tmp_name = None
-    try:
+    with refused_writes_reported(path, len(data)):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException as exc:
-        if tmp_name is not None:
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp_name, path)
+        except BaseException:
             try:
                 os.unlink(tmp_name)
             except FileNotFoundError:
                 pass
-        if isinstance(exc, OSError) and exc.errno in _REFUSED_WRITES:
-            raise _refused_write(path, len(data), exc) from exc
-        raise
+            raise
     return path
 
 
