@@ -36,12 +36,12 @@ from typing import Callable, Iterable, Optional, Sequence
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from common.cli import ArgumentParser, HelpFormatter, run_cli
 from common.device import configure_tf32, resolve_device
 from common.io import atomic_torch_save, sha256_file
 from common.paths import DEFAULT_DATAPATH
+from common.progress import Progress
 from data.benchmarks import BENCHMARKS, CAM_SCRIPTS, CLASS_NAMES, DEFAULT_CAM_DIRS, FSS_DIR, NFOLDS
 from data.cam_files import cam_path
 from data.fss import fss_image_names, fss_vocabulary, prompt_name
@@ -202,7 +202,8 @@ def run_cam_job(pairs: Sequence[CamPair], cam, *, bsz: int = 32, nworker: int = 
         nworker: DataLoader worker processes decoding images (0: in this process).
         cam_size: side of the saved maps.
         verify_existing: load existing files instead of trusting their presence.
-        progress: show a tqdm bar (pairs, with ETA).
+        progress: report progress (pairs, with ETA: a bar on a terminal, a line every 30 s otherwise,
+            :mod:`common.progress`).
     Returns: a :class:`CamJobSummary`; the caller decides what failures mean (the CLI exits non-zero).
     """
     if bsz < 1:
@@ -221,8 +222,7 @@ def run_cam_job(pairs: Sequence[CamPair], cam, *, bsz: int = 32, nworker: int = 
     loader = DataLoader(_ImageGroups(paths, cam.preprocess), batch_size=bsz, shuffle=False,
                         num_workers=nworker, collate_fn=_collate,
                         pin_memory=cam.device.type == "cuda", persistent_workers=False)
-    bar = tqdm(total=len(pending), unit="pair", desc="CAM", disable=not progress or not pending,
-               dynamic_ncols=True, smoothing=0.1)
+    bar = Progress(len(pending), "CAM", unit="pairs", enabled=progress and bool(pending), leave=True)
     try:
         for items in loader:
             good = []
@@ -354,7 +354,8 @@ def build_parser(benchmark: str) -> argparse.ArgumentParser:
                              "folder's cam_manifest.json must match the settings")
     parser.add_argument("--overwrite", action="store_true",
                         help="recompute every CAM of folders made with other settings (their CAM files are deleted)")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    parser.add_argument("--no-progress", dest="progress", action="store_false",
+                        help="no progress bar (on a terminal) or progress lines (otherwise)")
     return parser
 
 
