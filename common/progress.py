@@ -136,7 +136,7 @@ class Progress:
 
     def __init__(self, total: Optional[float], desc: str, *, unit: str = "batches", rate_unit: Optional[str] = None,
                  stats: Optional[Stats] = None, enabled: bool = True, mode: Optional[str] = None,
-                 interval: Optional[float] = None, leave: bool = False, initial: float = 0.0,
+                 interval: Optional[float] = None, leave: bool = False, initial: float = 0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.total = total
         self.desc = desc

@@ -213,7 +213,7 @@ def test_random_clip_identity_names_the_seed_and_tells_its_tensors_apart():
 
 
 @pytest.mark.slow
-def test_cam_script_runs_with_random_clip_weights_and_says_so(synthetic_root, tmp_path, caplog):
+def test_cam_script_runs_with_random_clip_weights_and_says_so(synthetic_root, tmp_path, caplog, capsys):
     """generate_cam_voc.py --clip-weights random: RN50 from random weights (real size), a loud warning, and a
     manifest that no real weights' hash can match."""
     images = synthetic_root / "VOC2012" / "JPEGImages"
@@ -227,6 +227,10 @@ def test_cam_script_runs_with_random_clip_weights_and_says_so(synthetic_root, tm
             (tmp_path / "splits" / "pascal" / split / f"fold{fold}.txt").write_text(lines[0] + "\n")
     argv = ["--datapath", str(tmp_path), "--splitpath", str(tmp_path / "splits"), "--clip-weights", "random",
             "--device", "cpu", "--nworker", "0", "--no-progress"]
+    assert cam_job.main("pascal", argv[:5] + ["random:x"] + argv[6:]) == 2  # bad input: one line, status 2
+    err = capsys.readouterr().err
+    assert err.startswith("generate_cam_voc.py: error: --clip-weights random:x: expected 'random' or 'random:SEED'")
+    assert len(err.strip().splitlines()) == 1
     with caplog.at_level(logging.INFO):
         assert cam_job.main("pascal", argv) == 0
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

@@ -92,6 +92,15 @@ def test_environment_variables_choose_mode_and_interval(clean_env):
     assert pg.progress_mode() == "off"  # torchrun: rank 0 reports alone
 
 
+def test_a_bad_environment_variable_is_a_one_line_error(clean_env, capsys):
+    from common.cli import EXIT_BAD_INPUT, run_cli
+
+    clean_env.setenv(pg.INTERVAL_VARIABLE, "-1")
+    assert run_cli(lambda: pg.Progress(3, "x"), "train.py") == EXIT_BAD_INPUT
+    assert capsys.readouterr().err == (f"train.py: error: environment variable {pg.INTERVAL_VARIABLE}='-1': expected "
+                                       "a number of seconds >= 0\n")
+
+
 class TtyStream(io.StringIO):
     def isatty(self) -> bool:
         return True
