@@ -175,7 +175,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                                           vocabulary=args.vocabulary)
     logger.info("Segmenting %r in %d queries with %d supports on %s", args.class_name, len(queries),
                 len(supports), segmenter.device)
-    result = segmenter.segment(supports, queries, args.class_name, probabilities=args.probability)
+    result = segmenter.segment(supports, queries, args.class_name, probabilities=args.probability, progress=True)
 
     out = Path(args.out).expanduser()
     out.mkdir(parents=True, exist_ok=True)

@@ -54,6 +54,7 @@ from torch import nn
 
 from common.device import resolve_device
 from common.errors import FlagError
+from common.progress import Progress, track
 from common.resize import resize_bilinear
 from data.benchmarks import CLASS_NAMES
 from data.readers import ImageTransform
@@ -297,7 +298,7 @@ class Segmenter:
 
     @torch.no_grad()
     def segment(self, supports: Sequence[Image.Image], queries: Sequence[Image.Image],
-                class_name: str, *, probabilities: bool = False) -> Segmentation:
+                class_name: str, *, probabilities: bool = False, progress: bool = False) -> Segmentation:
         """Masks of ``class_name`` in every query, from K = len(supports) support images of the class.
 
         Each query is one K-shot episode: :meth:`IMRHSNet.predict_mask_nshot` runs the K one-shot forwards
@@ -310,6 +311,7 @@ class Segmenter:
                 class, a new name is added with a warning: :func:`match_class_name`).
             probabilities: also return the foreground probability maps (``query_probabilities``,
                 ``support_probabilities``).
+            progress: report progress over the queries (:mod:`common.progress`; predict.py turns it on).
         Returns:
             A :class:`Segmentation` (masks at each image's original resolution).
         """
@@ -332,7 +334,8 @@ class Segmenter:
                               query_cams=[c.cpu().numpy() for c in query_cams],
                               support_cams=[c.cpu().numpy() for c in support_cams])
         support_prob_sum: list[Any] = [0.0] * nshot
-        for query, query_cam in zip(queries, query_cams):
+        episodes = Progress(len(queries), "predict", unit="queries", enabled=progress)
+        for query, query_cam in track(zip(queries, query_cams), episodes):
             batch = {"query_img": self._images([query]), "support_imgs": support_imgs,
                      "support_cams": support_cams.unsqueeze(0), "query_cam": query_cam.unsqueeze(0),
                      "org_query_imsize": (query.width, query.height)}
