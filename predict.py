@@ -6,8 +6,11 @@
 No dataset, split lists or CAM files: the CLIP Grad-CAM priors are computed on the fly (the code of the
 generate_cam scripts) and the K supports vote as in ``test.py``. A folder may be given instead of files (its
 images, by extension, in sorted order). Writes into ``--out``, per query ``<stem>_mask.png`` (0/255 at the
-query's resolution) and ``<stem>_overlay.png`` (image | CAM prior | final mask), per support
-``support_<stem>_mask.png`` (its refined mask), and ``predict.json`` (arguments, prompts, files written).
+query's resolution) and ``<stem>_overlay.png`` (image | CAM prior | final mask), with ``--probability`` also
+``<stem>_probability.png`` (the foreground probability, 0..255), per support ``support_<stem>_mask.png`` (its
+refined mask), and ``predict.json`` (arguments, prompts, how the class name was read, files written). A common
+other name of a vocabulary's class is read as that class (``airplane`` -> PASCAL's ``aeroplane``); a name new
+to the vocabulary is scored beside its classes, with a warning.
 Images are used upright, as their EXIF orientation says (as image viewers show them).
 See :mod:`engine.predictor` for the Python API and the choices behind it.
 """
@@ -27,6 +30,7 @@ from common.cli import ArgumentParser, HelpFormatter, run_cli
 from common.errors import UserInputError
 from data.benchmarks import CLASS_NAMES
 from model.backbone import BACKBONES
+from model.clip_weights import CLIP_WEIGHTS_HELP, random_clip_seed
 from model.masking import MASKING_MODES
 
 logger = logging.getLogger("predict")
@@ -53,7 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="images to segment (files, or folders of images)")
     inputs.add_argument("--out", required=True, help="output folder (created)")
     inputs.add_argument("--vocabulary", default="pascal", choices=tuple(CLASS_NAMES),
-                        help="class names the CAM softmax scores the class among (the class is added if absent)")
+                        help="class names the CAM softmax scores the class among; a common other name of one of them "
+                             "(airplane, tv, couch ...) is read as it, a new name is added (with a warning)")
+    inputs.add_argument("--probability", action="store_true",
+                        help="also write <stem>_probability.png per query: the foreground probability as 0..255")
 
     model = parser.add_argument_group("model")
     model.add_argument("--load", required=True, help="checkpoint (best_model.pt format)")
@@ -66,9 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--backbone-weights", dest="backbone_weights", default="none",
                        help="initial backbone weights: 'imagenet', 'none' (random), or a torchvision state-dict "
                             "file (the --load checkpoint holds the backbone)")
-    model.add_argument("--clip-weights", dest="clip_weights", default=None,
-                       help="OpenAI CLIP RN50.pt (TorchScript) or a state dict with its keys (default: "
-                            "~/.cache/clip/RN50.pt, downloaded when missing and online)")
+    model.add_argument("--clip-weights", dest="clip_weights", default=None, help=CLIP_WEIGHTS_HELP)
     model.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
     return parser
 
@@ -154,6 +159,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     from engine.predictor import Segmenter, prompt_classes
 
     prompt_classes(args.class_name, args.vocabulary)  # an empty class name is refused before anything loads
+    random_clip_seed(args.clip_weights)  # and a malformed random:SEED
     if args.stage < 1:
         raise PredictInputError(f"--stage must be >= 1, got {args.stage}")
     if args.img_size < 32:
@@ -169,7 +175,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                                           vocabulary=args.vocabulary)
     logger.info("Segmenting %r in %d queries with %d supports on %s", args.class_name, len(queries),
                 len(supports), segmenter.device)
-    result = segmenter.segment(supports, queries, args.class_name)
+    result = segmenter.segment(supports, queries, args.class_name, probabilities=args.probability, progress=True)
 
     out = Path(args.out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
@@ -178,11 +184,18 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         written.append(atomic_write_bytes(_png(mask * np.uint8(255)), out / f"{path.stem}_mask.png"))
         written.append(atomic_write_bytes(_png(overlay_panel(image, cam, mask)), out / f"{path.stem}_overlay.png"))
         logger.info("%s: %.1f%% foreground", path, 100.0 * float(mask.mean()))
+    for path, probability in zip(query_paths, result.query_probabilities):
+        grey = np.clip(np.round(probability * 255.0), 0, 255).astype(np.uint8)
+        written.append(atomic_write_bytes(_png(grey), out / f"{path.stem}_probability.png"))
     for path, mask in zip(support_paths, result.support_masks):
         written.append(atomic_write_bytes(_png(mask * np.uint8(255)), out / f"support_{path.stem}_mask.png"))
+    match = result.class_match
     record = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
               "supports": [str(p) for p in support_paths], "queries": [str(p) for p in query_paths],
               "prompts": result.prompts, "class_index": result.class_index,
+              "class": {"given": match.given, "prompt_name": match.name, "read_as": match.how,
+                        "note": match.message()},
+              "random_clip_weights": random_clip_seed(args.clip_weights) is not None,
               "written": [str(p) for p in written]}
     atomic_write_text(json.dumps(record, indent=2) + "\n", out / "predict.json")
     logger.info("Wrote %d files to %s", len(written) + 1, out)

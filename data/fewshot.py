@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from common.constants import IGNORE_LABEL
-from data.benchmarks import EVAL_EPISODES, NFOLDS, fold_classes
+from data.benchmarks import CLASS_NAMES, EVAL_EPISODES, NFOLDS, fold_classes
 from data.cam_files import cam_path
 from data.episodes import Episode, listed_eval_episodes, listed_train_episode, train_rng
 from data.errors import DataError
@@ -87,6 +87,11 @@ class FewShotDataset(Dataset):
         """The fold's test classes (val/test) or all the others (trn), as HSNet splits them."""
         val_ids = fold_classes(self.benchmark, self.fold)
         return val_ids if self.split == "val" else [c for c in range(self.nclass) if c not in val_ids]
+
+    def class_names(self) -> dict[int, str]:
+        """The name of each of the split's classes: 0-based class id -> the benchmark's class name."""
+        names = CLASS_NAMES[self.benchmark]
+        return {c: names[c] for c in self.class_ids}
 
     def released_nepisodes(self) -> int:
         """Validation/test episodes of a released pass: :data:`data.benchmarks.EVAL_EPISODES` of the benchmark,

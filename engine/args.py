@@ -1,8 +1,9 @@
 """The command-line flags of train.py and test.py, defined once, validated and resolved.
 
 Released flags keep their names and defaults (``--datapath --benchmark --logpath --bsz --lr --niter --nworker
---fold --stage --backbone --traincampath --valcampath``; test: ``--load --nshot --visualize
---use_original_imgsize``). Flags added by this reproduction: ``--splitpath --device --img-size --masking
+--fold --stage --backbone --traincampath --valcampath``; test: ``--load --nshot --visualize``, and
+``--use_original_imgsize`` spelt ``--use-original-imgsize`` like every other flag, the released spelling kept as
+an alias). Flags added by this reproduction: ``--splitpath --device --img-size --masking
 --backbone-weights --seed --nepisodes --amp --tf32 --resume``. test.py's ``--fold`` and ``--nshot`` also take
 several values (``args.folds``, ``args.nshots``; one value works as released), and its ``--load`` is then a path
 template holding ``{fold}`` (``args.checkpoints``: fold -> checkpoint, every one checked before any work).
@@ -82,9 +83,12 @@ def build_parser(script: Script) -> argparse.ArgumentParser:
                             "file" + ("" if training else " (test: the --load checkpoint holds the backbone)"))
 
     run = parser.add_argument_group("run")
+    default_run = (f"{LOG_ROOT}/_MMDD_HHMMSS.log, the start time" if training else
+                   f"{LOG_ROOT}/_TEST_<run of --load>_MMDD_HHMMSS.log")
     run.add_argument("--logpath", type=str, default="",
-                     help="run name: relative names go to <repo>/logs/<name>.log as released; an absolute path is "
-                          "the run folder itself")
+                     help=f"run name: relative names go to {LOG_ROOT}/<name>.log as released (a name already ending "
+                          f"in .log is not suffixed again); an absolute path is the run folder itself (default: "
+                          f"{default_run})")
     run.add_argument("--device", type=str, default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
     run.add_argument("--amp", action="store_true", help="autocast to float16 on CUDA")
     run.add_argument("--compile", action="store_true",
@@ -108,8 +112,11 @@ def build_parser(script: Script) -> argparse.ArgumentParser:
                          help="support images per episode; several (e.g. 1 5) are tested one after the other")
         run.add_argument("--visualize", action="store_true",
                          help="write support/query/prediction images to <run folder>/vis")
-        run.add_argument("--use_original_imgsize", action="store_true",
-                         help="score predictions at the query's original size")
+        run.add_argument("--use-original-imgsize", dest="use_original_imgsize", action="store_true",
+                         help="score predictions at the query's original size (needs --bsz 1; the released "
+                              "spelling --use_original_imgsize works too)")
+        run.add_argument("--use_original_imgsize", dest="use_original_imgsize", action="store_true",
+                         help=argparse.SUPPRESS)  # the released spelling
     return parser
 
 
@@ -186,7 +193,7 @@ def validate_and_resolve(args: argparse.Namespace, script: Script,
         _distinct(parser, "--nshot", args.nshots)
         _distinct(parser, "--fold", args.folds)
         if args.use_original_imgsize and args.bsz != 1:
-            parser.error("argument --use_original_imgsize: needs --bsz 1 (query masks keep their own sizes)")
+            parser.error("argument --use-original-imgsize: needs --bsz 1 (query masks keep their own sizes)")
         _resolve_checkpoints(parser, args)
 
     datapath = _existing(parser, "--datapath", args.datapath, DEFAULT_DATAPATH)
@@ -232,7 +239,9 @@ def resolve_run_dir(logpath: str, *, training: bool, load: Optional[str] = None,
 
     As released: a relative name ``N`` becomes ``<repo>/logs/N.log``; an empty name becomes the time
     (``_MMDD_HHMMSS``); a test run without ``--logpath`` is ``_TEST_<run of --load>_MMDD_HHMMSS``.
-    An absolute ``--logpath`` is used as the run folder itself.
+    An absolute ``--logpath`` is used as the run folder itself. A name already ending in ``.log`` is not
+    suffixed again (``fake.log`` -> ``logs/fake.log``), unless the run of an earlier version,
+    ``logs/fake.log.log``, is there and ``logs/fake.log`` is not: then that one, so that ``--resume`` finds it.
     """
     logtime = (now or datetime.datetime.now()).strftime("_%m%d_%H%M%S")
     if logpath and Path(logpath).expanduser().is_absolute():
@@ -241,6 +250,9 @@ def resolve_run_dir(logpath: str, *, training: bool, load: Optional[str] = None,
         logpath = "_TEST_" + Path(load).parent.name.split(".")[0] + logtime
     if not logpath:
         logpath = logtime
+    if logpath.endswith(".log"):
+        earlier = LOG_ROOT / (logpath + ".log")
+        return earlier if earlier.is_dir() and not (LOG_ROOT / logpath).exists() else LOG_ROOT / logpath
     return LOG_ROOT / (logpath + ".log")
 
 

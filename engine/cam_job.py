@@ -36,17 +36,18 @@ from typing import Callable, Iterable, Optional, Sequence
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from common.cli import ArgumentParser, HelpFormatter, run_cli
 from common.device import configure_tf32, resolve_device
-from common.io import atomic_torch_save, sha256_file
+from common.io import atomic_torch_save
 from common.paths import DEFAULT_DATAPATH
+from common.progress import Progress
 from data.benchmarks import BENCHMARKS, CAM_SCRIPTS, CLASS_NAMES, DEFAULT_CAM_DIRS, FSS_DIR, NFOLDS
 from data.cam_files import cam_path
 from data.fss import fss_image_names, fss_vocabulary, prompt_name
 from data.splits import read_coco_split, read_pascal_split, resolve_split_root
 from engine.cam_manifest import CamSettings, claim_folder
+from model.clip_weights import CLIP_WEIGHTS_HELP, random_clip_seed
 
 logger = logging.getLogger(__name__)
 
@@ -202,7 +203,8 @@ def run_cam_job(pairs: Sequence[CamPair], cam, *, bsz: int = 32, nworker: int = 
         nworker: DataLoader worker processes decoding images (0: in this process).
         cam_size: side of the saved maps.
         verify_existing: load existing files instead of trusting their presence.
-        progress: show a tqdm bar (pairs, with ETA).
+        progress: report progress (pairs, with ETA: a bar on a terminal, a line every 30 s otherwise,
+            :mod:`common.progress`).
     Returns: a :class:`CamJobSummary`; the caller decides what failures mean (the CLI exits non-zero).
     """
     if bsz < 1:
@@ -221,8 +223,7 @@ def run_cam_job(pairs: Sequence[CamPair], cam, *, bsz: int = 32, nworker: int = 
     loader = DataLoader(_ImageGroups(paths, cam.preprocess), batch_size=bsz, shuffle=False,
                         num_workers=nworker, collate_fn=_collate,
                         pin_memory=cam.device.type == "cuda", persistent_workers=False)
-    bar = tqdm(total=len(pending), unit="pair", desc="CAM", disable=not progress or not pending,
-               dynamic_ncols=True, smoothing=0.1)
+    bar = Progress(len(pending), "CAM", unit="pairs", enabled=progress and bool(pending), leave=True)
     try:
         for items in loader:
             good = []
@@ -336,9 +337,7 @@ def build_parser(benchmark: str) -> argparse.ArgumentParser:
                         help="folder holding pascal/, coco/ and fss/ split lists in HSNet's data/splits layout "
                              "(default: fetched once from HSNet's repository into <repo>/.cache/splits, SHA-256 "
                              "checked)")
-    parser.add_argument("--clip-weights", dest="clip_weights", type=str, default=None,
-                        help="OpenAI CLIP RN50.pt (TorchScript) or a state dict with its keys (default: "
-                             "~/.cache/clip/RN50.pt, downloaded when missing and online)")
+    parser.add_argument("--clip-weights", dest="clip_weights", type=str, default=None, help=CLIP_WEIGHTS_HELP)
     parser.add_argument("--device", type=str, default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--bsz", type=int, default=32, help="images per forward/backward pass")
     parser.add_argument("--nworker", type=int, default=2, help="image-decoding worker processes (0: none)")
@@ -354,7 +353,8 @@ def build_parser(benchmark: str) -> argparse.ArgumentParser:
                              "folder's cam_manifest.json must match the settings")
     parser.add_argument("--overwrite", action="store_true",
                         help="recompute every CAM of folders made with other settings (their CAM files are deleted)")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    parser.add_argument("--no-progress", dest="progress", action="store_false",
+                        help="no progress bar (on a terminal) or progress lines (otherwise)")
     return parser
 
 
@@ -371,7 +371,7 @@ def main(benchmark: str, argv: Optional[Sequence[str]] = None) -> int:
 
 def run_from_flags(benchmark: str, argv: Optional[Sequence[str]] = None) -> int:
     """The CAM job of ``benchmark`` from command-line flags; bad input raises a UserInputError."""
-    from model.clip_gradcam import PROMPT_TEMPLATE, ClipGradCAM, load_clip, resolve_clip_weights
+    from model.clip_gradcam import PROMPT_TEMPLATE, ClipGradCAM, load_clip_with_identity
 
     parser = build_parser(benchmark)
     args = parser.parse_args(argv)
@@ -396,9 +396,10 @@ def run_from_flags(benchmark: str, argv: Optional[Sequence[str]] = None) -> int:
     pairs = plan.pairs
     logger.info("%d distinct (image, class) pairs from the %s split lists in %s", len(pairs), benchmark, split_root)
 
-    weights = resolve_clip_weights(args.clip_weights)
-    cam = ClipGradCAM(load_clip(weights, device=device, precision=args.precision), plan.class_names, amp=args.amp)
-    settings = CamSettings.create(clip_weights_sha256=sha256_file(weights), precision=cam.precision,
+    clip_model, clip_identity = load_clip_with_identity(args.clip_weights, device=device, precision=args.precision)
+    cam = ClipGradCAM(clip_model, plan.class_names, amp=args.amp)
+    # random weights (--clip-weights random) are recorded as such, never as a file's hash
+    settings = CamSettings.create(clip_weights_sha256=clip_identity, precision=cam.precision,
                                   clip_image_size=cam.image_size, cam_size=args.cam_size,
                                   prompt_template=PROMPT_TEMPLATE, class_names=cam.class_names)
     for folder in dict.fromkeys(plan.folders):  # (PASCAL's two folders may be one)
@@ -406,6 +407,9 @@ def run_from_flags(benchmark: str, argv: Optional[Sequence[str]] = None) -> int:
     summary = run_cam_job(pairs, cam, bsz=args.bsz, nworker=args.nworker, cam_size=args.cam_size,
                           verify_existing=args.verify_existing, progress=args.progress)
     logger.info("done: %s", summary)
+    if random_clip_seed(args.clip_weights) is not None:  # said again at the end, where it is read
+        logger.warning("these CAMs come from RANDOM CLIP weights (--clip-weights %s): they carry NO class "
+                       "information", args.clip_weights)
     if summary.failed:
         print(f"error: {len(summary.failed)} image(s) could not be read; their {summary.failed_pairs} pair(s) "
               "have no CAM (fix or remove them and run the same command again to finish):", file=sys.stderr)

@@ -46,6 +46,7 @@ from data.benchmarks import DEFAULT_CAM_DIRS
 from data.synthetic import MAX_DISTRACTORS
 from model.backbone import BACKBONES
 from model.checkpoint import released_state_dict
+from model.clip_weights import RANDOM_WEIGHTS, random_clip_seed
 from model.masking import MASKING_MODES
 
 logger = logging.getLogger("demo")
@@ -65,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pretrain-images-per-class", type=int, default=40,
                         help="rendered pretraining images per training class")
     parser.add_argument("--clip-weights", default=None,
-                        help="OpenAI CLIP RN50.pt (default: random init of RN50's shapes, seeded)")
+                        help="OpenAI CLIP RN50.pt (default: 'random', RN50 with random weights from --seed; "
+                             "'random:SEED' for another seed): random priors carry no class information")
     parser.add_argument("--images-per-class", type=int, default=12, help="synthetic images per class and split")
     parser.add_argument("--max-distractors", type=int, default=MAX_DISTRACTORS, choices=range(MAX_DISTRACTORS + 1),
                         help="objects of other classes per synthetic image, at most (the benchmark's default)")
@@ -107,17 +109,17 @@ def run_step(title: str, command: Sequence[str], log_path: Path) -> float:
     return seconds
 
 
-def write_random_clip(args: argparse.Namespace, weights_dir: Path) -> str:
-    """``--clip-weights``, or a seeded random CLIP RN50 state dict written into ``weights_dir``."""
-    from model.clip_gradcam import random_clip_state_dict
-
-    if args.clip_weights is not None:
-        return str(args.clip_weights)
-    clip_path = weights_dir / "clip_rn50_random.pt"
-    atomic_torch_save(random_clip_state_dict(seed=args.seed), clip_path)
-    print("NOTE: CLIP RN50 has RANDOM weights (no --clip-weights given, and none can be downloaded here):\n"
+def clip_weights_value(args: argparse.Namespace) -> str:
+    """The CAM step's ``--clip-weights``: the demo's own, or ``random:<--seed>`` (also for a bare ``random``),
+    which the CAM script builds itself (:mod:`model.clip_weights`)."""
+    value = args.clip_weights
+    if value is None or value == RANDOM_WEIGHTS:
+        value = f"{RANDOM_WEIGHTS}:{args.seed}"
+    if random_clip_seed(value) is None:
+        return str(value)
+    print(f"NOTE: CLIP RN50 has RANDOM weights (--clip-weights {value}; none can be downloaded here):\n"
           "      its Grad-CAM priors are not object masks. Pass --clip-weights RN50.pt for real priors.")
-    return str(clip_path)
+    return value
 
 
 def write_random_backbone(args: argparse.Namespace, weights_dir: Path) -> str:
@@ -144,8 +146,12 @@ def cam_provenance(data_root: Path, clip_path: str) -> str:
     from common.io import sha256_file
 
     clip = Path(clip_path)
+    if random_clip_seed(clip_path) is not None:  # random weights are made from their seed
+        identity: Optional[str] = clip_path
+    else:
+        identity = sha256_file(clip) if clip.is_file() else None
     return json.dumps({"synthetic": json.loads((data_root / "synthetic.json").read_text()),
-                       "clip_sha256": sha256_file(clip) if clip.is_file() else None},
+                       "clip_sha256": identity},
                       indent=2, sort_keys=True) + "\n"
 
 
@@ -358,9 +364,13 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     out = args.out.resolve()
     # the steps run from the repository root: files named relative to where the demo was started are resolved
-    args.clip_weights, args.backbone_weights = (
-        value if value is None or value.lower() in ("none", "imagenet") else str(Path(value).expanduser().resolve())
-        for value in (args.clip_weights, args.backbone_weights))
+    def from_here(value: Optional[str]) -> Optional[str]:
+        keep = value is None or value.lower() in ("none", "imagenet")
+        return value if keep else str(Path(value).expanduser().resolve())
+
+    if random_clip_seed(args.clip_weights) is None:  # "random[:SEED]" names no file
+        args.clip_weights = from_here(args.clip_weights)
+    args.backbone_weights = from_here(args.backbone_weights)
     data_root, weights_dir, logs = out / "data", out / "weights", out / "logs"
     python = sys.executable
     print(f"IMR-HSNet demo: everything goes to {out}")
@@ -376,7 +386,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     cam_dirs = tuple(data_root / name for name in DEFAULT_CAM_DIRS["pascal"])  # (train, val)
     dataset = test_dataset(args, data_root, cam_dirs, shot=1, nepisodes=args.nepisodes)
     check_demo_data(args, dataset)  # before the long steps
-    clip_path = write_random_clip(args, weights_dir)
+    clip_path = clip_weights_value(args)
     made_for = cam_provenance(data_root, clip_path)
     clear_stale_cams(data_root, cam_dirs, made_for)
     atomic_write_text(made_for, data_root / CAM_PROVENANCE)  # before the job, so an interrupted one resumes
@@ -429,7 +439,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         random_backbone = args.pretrain_epochs == 0
     else:
         random_backbone = args.backbone_weights.lower() == "none"
-    results["random_weights"] = {"clip": args.clip_weights is None, "backbone": random_backbone}
+    results["random_weights"] = {"clip": random_clip_seed(clip_path) is not None, "backbone": random_backbone}
     results["seconds"] = time.perf_counter() - started
     atomic_write_text(json.dumps(results, indent=2) + "\n", out / RESULTS_NAME)
 

@@ -82,7 +82,7 @@ def test_one(model: torch.nn.Module, dataset: FewShotDataset, args: argparse.Nam
     sampler = EpisodeSampler(len(dataset), rank=info.rank, world_size=info.world_size)
     loader = build_dataloader(dataset, bsz=local_batch_size(args.bsz, info), nworker=args.nworker, shuffle=False,
                               seed=args.seed, sampler=sampler)
-    visualizer = Visualizer(vis_dir) if vis_dir is not None else None
+    visualizer = Visualizer(vis_dir, dataset.class_names()) if vis_dir is not None else None
     hook = (lambda batch, pred, idx, iou: visualizer.save_batch(batch, pred, idx, iou)) if visualizer else None
     fix_randseed(args.seed)
     return test_pass(model, loader, IoUMeter.for_dataset(dataset, device), nshot=shot, stage=args.stage,
