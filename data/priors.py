@@ -159,6 +159,7 @@ def _check_present(pairs: Sequence[PriorPair], settings: ImportSettings, out: Pa
     files = list(dict.fromkeys(source / prior_file_name(settings.pattern, p.name, p.cls) for p in pairs))
     missing = [path for path in files if not path.is_file()]
     if not missing:
+        (out / MISSING_NAME).unlink(missing_ok=True)  # a list left by an earlier, failed run
         return
     listing = atomic_write_text("".join(f"{path}\n" for path in missing), out / MISSING_NAME)
     first = ", ".join(str(path) for path in missing[:3])

@@ -154,12 +154,12 @@ def test_tlg_layouts_import_without_code(synthetic_root, tmp_path):
     pascal = tmp_path / "pascal_tlg"
     assert _import(synthetic_root, pascal, "--benchmark", "pascal", "--naming", "tlg", "--split", "val",
                    "--source", str(pascal_source)) == 2  # the other folds' val pairs are not there
-    (pascal / "missing_priors.txt").unlink()
     for fold in (1, 2, 3):
         for name, cls in read_pascal_split(synthetic_root / "splits", "val", fold):
             shutil.copy(masks / f"{name}.png", pascal_source / f"{name}--{cls}.png")
     assert _import(synthetic_root, pascal, "--benchmark", "pascal", "--naming", "tlg", "--split", "val",
                    "--source", str(pascal_source)) == 0
+    assert not (pascal / "missing_priors.txt").exists()  # the earlier run's list, out of date, is gone
     assert _evaluate(synthetic_root, pascal, tmp_path / "q_pascal", "--examples", "0") == 0
     assert json.loads((tmp_path / "q_pascal" / "quality.json").read_text())["miou_best"] == 100.0
 
