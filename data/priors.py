@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,7 +43,6 @@ from data.splits import FSS_SPLITS, SPLITS, read_coco_split, read_pascal_split, 
 
 __all__ = ["ImportSettings", "ImportSummary", "NAMINGS", "PriorPair", "benchmark_pairs", "import_priors", "main"]
 
-logger = logging.getLogger(__name__)
 
 RECORD_NAME = "prior_import.json"
 MISSING_NAME = "missing_priors.txt"
@@ -270,8 +268,6 @@ def run_import(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m data.priors import ...`` from command-line flags; bad input raises a UserInputError."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = settings_from_flags(args, parser)
     allowed = FSS_SPLITS if args.benchmark == "fss" else SPLITS
     splits = args.split or list(allowed)
@@ -281,10 +277,9 @@ def run_import(argv: Optional[Sequence[str]] = None) -> int:
     datapath = Path(args.datapath).expanduser().resolve() if args.datapath else DEFAULT_DATAPATH
     pairs = benchmark_pairs(args.benchmark, datapath, resolve_split_root(args.splitpath), splits)
     out = Path(args.out).expanduser().resolve()
-    logger.info("%d (image, class) pairs of the %s %s lists; settings %s", len(pairs), args.benchmark,
-                "/".join(splits), settings.as_dict())
     summary = import_priors(pairs, settings, out, progress=args.progress)
-    print(f"{summary}; into {out}")
+    print(f"{summary}, the pairs of the {args.benchmark} {'/'.join(splits)} lists; into {out} "
+          f"(settings in {out / RECORD_NAME})")
     return 0
 
 

@@ -183,3 +183,26 @@ def test_fss_grey_masks_and_npy(synthetic_root, tmp_path):
     name = next((out).rglob("*--*.pt")).relative_to(out)
     torch.testing.assert_close(torch.load(tmp_path / "fss_npy" / name, weights_only=True),
                                torch.load(out / name, weights_only=True))
+
+
+@pytest.mark.slow
+def test_the_scripts_end_bad_input_in_one_line(synthetic_root, tmp_path):
+    """The real entry points, in subprocesses: ``python -m data.priors`` and ``evaluate_priors.py``."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    common = ["--datapath", str(synthetic_root), "--splitpath", str(synthetic_root / "splits")]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    runs = {
+        "python -m data.priors": [sys.executable, "-m", "data.priors", "import", "--benchmark", "pascal", "--source",
+                                  str(empty), "--out", str(tmp_path / "out"), *common],
+        "evaluate_priors.py": [sys.executable, "evaluate_priors.py", "--priors", str(empty), "--out",
+                               str(tmp_path / "q"), *common],
+    }
+    for prog, argv in runs.items():
+        proc = subprocess.run(argv, cwd=repo, capture_output=True, text=True, timeout=300)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), proc.stderr
+        assert str(empty) in lines[0] and "missing" in lines[0]

@@ -232,3 +232,16 @@ def test_clip_es_matches_released_code_tiny():
 def test_clip_es_matches_released_code_vit_b16():
     """ViT-B/16's shapes (random weights), three aspect ratios, CLIP-ES's own label mode."""
     _check_clip_es_golden("clip_es_vitb16.pt")
+
+
+@pytest.mark.cuda
+def test_clip_es_cuda_matches_cpu(tiny_vit):
+    import copy
+
+    images, lists = _images([(200, 120), (96, 160)], seed=6), [[0, 3], [5]]
+    cpu = build_clip_es(PASCAL_CLASSES, model=tiny_vit, benchmark="pascal")(images, lists)
+    recipe = build_clip_es(PASCAL_CLASSES, model=copy.deepcopy(tiny_vit), device="cuda", benchmark="pascal")
+    assert recipe.device.type == "cuda"
+    gpu = recipe(images, lists)
+    for a, b in zip(gpu, cpu):
+        assert a.device.type == "cpu" and (a - b).abs().mean() < 1e-3  # float rounding; the box mask is a step
