@@ -3,7 +3,9 @@
 Every step runs the real command a researcher would run, in a subprocess:
 
 1. ``python -m data.synthetic``  writes a PASCAL-5i-layout benchmark, 0-2 objects of other classes per image;
-2. ``generate_cam_voc.py``        CLIP RN50 Grad-CAM priors for every (image, class) pair;
+2. ``generate_cam_voc.py``        CLIP RN50 Grad-CAM priors for every (image, class) pair; then
+   ``evaluate_priors.py``         their IoU with the ground truth on fold 0's test pairs, beside a mask
+                                  covering the whole image (with a random CLIP: near that chance level);
 3. ``python -m engine.pretrain``  trains the backbone to classify fold 0's *training* classes (rendered
                                   images; the test classes are never drawn) and saves a torchvision file;
 4. ``test.py``                    the untrained IMR-HSNet head on that frozen backbone, 1-shot and 5-shot;
@@ -109,6 +111,11 @@ def run_step(title: str, command: Sequence[str], log_path: Path) -> float:
     return seconds
 
 
+def clip_is_random(args: argparse.Namespace) -> bool:
+    """Whether the demo's CLIP has random weights (no ``--clip-weights``, or ``random[:SEED]``)."""
+    return args.clip_weights is None or random_clip_seed(args.clip_weights) is not None
+
+
 def clip_weights_value(args: argparse.Namespace) -> str:
     """The CAM step's ``--clip-weights``: the demo's own, or ``random:<--seed>`` (also for a bare ``random``),
     which the CAM script builds itself (:mod:`model.clip_weights`)."""
@@ -135,6 +142,7 @@ def write_random_backbone(args: argparse.Namespace, weights_dir: Path) -> str:
 
 
 RESULTS_NAME, QUALITATIVE_NAME, EPISODES_NAME = "results.json", "qualitative.png", "test_episodes.png"
+PRIOR_QUALITY_DIR = "prior_quality"  # evaluate_priors.py's report on the demo's CAM priors
 CAM_PROVENANCE = "cams_made_for.json"  # which images and CLIP weights the CAM files in the data folder came from
 
 
@@ -357,6 +365,24 @@ def pretrain_step(args: argparse.Namespace, weights_dir: Path, logs: Path) -> tu
                        **summary}
 
 
+def prior_quality_step(args: argparse.Namespace, data_root: Path, val_cams: Path, out: Path,
+                       logs: Path) -> dict[str, Any]:
+    """Step 2, continued: ``evaluate_priors.py`` on fold 0's test pairs (the CAMs the test episodes read, at the
+    size the model reads them); prints the mean IoU beside a whole-image mask's, and returns ``quality.json``."""
+    run_step("2/7 quality of the CAM priors (fold 0 test pairs)",
+             [sys.executable, "evaluate_priors.py", "--benchmark", "pascal", "--fold", 0, "--split", "val",
+              "--priors", val_cams, "--out", out, "--datapath", data_root, "--splitpath", data_root / "splits",
+              "--cam-size", args.img_size // 8, "--no-progress"], logs / "evaluate_priors.log")
+    report = json.loads((out / "quality.json").read_text())
+    print(f"   mean IoU with the ground truth: {report['miou_best']:.1f} at the best threshold "
+          f"{report['best_threshold']:.2f}, {report['miou_at_0.5']:.1f} at 0.5; a mask covering the whole image: "
+          f"{report['miou_full_image']:.1f} ({out / 'quality.md'})")
+    if clip_is_random(args):
+        print("   CLIP is random here, so these priors carry no class: near the whole-image mask, i.e. chance.")
+    return {key: report[key] for key in ("pairs", "cam_size", "best_threshold", "miou_best", "miou_at_0.5",
+                                         "miou_full_image")} | {"report": str(out / "quality.json")}
+
+
 def main(args: argparse.Namespace) -> dict[str, Any]:
     """Run the demo; returns the ``results.json`` content."""
     from engine.support_swap import wrong_support_test
@@ -374,7 +400,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     data_root, weights_dir, logs = out / "data", out / "weights", out / "logs"
     python = sys.executable
     print(f"IMR-HSNet demo: everything goes to {out}")
-    for stale in ("train", "test", "untrained"):  # a rerun starts its runs afresh (data and CAMs are reused)
+    for stale in ("train", "test", "untrained", PRIOR_QUALITY_DIR):  # a rerun starts its runs afresh (data and CAMs are reused)
         shutil.rmtree(out / stale, ignore_errors=True)
     for stale in (RESULTS_NAME, QUALITATIVE_NAME, EPISODES_NAME):  # never left beside a rerun's logs
         (out / stale).unlink(missing_ok=True)
@@ -396,6 +422,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
               "--clip-weights", clip_path, "--device", args.device, "--nworker", args.nworker, "--no-progress",
               "--overwrite"],
              logs / "generate_cam_voc.log")
+    prior_quality = prior_quality_step(args, data_root, cam_dirs[1], out / PRIOR_QUALITY_DIR, logs)
     backbone_path, pretraining = pretrain_step(args, weights_dir, logs)
 
     common = ["--datapath", data_root, "--splitpath", data_root / "splits", "--benchmark", "pascal", "--fold", 0,
@@ -434,6 +461,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     results["distractors"] = {"max_per_image": args.max_distractors,
                               "test_queries_with_other_objects": share_with_other_objects(dataset)}
     results["backbone_pretraining"] = pretraining
+    results["cam_priors"] = prior_quality
     results["settings"] = {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()}
     if args.backbone_weights is None:
         random_backbone = args.pretrain_epochs == 0
@@ -460,6 +488,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     print(f"qualitative:  {out / QUALITATIVE_NAME}  (queries with two objects, one prediction per support: "
           f"mean IoU {own:.1f} with the support's class, {other:.1f} with the other)")
     print(f"episodes:     {grid}  (query | ground truth | CAM prior | untrained | trained)")
+    random_clip = " (CLIP random: near chance)" if clip_is_random(args) else ""
+    print(f"CAM priors:   {out / PRIOR_QUALITY_DIR / 'quality.md'}  (mean IoU {prior_quality['miou_best']:.1f} at "
+          f"the best threshold; a whole-image mask {prior_quality['miou_full_image']:.1f}{random_clip})")
     print(f"table:        {out / 'test' / 'trained' / 'table.png'}  (test.py's per-fold mIoU chart, 1- and 5-shot)")
     print(f"TensorBoard:  tensorboard --logdir {out / 'train'}")
     print(f"total time:   {results['seconds']:.0f} s")
