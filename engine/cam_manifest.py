@@ -34,7 +34,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, NamedTuple, Optional, Sequence
 
 from common.errors import UserInputError
 from common.io import atomic_write_text
@@ -82,9 +82,9 @@ class CamSettings:
                       if other.settings.get(key) != self.settings.get(key)]
 
 
-@dataclass(frozen=True)
-class ImageIdentity:
-    """What identifies an image file: its size, modification time and content hash."""
+class ImageIdentity(NamedTuple):
+    """What identifies an image file: its size, modification time and content hash (a tuple: a COCO manifest
+    holds ~120k of them)."""
 
     bytes: int
     mtime_ns: int
@@ -108,7 +108,7 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-@dataclass
+@dataclass(slots=True)
 class ImageRecord:
     """The identity an image had when the CAMs of ``classes`` were made from it."""
 
@@ -120,24 +120,52 @@ class ImageRecord:
                 "classes": sorted(self.classes)}
 
 
-@dataclass
 class CamManifest:
     """A folder's manifest: its settings and, per image name, the identity its CAMs were made from.
 
-    ``images`` is None for a format-1 manifest (no record of the images). ``adopt``: set by
-    :func:`claim_folder` with ``--verify-existing``: the job records CAMs found without a record (after loading
-    them) with the current identity of their image instead of recomputing them.
+    ``images`` is None for a format-1 manifest (no record of the images); a parsed manifest builds it from
+    the file's records on first use, and :meth:`record` converts one record without building the others (a
+    COCO manifest holds ~120k). ``adopt``: set by :func:`claim_folder` with ``--verify-existing``: the job
+    records CAMs found without a record (after loading them) with the current identity of their image instead
+    of recomputing them.
     """
 
-    folder: Path
-    settings: CamSettings
-    images: Optional[dict[str, ImageRecord]] = None
-    version: int = FORMAT_VERSION
-    adopt: bool = False
+    def __init__(self, folder: Path, settings: CamSettings, images: Optional[dict[str, ImageRecord]] = None, *,
+                 version: int = FORMAT_VERSION, adopt: bool = False,
+                 raw_images: Optional[Mapping[str, Any]] = None) -> None:
+        self.folder, self.settings, self.version, self.adopt = Path(folder), settings, version, adopt
+        self._images, self._raw = images, raw_images
 
     @property
     def path(self) -> Path:
         return self.folder / MANIFEST_NAME
+
+    @property
+    def images(self) -> Optional[dict[str, ImageRecord]]:
+        """Image name -> record (None: a format-1 manifest, which records no images)."""
+        if self._images is None and self._raw is not None:
+            self._images = {name: self._convert(name, raw) for name, raw in self._raw.items()}
+            self._raw = None
+        return self._images
+
+    @images.setter
+    def images(self, images: Optional[dict[str, ImageRecord]]) -> None:
+        self._images, self._raw = images, None
+
+    def record(self, name: str) -> Optional[ImageRecord]:
+        """The record of image ``name`` (None when it has none)."""
+        if self._images is not None:
+            return self._images.get(name)
+        raw = self._raw.get(name) if self._raw is not None else None
+        return None if raw is None else self._convert(name, raw)
+
+    def _convert(self, name: str, raw: Any) -> ImageRecord:
+        try:
+            identity = ImageIdentity(int(raw["bytes"]), int(raw["mtime_ns"]), str(raw["sha256"]))
+            return ImageRecord(identity, {int(c) for c in raw["classes"]})
+        except (TypeError, ValueError, KeyError) as exc:
+            raise CamManifestError(f"{self.path}: the record of {name!r} is damaged ({type(exc).__name__}: {exc}); "
+                                   "delete the file and pass --overwrite to recompute the folder's CAMs") from exc
 
     def to_json(self) -> str:
         """The manifest file's text: the header indented, one line per image (COCO: ~120k lines)."""
@@ -170,15 +198,16 @@ def parse_manifest(folder: Path, text: str) -> CamManifest:
     if "format_version" not in raw:  # format 1: the Grad-CAM settings at the top level
         settings = {key: raw.get(key) for key in _V1_SETTINGS}
         return CamManifest(Path(folder), CamSettings(raw["recipe"], settings), images=None, version=1)
+    images, settings = raw.get("images", {}), raw.get("settings", {})
+    if not isinstance(images, dict) or not isinstance(settings, dict):
+        raise CamManifestError(f"{path} is damaged (its images or settings are not JSON objects); delete it and pass "
+                               "--overwrite to recompute the folder's CAMs")
     try:
-        images = {str(name): ImageRecord(ImageIdentity(int(rec["bytes"]), int(rec["mtime_ns"]), str(rec["sha256"])),
-                                         {int(c) for c in rec["classes"]})
-                  for name, rec in raw.get("images", {}).items()}
-        return CamManifest(Path(folder), CamSettings(raw["recipe"], dict(raw.get("settings", {}))), images=images,
-                           version=int(raw["format_version"]))
-    except (TypeError, ValueError, KeyError, AttributeError) as exc:
-        raise CamManifestError(f"{path} is damaged ({type(exc).__name__}: {exc}); delete it and pass --overwrite "
-                               "to recompute the folder's CAMs") from exc
+        version = int(raw["format_version"])
+    except (TypeError, ValueError) as exc:
+        raise CamManifestError(f"{path} is damaged (format_version {raw['format_version']!r}); delete it and pass "
+                               "--overwrite") from exc
+    return CamManifest(Path(folder), CamSettings(raw["recipe"], dict(settings)), version=version, raw_images=images)
 
 
 def read_manifest_text(folder: Path) -> Optional[str]:

@@ -74,7 +74,6 @@ def _check_settings(manifest: CamManifest, dataset: FewShotDataset, command: str
 
 def _check_images(manifest: CamManifest, datasets: Sequence[FewShotDataset], command: str) -> list[str]:
     """Every CAM the datasets may load is recorded, from its image as it is now; returns warnings."""
-    assert manifest.images is not None
     classes_by_name: dict[str, set[int]] = defaultdict(set)
     image_of: dict[str, Path] = {}
     for dataset in datasets:
@@ -83,7 +82,7 @@ def _check_images(manifest: CamManifest, datasets: Sequence[FewShotDataset], com
             image_of.setdefault(name, dataset.image_path(name))
     rehashed = 0
     for name in sorted(classes_by_name):
-        record = manifest.images.get(name)
+        record = manifest.record(name)
         missing = sorted(classes_by_name[name] - (record.classes if record is not None else set()))
         if missing:
             raise CamManifestError(
@@ -131,7 +130,7 @@ def check_cam_folder(folder: Path, datasets: Sequence[FewShotDataset]) -> CamFol
         check = CamFolderCheck(folder, hashlib.sha256(text.encode("utf-8")).hexdigest())  # the file's bytes
         for dataset in datasets:
             check.warnings += _check_settings(manifest, dataset, command)
-        if manifest.images is None:
+        if manifest.version < 2:
             check.warnings.append(
                 f"{manifest.path} was written by an earlier version that did not record the images: the CAMs "
                 f"are not checked against them; record them with: {command} --verify-existing")
