@@ -95,12 +95,10 @@ class ImageIdentity(NamedTuple):
         return stat.st_size == self.bytes and stat.st_mtime_ns == self.mtime_ns
 
 
-def image_identity(path: Path, data: Optional[bytes] = None) -> ImageIdentity:
-    """The identity of the image file ``path``; ``data``: its bytes when already read (not read again)."""
+def image_identity(path: Path) -> ImageIdentity:
+    """The identity of the image file ``path`` now (the file is read and hashed)."""
     stat = os.stat(path)
-    if data is None:
-        data = Path(path).read_bytes()
-    return ImageIdentity(bytes=stat.st_size, mtime_ns=stat.st_mtime_ns, sha256=hashlib.sha256(data).hexdigest())
+    return ImageIdentity(bytes=stat.st_size, mtime_ns=stat.st_mtime_ns, sha256=file_sha256(path))
 
 
 def file_sha256(path: Path) -> str:
