@@ -450,30 +450,26 @@ def test_a_full_disk_while_saving_a_checkpoint_gets_one_clear_line(tmp_path):
 
 
 def test_what_is_only_suspicious_is_a_warning_in_the_log_and_results_json(tmp_path, shared):
-    """Not errors, but never silent: a checkpoint tested with other settings than its args.json says it was
-    trained with, one checkpoint file for two folds, CAM folders without a manifest (the authors' download)."""
-    root = make_mini_pascal(tmp_path / "data")
-    trained = root / "trained"
-    trained.mkdir()
-    os.link(shared.checkpoint, trained / "best_model.pt")
-    (trained / "args.json").write_text(json.dumps({"benchmark": "pascal", "backbone": "vgg16", "masking": "released",
-                                                   "stage": 2, "img_size": 64, "fold": 0}))
+    """Not errors, but never silent: a checkpoint tested with other settings than the args.json train.py wrote
+    beside it, one checkpoint file for two folds, CAM folders without a manifest (the authors' download)."""
+    data, run = finished_run(shared)  # a resnet50 run of fold 0, --masking released --stage 2, 64 px
     for fold in (0, 1):  # what a sweep gets when each fold's folder holds the same file
-        (root / f"trained_f{fold}").symlink_to(trained)
-    argv = _test_argv(root, root / "trained_f{fold}" / "best_model.pt", "--fold", "0", "1", "--masking", "paper",
-                      "--stage", "3")
+        (tmp_path / f"run_f{fold}").symlink_to(run)
+    argv = _test_argv(data, tmp_path / "run_f{fold}" / "best_model.pt", "--fold", "0", "1", "--masking", "paper",
+                      "--stage", "3", "--backbone", "resnet50")
+    argv[argv.index("--logpath") + 1] = str(tmp_path / "test_run")
     proc = run_script(*argv)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    warnings = json.loads((root / "test_run" / "results.json").read_text())["warnings"]
-    checkpoint = trained / "best_model.pt"
+    warnings = json.loads((tmp_path / "test_run" / "results.json").read_text())["warnings"]
+    checkpoint = (run / "best_model.pt").resolve()  # as test.py names it
     assert warnings[:3] == [
         f"fold 0: {checkpoint} was trained with other settings than it is tested with (trained -> tested, from "
-        f"{trained / 'args.json'}): --masking 'released' -> 'paper'; --stage 2 -> 3",
+        f"{checkpoint.parent / 'args.json'}): --masking 'released' -> 'paper'; --stage 2 -> 3",
         f"fold 1: {checkpoint} was trained with other settings than it is tested with (trained -> tested, from "
-        f"{trained / 'args.json'}): --masking 'released' -> 'paper'; --stage 2 -> 3; --fold 0 -> 1",
+        f"{checkpoint.parent / 'args.json'}): --masking 'released' -> 'paper'; --stage 2 -> 3; --fold 0 -> 1",
         f"folds 0, 1 are tested with the same checkpoint file {checkpoint}: each fold's model is trained on other "
         "classes"], warnings
-    assert len(warnings) == 4 and f"{root / 'CAM_Val'} has no cam_manifest.json" in warnings[3], warnings
-    log = (root / "test_run" / "log.txt").read_text()
+    assert len(warnings) == 4 and f"{data / 'CAM_Val'} has no cam_manifest.json" in warnings[3], warnings
+    log = (tmp_path / "test_run" / "log.txt").read_text()
     assert all(message in log for message in warnings)
-    assert json.loads((root / "test_run" / "results.json").read_text())["cam_manifests"] == {"valcampath": None}
+    assert json.loads((tmp_path / "test_run" / "results.json").read_text())["cam_manifests"] == {"valcampath": None}

@@ -455,14 +455,17 @@ def test_the_script_recomputes_the_cams_of_a_regenerated_benchmark(tmp_path, tin
     import subprocess
     import sys
 
+    from data.synthetic import make_benchmark
+
     data = tmp_path / "data"
-    make = [sys.executable, "-m", "data.synthetic", str(data), "--benchmark", "pascal", "--images-per-class", "2"]
-    cams = [sys.executable, "generate_cam_voc.py", "--datapath", str(data), "--splitpath", str(data / "splits"),
-            "--clip-weights", str(tiny_weights), "--device", "cpu", "--nworker", "0", "--no-progress"]
-    for argv in (make + ["--seed", "0"], cams, make + ["--seed", "1"]):
-        assert subprocess.run(argv, cwd=repo_root, capture_output=True, timeout=300).returncode == 0
+    cams = ["--datapath", str(data), "--splitpath", str(data / "splits"), "--clip-weights", str(tiny_weights),
+            "--device", "cpu", "--nworker", "0", "--no-progress"]
+    make_benchmark(data, seed=0, images_per_class=2, benchmarks=("pascal",))
+    assert cam_job.main("pascal", cams) == 0  # generate_cam_voc.py's main, in this process
+    make_benchmark(data, seed=1, images_per_class=2, benchmarks=("pascal",))
     total = len(_voc_pairs(data, data))
-    rerun = subprocess.run(cams, cwd=repo_root, capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run([sys.executable, "generate_cam_voc.py", *cams], cwd=repo_root, capture_output=True,
+                           text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert f"{total} pairs: {total} computed" in rerun.stderr and ", 0 skipped" in rerun.stderr, rerun.stderr[-2000:]
     assert "replacing stale files" in rerun.stderr
