@@ -155,8 +155,8 @@ def overlay_panel(image: Any, cam: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
     """Segment ``args.class_name`` in the query images; returns what ``predict.json`` records."""
-    from common.io import atomic_write_bytes, atomic_write_text
-    from engine.predictor import Segmenter, prompt_classes
+    from common.io import prepare_output_folder, remove_if_empty
+    from engine.predictor import prompt_classes
 
     prompt_classes(args.class_name, args.vocabulary)  # an empty class name is refused before anything loads
     random_clip_seed(args.clip_weights)  # and a malformed random:SEED
@@ -164,6 +164,20 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         raise PredictInputError(f"--stage must be >= 1, got {args.stage}")
     if args.img_size < 32:
         raise PredictInputError(f"--img-size must be >= 32, got {args.img_size}")
+    out = Path(args.out).expanduser()
+    created = prepare_output_folder(out, "--out")  # before any work
+    try:
+        return _predict(args, out)
+    except UserInputError:
+        if created:
+            remove_if_empty(out)
+        raise
+
+
+def _predict(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    from common.io import atomic_write_bytes, atomic_write_text
+    from engine.predictor import Segmenter
+
     support_paths = collect_images(args.support, "--support")
     query_paths = collect_images(args.query, "--query")
     supports, queries = read_images(support_paths), read_images(query_paths)
@@ -177,8 +191,6 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                 len(supports), segmenter.device)
     result = segmenter.segment(supports, queries, args.class_name, probabilities=args.probability, progress=True)
 
-    out = Path(args.out).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
     written = []
     for path, image, cam, mask in zip(query_paths, queries, result.query_cams, result.query_masks):
         written.append(atomic_write_bytes(_png(mask * np.uint8(255)), out / f"{path.stem}_mask.png"))

@@ -19,7 +19,7 @@ from data.fss import DatasetFSS
 from data.pascal import DatasetPASCAL
 from data.splits import resolve_split_root
 
-__all__ = ["DATASETS", "MissingCAMError", "build_dataloader", "build_dataset", "check_cams_exist"]
+__all__ = ["DATASETS", "MissingCAMError", "build_dataloader", "build_dataset", "cam_command", "check_cams_exist"]
 
 DATASETS: dict[str, Callable[..., FewShotDataset]] = {
     cls.benchmark: cls for cls in (DatasetPASCAL, DatasetCOCO, DatasetFSS)}
@@ -62,7 +62,8 @@ def build_dataloader(dataset: FewShotDataset, *, bsz: int, nworker: int, shuffle
                       num_workers=nworker, generator=generator, persistent_workers=False)
 
 
-def _cam_command(dataset: FewShotDataset) -> str:
+def cam_command(dataset: FewShotDataset) -> str:
+    """The command (from the repository root) that makes the CAM files ``dataset`` reads."""
     args = ["--datapath", str(dataset.datapath)]
     if dataset.benchmark == "pascal":
         args += ["--traincampath", str(dataset.cam_train_path), "--valcampath", str(dataset.cam_val_path)]
@@ -97,4 +98,4 @@ def check_cams_exist(dataset: FewShotDataset) -> None:
         raise MissingCAMError(
             f"{len(missing)} of {total} CAM priors needed by {dataset.benchmark} {dataset.split_name}"
             f"{f' fold {dataset.fold}' if dataset.has_folds else ''} are missing under {root} (first: {missing[0]});\n"
-            f"generate them (from the repository root) with: {_cam_command(dataset)}")
+            f"generate them (from the repository root) with: {cam_command(dataset)}")

@@ -492,7 +492,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _prepare(args: argparse.Namespace) -> int:
     """Fetch and lay out ``args.benchmark``; errors are DataErrors naming the file or URL."""
+    from common.io import prepare_output_folder
     from data.splits import resolve_split_root
+
+    prepare_output_folder(args.datapath, "--datapath")
+    if args.download_dir is not None:
+        prepare_output_folder(args.download_dir, "--download-dir")
 
     if args.benchmark == "pascal":
         out = prepare_pascal(args.datapath, download_dir=args.download_dir, keep_archives=args.keep_archives,

@@ -41,7 +41,7 @@ from PIL import Image, ImageDraw
 from common.cli import EXIT_BAD_INPUT, ArgumentParser, HelpFormatter, run_cli
 from common.errors import UserInputError
 from common.device import resolve_device
-from common.io import atomic_torch_save, atomic_write_bytes, atomic_write_text
+from common.io import atomic_torch_save, atomic_write_bytes, atomic_write_text, prepare_output_folder
 from common.paths import REPO_ROOT
 from common.resize import resize_bilinear
 from data.benchmarks import DEFAULT_CAM_DIRS
@@ -399,6 +399,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     args.backbone_weights = from_here(args.backbone_weights)
     data_root, weights_dir, logs = out / "data", out / "weights", out / "logs"
     python = sys.executable
+    prepare_output_folder(out, "--out")
     print(f"IMR-HSNet demo: everything goes to {out}")
     for stale in ("train", "test", "untrained", PRIOR_QUALITY_DIR):  # a rerun starts its runs afresh (data and CAMs are reused)
         shutil.rmtree(out / stale, ignore_errors=True)

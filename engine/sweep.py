@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 import torch
 
-from common.distributed import DistInfo, EpisodeSampler, local_batch_size
+from common.distributed import DistInfo, EpisodeSampler, check_on_main, local_batch_size
 from common.evaluation import IoUMeter
 from common.io import sha256_file
 from common.logger import log_params
@@ -26,6 +26,7 @@ from data.benchmarks import FOLD_BENCHMARKS, TITLES
 from data.dataset import build_dataloader, build_dataset, check_cams_exist
 from data.fewshot import FewShotDataset
 from data.synthetic import MARKER as SYNTHETIC_MARKER
+from engine.cam_provenance import check_cam_provenance
 from engine.loops import PassResult, test_pass
 from engine.paper_results import paper_protocol, paper_source
 from engine.tables import (RunResult, TableRow, build_table, table_as_dict, table_markdown, table_notes,
@@ -89,9 +90,16 @@ def test_one(model: torch.nn.Module, dataset: FewShotDataset, args: argparse.Nam
                      device=device, amp=args.amp, batch_hook=hook)
 
 
-def run_sweep(args: argparse.Namespace, *, device: torch.device, info: DistInfo, run_dir: Path) -> list[RunResult]:
-    """Test every (fold, shot) in ``--fold`` x ``--nshot`` order; returns one :class:`RunResult` each."""
+def run_sweep(args: argparse.Namespace, *, device: torch.device, info: DistInfo, run_dir: Path,
+              warnings: Optional[list[str]] = None) -> list[RunResult]:
+    """Test every (fold, shot) in ``--fold`` x ``--nshot`` order; returns one :class:`RunResult` each. The
+    warnings of the CAM folders' check (:mod:`engine.cam_provenance`) are appended to ``warnings``."""
     datasets = build_test_datasets(args)
+    found: list[str] = []
+    check_on_main(lambda: found.extend(message for check in check_cam_provenance(list(datasets.values()))
+                                       for message in check.warnings))
+    if warnings is not None:
+        warnings.extend(found)
     states = read_checkpoints(args)
     single = len(datasets) == 1
     results = []
@@ -117,14 +125,15 @@ def run_sweep(args: argparse.Namespace, *, device: torch.device, info: DistInfo,
 
 
 def results_document(args: argparse.Namespace, runs: list[RunResult], rows: list[TableRow], *,
-                     paper_note: str, synthetic: bool) -> dict[str, Any]:
+                     paper_note: str, synthetic: bool, warnings: Optional[list[str]] = None) -> dict[str, Any]:
     """The content of ``results.json`` (schema in test.py's docstring)."""
     document: dict[str, Any] = {
         "benchmark": args.benchmark, "backbone": args.backbone, "stage": args.stage, "masking": args.masking,
         "img_size": args.img_size, "nepisodes": args.nepisodes, "seed": args.seed, "folds": list(args.folds),
         "nshots": list(args.nshots), "load": args.load, "command": getattr(args, "command", None),
         "synthetic_data": synthetic,
-        "runs": [run.as_dict() for run in runs], "table": table_as_dict(rows), "paper_source": paper_note}
+        "runs": [run.as_dict() for run in runs], "table": table_as_dict(rows), "paper_source": paper_note,
+        "cam_manifests": getattr(args, "cam_manifests", None), "warnings": list(warnings or [])}
     if len(runs) == 1:  # the keys of a single run's results.json before sweeps existed
         document.update(runs[0].as_dict())
     return document
@@ -147,7 +156,8 @@ def comparison_notes(args: argparse.Namespace, rows: list[TableRow], synthetic: 
     return notes
 
 
-def report(args: argparse.Namespace, runs: list[RunResult], run_dir: Path, *, write: bool = True) -> dict[str, Any]:
+def report(args: argparse.Namespace, runs: list[RunResult], run_dir: Path, *, write: bool = True,
+           warnings: Optional[list[str]] = None) -> dict[str, Any]:
     """The table of ``runs``: written (``write``: rank 0) into ``run_dir``, and logged when there are several
     runs. Returns the ``results.json`` content. Data made by :mod:`data.synthetic` get no paper numbers."""
     synthetic = (Path(args.datapath) / SYNTHETIC_MARKER).is_file()
@@ -155,7 +165,7 @@ def report(args: argparse.Namespace, runs: list[RunResult], run_dir: Path, *, wr
     title, note = table_title(args.benchmark, args.backbone, synthetic=synthetic), paper_source()
     notes = comparison_notes(args, rows, synthetic) + table_notes(rows, note,
                                                                   folds=args.benchmark in FOLD_BENCHMARKS)
-    document = results_document(args, runs, rows, paper_note=note, synthetic=synthetic)
+    document = results_document(args, runs, rows, paper_note=note, synthetic=synthetic, warnings=warnings)
     if write:
         paths = write_outputs(run_dir, document, rows, title=title, notes=notes)
         logger.info("Wrote %s in %s", ", ".join(path.name for path in paths.values()), run_dir)
