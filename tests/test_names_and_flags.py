@@ -237,6 +237,6 @@ def test_cam_script_runs_with_random_clip_weights_and_says_so(synthetic_root, tm
     assert len(warnings) == 2 and all("RANDOM" in w and "NO class information" in w for w in warnings)
     for folder in ("CAM_Train", "CAM_Val"):
         manifest = json.loads((tmp_path / folder / MANIFEST_NAME).read_text())
-        assert manifest["clip_weights_sha256"].startswith("random:0 (random CLIP RN50 weights: these CAMs carry "
+        assert manifest["settings"]["clip_weights_sha256"].startswith("random:0 (random CLIP RN50 weights: these CAMs carry "
                                                           "no class information; tensors sha256 ")
         assert torch.load(next((tmp_path / folder).glob("*.pt")), weights_only=True).shape == (50, 50)
