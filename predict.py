@@ -27,6 +27,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from common.cli import ArgumentParser, HelpFormatter, run_cli
+from common.console import ensure_console_logging
 from common.errors import UserInputError
 from data.benchmarks import CLASS_NAMES
 from model.backbone import BACKBONES
@@ -217,8 +218,7 @@ def _predict(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 def cli(argv: Optional[Sequence[str]] = None) -> int:
     """Parse the flags and predict; bad input prints ``predict.py: error: ...`` naming the file, status 2."""
     args = build_parser().parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    ensure_console_logging("%(message)s")
     def run() -> None:
         main(args)
 

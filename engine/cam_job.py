@@ -45,6 +45,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from common.cli import ArgumentParser, HelpFormatter, run_cli
+from common.console import ensure_console_logging
 from common.device import configure_tf32, resolve_device
 from common.errors import UserInputError
 from common.io import atomic_torch_save, prepare_output_folder, remove_if_empty
@@ -523,8 +524,7 @@ def run_from_flags(benchmark: str, argv: Optional[Sequence[str]] = None) -> int:
 
     parser = build_parser(benchmark)
     args = parser.parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ensure_console_logging()
     for flag in ("bsz", "cam_size"):
         if getattr(args, flag) < 1:
             parser.error(f"argument --{flag.replace('_', '-')}: must be >= 1")
