@@ -28,8 +28,8 @@ DATASETS: dict[str, Callable[..., FewShotDataset]] = {
 def build_dataset(benchmark: str, *, datapath: str | Path, fold: int, split: str, shot: int = 1,
                   img_size: int = 400, cam_train_path: Optional[str | Path] = None,
                   cam_val_path: Optional[str | Path] = None, splitpath: Optional[str | Path] = None,
-                  use_original_imgsize: bool = False, nepisodes: Optional[int] = None, seed: Optional[int] = 0
-                  ) -> FewShotDataset:
+                  use_original_imgsize: bool = False, nepisodes: Optional[int] = None, seed: Optional[int] = 0,
+                  episode_rng: str = "independent") -> FewShotDataset:
     """The episodes of ``benchmark`` (one of :data:`data.benchmarks.BENCHMARKS`), ``fold`` (0 for FSS-1000,
     which has none) and ``split`` ("trn", "val", "test").
 
@@ -37,7 +37,8 @@ def build_dataset(benchmark: str, *, datapath: str | Path, fold: int, split: str
     ``CAM_Val`` for PASCAL, ``CAM_COCO``, ``CAM_FSS``); ``splitpath=None`` uses the verified HSNet split cache
     (:func:`data.splits.resolve_split_root`). Validation/test episodes are the released ones for ``seed``
     (0 as released), the first ``nepisodes`` (``None``: the released count, 1000 or every FSS-1000 image once);
-    training episodes are drawn per ``(seed, epoch, index)``, see :meth:`FewShotDataset.set_epoch`.
+    training episodes are drawn per ``(seed, epoch, index)``, or with ``episode_rng="released"`` as the
+    released train.py's DataLoader workers drew them, see :meth:`FewShotDataset.set_epoch`.
     """
     if benchmark not in DATASETS:
         raise ValueError(f"benchmark must be one of {sorted(DATASETS)}, got {benchmark!r}")
@@ -48,7 +49,7 @@ def build_dataset(benchmark: str, *, datapath: str | Path, fold: int, split: str
         cam_train_path=Path(cam_train_path) if cam_train_path else datapath / train_dir,
         cam_val_path=Path(cam_val_path) if cam_val_path else datapath / val_dir,
         split_root=resolve_split_root(splitpath), use_original_imgsize=use_original_imgsize,
-        nepisodes=nepisodes, seed=seed)
+        nepisodes=nepisodes, seed=seed, episode_rng=episode_rng)
 
 
 def build_dataloader(dataset: FewShotDataset, *, bsz: int, nworker: int, shuffle: bool, seed: Optional[int] = 0,
