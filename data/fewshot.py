@@ -9,7 +9,7 @@ from typing import Any, Iterable, Optional, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from common.constants import IGNORE_LABEL
 from data.benchmarks import EVAL_EPISODES, NFOLDS, fold_classes
@@ -17,6 +17,7 @@ from data.cam_files import cam_path
 from data.episodes import (EPISODE_RNGS, Episode, listed_eval_episodes, listed_train_episode,
                            released_listed_episode, released_worker_episodes, train_rng)
 from data.errors import DataError
+from data.mask_values import NOTES_KEY, OutsideValueReport, encode_notes
 from data.readers import ImageTransform, read_cam, read_image, read_label
 
 __all__ = ["FewShotDataset"]
@@ -47,6 +48,10 @@ class FewShotDataset(Dataset):
         episode_rng: how training episodes are drawn (:data:`data.episodes.EPISODE_RNGS`): ``"independent"``
             per (seed, epoch, index), or ``"released"``: as the released train.py's DataLoader workers drew them
             (see :meth:`set_epoch`).
+        strict_masks: a mask value outside the class range is an error; by default it is read as background,
+            as released, and reported to ``mask_report`` (see :mod:`data.mask_values`).
+        mask_report: where such files are reported (share one between datasets to warn once per file); a new
+            one by default.
     """
 
     benchmark: str = ""
@@ -58,7 +63,8 @@ class FewShotDataset(Dataset):
     def __init__(self, datapath: Path | str, *, fold: int, split: str, shot: int = 1, img_size: int = 400,
                  cam_train_path: Path | str, cam_val_path: Path | str, split_root: Path | str,
                  use_original_imgsize: bool = False, nepisodes: Optional[int] = None,
-                 seed: Optional[int] = 0, episode_rng: str = "independent") -> None:
+                 seed: Optional[int] = 0, episode_rng: str = "independent", strict_masks: bool = False,
+                 mask_report: Optional[OutsideValueReport] = None) -> None:
         if split not in ("trn", "val", "test"):
             raise ValueError(f"split must be 'trn', 'val' or 'test', got {split!r}")
         if episode_rng not in EPISODE_RNGS:
@@ -84,6 +90,9 @@ class FewShotDataset(Dataset):
         self.epoch = 0
         self.episode_rng = episode_rng
         self._epoch_episodes: Optional[dict[int, Episode]] = None  # released draws of the current epoch
+        self.strict_masks = bool(strict_masks)
+        self.mask_report = mask_report if mask_report is not None else OutsideValueReport()
+        self._worker_notes: list[tuple[str, list[int]]] = []  # found by this worker in the current episode
 
         self.class_ids: list[int] = self.build_class_ids()
         self.img_metadata: list[Any] = []
@@ -189,7 +198,16 @@ class FewShotDataset(Dataset):
         """The label mask of image ``name`` (its size ``image_size`` (W, H)) as (H, W) uint8: 0 background,
         1..nclass, 255 boundary where the benchmark has one."""
         return read_label(self.mask_path(name), nclass=self.nclass, image_size=image_size,
-                          image_path=self.image_path(name), allow_ignore=self.has_ignore)
+                          image_path=self.image_path(name), allow_ignore=self.has_ignore,
+                          strict=self.strict_masks, on_outside=self._outside_values)
+
+    def _outside_values(self, path: Path, values: list[int]) -> None:
+        """A mask read with values outside the class range: reported here in the main process; in a DataLoader
+        worker kept for the episode's batch dict, which carries it to the main process."""
+        if get_worker_info() is None:
+            self.mask_report.add(str(path), values)
+        else:
+            self._worker_notes.append((str(path), values))
 
     def _load(self, name: str) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
         """-> normalised image (3, S, S), label mask (H, W) uint8, original (W, H)."""
@@ -215,6 +233,7 @@ class FewShotDataset(Dataset):
         support_ignore_idxs (1 on 255 boundary pixels) shaped like the masks.
         """
         cls = episode.class_id
+        self._worker_notes = []
         query_img, query_label, org_size = self._load(episode.query)
         if not self.use_original_imgsize:
             query_label = self._resize_label(query_label)
@@ -247,6 +266,8 @@ class FewShotDataset(Dataset):
         if self.has_ignore:
             batch["query_ignore_idx"] = query_ignore
             batch["support_ignore_idxs"] = torch.stack(support_ignores)
+        if get_worker_info() is not None:  # taken out again by data.dataset.EpisodeLoader in the main process
+            batch[NOTES_KEY] = encode_notes(self._worker_notes)
         return batch
 
     # -- CAM check ---------------------------------------------------------------------------------------

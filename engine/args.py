@@ -70,6 +70,9 @@ def build_parser(script: Script) -> argparse.ArgumentParser:
                            "released count: 1000 on PASCAL-5i / COCO-20i, every image of the split once on FSS-1000, "
                            "as HSNet: 2400)")
     data.add_argument("--nworker", type=int, default=8, help="data-loader worker processes")
+    data.add_argument("--strict-masks", dest="strict_masks", action="store_true",
+                      help="stop at a mask value outside the class range (default: read it as background, as the "
+                           "released loaders do, with one warning per file and a count at the end)")
     data.add_argument("--bsz", type=int, default=40 if training else 10,
                       help="episodes per batch (global: split over GPUs / DDP ranks)")
 

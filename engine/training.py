@@ -28,7 +28,7 @@ from common.io import atomic_write_text
 from common.logger import TensorBoardWriter, log_args, log_params
 from common.seed import fix_randseed
 from common.vis import batch_panels
-from data.dataset import build_dataloader, build_dataset, check_cams_exist
+from data.dataset import OutsideValueReport, build_dataloader, build_dataset, check_cams_exist
 from data.fewshot import FewShotDataset
 from engine import run_checkpoint as ckpt
 from engine import run_folder
@@ -150,7 +150,8 @@ def build_loaders(args: argparse.Namespace, info: DistInfo, bsz: int) -> Episode
     episodes (seed 0, as released), each sharded over the ranks with ``bsz`` episodes per rank and step."""
     common = dict(datapath=args.datapath, fold=args.fold, shot=1, img_size=args.img_size,
                   cam_train_path=args.traincampath, cam_val_path=args.valcampath, splitpath=args.splitpath,
-                  use_original_imgsize=False, nepisodes=args.nepisodes)
+                  use_original_imgsize=False, nepisodes=args.nepisodes, strict_masks=args.strict_masks,
+                  mask_report=OutsideValueReport())  # one report: each mask file is warned about once
     trn_set = build_dataset(args.benchmark, split="trn", seed=args.seed, episode_rng=args.episode_rng, **common)
     val_set = build_dataset(args.benchmark, split="val", seed=0, **common)
     check_cams_exist(trn_set)
@@ -223,6 +224,9 @@ def run_epochs(args: argparse.Namespace, trainer: Trainer, loaders: EpisodeLoade
                      err, run_dir, err.epoch - 1)
     finally:
         writer.close()
+    masks_note = loaders.trn_set.mask_report.summary(loaders.trn_set.mask_report.gathered())
+    if masks_note and info.is_main:
+        logger.warning(masks_note)
     if status == "finished":
         logger.info("==================== Finished Training ====================")
     return {"status": status, "best_miou": best_miou, "epochs": epoch + 1, "run_dir": run_dir}
