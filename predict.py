@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="OpenAI CLIP RN50.pt (TorchScript) or a state dict with its keys (default: "
                             "~/.cache/clip/RN50.pt, downloaded when missing and online)")
     model.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
+    model.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16"),
+                       help="CLIP's precision for the CAM priors: auto is fp16 on CUDA (how the authors' CAM files "
+                            "were made) and fp32 on the CPU")
     return parser
 
 
@@ -151,7 +154,10 @@ def overlay_panel(image: Any, cam: np.ndarray, mask: np.ndarray) -> np.ndarray:
 def main(args: argparse.Namespace) -> dict[str, Any]:
     """Segment ``args.class_name`` in the query images; returns what ``predict.json`` records."""
     from common.io import atomic_write_bytes, atomic_write_text
+    import torch
+
     from engine.predictor import Segmenter, prompt_classes
+    from model.clip_gradcam import clip_dtype
 
     prompt_classes(args.class_name, args.vocabulary)  # an empty class name is refused before anything loads
     if args.stage < 1:
@@ -166,7 +172,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     segmenter = Segmenter.from_checkpoint(args.load, args.backbone, clip_weights=args.clip_weights,
                                           backbone_weights=backbone_weights, device=args.device,
                                           img_size=args.img_size, stage=args.stage, masking=args.masking,
-                                          vocabulary=args.vocabulary)
+                                          vocabulary=args.vocabulary, clip_precision=args.precision)
     logger.info("Segmenting %r in %d queries with %d supports on %s", args.class_name, len(queries),
                 len(supports), segmenter.device)
     result = segmenter.segment(supports, queries, args.class_name)
@@ -183,6 +189,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     record = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
               "supports": [str(p) for p in support_paths], "queries": [str(p) for p in query_paths],
               "prompts": result.prompts, "class_index": result.class_index,
+              "clip_precision": "fp16" if clip_dtype(segmenter.clip_model) == torch.float16 else "fp32",
               "written": [str(p) for p in written]}
     atomic_write_text(json.dumps(record, indent=2) + "\n", out / "predict.json")
     logger.info("Wrote %d files to %s", len(written) + 1, out)

@@ -71,11 +71,12 @@ PathLike = Union[str, os.PathLike]
 __all__ = [
     "ClipGradCAM", "ClipPromptHead", "ClipWeightsError", "build_clip_from_state_dict", "clip_image_size",
     "clip_preprocess", "compute_cams", "encode_prompts", "load_clip", "random_clip_state_dict", "resize_cams",
-    "resolve_clip_weights",
+    "resolve_clip_precision", "resolve_clip_weights",
 ]
 
 PROMPT_TEMPLATE = "a photo of a {}"
 CLIP_PRECISIONS = ("fp32", "fp16")
+CLIP_PRECISION_CHOICES = ("auto",) + CLIP_PRECISIONS  # the --precision flag; "auto" is resolved per device
 LOGIT_SCALE = 100.0  # the released model multiplies by a constant 100, not by exp(logit_scale)
 CLIP_MODEL_NAME = "RN50"
 DEFAULT_CACHE_DIR = Path("~/.cache/clip").expanduser()  # where OpenAI's clip and open_clip cache RN50.pt
@@ -145,6 +146,18 @@ def build_clip_from_state_dict(state_dict: dict[str, torch.Tensor], *, source: s
     return model.eval().requires_grad_(False)
 
 
+def resolve_clip_precision(precision: str, device: Union[str, torch.device]) -> str:
+    """The precision CLIP runs in: ``"auto"`` is ``"fp16"`` on CUDA, the authors' setting (OpenAI's
+    ``clip.load(jit=False)`` keeps the float16 weights on a GPU, and their CAM files and checkpoints came from
+    that), and ``"fp32"`` elsewhere (the released scripts never ran on a CPU, where float16 is slow);
+    ``"fp32"`` and ``"fp16"`` are returned as given."""
+    if precision not in CLIP_PRECISION_CHOICES:
+        raise ValueError(f"precision must be one of {CLIP_PRECISION_CHOICES}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    return "fp16" if torch.device(device).type == "cuda" else "fp32"
+
+
 def resolve_clip_weights(weights: Optional[PathLike] = None, *, cache_dir: Optional[PathLike] = None) -> Path:
     """The CLIP weights file: ``weights`` if given (it must exist), else ``{cache_dir}/RN50.pt``, downloaded
     there when missing (verified by its SHA-256). Raises ClipWeightsError saying where to put the file."""
@@ -168,7 +181,8 @@ def resolve_clip_weights(weights: Optional[PathLike] = None, *, cache_dir: Optio
 def load_clip(weights: Optional[PathLike] = None, *, device: Union[str, torch.device] = "cpu",
               cache_dir: Optional[PathLike] = None, precision: str = "fp32") -> nn.Module:
     """CLIP RN50 (open_clip, OpenAI weights) in eval mode on ``device``, parameters frozen; ``precision``
-    ``"fp32"`` or ``"fp16"`` (see :func:`build_clip_from_state_dict`).
+    ``"fp32"``, ``"fp16"`` (see :func:`build_clip_from_state_dict`) or ``"auto"`` (fp16 on CUDA, fp32
+    elsewhere: :func:`resolve_clip_precision`).
 
     Args:
         weights: the official ``RN50.pt`` (TorchScript) or a plain state dict with the same keys. ``None``:
@@ -179,6 +193,7 @@ def load_clip(weights: Optional[PathLike] = None, *, device: Union[str, torch.de
         ClipWeightsError: a missing/unreadable/incompatible file, or no download possible (offline).
     """
     path = resolve_clip_weights(weights, cache_dir=cache_dir)
+    precision = resolve_clip_precision(precision, device)
     model = build_clip_from_state_dict(_read_state_dict(path), source=f"--clip-weights {path}", precision=precision)
     logger.info("CLIP RN50 weights: %s", path)
     return model.to(device)
