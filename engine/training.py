@@ -79,7 +79,7 @@ def load_resume_state(args: argparse.Namespace, run_dir: Path, info: DistInfo) -
     if not args.resume:
         return None
     state = ckpt.load_last(run_dir) if (run_dir / ckpt.LAST_NAME).is_file() else None
-    if state is not None and getattr(args, "episode_rng", None) == "released":
+    if state is not None and args.episode_rng == "released":
         started_with = state["args"].get("nworker")
         if started_with != args.nworker:  # the released draws follow the worker count (data.episodes)
             raise run_folder.RunFolderError(
