@@ -75,8 +75,6 @@ def test_strict_masks_keeps_the_error(coco_root, synthetic_root):
     ds = _test_set(coco_root, synthetic_root / "splits", strict_masks=True)
     with pytest.raises(DataError, match=rf"^mask {path} holds class index\(es\) \[200\] outside 0..80$"):
         ds[0]
-    with pytest.raises(DataError, match=rf"mask {path} holds class index\(es\) \[200\]"):
-        list(build_dataloader(ds, bsz=4, nworker=2, shuffle=False))  # raised in a worker, re-raised here
 
 
 def test_an_undecodable_mask_stays_an_error(coco_root, synthetic_root):
