@@ -492,9 +492,10 @@ def build_parser(benchmark: str) -> argparse.ArgumentParser:
     parser.add_argument("--nworker", type=int, default=2, help="image-decoding worker processes (0: none)")
     parser.add_argument("--cam-size", dest="cam_size", type=int, default=50, help="side of the saved CAMs")
     parser.add_argument("--amp", action="store_true", help="CUDA autocast (float16) for the ResNet trunk")
-    parser.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
+    parser.add_argument("--precision", choices=("auto", "fp32", "fp16"), default="auto",
                         help="fp16: CLIP's float16 weights, as OpenAI's clip.load(jit=False) keeps them on a GPU "
-                             "(how the authors' CAM files were made); fp32: the released scripts' numbers on a CPU")
+                             "(how the authors' CAM files were made); fp32: the released scripts' numbers on a CPU; "
+                             "auto: fp16 on CUDA, fp32 on the CPU (fp32 with --amp); the manifest records which")
     parser.add_argument("--tf32", action="store_true",
                         help="allow TF32 float32 convolutions on Ampere+ GPUs (faster; not the released numerics)")
     parser.add_argument("--verify-existing", dest="verify_existing", action="store_true",
@@ -520,7 +521,7 @@ def main(benchmark: str, argv: Optional[Sequence[str]] = None) -> int:
 
 def run_from_flags(benchmark: str, argv: Optional[Sequence[str]] = None) -> int:
     """The CAM job of ``benchmark`` from command-line flags; bad input raises a UserInputError."""
-    from model.clip_gradcam import PROMPT_TEMPLATE, ClipGradCAM, load_clip_with_identity
+    from model.clip_gradcam import PROMPT_TEMPLATE, ClipGradCAM, load_clip_with_identity, resolve_clip_precision
 
     parser = build_parser(benchmark)
     args = parser.parse_args(argv)
@@ -538,6 +539,11 @@ def run_from_flags(benchmark: str, argv: Optional[Sequence[str]] = None) -> int:
     if args.amp and args.precision == "fp16":
         parser.error("argument --amp: not with --precision fp16 (the whole model already computes in float16)")
     device = resolve_device(args.device)
+    # --amp autocasts a float32 model; otherwise "auto" is float16 on CUDA (the authors' CAMs), float32 on a CPU
+    args.precision = resolve_clip_precision("fp32" if args.amp and args.precision == "auto" else args.precision,
+                                            device)
+    logger.info("CLIP precision: %s%s on %s", args.precision, " weights under autocast (--amp)" if args.amp else "",
+                device)
     configure_tf32(args.tf32)
     split_root = resolve_split_root(args.splitpath)
     plan = kind.plan(args, datapath, imgpath, split_root)
