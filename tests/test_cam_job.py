@@ -258,7 +258,7 @@ def test_cli_coco_end_to_end_and_rerun(synthetic_root, tmp_path, tiny_weights, c
     assert cam_job.main("coco", argv) == 0
     files = _files(tmp_path / "cams")
     assert len(files) == 8 and {f.split("/")[0] for f in files} == {"train2014", "val2014"}
-    assert read_manifest(tmp_path / "cams")["precision"] == "fp32"  # --precision auto, resolved on the CPU
+    assert read_manifest(tmp_path / "cams").settings.settings["precision"] == "fp32"  # --precision auto, resolved on the CPU
     assert cam_job.main("coco", argv) == 0
     assert _files(tmp_path / "cams") == files
 

@@ -176,5 +176,5 @@ def test_precision_auto_runs_clip_in_fp16_on_the_gpu(synthetic_root, tmp_path):
                 str(tmp_path / "splits"), "--clip-weights", str(weights), "--device", "cuda", "--nworker", "0",
                 "--no-progress", "--datapath", str(tmp_path), *extra]
         assert cam_job.main("coco", argv) == 0
-        assert read_manifest(cams)["precision"] == expected
+        assert read_manifest(cams).settings.settings["precision"] == expected
         assert len(list(cams.rglob("*--*.pt"))) == 8
