@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -154,12 +155,22 @@ def main() -> None:
     parser.add_argument("--bsz", type=int, default=32)
     parser.add_argument("--nworker", type=int, default=2)
     parser.add_argument("--amp", action="store_true")
+    parser.add_argument("--max-pairs", type=int, default=0,
+                        help="ours: only the first N distinct pairs (0: all); the released job is scaled alike")
     parser.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
                         help="ours: CLIP's weights in float32 or float16 (the released code on a GPU: float16)")
     args = parser.parse_args()
 
     device = resolve_device(args.device)
     tmp = Path(tempfile.mkdtemp(prefix="bench_cam_"))
+    try:
+        run(args, device, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, device: torch.device, tmp: Path) -> None:
+    """The benchmark itself, its files under ``tmp``."""
     root = Path(args.root) if args.root else None
     if root is None:
         from data.synthetic import make_benchmark
@@ -178,6 +189,9 @@ def main() -> None:
                                      tmp / "CAM_Val")
     else:
         pairs = cam_job.coco_pairs(root / "COCO2014", root / "splits", tmp / "CAM_COCO")
+    share = 1.0
+    if args.max_pairs > 0 and len(pairs) > args.max_pairs:
+        share, pairs = args.max_pairs / len(pairs), pairs[:args.max_pairs]
     _sync(model)
     start = time.perf_counter()
     cam = cg.ClipGradCAM(model, classes, amp=args.amp)
@@ -199,13 +213,17 @@ def main() -> None:
             print(f"--released-repo {args.released_repo}: not a checkout of the released code")
         what = "released procedure re-implemented with the installed pytorch-grad-cam (no --released-repo)"
         per_pair = time_reimplemented(model, classes, sample)
-    released_s = per_pair * len(computations)
+    released_s = per_pair * len(computations) * share
     print(f"released: {what}")
     print(f"          {len(computations)} computations ({len(computations) / len(pairs):.2f} per distinct pair); "
           f"{per_pair:.3f}s each (timed on {len(sample)}) -> job {released_s:.1f}s = "
           f"{len(pairs) / released_s:.3f} distinct pairs/s")
     print(f"speed-up: per computation {per_pair / (ours_s / len(pairs)):.1f}x, "
           f"whole job {released_s / ours_s:.1f}x")
+    print("RESULT " + json.dumps({
+        "bench": "cam", "device": str(device), "precision": cam.precision, "benchmark": args.benchmark,
+        "pairs": len(pairs), "ours_pairs_per_s": len(pairs) / ours_s, "released": what,
+        "released_pairs_per_s": len(pairs) / released_s, "job_speedup": released_s / ours_s}), flush=True)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,14 @@
 
     python benchmarks/bench_train_test.py                                   # ours only
     python benchmarks/bench_train_test.py --released-repo /path/to/IMR-HSNet [--amp] [--device cuda]
+    python benchmarks/bench_train_test.py --device cuda --variants fp32 amp amp-bf16 ckpt compile --json out.jsonl
+
+``--variants``: ours in float32 (``fp32``, TF32 off), ``amp`` (float16 autocast + GradScaler, channels_last),
+``amp-bf16`` (bfloat16 autocast), ``ckpt`` (``--checkpoint-learner``), ``compile`` (``--compile``; its
+compilation happens in the warm-up batch, outside the timing); the AMP variants need CUDA and are reported as
+skipped elsewhere. Each variant is a fresh model from the same seed. On CUDA each result also has the peak
+memory (``torch.cuda.max_memory_allocated``) of its training batches. Every result is printed as one
+``RESULT {json}`` line and appended to ``--json`` (JSON lines), so a run cut off keeps what it finished.
 
 Both sides run on the same synthetic PASCAL benchmark (made in a temporary folder unless --datapath is given)
 with the same random CAM files, 400 px images (the released model only runs at 400 px), the same backbone
@@ -58,8 +66,13 @@ class Truncated:
             yield batch
 
 
-def bench_ours(opts, traincam: Path, valcam: Path) -> dict[str, float]:
-    from common.device import resolve_device
+VARIANTS = ("fp32", "amp", "amp-bf16", "ckpt", "compile")
+CUDA_ONLY = {"amp": "fp16", "amp-bf16": "bf16"}
+
+
+def bench_ours(opts, traincam: Path, valcam: Path, variant: str = "fp32") -> dict[str, float]:
+    """Training and test episodes/s of our loops with ``variant`` (see ``VARIANTS``)."""
+    from common.device import configure_tf32, resolve_device
     from engine.loops import test_pass, train_epoch
     from common.evaluation import IoUMeter
     from common.seed import fix_randseed
@@ -67,43 +80,57 @@ def bench_ours(opts, traincam: Path, valcam: Path) -> dict[str, float]:
     from model import build_model
 
     device = resolve_device(opts.device)
+    configure_tf32(False)  # the released numerics; TF32 is its own flag
     fix_randseed(0)
-    model = build_model(opts.backbone, backbone_weights=None).to(device)
+    amp = CUDA_ONLY.get(variant) if device.type == "cuda" else None
+    if opts.amp and variant == "fp32":  # the old spelling: --amp alone
+        amp = "fp16" if device.type == "cuda" else None
+    model = build_model(opts.backbone, backbone_weights=None, checkpoint_learner=variant == "ckpt").to(device)
     for param in model.backbone.parameters():
         param.requires_grad_(False)
+    if amp:
+        model.use_channels_last()
+    if variant == "compile":
+        model.compile_learner()
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=4e-4)
     common = dict(datapath=str(opts.datapath), fold=0, img_size=opts.img_size, cam_train_path=str(traincam),
                   cam_val_path=str(valcam), splitpath=str(opts.datapath / "splits"), nepisodes=1000, seed=0)
     trn = build_dataset("pascal", split="trn", shot=1, **common)
     tst = build_dataset("pascal", split="test", shot=opts.nshot, **common)
-    use_amp = opts.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda") if use_amp else None
+    scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
 
     def run_train(steps: int) -> None:
         loader = build_dataloader(trn, bsz=opts.bsz, nworker=opts.nworker, shuffle=True, seed=0)
         train_epoch(model, Truncated(loader, steps), optimizer, IoUMeter.for_dataset(trn, device), epoch=0,
-                    stage=2, device=device, amp=use_amp, scaler=scaler, log_every=0, progress=False)
+                    stage=2, device=device, amp=amp or False, scaler=scaler, log_every=0, progress=False)
 
     def run_test(steps: int) -> None:
         loader = build_dataloader(tst, bsz=opts.bsz, nworker=0, shuffle=False, seed=0)
         test_pass(model, Truncated(loader, steps), IoUMeter.for_dataset(tst, device), nshot=opts.nshot, stage=2,
-                  device=device, amp=use_amp, log_every=0, progress=False)
+                  device=device, amp=amp or False, log_every=0, progress=False)
 
     return _time_both(run_train, run_test, opts, device)
 
 
 def _time_both(run_train, run_test, opts, device) -> dict[str, float]:
+    cuda = device.type == "cuda"
+
     def timed(fn, steps):
         fn(1)  # warm-up
-        if device.type == "cuda":
+        if cuda:
             torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
         fn(steps)
-        if device.type == "cuda":
+        if cuda:
             torch.cuda.synchronize()
         return steps * opts.bsz / (time.perf_counter() - start)
 
-    return {"train_eps": timed(run_train, opts.train_batches), "test_eps": timed(run_test, opts.test_batches)}
+    result = {"train_eps": timed(run_train, opts.train_batches)}
+    if cuda:
+        result["train_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    result["test_eps"] = timed(run_test, opts.test_batches)
+    return result
 
 
 RELEASED_CHILD = textwrap.dedent('''
@@ -165,8 +192,11 @@ RELEASED_CHILD = textwrap.dedent('''
             rtest.test(model, Truncated(dl, n), opts["nshot"], 2)
     out = {}
     for key, fn, n in (("train_eps", run_train, opts["train_batches"]), ("test_eps", run_test, opts["test_batches"])):
-        fn(1); sync(); t = time.perf_counter(); fn(n); sync()
+        fn(1); sync()
+        if cuda: torch.cuda.reset_peak_memory_stats()
+        t = time.perf_counter(); fn(n); sync()
         out[key] = n * opts["bsz"] / (time.perf_counter() - t)
+        if cuda and key == "train_eps": out["train_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
     print("RESULT " + json.dumps(out))
 ''')
 
@@ -200,9 +230,32 @@ def main(argv=None) -> None:
     parser.add_argument("--test-batches", type=int, default=3)
     parser.add_argument("--img-size", type=int, default=400)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--amp", action="store_true", help="ours with --amp (CUDA only)")
+    parser.add_argument("--amp", action="store_true", help="ours with --amp (CUDA only); same as --variants amp")
+    parser.add_argument("--variants", nargs="+", default=["fp32"], choices=VARIANTS, help="ours: which settings")
+    parser.add_argument("--no-released", action="store_true", help="skip the released code even if given")
+    parser.add_argument("--json", type=Path, default=None, help="append every result here (JSON lines)")
     opts = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    setting = {"device": opts.device, "backbone": opts.backbone, "bsz": opts.bsz, "nshot": opts.nshot,
+               "img": opts.img_size, "train_batches": opts.train_batches, "test_batches": opts.test_batches}
+    print(" ".join(f"{key}={value}" for key, value in setting.items()))
+
+    def emit(name: str, result: dict) -> None:
+        record = {"bench": "train_test", "variant": name, **setting, **result}
+        print("RESULT " + json.dumps(record), flush=True)
+        if opts.json is not None:
+            with open(opts.json, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+        if name.startswith("ratio_"):
+            return
+        if "skipped" in result:
+            print(f"{name:9s}: skipped ({result['skipped']})", flush=True)
+            return
+        peak = f" | train peak {result['train_peak_gib']:.2f} GiB" if "train_peak_gib" in result else ""
+        print(f"{name:9s}: train {result['train_eps']:.3f} episodes/s | test {result['test_eps']:.3f} episodes/s"
+              f"{peak}", flush=True)
+
+    variants = ["amp"] if opts.amp and opts.variants == ["fp32"] else list(dict.fromkeys(opts.variants))
     with tempfile.TemporaryDirectory() as tmp:
         if opts.datapath is None:
             from data.synthetic import make_benchmark
@@ -211,15 +264,27 @@ def main(argv=None) -> None:
             make_benchmark(opts.datapath, seed=0, benchmarks=("pascal",))
         opts.datapath = opts.datapath.resolve()
         traincam, valcam = write_cams(opts.datapath, Path(tmp) / "cams", side=opts.img_size // 8)
-        ours = bench_ours(opts, traincam, valcam)
-        print(f"device={opts.device} backbone={opts.backbone} bsz={opts.bsz} nshot={opts.nshot} "
-              f"img={opts.img_size} amp={opts.amp}")
-        print(f"ours     : train {ours['train_eps']:.3f} episodes/s | test {ours['test_eps']:.3f} episodes/s")
-        if opts.released_repo is not None:
-            rel = bench_released(opts, traincam, valcam)
-            print(f"released : train {rel['train_eps']:.3f} episodes/s | test {rel['test_eps']:.3f} episodes/s")
-            print(f"ratio    : train x{ours['train_eps'] / rel['train_eps']:.2f} | "
-                  f"test x{ours['test_eps'] / rel['test_eps']:.2f} (ours / released)")
+        results = {}
+        if opts.released_repo is not None and not opts.no_released:
+            if opts.img_size != 400:
+                emit("released", {"skipped": "the released model runs at 400 px only"})
+            else:
+                results["released"] = bench_released(opts, traincam, valcam)
+                emit("released", results["released"])
+        for variant in variants:
+            if variant in CUDA_ONLY and opts.device == "cpu":
+                emit(variant, {"skipped": "autocast runs on CUDA only"})
+                continue
+            results[variant] = bench_ours(opts, traincam, valcam, variant)
+            emit(variant, results[variant])
+        if "released" in results:
+            base = results["released"]
+            for variant in variants:
+                if variant in results:
+                    ratio = {k: results[variant][k] / base[k] for k in ("train_eps", "test_eps")}
+                    print(f"ratio {variant:9s}: train x{ratio['train_eps']:.2f} | test x{ratio['test_eps']:.2f} "
+                          "(ours / released)", flush=True)
+                    emit(f"ratio_{variant}", ratio)
 
 
 if __name__ == "__main__":

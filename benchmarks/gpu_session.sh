@@ -1,30 +1,150 @@
 #!/usr/bin/env bash
-# Everything a session with a lent GPU should run, in one call (the device tool's `run`), results under $OUT:
-#   the CUDA tests (tests/test_cuda.py and every other `cuda`-marked test), the floor (FLOPs, matmul rates),
-#   ours vs the released code (training and test episodes/s at 400 px, both backbones, fp32 and --amp),
-#   the CAM job (pairs/s, fp32 and --precision fp16).
-# The GPU machine reaches no network: carry what its image lacks as wheels in .whl/ and a copy of the released
-# code in .released/ (both ignored by git; name them in `carry`), e.g.
-#   run(command="bash benchmarks/gpu_session.sh", carry=[".whl", ".released"], timeout_s=600)
+# One prepared call on a lent GPU (the device tool's `run`), at most ~7 minutes, every result under $OUT as soon
+# as its step ends (a run cut off still returns what it finished):
+#   run(command="bash benchmarks/gpu_session.sh", carry=[".whl", ".released"], timeout_s=480)
+# Before it, here: `bash benchmarks/gpu_prepare.sh` (wheels the GPU image lacks -> .whl/) and a copy of the
+# released IMR-HSNet in .released/ (both ignored by git). Without a GPU, every step on the CPU at tiny sizes:
+#   GPU_SESSION_DRY=1 bash benchmarks/gpu_session.sh          (a test runs this; ~1-2 min on 2 cores)
+#
+# Steps, in order of value, each bounded by `timeout` (its limit, or what is left of GPU_SESSION_BUDGET):
+#   cuda_tests   pytest -m cuda (fp32 = released within 1e-4, TF32, AMP, DataParallel, fp16 CAMs, ...)
+#   train_test_* episodes/s at 400 px, batch 20: released fp32 vs ours fp32 / --amp / --amp bf16 /
+#                --checkpoint-learner, peak memory of each (ResNet50, then VGG16)
+#   memory       bench_memory.py: max_memory_allocated of a training step at batch 1/10/20/40, both backbones
+#   cam          CAM pairs/s, ours fp32 and fp16 vs the released script
+#   e2e          synthetic data -> CAMs -> one training epoch -> 1/5-shot test -> predict.py, on the device
+#   compile      ours with --compile (ResNet50), last: its compile time is the least predictable
+# $OUT gets at most 8 files (the tool returns no more): device.txt, steps.tsv (step, exit status, seconds,
+# limit), results.jsonl (every benchmark's RESULT line), session.log (all output), cuda_tests.txt.
+# The dry run uses a CLIP of RN50's layout with tiny widths (the real size costs minutes of CPU for the CAMs).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+REPO=$PWD
 OUT=${OUT:-/tmp/gpu_session}
 mkdir -p "$OUT"
-if compgen -G ".whl/*.whl" > /dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+DRY=${GPU_SESSION_DRY:-0}
+PY=${PYTHON:-python3}
+BUDGET=${GPU_SESSION_BUDGET:-390}   # seconds for all steps; the install and the device check come before
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu_session.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+LOG="$OUT/session.log"
+: > "$LOG"
+printf 'step\tstatus\tseconds\tlimit\n' > "$OUT/steps.tsv"
+
+if [ "$DRY" = 1 ]; then
+    DEVICE=cpu IMG=64 BSZ=2 NWORKER=0 BATCHES=1 MEM_ARGS=(--size 64 --repeats 1)
+    E2E_IMG=64 E2E_EPISODES=4
+    CLIP="$WORK/tiny_clip.pt"  # a CLIP of RN50's layout but tiny widths: the CPU check is about the plumbing
+    "$PY" -c "import sys, torch; sys.path.insert(0, sys.argv[2]); from model.clip_gradcam import random_clip_state_dict
+torch.save(random_clip_state_dict(0, vision_width=8, vision_layers=(1, 1, 1, 1), embed_dim=256, text_width=64,
+                                  text_layers=1), sys.argv[1])" "$CLIP" "$REPO"
+    CAM_ARGS=(--max-pairs 4 --clip-weights "$CLIP")
+    RELEASED=()  # the released model runs at 400 px only: too slow for a CPU check
+    [ "${GPU_SESSION_DRY_RELEASED:-0}" = 1 ] && [ -d .released ] && RELEASED=(--released-repo .released)
+else
+    DEVICE=cuda IMG=400 BSZ=20 NWORKER=8 BATCHES=5 MEM_ARGS=(--cuda-batches 1 10 20 40 --repeats 1)
+    E2E_IMG=200 E2E_EPISODES=40
+    CLIP=random  # RN50 at its real size, random weights (offline)
+    CAM_ARGS=()
+    RELEASED=()
+    [ -d .released ] && RELEASED=(--released-repo .released)
+    if compgen -G ".whl/*.whl" > /dev/null; then
+        "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+            .whl/*.whl >> "$LOG" 2>&1 && export PYTHONPATH=/tmp/site
+    fi
 fi
-export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD" PYTHONUNBUFFERED=1
-RELEASED=()
-[ -d .released ] && RELEASED=(--released-repo .released)
-{ nvidia-smi; python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name(0))"; } 2>&1 | tee "$OUT/device.txt"
-python3 -m pytest -q -p no:cacheprovider -m cuda tests 2>&1 | tee "$OUT/cuda_tests.txt"
-for backbone in resnet50 vgg16; do
-    python3 benchmarks/bench_floor.py --device cuda --backbone "$backbone" --profile 2>&1 | tee "$OUT/floor_$backbone.txt"
-    for amp in "" "--amp"; do
-        python3 benchmarks/bench_train_test.py --device cuda --backbone "$backbone" --bsz 20 --nworker 8 \
-            --train-batches 10 --test-batches 10 $amp "${RELEASED[@]}" 2>&1 | tee -a "$OUT/train_test_$backbone.txt"
+export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$REPO" PYTHONUNBUFFERED=1 IMRHSNET_PROGRESS=off
+START=$(date +%s)
+
+{ date -u; [ "$DRY" = 1 ] && echo "GPU_SESSION_DRY=1: CPU, tiny sizes"
+  command -v nvidia-smi > /dev/null && nvidia-smi
+  "$PY" -c "import torch
+print('torch', torch.__version__, 'cuda', torch.version.cuda)
+print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA device')" 2>&1 || true
+} > "$OUT/device.txt" 2>&1
+
+collect() { grep -h '^RESULT ' "$LOG" | cut -c8- > "$OUT/results.jsonl"; }
+
+# step NAME LIMIT CMD...: run CMD with at most LIMIT seconds (less when the budget runs out), log it, record it
+step() {
+    local name=$1 limit=$2; shift 2
+    local left=$((BUDGET - ($(date +%s) - START)))
+    [ "$left" -lt "$limit" ] && limit=$left
+    if [ "$limit" -lt 5 ]; then
+        printf '%s\tskipped (budget spent)\t0\t0\n' "$name" >> "$OUT/steps.tsv"
+        return 0
+    fi
+    echo "=== $name (limit ${limit}s) $*" >> "$LOG"
+    local begin=$(date +%s) status=0
+    timeout --kill-after=5 "$limit" "$@" >> "$LOG" 2>&1 || status=$?
+    printf '%s\t%s\t%s\t%s\n' "$name" "$status" "$(($(date +%s) - begin))" "$limit" >> "$OUT/steps.tsv"
+    collect
+}
+
+cuda_tests() {
+    set -o pipefail
+    "$PY" -m pytest -q -p no:cacheprovider -m cuda tests 2>&1 | tee "$OUT/cuda_tests.txt"
+}
+
+train_test() {  # BACKBONE
+    "$PY" benchmarks/bench_train_test.py --device "$DEVICE" --backbone "$1" --img-size "$IMG" --bsz "$BSZ" \
+        --nworker "$NWORKER" --train-batches "$BATCHES" --test-batches "$BATCHES" \
+        --variants fp32 amp amp-bf16 ckpt "${RELEASED[@]}"
+}
+
+memory() {
+    "$PY" benchmarks/bench_memory.py --device "$DEVICE" --variants ours ours+ckpt --measure memory "${MEM_ARGS[@]}" \
+        --json "$WORK/memory.json" && "$PY" -c "import json, sys
+print('RESULT ' + json.dumps({'bench': 'memory', 'results': json.load(open(sys.argv[1]))}))" "$WORK/memory.json"
+}
+
+cam() {
+    local precision
+    for precision in fp32 fp16; do
+        [ "$DEVICE" = cpu ] && [ "$precision" = fp16 ] && continue  # fp16 on the CPU: slow and not the question
+        "$PY" benchmarks/bench_cam.py --device "$DEVICE" --precision "$precision" --released-pairs 4 \
+            "${CAM_ARGS[@]}" "${RELEASED[@]}" || return
     done
-done
-for precision in fp32 fp16; do
-    python3 benchmarks/bench_cam.py --device cuda --precision "$precision" "${RELEASED[@]}" 2>&1 | tee -a "$OUT/cam.txt"
-done
+}
+
+e2e() {
+    local data="$WORK/e2e/data" run="$WORK/e2e/run" images
+    "$PY" -m data.synthetic "$data" --benchmark pascal --images-per-class 6 &&
+    "$PY" generate_cam_voc.py --datapath "$data" --clip-weights "$CLIP" --device "$DEVICE" --nworker 2 &&
+    "$PY" train.py --datapath "$data" --splitpath "$data/splits" --backbone resnet50 --backbone-weights none \
+        --img-size "$E2E_IMG" --bsz 4 --niter 1 --nepisodes "$E2E_EPISODES" --nworker 2 --device "$DEVICE" \
+        --logpath "$run" &&
+    "$PY" test.py --datapath "$data" --splitpath "$data/splits" --backbone resnet50 --load "$run/best_model.pt" \
+        --nshot 1 5 --nepisodes "$E2E_EPISODES" --img-size "$E2E_IMG" --nworker 2 --device "$DEVICE" \
+        --logpath "$WORK/e2e/test" &&
+    mapfile -t images < <(ls "$data"/VOC2012/JPEGImages/*.jpg | head -2) &&
+    "$PY" predict.py --load "$run/best_model.pt" --backbone resnet50 --class-name aeroplane --support "${images[0]}" \
+        --query "${images[1]}" --clip-weights "$CLIP" --img-size "$E2E_IMG" --device "$DEVICE" \
+        --out "$WORK/e2e/predict" &&
+    "$PY" -c "import json, sys
+r = json.load(open(sys.argv[1]))
+print('RESULT ' + json.dumps({'bench': 'e2e', 'device': sys.argv[2], 'table': r.get('table')}))" \
+        "$WORK/e2e/test/results.json" "$DEVICE"
+}
+
+compile_variant() {
+    "$PY" benchmarks/bench_train_test.py --device "$DEVICE" --backbone resnet50 --img-size "$IMG" --bsz "$BSZ" \
+        --nworker "$NWORKER" --train-batches "$BATCHES" --test-batches "$BATCHES" --variants compile
+}
+
+step cuda_tests 80 cuda_tests
+step train_test_resnet50 70 train_test resnet50
+step train_test_vgg16 60 train_test vgg16
+step memory 45 memory
+step cam 45 cam
+step e2e 60 e2e
+if [ "$DRY" = 1 ]; then  # inductor on a CPU compiles for minutes; tests/test_model.py checks --compile there
+    printf 'compile\tskipped (dry run)\t0\t0\n' >> "$OUT/steps.tsv"
+else
+    step compile 90 compile_variant
+fi
+collect
+echo "total $(($(date +%s) - START)) s of a ${BUDGET} s budget" | tee -a "$LOG"
+column -t -s $'\t' "$OUT/steps.tsv" 2>/dev/null || cat "$OUT/steps.tsv"
+# exit status: 0 when every step that ran succeeded
+! awk -F'\t' 'NR > 1 && $2 ~ /^[0-9]+$/ && $2 != 0 { bad = 1 } END { exit !bad }' "$OUT/steps.tsv"
