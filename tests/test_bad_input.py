@@ -232,11 +232,14 @@ def eval_logpath_is_a_file(root, shared):
 
 def eval_cams_of_another_benchmark(root, shared):
     """CAM files with the right names, made for COCO's 80 class names (its manifest says so)."""
+    from common.constants import PRIOR_RECIPE_IDS
+    from common.io import names_sha256
     from data.benchmarks import COCO_CLASSES
-    from engine.cam_manifest import CamManifest, CamSettings, ImageRecord, image_identity
+    from data.cam_manifest import CamManifest, CamSettings, ImageRecord, image_identity
 
-    settings = CamSettings.create(clip_weights_sha256="0" * 64, precision="fp32", clip_image_size=224, cam_size=8,
-                                  prompt_template="a photo of a {}", class_names=COCO_CLASSES)
+    settings = CamSettings(PRIOR_RECIPE_IDS["gradcam-rn50"], {
+        "clip_weights_sha256": "0" * 64, "precision": "fp32", "clip_image_size": 224, "cam_size": 8,
+        "prompt_template": "a photo of a {}", "class_names_sha256": names_sha256(COCO_CLASSES)})
     images = root / "VOC2012" / "JPEGImages"
     CamManifest(root / "CAM_Val", settings, images={
         name: ImageRecord(image_identity(images / f"{name}.jpg"), {0, 5, 10, 15}) for name in NAMES}).save()
