@@ -20,12 +20,9 @@ from model.priors import DEFAULT_PRIOR, PRIOR_RECIPES, build_prior
 from model.priors.clip_es import ClipESPreprocess, box_mask, build_clip_es, sinkhorn_affinity
 from model.priors.clip_es_names import CLIP_ES_BACKGROUND, clip_es_vocabulary
 from model.priors.clip_vit import build_clip_vit, load_clip_vit, random_clip_vit_state_dict
-from tests.data_helpers import TINY_CLIP
+from tests.data_helpers import TINY_CLIP, TINY_VIT
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
-# A small random CLIP ViT: 9 blocks (the affinity takes the last 8), 2 heads, patch 16, 224 px (a 14x14 grid
-# whose positional embedding is interpolated for other sizes); the golden values were measured with these.
-TINY_VIT = dict(width=128, layers=9, embed_dim=64, text_width=64, text_layers=1)
 
 
 @pytest.fixture(scope="module")
