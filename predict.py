@@ -27,6 +27,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from common.cli import ArgumentParser, HelpFormatter, run_cli
+from common.console import ensure_console_logging
 from common.errors import UserInputError
 from data.benchmarks import CLASS_NAMES
 from model.backbone import BACKBONES
@@ -75,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "file (the --load checkpoint holds the backbone)")
     model.add_argument("--clip-weights", dest="clip_weights", default=None, help=CLIP_WEIGHTS_HELP)
     model.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
+    model.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16"),
+                       help="CLIP's precision for the CAM priors: auto is fp16 on CUDA (how the authors' CAM files "
+                            "were made) and fp32 on the CPU")
     return parser
 
 
@@ -175,8 +179,11 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _predict(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    import torch
+
     from common.io import atomic_write_bytes, atomic_write_text
     from engine.predictor import Segmenter
+    from model.clip_gradcam import clip_dtype
 
     support_paths = collect_images(args.support, "--support")
     query_paths = collect_images(args.query, "--query")
@@ -186,7 +193,7 @@ def _predict(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     segmenter = Segmenter.from_checkpoint(args.load, args.backbone, clip_weights=args.clip_weights,
                                           backbone_weights=backbone_weights, device=args.device,
                                           img_size=args.img_size, stage=args.stage, masking=args.masking,
-                                          vocabulary=args.vocabulary)
+                                          vocabulary=args.vocabulary, clip_precision=args.precision)
     logger.info("Segmenting %r in %d queries with %d supports on %s", args.class_name, len(queries),
                 len(supports), segmenter.device)
     result = segmenter.segment(supports, queries, args.class_name, probabilities=args.probability, progress=True)
@@ -208,6 +215,7 @@ def _predict(args: argparse.Namespace, out: Path) -> dict[str, Any]:
               "class": {"given": match.given, "prompt_name": match.name, "read_as": match.how,
                         "note": match.message()},
               "random_clip_weights": random_clip_seed(args.clip_weights) is not None,
+              "clip_precision": "fp16" if clip_dtype(segmenter.clip_model) == torch.float16 else "fp32",
               "written": [str(p) for p in written]}
     atomic_write_text(json.dumps(record, indent=2) + "\n", out / "predict.json")
     logger.info("Wrote %d files to %s", len(written) + 1, out)
@@ -217,8 +225,7 @@ def _predict(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 def cli(argv: Optional[Sequence[str]] = None) -> int:
     """Parse the flags and predict; bad input prints ``predict.py: error: ...`` naming the file, status 2."""
     args = build_parser().parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    ensure_console_logging("%(message)s")
     def run() -> None:
         main(args)
 

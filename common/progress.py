@@ -165,7 +165,8 @@ class Progress:
     def _redirect_console_logging(self) -> None:
         """Log records to a terminal are written above the bar while it is shown (undone by :meth:`close`)."""
         for handler in logging.getLogger().handlers:
-            if type(handler) is logging.StreamHandler and _isatty(handler.stream):
+            if (isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
+                    and _isatty(handler.stream)):
                 self._redirected.append((handler, handler.setStream(_AboveTheBar(handler.stream))))
 
     def _restore_console_logging(self) -> None:

@@ -54,6 +54,7 @@ import numpy as np
 from PIL import Image
 
 from common.cli import ArgumentParser, HelpFormatter, run_cli
+from common.console import ensure_console_logging
 from common.progress import Progress
 from data.benchmarks import BENCHMARKS, FSS_DIR, FSS_IMAGES_PER_CLASS
 from data.coco_masks import paint_coco_mask
@@ -485,8 +486,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.benchmark == "fss" and not args.splits and not args.splitpath:
         parser.error("argument --no-splits: fss needs HSNet's class lists to check the archive; leave it out or "
                      "pass --splitpath")
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ensure_console_logging()
     return run_cli(lambda: _prepare(args), "python -m data.prepare")
 
 

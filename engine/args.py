@@ -4,9 +4,9 @@ Released flags keep their names and defaults (``--datapath --benchmark --logpath
 --fold --stage --backbone --traincampath --valcampath``; test: ``--load --nshot --visualize``, and
 ``--use_original_imgsize`` spelt ``--use-original-imgsize`` like every other flag, the released spelling kept as
 an alias). Flags added by this reproduction: ``--splitpath --device --img-size --masking
---backbone-weights --seed --nepisodes --amp --tf32 --resume``. test.py's ``--fold`` and ``--nshot`` also take
-several values (``args.folds``, ``args.nshots``; one value works as released), and its ``--load`` is then a path
-template holding ``{fold}`` (``args.checkpoints``: fold -> checkpoint, every one checked before any work).
+--backbone-weights --seed --nepisodes --amp --tf32 --strict-masks``, train.py's ``--resume --episode-rng``.
+test.py's ``--fold`` and ``--nshot`` also take several values (``args.folds``, ``args.nshots``; one value works
+as released), and its ``--load`` is then a path template holding ``{fold}`` (``args.checkpoints``: fold -> checkpoint, every one checked before any work).
 
 Paths: a path given on the command line is taken relative to the working directory, as any shell user expects;
 the *defaults* are not: the released ``../Datasets_HSN`` meant "next to the repository", so the default data
@@ -26,6 +26,7 @@ from typing import Literal, Optional, Sequence
 from common.cli import ArgumentParser, HelpFormatter
 from common.paths import DEFAULT_DATAPATH, LOG_ROOT
 from data.benchmarks import BENCHMARKS, DEFAULT_CAM_DIRS, FOLD_BENCHMARKS, NFOLDS
+from data.episodes import EPISODE_RNGS
 from model.backbone import BACKBONES
 from model.masking import MASKING_MODES
 
@@ -69,6 +70,9 @@ def build_parser(script: Script) -> argparse.ArgumentParser:
                            "released count: 1000 on PASCAL-5i / COCO-20i, every image of the split once on FSS-1000, "
                            "as HSNet: 2400)")
     data.add_argument("--nworker", type=int, default=8, help="data-loader worker processes")
+    data.add_argument("--strict-masks", dest="strict_masks", action="store_true",
+                      help="stop at a mask value outside the class range (default: read it as background, as the "
+                           "released loaders do, with one warning per file and a count at the end)")
     data.add_argument("--bsz", type=int, default=40 if training else 10,
                       help="episodes per batch (global: split over GPUs / DDP ranks)")
 
@@ -100,6 +104,11 @@ def build_parser(script: Script) -> argparse.ArgumentParser:
                      help="training: base seed of the per-epoch episode draws (default: drawn at random, as "
                           "released, and saved with the run); test: episode seed (released: 0)")
     if training:
+        run.add_argument("--episode-rng", dest="episode_rng", type=str, default="independent", choices=EPISODE_RNGS,
+                         help="training episodes: independent draws per (seed, epoch, episode), or 'released': as the "
+                              "released train.py drew them with --nworker workers on PyTorch < 1.9 (every worker "
+                              "forked the same NumPy state: COCO repeats each batch --nworker times in a row, "
+                              "PASCAL's workers draw correlated supports); both reproducible from --seed")
         run.add_argument("--lr", type=float, default=4e-4, help="Adam learning rate")
         run.add_argument("--niter", type=int, default=400, help="number of epochs")
         run.add_argument("--resume", action="store_true",

@@ -17,17 +17,17 @@ Which recipe (``--prior``, :mod:`model.priors`): ``gradcam-rn50``, the released 
 ``clip-es``, CLIP-ES's refined CAMs (CLIP ViT-B/16; ``--clip-es-labels``: the softmax over all of the benchmark's
 classes, or over the image's own label list, all the classes the split lists give it).
 
-How: each output folder's ``cam_manifest.json`` must record the job's recipe and settings
-(:mod:`data.cam_manifest`: CLIP weights, precision, sizes, the recipe's own) and records the identity (size, modification time, SHA-256) of the
-image each CAM was made from, so that a pair is skipped when its file is already there *and* was made from the
-image as it is now (every file is written atomically, so a present file is complete; ``verify_existing`` also
-loads each one, for folders written by other tools); the CAMs of an image that changed (another size or
-content; a new modification time alone only refreshes the record) are recomputed. The remaining pairs
-are grouped by image; parallel DataLoader workers decode and preprocess the images (the recipe's
-``preprocess``); the recipe computes one batch of images at a time, all of an image's pairs together
-(``gradcam-rn50``: one trunk forward, one head forward/backward for all the batch's pairs); an unreadable image is logged with its path, its pairs are
-counted as failed and the job goes on. The manifests are rewritten as CAMs are written (at most a tenth of
-the job's time goes to it; a killed job recomputes the CAMs written since the last rewrite), and at the end.
+How: each output folder's ``cam_manifest.json`` must record the job's recipe and settings (:mod:`data.cam_manifest`:
+CLIP weights, precision, sizes, the recipe's own) and records the identity (size, modification time, SHA-256) of the
+image each CAM was made from, so that a pair is skipped when its file is already there *and* was made from the image
+as it is now (every file is written atomically, so a present file is complete; ``verify_existing`` also loads each
+one, for folders written by other tools); the CAMs of an image that changed (another size or content; a new
+modification time alone only refreshes the record) are recomputed. The remaining pairs are grouped by image;
+parallel DataLoader workers decode and preprocess the images (the recipe's ``preprocess``); the recipe computes one
+batch of images at a time, all of an image's pairs together (``gradcam-rn50``: one trunk forward, one head
+forward/backward for all the batch's pairs); an unreadable image is logged with its path, its pairs are counted as
+failed and the job goes on. The manifests are rewritten as CAMs are written (at most a tenth of the job's time goes
+to it; a killed job recomputes the CAMs written since the last rewrite), and at the end.
 ``generate_cam_voc.py`` / ``generate_cam_coco.py`` / ``generate_cam_fss.py`` call :func:`main`.
 """
 from __future__ import annotations
@@ -49,6 +49,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from common.cli import ArgumentParser, HelpFormatter, run_cli
+from common.console import ensure_console_logging
 from common.device import configure_tf32, resolve_device
 from common.errors import UserInputError
 from common.io import atomic_torch_save, prepare_output_folder, remove_if_empty
@@ -516,9 +517,10 @@ def build_parser(benchmark: str) -> argparse.ArgumentParser:
     parser.add_argument("--cam-size", dest="cam_size", type=int, default=50, help="side of the saved CAMs")
     parser.add_argument("--amp", action="store_true",
                         help="--prior gradcam-rn50: CUDA autocast (float16) for the ResNet trunk")
-    parser.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
+    parser.add_argument("--precision", choices=("auto", "fp32", "fp16"), default="auto",
                         help="fp16: CLIP's float16 weights, as OpenAI's clip.load(jit=False) keeps them on a GPU "
-                             "(how the authors' CAM files were made); fp32: the released scripts' numbers on a CPU")
+                             "(how the authors' CAM files were made); fp32: the released scripts' numbers on a CPU; "
+                             "auto: fp16 on CUDA, fp32 on the CPU (fp32 with --amp); the manifest records which")
     parser.add_argument("--tf32", action="store_true",
                         help="allow TF32 float32 convolutions on Ampere+ GPUs (faster; not the released numerics)")
     parser.add_argument("--verify-existing", dest="verify_existing", action="store_true",
@@ -560,10 +562,11 @@ def cam_settings(recipe: PriorRecipe, cam_size: int) -> CamSettings:
 
 def run_from_flags(benchmark: str, argv: Optional[Sequence[str]] = None) -> int:
     """The CAM job of ``benchmark`` from command-line flags; bad input raises a UserInputError."""
+    from model.clip_gradcam import resolve_clip_precision
+
     parser = build_parser(benchmark)
     args = parser.parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ensure_console_logging()
     for flag in ("bsz", "cam_size"):
         if getattr(args, flag) < 1:
             parser.error(f"argument --{flag.replace('_', '-')}: must be >= 1")
@@ -581,6 +584,11 @@ def run_from_flags(benchmark: str, argv: Optional[Sequence[str]] = None) -> int:
     if args.amp and args.precision == "fp16":
         parser.error("argument --amp: not with --precision fp16 (the whole model already computes in float16)")
     device = resolve_device(args.device)
+    # --amp autocasts a float32 model; otherwise "auto" is float16 on CUDA (the authors' CAMs), float32 on a CPU
+    args.precision = resolve_clip_precision("fp32" if args.amp and args.precision == "auto" else args.precision,
+                                            device)
+    logger.info("CLIP precision: %s%s on %s", args.precision, " weights under autocast (--amp)" if args.amp else "",
+                device)
     configure_tf32(args.tf32)
     split_root = resolve_split_root(args.splitpath)
     plan = kind.plan(args, datapath, imgpath, split_root)

@@ -242,7 +242,7 @@ class Segmenter:
                         clip_weights: Optional[Union[str, Path]] = None,
                         backbone_weights: Optional[str] = None, device: Union[str, torch.device] = "auto",
                         img_size: int = 400, stage: int = 2, masking: str = "released",
-                        vocabulary: str = "pascal") -> "Segmenter":
+                        vocabulary: str = "pascal", clip_precision: str = "auto") -> "Segmenter":
         """Build the model, load a released-format checkpoint (``best_model.pt``) and CLIP RN50.
 
         Args:
@@ -252,6 +252,8 @@ class Segmenter:
                 ``"random"``: random weights, offline, priors without class information (a warning says so).
             backbone_weights: initial backbone weights before the checkpoint is loaded (``None``: random).
             device: ``"auto"`` (CUDA if present), ``"cpu"``, ``"cuda:N"`` or a torch.device.
+            clip_precision: ``"auto"`` (fp16 on CUDA, as the authors' CAM files were made; fp32 on the CPU),
+                ``"fp32"`` or ``"fp16"`` (:func:`model.clip_gradcam.resolve_clip_precision`).
         Raises:
             ValueError: unknown backbone / masking; FlagError: unknown vocabulary, empty class name;
             CheckpointError (naming the file): the checkpoint is missing or does not fit; BackboneWeightsError;
@@ -260,7 +262,7 @@ class Segmenter:
         device = device if isinstance(device, torch.device) else resolve_device(str(device))
         model = build_model(backbone, backbone_weights=backbone_weights, masking=masking, use_original_imgsize=True)
         load_model_state(model, checkpoint)  # its errors name the file
-        clip_model = load_clip(clip_weights, device=device)
+        clip_model = load_clip(clip_weights, device=device, precision=clip_precision)
         return cls(model.to(device), clip_model, img_size=img_size, stage=stage, vocabulary=vocabulary)
 
     @property

@@ -38,6 +38,7 @@ from PIL import Image
 from torch import nn
 
 from common.cli import ArgumentParser, HelpFormatter, run_cli
+from common.console import ensure_console_logging
 from common.device import resolve_device
 from common.io import OutputFolderError, atomic_torch_save, atomic_write_text, prepare_output_folder
 from data import synthetic
@@ -218,7 +219,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         build_parser().error(f"--lr must be positive, got {args.lr}")
 
     def run() -> None:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+        ensure_console_logging("%(asctime)s %(message)s")
         if args.out.is_dir():
             raise OutputFolderError(f"OUT {args.out} is a folder; give the file to write, e.g. "
                                     f"{args.out / 'backbone.pth'}")

@@ -16,6 +16,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from common.cli import ArgumentParser, HelpFormatter, run_cli
+from common.console import ensure_console_logging
 from common.io import atomic_write_bytes, atomic_write_text
 from common.paths import DEFAULT_DATAPATH
 from data.benchmarks import BENCHMARKS
@@ -137,8 +138,7 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     """Evaluate from command-line flags; returns the ``quality.json`` content. Bad input raises UserInputError."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ensure_console_logging()
     if args.cam_size < 1 or args.examples < 0:
         parser.error("arguments --cam-size and --examples: must be >= 1 and >= 0")
     priors = Path(args.priors).expanduser().resolve()

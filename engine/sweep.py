@@ -23,7 +23,7 @@ from common.logger import log_params
 from common.seed import fix_randseed
 from common.vis import Visualizer
 from data.benchmarks import FOLD_BENCHMARKS, TITLES
-from data.dataset import build_dataloader, build_dataset, check_cams_exist
+from data.dataset import OutsideValueReport, build_dataloader, build_dataset, check_cams_exist
 from data.fewshot import FewShotDataset
 from data.synthetic import MARKER as SYNTHETIC_MARKER
 from engine.cam_provenance import check_cam_provenance
@@ -38,15 +38,17 @@ logger = logging.getLogger(__name__)
 
 
 def build_test_datasets(args: argparse.Namespace) -> dict[tuple[int, int], FewShotDataset]:
-    """``{(fold, shot): dataset}`` for every ``--fold`` x ``--nshot``, each with its CAM files checked."""
+    """``{(fold, shot): dataset}`` for every ``--fold`` x ``--nshot``, each with its CAM files checked; they
+    share one report of masks read with values outside the class range."""
     datasets = {}
+    mask_report = OutsideValueReport()
     for fold in args.folds:
         for shot in args.nshots:
             dataset = build_dataset(args.benchmark, datapath=args.datapath, fold=fold, split="test", shot=shot,
                                     img_size=args.img_size, cam_train_path=args.traincampath,
                                     cam_val_path=args.valcampath, splitpath=args.splitpath,
                                     use_original_imgsize=args.use_original_imgsize, nepisodes=args.nepisodes,
-                                    seed=args.seed)
+                                    seed=args.seed, strict_masks=args.strict_masks, mask_report=mask_report)
             check_cams_exist(dataset)
             datasets[fold, shot] = dataset
     return datasets
@@ -121,6 +123,10 @@ def run_sweep(args: argparse.Namespace, *, device: torch.device, info: DistInfo,
                                      miou=result.miou, fb_iou=result.fb_iou, episodes=result.episodes,
                                      per_class_iou={str(k): v for k, v in result.per_class_iou.items()}))
         del model
+    report = next(iter(datasets.values())).mask_report
+    masks_note = report.summary(report.gathered())
+    if masks_note and info.is_main:
+        logger.warning(masks_note)
     return results
 
 

@@ -31,7 +31,7 @@ from common.io import atomic_write_text
 from common.logger import TensorBoardWriter, log_args, log_params
 from common.seed import fix_randseed
 from common.vis import batch_panels
-from data.dataset import build_dataloader, build_dataset, check_cams_exist
+from data.dataset import OutsideValueReport, build_dataloader, build_dataset, check_cams_exist
 from data.fewshot import FewShotDataset
 from engine import run_checkpoint as ckpt
 from engine import run_folder
@@ -91,6 +91,12 @@ def load_resume_state(args: argparse.Namespace, run_dir: Path, info: DistInfo) -
     check_on_main(lambda: on_main.update(state=ckpt.resume_state(run_dir)))
     from_checkpoint = bool(broadcast_object(on_main.get("state") is not None))
     state = on_main.get("state") if info.is_main else (ckpt.load_last(run_dir) if from_checkpoint else None)
+    if state is not None and args.episode_rng == "released":
+        started_with = state["args"].get("nworker")
+        if started_with != args.nworker:  # the released draws follow the worker count (data.episodes)
+            raise run_folder.RunFolderError(
+                f"--resume: {run_dir} draws its training episodes as released (--episode-rng released), which "
+                f"depends on the worker count; resume with --nworker {started_with} (got --nworker {args.nworker})")
     if info.is_main:
         run_folder.roll_back(run_dir, state.get("log_length", 0) if state is not None else 0,
                              no_checkpoint=state is None)
@@ -176,8 +182,9 @@ def build_loaders(args: argparse.Namespace, info: DistInfo, bsz: int) -> Episode
     episodes (seed 0, as released), each sharded over the ranks with ``bsz`` episodes per rank and step."""
     common = dict(datapath=args.datapath, fold=args.fold, shot=1, img_size=args.img_size,
                   cam_train_path=args.traincampath, cam_val_path=args.valcampath, splitpath=args.splitpath,
-                  use_original_imgsize=False, nepisodes=args.nepisodes)
-    trn_set = build_dataset(args.benchmark, split="trn", seed=args.seed, **common)
+                  use_original_imgsize=False, nepisodes=args.nepisodes, strict_masks=args.strict_masks,
+                  mask_report=OutsideValueReport())  # one report: each mask file is warned about once
+    trn_set = build_dataset(args.benchmark, split="trn", seed=args.seed, episode_rng=args.episode_rng, **common)
     val_set = build_dataset(args.benchmark, split="val", seed=0, **common)
     check_cams_exist(trn_set)
     check_cams_exist(val_set)
@@ -192,6 +199,16 @@ def build_loaders(args: argparse.Namespace, info: DistInfo, bsz: int) -> Episode
         # validation episodes are the released seed-0 sequence, fixed when the dataset is built
         val_loader=build_dataloader(val_set, bsz=bsz, nworker=args.nworker, shuffle=False, seed=0,
                                     sampler=val_sampler))
+
+
+def select_training_episodes(args: argparse.Namespace, loaders: EpisodeLoaders, epoch: int, info: DistInfo,
+                             bsz: int) -> None:
+    """The training episodes of ``epoch``: the sampler's order of this rank, and the dataset's draws for it
+    (``--episode-rng released``: the NumPy stream of each simulated worker starts from this rank's epoch seed,
+    the one the main process seeds NumPy with)."""
+    loaders.trn_sampler.set_epoch(epoch)
+    loaders.trn_set.set_epoch(epoch, order=loaders.trn_sampler.indices(), batch_size=bsz, nworker=args.nworker,
+                              stream_seed=seed_for(args.seed, epoch, info.rank))
 
 
 def run_epochs(args: argparse.Namespace, trainer: Trainer, loaders: EpisodeLoaders, run_dir: Path,
@@ -213,8 +230,7 @@ def run_epochs(args: argparse.Namespace, trainer: Trainer, loaders: EpisodeLoade
             # A fresh draw of training episodes every epoch (released: fix_randseed(None)), reproducible from
             # --seed so that a resumed run continues exactly where it stopped.
             fix_randseed(seed_for(args.seed, epoch))
-            loaders.trn_sampler.set_epoch(epoch)
-            loaders.trn_set.set_epoch(epoch)  # supports of episode i are drawn from (seed, epoch, i)
+            select_training_episodes(args, loaders, epoch, info, loaders.trn_loader.batch_size or 1)
             trn = train_epoch(trainer.net, loaders.trn_loader, trainer.optimizer,
                               IoUMeter.for_dataset(loaders.trn_set, device), epoch=epoch, stage=args.stage,
                               device=device, amp=use_amp, scaler=trainer.scaler, loss_hook=loss_hook)
@@ -241,6 +257,9 @@ def run_epochs(args: argparse.Namespace, trainer: Trainer, loaders: EpisodeLoade
                      err, run_dir, err.epoch - 1)
     finally:
         writer.close()
+    masks_note = loaders.trn_set.mask_report.summary(loaders.trn_set.mask_report.gathered())
+    if masks_note and info.is_main:
+        logger.warning(masks_note)
     if status == "finished":
         logger.info("==================== Finished Training ====================")
     return {"status": status, "best_miou": best_miou, "epochs": epoch + 1, "run_dir": run_dir}

@@ -73,11 +73,12 @@ __all__ = [
     "ClipGradCAM", "ClipPromptHead", "ClipWeightsError", "RANDOM_WEIGHTS", "build_clip_from_state_dict",
     "clip_image_size", "clip_preprocess", "compute_cams", "encode_prompts", "load_clip", "load_clip_with_identity",
     "random_clip_identity", "random_clip_seed", "random_clip_state_dict", "random_clip_warning", "resize_cams",
-    "resolve_clip_weights",
+    "resolve_clip_precision", "resolve_clip_weights",
 ]
 
 PROMPT_TEMPLATE = "a photo of a {}"
 CLIP_PRECISIONS = ("fp32", "fp16")
+CLIP_PRECISION_CHOICES = ("auto",) + CLIP_PRECISIONS  # the --precision flag; "auto" is resolved per device
 LOGIT_SCALE = 100.0  # the released model multiplies by a constant 100, not by exp(logit_scale)
 CLIP_MODEL_NAME = "RN50"
 
@@ -120,6 +121,18 @@ def build_clip_from_state_dict(state_dict: dict[str, torch.Tensor], *, source: s
     return model.eval().requires_grad_(False)
 
 
+def resolve_clip_precision(precision: str, device: Union[str, torch.device]) -> str:
+    """The precision CLIP runs in: ``"auto"`` is ``"fp16"`` on CUDA, the authors' setting (OpenAI's
+    ``clip.load(jit=False)`` keeps the float16 weights on a GPU, and their CAM files and checkpoints came from
+    that), and ``"fp32"`` elsewhere (the released scripts never ran on a CPU, where float16 is slow);
+    ``"fp32"`` and ``"fp16"`` are returned as given."""
+    if precision not in CLIP_PRECISION_CHOICES:
+        raise ValueError(f"precision must be one of {CLIP_PRECISION_CHOICES}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    return "fp16" if torch.device(device).type == "cuda" else "fp32"
+
+
 def resolve_clip_weights(weights: Optional[PathLike] = None, *, cache_dir: Optional[PathLike] = None) -> Path:
     """The CLIP weights file: ``weights`` if given (it must exist), else ``{cache_dir}/RN50.pt``, downloaded
     there when missing (verified by its SHA-256). Raises ClipWeightsError saying where to put the file."""
@@ -155,7 +168,8 @@ def _load(weights: Optional[PathLike], cache_dir: Optional[PathLike],
 def load_clip(weights: Optional[PathLike] = None, *, device: Union[str, torch.device] = "cpu",
               cache_dir: Optional[PathLike] = None, precision: str = "fp32") -> nn.Module:
     """CLIP RN50 (open_clip, OpenAI weights) in eval mode on ``device``, parameters frozen; ``precision``
-    ``"fp32"`` or ``"fp16"`` (see :func:`build_clip_from_state_dict`).
+    ``"fp32"``, ``"fp16"`` (see :func:`build_clip_from_state_dict`) or ``"auto"`` (fp16 on CUDA, fp32
+    elsewhere: :func:`resolve_clip_precision`).
 
     Args:
         weights: the official ``RN50.pt`` (TorchScript) or a plain state dict with the same keys. ``None``:
@@ -167,14 +181,14 @@ def load_clip(weights: Optional[PathLike] = None, *, device: Union[str, torch.de
     Raises:
         ClipWeightsError: a missing/unreadable/incompatible file, or no download possible (offline).
     """
-    return _load(weights, cache_dir, precision)[0].to(device)
+    return _load(weights, cache_dir, resolve_clip_precision(precision, device))[0].to(device)
 
 
 def load_clip_with_identity(weights: Optional[PathLike] = None, *, device: Union[str, torch.device] = "cpu",
                             cache_dir: Optional[PathLike] = None, precision: str = "fp32") -> tuple[nn.Module, str]:
     """:func:`load_clip`, and what identifies its weights in a CAM manifest: the file's SHA-256, or for random
     weights :func:`random_clip_identity`."""
-    model, identity = _load(weights, cache_dir, precision)
+    model, identity = _load(weights, cache_dir, resolve_clip_precision(precision, device))
     return model.to(device), identity()
 
 

@@ -291,6 +291,14 @@ def eval_mask_of_another_size(root, shared):
     return _test_argv(root, shared.checkpoint), str(path), None
 
 
+def eval_mask_value_outside_the_classes_with_strict_masks(root, shared):
+    path = root / "VOC2012" / "SegmentationClassAug" / f"{NAMES[0]}.png"
+    mask = np.array(Image.open(path))
+    mask[0, 0] = 200  # read as background without --strict-masks, as released
+    Image.fromarray(mask).save(path)
+    return _test_argv(root, shared.checkpoint, "--strict-masks"), f"{path} holds class index(es) [200]", None
+
+
 def eval_checkpoint_of_another_backbone(root, shared):
     path = root / "resnet50_model.pt"
     torch.save({"module.backbone.layer3.5.conv1.weight": torch.zeros(1)}, path)
@@ -390,7 +398,8 @@ CASES: dict[str, Case] = {case.__name__: case for case in (
     train_imagenet_weights_offline, train_logpath_is_a_file, train_logpath_under_a_file,
     train_logpath_cannot_be_made, resume_after_last_pt_was_deleted, resume_with_a_truncated_last_pt,
     eval_tampered_split_pickle, eval_malformed_split_line, eval_corrupt_jpeg_in_a_worker, eval_truncated_cam,
-    eval_mask_of_another_size, eval_checkpoint_of_another_backbone, eval_corrupt_checkpoint,
+    eval_mask_of_another_size, eval_mask_value_outside_the_classes_with_strict_masks,
+    eval_checkpoint_of_another_backbone, eval_corrupt_checkpoint,
     eval_missing_checkpoint, eval_logpath_is_a_file, eval_cams_of_another_benchmark,
     eval_image_changed_after_its_cams,
     cam_missing_clip_weights, cam_other_clip_weights, cam_files_without_manifest, cam_missing_splitpath,

@@ -10,7 +10,7 @@ import torch
 from data.benchmarks import COCO_CLASSES, PASCAL_CLASSES
 from data.splits import read_coco_split, read_pascal_split
 from engine import cam_job
-from data.cam_manifest import MANIFEST_NAME
+from data.cam_manifest import MANIFEST_NAME, read_manifest
 from model import clip_gradcam as cg
 from model.priors import PriorRecipe, build_prior
 from tests.data_helpers import TINY_CLIP
@@ -259,8 +259,21 @@ def test_cli_coco_end_to_end_and_rerun(synthetic_root, tmp_path, tiny_weights, c
     assert cam_job.main("coco", argv) == 0
     files = _files(tmp_path / "cams")
     assert len(files) == 8 and {f.split("/")[0] for f in files} == {"train2014", "val2014"}
+    # --precision auto, resolved on the CPU
+    assert read_manifest(tmp_path / "cams").settings.settings["precision"] == "fp32"
     assert cam_job.main("coco", argv) == 0
     assert _files(tmp_path / "cams") == files
+
+
+def test_precision_auto_is_fp16_on_cuda_and_fp32_elsewhere():
+    assert cam_job.build_parser("pascal").parse_args([]).precision == "auto"
+    assert cg.resolve_clip_precision("auto", "cpu") == "fp32"
+    assert cg.resolve_clip_precision("auto", torch.device("cuda")) == "fp16"  # a device object needs no GPU
+    assert cg.resolve_clip_precision("auto", "cuda:1") == "fp16"
+    assert [cg.resolve_clip_precision(p, "cuda") for p in ("fp32", "fp16")] == ["fp32", "fp16"]
+    assert [cg.resolve_clip_precision(p, "cpu") for p in ("fp32", "fp16")] == ["fp32", "fp16"]
+    with pytest.raises(ValueError, match="precision must be one of"):
+        cg.resolve_clip_precision("bf16", "cpu")
 
 
 def test_scripts_are_thin_wrappers(repo_root):
