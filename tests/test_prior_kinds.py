@@ -73,12 +73,13 @@ def test_train_and_test_on_each_prior_kind(tiny, kind, tmp_path, capsys):
         assert read_manifest(data.valcam).settings.settings["label_mode"] == "all"
 
     run = tmp_path / "run"
-    assert train.cli(data.argv("--logpath", str(run), "--niter", "1", "--bsz", "2")) == 0
+    assert train.cli(data.argv("--logpath", str(run), "--niter", "1", "--bsz", "2", "--nepisodes", "2")) == 0
     recorded = json.loads((run / "args.json").read_text())["cam_manifests"]
     assert recorded == {"traincampath": manifest_digest(data.traincam), "valcampath": manifest_digest(data.valcam)}
     capsys.readouterr()
     load = str(run / "best_model.pt")
-    assert test_script.cli(data.argv("--load", load, "--logpath", str(tmp_path / "test"), "--bsz", "2")) == 0
+    assert test_script.cli(data.argv("--load", load, "--logpath", str(tmp_path / "test"), "--bsz", "2",
+                                     "--nepisodes", "2")) == 0
     assert FINAL_LINE.search(capsys.readouterr().out)
     results = json.loads((tmp_path / "test" / "results.json").read_text())
     assert results["cam_manifests"] == {"valcampath": manifest_digest(data.valcam)}
@@ -87,7 +88,8 @@ def test_train_and_test_on_each_prior_kind(tiny, kind, tmp_path, capsys):
     name, cls = read_pascal_split(inputs.splitpath, "val", 0)[0]
     missing = cam_path(data.valcam, name, cls)
     missing.unlink()
-    assert test_script.cli(data.argv("--load", load, "--logpath", str(tmp_path / "test2"), "--bsz", "2")) == 2
+    assert test_script.cli(data.argv("--load", load, "--logpath", str(tmp_path / "test2"), "--bsz", "2",
+                                     "--nepisodes", "2")) == 2
     first, command = capsys.readouterr().err.strip().splitlines()
     assert first.startswith("test.py: error: 1 of ") and f"(first: {missing});" in first
     if kind == "imported":
@@ -107,16 +109,18 @@ def test_an_unrecorded_or_foreign_prior_file_is_named(tiny, tmp_path, capsys):
     inputs, weights = tiny
     data = make_priors("imported", inputs, weights, tmp_path / "priors")
     manifest = read_manifest(data.traincam)
-    name = sorted(manifest.images)[0]
-    cls = min(manifest.images[name].classes)
+    name, cls = read_pascal_split(inputs.splitpath, "trn", 1)[0]  # fold 0 trains on folds 1-3's lists
     manifest.images[name].classes.discard(cls)
     manifest.save()
-    assert train.cli(data.argv("--logpath", str(tmp_path / "run"), "--niter", "1")) == 2
+    assert train.cli(data.argv("--logpath", str(tmp_path / "run"), "--niter", "1", "--nepisodes", "2")) == 2
     line = capsys.readouterr().err.strip()
     assert "\n" not in line and line.startswith(f"train.py: error: {cam_path(data.traincam, name, cls)} is not "
                                                 f"recorded in {data.traincam / MANIFEST_NAME}")
     assert "finish the folder with: python -m data.priors import --benchmark pascal" in line
     assert not (tmp_path / "run").exists()
+    argv = shlex.split(line.split("finish the folder with: ", 1)[1])[3:]
+    assert data_priors.main([*argv, "--no-progress"]) == 0  # that command records it again
+    assert cls in read_manifest(data.traincam).images[name].classes
 
     coco = tmp_path / "coco_priors"
     coco_splits = inputs.datapath / "splits"
@@ -129,6 +133,6 @@ def test_an_unrecorded_or_foreign_prior_file_is_named(tiny, tmp_path, capsys):
         (copy / path.name).write_bytes(path.read_bytes())
     (copy / MANIFEST_NAME).write_text((coco / MANIFEST_NAME).read_text())
     wrong = TinyInputs(data.datapath, data.splitpath, data.traincam, copy)
-    assert train.cli(wrong.argv("--logpath", str(tmp_path / "run"), "--niter", "1")) == 2
+    assert train.cli(wrong.argv("--logpath", str(tmp_path / "run"), "--niter", "1", "--nepisodes", "2")) == 2
     line = capsys.readouterr().err.strip()
     assert "\n" not in line and f"{copy / MANIFEST_NAME}: its CAMs were made for other class names" in line
