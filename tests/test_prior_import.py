@@ -128,7 +128,7 @@ def test_missing_and_bad_priors_are_named(synthetic_root, imported, tmp_path, ca
     cam_path(partial, name, cls).unlink()
     assert _evaluate(synthetic_root, partial, tmp_path / "q") == 2
     line = _error_line(capsys)
-    assert f"1 of " in line and str(cam_path(partial, name, cls)) in line and "pascal val fold 0" in line
+    assert "1 of " in line and str(cam_path(partial, name, cls)) in line and "pascal val fold 0" in line
     torch.save(torch.zeros(3, 50, 50), cam_path(partial, name, cls))
     assert _evaluate(synthetic_root, partial, tmp_path / "q") == 2
     assert f"CAM {cam_path(partial, name, cls)} must hold a 2-D tensor" in _error_line(capsys)
