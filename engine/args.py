@@ -4,7 +4,8 @@ Released flags keep their names and defaults (``--datapath --benchmark --logpath
 --fold --stage --backbone --traincampath --valcampath``; test: ``--load --nshot --visualize``, and
 ``--use_original_imgsize`` spelt ``--use-original-imgsize`` like every other flag, the released spelling kept as
 an alias). Flags added by this reproduction: ``--splitpath --device --img-size --masking
---backbone-weights --seed --nepisodes --amp --tf32 --strict-masks``, train.py's ``--resume --episode-rng``.
+--backbone-weights --seed --nepisodes --amp --tf32 --strict-masks``, train.py's ``--resume --episode-rng
+--slim-checkpoints``.
 test.py's ``--fold`` and ``--nshot`` also take several values (``args.folds``, ``args.nshots``; one value works
 as released), and its ``--load`` is then a path template holding ``{fold}`` (``args.checkpoints``: fold -> checkpoint, every one checked before any work).
 
@@ -113,6 +114,10 @@ def build_parser(script: Script) -> argparse.ArgumentParser:
         run.add_argument("--niter", type=int, default=400, help="number of epochs")
         run.add_argument("--resume", action="store_true",
                          help="continue the run in --logpath from its last.pt")
+        run.add_argument("--slim-checkpoints", action="store_true",
+                         help="best_model.pt without the frozen backbone's tensors, like last.pt (VGG16: ~20 MB "
+                              "instead of ~570 MB); test.py/predict.py then need the run's --backbone-weights "
+                              "(read from the file); default: the released format, which the authors' tools read")
     else:
         run.add_argument("--load", type=str, default=None,
                          help="checkpoint to test (best_model.pt format); with several folds a path template "

@@ -59,7 +59,7 @@ from common.resize import resize_bilinear
 from data.benchmarks import CLASS_NAMES
 from data.readers import ImageTransform
 from model import build_model
-from model.checkpoint import load_model_state
+from model.checkpoint import checkpoint_backbone_weights, load_model_state, read_state_dict
 from model.clip_gradcam import PROMPT_TEMPLATE, ClipGradCAM, load_clip
 
 logger = logging.getLogger(__name__)
@@ -246,7 +246,9 @@ class Segmenter:
         """Build the model, load a released-format checkpoint (``best_model.pt``) and CLIP RN50.
 
         Args:
-            checkpoint: IMR-HSNet state dict file (``module.`` prefixes allowed); it holds the backbone too.
+            checkpoint: IMR-HSNet state dict file (``module.`` prefixes allowed) holding the backbone too, or a
+                slim one (``last.pt``, ``--slim-checkpoints``), whose backbone is built from ``backbone_weights``
+                or, when None, from the weights the file names.
             backbone: ``vgg16``, ``resnet50`` or ``resnet101`` (must match the checkpoint).
             clip_weights: OpenAI ``RN50.pt`` (or a state dict with its keys); None: the download cache;
                 ``"random"``: random weights, offline, priors without class information (a warning says so).
@@ -260,8 +262,11 @@ class Segmenter:
             ClipWeightsError.
         """
         device = device if isinstance(device, torch.device) else resolve_device(str(device))
+        state = read_state_dict(checkpoint)  # its errors name the file
+        if backbone_weights is None:  # a slim checkpoint names the backbone weights it needs
+            backbone_weights = checkpoint_backbone_weights(state)
         model = build_model(backbone, backbone_weights=backbone_weights, masking=masking, use_original_imgsize=True)
-        load_model_state(model, checkpoint)  # its errors name the file
+        load_model_state(model, state, origin=f"{Path(checkpoint).expanduser()}: ")
         clip_model = load_clip(clip_weights, device=device, precision=clip_precision)
         return cls(model.to(device), clip_model, img_size=img_size, stage=stage, vocabulary=vocabulary)
 

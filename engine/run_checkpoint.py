@@ -2,15 +2,18 @@
 
 ``best_model.pt`` is what the released ``train.py`` saved: the state dict of the ``nn.DataParallel``-wrapped
 model, i.e. every key prefixed with ``module.``. Ours is built from the *unwrapped* model and prefixed, so the
-released ``test.py`` loads it and :func:`model.checkpoint.load_model_state` loads both.
+released ``test.py`` loads it and :func:`model.checkpoint.load_model_state` loads both. With
+``--slim-checkpoints`` it is slim instead (:func:`model.checkpoint.slim_state_dict`: no frozen backbone).
 
-``last.pt`` (written every epoch) holds the unprefixed model state, the optimizer (and AMP scaler) state, the
-epoch just finished, the best validation mIoU so far, the RNG states (Python, NumPy, torch CPU, CUDA) and the
-resolved arguments -- only tensors, numbers, strings and containers, so it loads with ``weights_only=True``.
-Both files are written atomically (:mod:`common.io`).
+``last.pt`` (written every epoch, format 2) holds what training changes: the model's tensors without the
+frozen backbone and the record of that backbone (name, ``--backbone-weights``, SHA-256 of its tensors: a
+resumed run's backbone must hash the same), the optimizer (and AMP scaler) state, the epoch just finished, the
+best validation mIoU so far, the RNG states (Python, NumPy, torch CPU, CUDA) and the resolved arguments --
+only tensors, numbers, strings and containers, so it loads with ``weights_only=True``. Format 1 (the whole
+model's state) still resumes. Both files are written atomically (:mod:`common.io`).
 
 ``progress.json`` (a few bytes: ``{"epochs_finished": N}``, written when a run starts and after every
-``last.pt``) outlives ``last.pt``: users delete the 600 MB file to save space. :func:`resume_state` reads it to
+``last.pt``) outlives ``last.pt``: users delete a checkpoint to save space. :func:`resume_state` reads it to
 tell a run whose first epoch never finished (``--resume`` starts it over) from one whose ``last.pt`` is gone
 (``--resume`` is refused and nothing of the run is changed).
 """
@@ -24,21 +27,23 @@ from typing import Any, Mapping, Optional
 import numpy as np
 import torch
 
-from common.distributed import unwrap
 from common.errors import brief
 from common.io import atomic_torch_save, atomic_write_text
 from engine.run_folder import RunFolderError, describe_run
-from model.checkpoint import released_state_dict
+from model.checkpoint import released_state_dict, slim_state_dict
 
 BEST_NAME = "best_model.pt"
 LAST_NAME = "last.pt"
 PROGRESS_NAME = "progress.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1: the whole model's state under "model"
 
 
-def save_best(model: torch.nn.Module, run_dir: Path) -> Path:
-    """Write ``run_dir/best_model.pt`` in the released format."""
-    return atomic_torch_save(released_state_dict(model), run_dir / BEST_NAME)
+def save_best(model: torch.nn.Module, run_dir: Path, *, slim_backbone: Optional[Mapping[str, Any]] = None) -> Path:
+    """Write ``run_dir/best_model.pt``: the released format, or slim (no backbone tensors) when
+    ``slim_backbone`` (:func:`model.checkpoint.backbone_record`) is given."""
+    state = released_state_dict(model) if slim_backbone is None else slim_state_dict(model, slim_backbone)
+    return atomic_torch_save(state, run_dir / BEST_NAME)
 
 
 def rng_state() -> dict[str, Any]:
@@ -70,13 +75,14 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
 
 
 def save_last(run_dir: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
-              best_miou: float, args: Mapping[str, Any], scaler: Optional[Any] = None, log_length: int = 0,
-              extra: Optional[Mapping[str, Any]] = None) -> Path:
-    """Write ``run_dir/last.pt`` after ``epoch`` (0-based) finished; ``log_length`` is the size of the run's
-    log at that point (a resumed run cuts the log back to it)."""
+              best_miou: float, args: Mapping[str, Any], backbone: Mapping[str, Any], scaler: Optional[Any] = None,
+              log_length: int = 0, extra: Optional[Mapping[str, Any]] = None) -> Path:
+    """Write ``run_dir/last.pt`` after ``epoch`` (0-based) finished; ``backbone`` is the frozen backbone's record
+    (:func:`model.checkpoint.backbone_record`), whose tensors are left out; ``log_length`` is the size of the
+    run's log at that point (a resumed run cuts the log back to it)."""
     state = {
         "format_version": FORMAT_VERSION,
-        "model": {key: value.detach().cpu() for key, value in unwrap(model).state_dict().items()},
+        **slim_state_dict(model, backbone),
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else None,
         "epoch": int(epoch),
@@ -121,7 +127,7 @@ def load_last(run_dir: Path) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - truncated zip, bad pickle, I/O error: all mean "cannot resume"
         raise RunFolderError(f"--resume: cannot read {path} ({brief(exc)}); {_KEEP_OR_MOVE}") from exc
-    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
+    if not isinstance(state, dict) or state.get("format_version") not in READABLE_VERSIONS:
         version = state.get("format_version") if isinstance(state, dict) else None
         raise RunFolderError(f"--resume: {path} is not a last.pt of this version (format {version!r}); "
                              f"{_KEEP_OR_MOVE}")

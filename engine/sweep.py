@@ -32,7 +32,8 @@ from engine.paper_results import paper_protocol, paper_source
 from engine.tables import (RunResult, TableRow, build_table, table_as_dict, table_markdown, table_notes,
                            table_title, write_outputs)
 from model import build_model
-from model.checkpoint import check_state_fits, load_model_state, read_state_dict
+from model.checkpoint import (SlimState, backbone_sha256, check_backbone, check_state_fits, checkpoint_backbone_weights,
+                              load_model_state, read_state_dict)
 
 logger = logging.getLogger(__name__)
 
@@ -60,19 +61,26 @@ def read_checkpoints(args: argparse.Namespace) -> dict[int, dict[str, torch.Tens
     model = build_model(args.backbone, backbone_weights="none", masking=args.masking,
                         use_original_imgsize=args.use_original_imgsize)
     states = {}
+    backbone_hashes: dict[Optional[str], str] = {}  # per --backbone-weights, for slim checkpoints
     for fold in args.folds:
         path = args.checkpoints[fold]
-        states[fold] = read_state_dict(path)
-        check_state_fits(model, states[fold], f"{path}: ")
+        states[fold] = state = read_state_dict(path)
+        check_state_fits(model, state, f"{path}: ")
+        if isinstance(state, SlimState):  # its backbone is built from weights: check them now, not at its turn
+            weights = args.backbone_weights or state.backbone.get("weights")
+            if weights not in backbone_hashes:
+                backbone_hashes[weights] = backbone_sha256(build_model(args.backbone, backbone_weights=weights))
+            check_backbone(model, state.backbone, f"{path}: ", sha256=backbone_hashes[weights])
     return states
 
 
-def load_fold_model(args: argparse.Namespace, state: dict[str, torch.Tensor], device: torch.device) -> torch.nn.Module:
+def load_fold_model(args: argparse.Namespace, state: dict[str, torch.Tensor], device: torch.device,
+                    origin: str = "") -> torch.nn.Module:
     """The model with a fold's checkpoint ``state`` loaded, on ``device``, in eval mode (compiled with
-    ``--compile``)."""
-    model = build_model(args.backbone, backbone_weights=args.backbone_weights, masking=args.masking,
-                        use_original_imgsize=args.use_original_imgsize)
-    load_model_state(model, state)
+    ``--compile``); a slim checkpoint's backbone is built from ``--backbone-weights`` or the weights it names."""
+    model = build_model(args.backbone, backbone_weights=args.backbone_weights or checkpoint_backbone_weights(state),
+                        masking=args.masking, use_original_imgsize=args.use_original_imgsize)
+    load_model_state(model, state, origin=origin)  # slim: checks the backbone is the one it was trained on
     model.to(device).eval()
     if args.compile:
         model.compile_learner()
@@ -107,7 +115,7 @@ def run_sweep(args: argparse.Namespace, *, device: torch.device, info: DistInfo,
     results = []
     for fold in args.folds:
         checkpoint = args.checkpoints[fold]
-        model = load_fold_model(args, states.pop(fold), device)
+        model = load_fold_model(args, states.pop(fold), device, origin=f"{checkpoint}: ")
         if fold == args.folds[0]:
             log_params(logger, model)
         digest = sha256_file(checkpoint)

@@ -40,6 +40,7 @@ from engine.cam_provenance import cam_manifest_digests, check_cam_provenance
 from engine.loops import NonFiniteLossError, train_epoch, validate_epoch
 from engine.run_folder import RunFolder
 from model import build_model
+from model.checkpoint import BACKBONE_PREFIX, backbone_record, check_backbone, is_slim
 
 logger = logging.getLogger("train")
 
@@ -57,6 +58,7 @@ class Trainer:
     scaler: Optional[torch.amp.GradScaler]
     start_epoch: int
     best_miou: float
+    backbone: dict[str, Any]  # the frozen backbone's record, which slim checkpoints keep in place of its tensors
 
 
 @dataclass
@@ -164,9 +166,15 @@ def build_trainer(args: argparse.Namespace, device: torch.device, state: Optiona
         logger.warning("--amp has no effect on %s (float16 autocast is used on CUDA only)", device)
     scaler = torch.amp.GradScaler("cuda") if use_amp else None
 
+    backbone = backbone_record(model, args.backbone_weights)
     start_epoch, best_miou = 0, float("-inf")
     if state is not None:
-        model.load_state_dict(state["model"])
+        if is_slim(state):  # last.pt format 2: the backbone stays as built, which must be the run's own
+            check_backbone(model, state["backbone"], f"--resume: {ckpt.LAST_NAME}: ", sha256=backbone["sha256"])
+            missing, unexpected = model.load_state_dict(state["model"], strict=False)
+            assert not unexpected and all(key.startswith(BACKBONE_PREFIX) for key in missing), (missing, unexpected)
+        else:
+            model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
@@ -174,7 +182,7 @@ def build_trainer(args: argparse.Namespace, device: torch.device, state: Optiona
         ckpt.set_rng_state(state["rng"])
         logger.info("Resumed: epoch %d done, best val. mIoU %.2f", state["epoch"], best_miou)
     return Trainer(model=model, net=wrap_model(model, device, distributed), optimizer=optimizer, scaler=scaler,
-                   start_epoch=start_epoch, best_miou=best_miou)
+                   start_epoch=start_epoch, best_miou=best_miou, backbone=backbone)
 
 
 def build_loaders(args: argparse.Namespace, info: DistInfo, bsz: int) -> EpisodeLoaders:
@@ -241,11 +249,13 @@ def run_epochs(args: argparse.Namespace, trainer: Trainer, loaders: EpisodeLoade
             if info.is_main:
                 if val.miou > best_miou:
                     best_miou = val.miou
-                    ckpt.save_best(trainer.model, run_dir)
+                    ckpt.save_best(trainer.model, run_dir,
+                                   slim_backbone=trainer.backbone if args.slim_checkpoints else None)
                     logger.info("Model saved @%d w/ val. mIoU: %5.2f.\n", epoch, val.miou)
                 writer.log_epoch(epoch, trn.as_dict(), val.as_dict())
                 ckpt.save_last(run_dir, model=trainer.model, optimizer=trainer.optimizer, epoch=epoch,
-                               best_miou=best_miou, args=vars(args), scaler=trainer.scaler,
+                               best_miou=best_miou, args=vars(args), backbone=trainer.backbone,
+                               scaler=trainer.scaler,
                                log_length=run_folder.log_length(run_dir),
                                extra={"trn": trn.as_dict(), "val": val.as_dict()})
             best_miou = float(broadcast_object(best_miou))
