@@ -43,6 +43,7 @@ from data.benchmarks import CLASS_NAMES, FOLD_BENCHMARKS  # noqa: E402
 from data.splits import read_coco_split, read_pascal_split  # noqa: E402
 from engine import cam_job  # noqa: E402
 from model import clip_gradcam as cg  # noqa: E402
+from model.priors.gradcam_rn50 import GradCamRN50  # noqa: E402
 from tests.clip_reference import per_image_reference_cams  # noqa: E402
 
 # Runs in a subprocess with the released repository first on sys.path (its pytorch_grad_cam is a different,
@@ -195,7 +196,7 @@ def run(args: argparse.Namespace, device: torch.device, tmp: Path) -> None:
     _sync(model)
     start = time.perf_counter()
     cam = cg.ClipGradCAM(model, classes, amp=args.amp)
-    summary = cam_job.run_cam_job(pairs, cam, bsz=args.bsz, nworker=args.nworker, progress=False)
+    summary = cam_job.run_cam_job(pairs, GradCamRN50(cam, None), bsz=args.bsz, nworker=args.nworker, progress=False)
     _sync(model)
     ours_s = time.perf_counter() - start
     assert summary.computed == len(pairs), summary

@@ -34,11 +34,13 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from common.constants import PRIOR_RECIPE_IDS  # noqa: E402
+from common.io import names_sha256  # noqa: E402
 from data.cam_files import cam_path  # noqa: E402
+from data.cam_manifest import (CamManifest, CamSettings, ImageIdentity, ImageRecord, image_identity,  # noqa: E402
+                               parse_manifest)
 from data.dataset import build_dataset, check_cams_exist  # noqa: E402
 from data.synthetic import make_benchmark  # noqa: E402
-from engine.cam_manifest import (CamManifest, CamSettings, ImageIdentity, ImageRecord, image_identity,  # noqa: E402
-                                 parse_manifest)
 from engine.cam_provenance import check_cam_provenance  # noqa: E402
 from data.benchmarks import PASCAL_CLASSES  # noqa: E402
 
@@ -59,8 +61,9 @@ def build(root: Path, images_per_class: int):
     cams = root / "CAM_Train"
     dataset = build_dataset("pascal", datapath=root, fold=0, split="trn", img_size=64, cam_train_path=cams,
                             cam_val_path=root / "CAM_Val", splitpath=root / "splits", seed=0)
-    settings = CamSettings.create(clip_weights_sha256="0" * 64, precision="fp32", clip_image_size=224, cam_size=8,
-                                  prompt_template="a photo of a {}", class_names=PASCAL_CLASSES)
+    settings = CamSettings(PRIOR_RECIPE_IDS["gradcam-rn50"], {
+        "clip_weights_sha256": "0" * 64, "precision": "fp32", "clip_image_size": 224, "cam_size": 8,
+        "prompt_template": "a photo of a {}", "class_names_sha256": names_sha256(PASCAL_CLASSES)})
     manifest = CamManifest(cams, settings, images={})
     tiny = torch.zeros(8, 8)
     for name, cls in dataset.needed_cam_pairs():
@@ -101,7 +104,7 @@ def main() -> None:
         nstat = args.coco_images
         stat_all = best_of(args.repeat, lambda: [os.stat(paths[i % len(paths)]) for i in range(nstat)])
         identity = ImageIdentity(150_000, 1_700_000_000_000_000_000, "0" * 64)
-        big = CamManifest(root, CamSettings("clip-rn50-gradcam-released/1", {"class_names_sha256": "0" * 64}),
+        big = CamManifest(root, CamSettings(PRIOR_RECIPE_IDS["gradcam-rn50"], {"class_names_sha256": "0" * 64}),
                           images={f"train2014/COCO_train2014_{i:012d}.jpg": ImageRecord(identity, {i % 80, 7})
                                   for i in range(args.coco_images)})
         text = big.to_json()

@@ -20,7 +20,7 @@ import secrets
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import torch
 
@@ -112,6 +112,11 @@ def sha256_file(path: PathLike) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def names_sha256(names: Sequence[str]) -> str:
+    """Hex SHA-256 of names joined with newlines: how a CAM manifest records a vocabulary (class names)."""
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()
 
 
 def atomic_torch_save(obj: Any, path: PathLike) -> Path:

@@ -10,14 +10,17 @@ from typing import Any, Callable, Iterator, Optional
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from common.constants import DEFAULT_PRIOR, PRIOR_RECIPE_IDS
 from data.benchmarks import CAM_SCRIPTS, DEFAULT_CAM_DIRS
 from data.cam_files import cam_path
+from data.cam_manifest import CamManifest, CamManifestError, read_manifest
 from data.coco import DatasetCOCO
 from data.errors import MissingCAMError
 from data.fewshot import FewShotDataset
 from data.fss import DatasetFSS
 from data.mask_values import NOTES_KEY, OutsideValueReport
 from data.pascal import DatasetPASCAL
+from data.priors import IMPORTED_RECIPE, import_command
 from data.splits import resolve_split_root
 
 __all__ = ["DATASETS", "EpisodeLoader", "MissingCAMError", "OutsideValueReport", "build_dataloader", "build_dataset",
@@ -84,14 +87,26 @@ def build_dataloader(dataset: FewShotDataset, *, bsz: int, nworker: int, shuffle
                          num_workers=nworker, generator=generator, persistent_workers=False)
 
 
-def cam_command(dataset: FewShotDataset) -> str:
-    """The command (from the repository root) that makes the CAM files ``dataset`` reads."""
+def cam_command(dataset: FewShotDataset, manifest: Optional[CamManifest] = None) -> str:
+    """The command (from the repository root) that makes the CAM files ``dataset`` reads: the CAM script, with
+    the recipe's flags when the folder's ``manifest`` names another one than the default; for a folder of
+    imported priors, the import that made it (:func:`data.priors.import_command`)."""
+    recipe = manifest.settings.recipe if manifest is not None else PRIOR_RECIPE_IDS[DEFAULT_PRIOR]
+    if recipe == IMPORTED_RECIPE:
+        split = dataset.split_name if dataset.benchmark == "fss" else dataset.split
+        return import_command(manifest.settings.settings, dataset.cam_root, dataset.datapath, dataset.split_root,
+                              split)
     args = ["--datapath", str(dataset.datapath)]
     if dataset.benchmark == "pascal":
         args += ["--traincampath", str(dataset.cam_train_path), "--valcampath", str(dataset.cam_val_path)]
     else:
         args += ["--campath", str(dataset.cam_root)]
     args += ["--splitpath", str(dataset.split_root)]
+    name = next((name for name, known in PRIOR_RECIPE_IDS.items() if known == recipe), DEFAULT_PRIOR)
+    if name != DEFAULT_PRIOR:
+        args += ["--prior", name]
+        if "label_mode" in manifest.settings.settings:  # clip-es
+            args += ["--clip-es-labels", str(manifest.settings.settings["label_mode"])]
     return f"python {CAM_SCRIPTS[dataset.benchmark]} " + " ".join(shlex.quote(a) for a in args)
 
 
@@ -117,7 +132,12 @@ def check_cams_exist(dataset: FewShotDataset) -> None:
         missing += [p for p in paths if p.name not in present]
     if missing:
         missing.sort()
+        try:
+            manifest = read_manifest(root)  # which recipe (or import) made the folder
+        except CamManifestError:
+            manifest = None
+        verb = "import" if manifest is not None and manifest.settings.recipe == IMPORTED_RECIPE else "generate"
         raise MissingCAMError(
             f"{len(missing)} of {total} CAM priors needed by {dataset.benchmark} {dataset.split_name}"
             f"{f' fold {dataset.fold}' if dataset.has_folds else ''} are missing under {root} (first: {missing[0]});\n"
-            f"generate them (from the repository root) with: {cam_command(dataset)}")
+            f"{verb} them (from the repository root) with: {cam_command(dataset, manifest)}")

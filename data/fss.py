@@ -15,18 +15,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Union
+from typing import Sequence, Union
 
 import torch
 
-from data.benchmarks import FSS_CLASS_OFFSET, FSS_DIR, NCLASS
+from data.benchmarks import CLASS_NAMES, FSS_CLASS_OFFSET, FSS_DIR, NCLASS
 from data.episodes import fss_support_names
 from data.errors import DataError, SplitError
 from data.fewshot import FewShotDataset
 from data.readers import read_binary_mask
 from data.splits import FSS_SPLITS, read_fss_split
 
-__all__ = ["DatasetFSS", "fss_classes", "fss_image_names", "fss_vocabulary", "prompt_name"]
+__all__ = ["DatasetFSS", "fss_classes", "fss_image_names", "fss_prompts", "fss_vocabulary", "prior_class_names",
+           "prompt_name"]
 
 
 def prompt_name(category: str) -> str:
@@ -56,6 +57,17 @@ def fss_vocabulary(split_root: Union[str, Path]) -> list[tuple[str, int]]:
             seen[name] = split
             classes.append((name, cls))
     return classes
+
+
+def fss_prompts(split_root: Union[str, Path]) -> list[str]:
+    """The FSS-1000 class names of the prompts, in class-id order, underscores as spaces."""
+    return [prompt_name(category) for category, _ in fss_vocabulary(split_root)]
+
+
+def prior_class_names(benchmark: str, split_root: Union[str, Path]) -> Sequence[str]:
+    """The class names a benchmark's priors are made for, in prompt order (what a CAM manifest's
+    ``class_names_sha256`` hashes): PASCAL's 20, COCO's 80, FSS-1000's listed classes (:func:`fss_prompts`)."""
+    return CLASS_NAMES[benchmark] if benchmark in CLASS_NAMES else fss_prompts(split_root)
 
 
 def fss_image_names(fss_root: Union[str, Path], category: str) -> list[str]:

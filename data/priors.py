@@ -14,39 +14,51 @@ once; train.py and test.py then read the output folder like any CAM folder (``--
 * Checked: every source file exists (else one line with the count and the first missing ones, and the full list
   in ``{out}/missing_priors.txt``, before anything is written); each file is a single-channel map of its image's
   size (or square: already in the model's layout) with values in the declared range (else one line naming it).
-* Recorded: the import's settings (:class:`ImportSettings`: source, pattern, values, resize, size) in
-  ``{out}/prior_import.json``; a folder imported with other settings, or holding CAM files of another origin,
-  is refused rather than mixed.
+* Recorded: the folder's ``cam_manifest.json`` (:mod:`data.cam_manifest`), as the CAM scripts write it: recipe
+  ``imported/1``, the import's settings (:class:`ImportSettings`: benchmark, source, pattern, values, resize,
+  size, the benchmark's class names) and, per image, the identity of the image each prior was checked against,
+  so that train.py and test.py check an imported folder like a generated one. A folder imported with other
+  settings, or holding CAM files of another origin, is refused rather than mixed; a folder imported by an
+  earlier version (``prior_import.json``, no manifest) is imported again into the same folder with the same
+  settings, and its ``prior_import.json`` replaced by the manifest.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from PIL import Image
 from tqdm import tqdm
 
 from common.cli import ArgumentParser, HelpFormatter, run_cli
-from common.io import atomic_torch_save, atomic_write_text
+from common.constants import PRIOR_RECIPE_IDS
+from common.io import atomic_torch_save, atomic_write_text, names_sha256
 from common.paths import DEFAULT_DATAPATH
 from data.benchmarks import BENCHMARKS, FSS_DIR, NFOLDS
 from data.cam_files import cam_path
+from data.cam_manifest import (MANIFEST_NAME, CamManifest, CamManifestError, CamSettings, ImageIdentity, ImageRecord,
+                               has_cam_files, image_identity, read_manifest)
 from data.errors import DataError
-from data.fss import fss_classes, fss_image_names
+from data.fss import fss_classes, fss_image_names, prior_class_names
 from data.prior_files import (RESIZE_METHODS, VALUE_KINDS, PriorFileError, prior_file_name, read_prior,
                               resize_prior)
 from data.splits import FSS_SPLITS, SPLITS, read_coco_split, read_pascal_split, resolve_split_root
 
-__all__ = ["ImportSettings", "ImportSummary", "NAMINGS", "PriorPair", "benchmark_pairs", "import_priors", "main"]
+__all__ = ["IMPORTED_RECIPE", "ImportSettings", "ImportSummary", "NAMINGS", "PriorPair", "benchmark_pairs",
+           "import_command", "import_priors", "main"]
 
 
-RECORD_NAME = "prior_import.json"
+IMPORTED_RECIPE = PRIOR_RECIPE_IDS["imported"]
+LEGACY_RECORD_NAME = "prior_import.json"  # the settings, as earlier versions recorded them (no image records)
 MISSING_NAME = "missing_priors.txt"
-CAM_MANIFEST_NAME = "cam_manifest.json"  # what generate_cam_*.py write (engine.cam_manifest)
+SAVE_EVERY_S = 30.0  # the manifest is rewritten at most this often during an import (and at its end)
 IMAGE_DIRS = {"pascal": Path("VOC2012") / "JPEGImages", "coco": Path("COCO2014"), "fss": Path(FSS_DIR)}
 # --naming presets: benchmark -> (pattern, values); None: the preset has no files for that benchmark.
 NAMINGS: dict[str, dict[str, Optional[tuple[str, str]]]] = {
@@ -66,7 +78,9 @@ class PriorPair:
 
 @dataclass(frozen=True)
 class ImportSettings:
-    """What an imported folder's priors are made from: what the CAM manifest of the folder records."""
+    """What an imported folder's priors are made from: what the CAM manifest of the folder records.
+    ``class_names_sha256``: of the benchmark's class names (:func:`data.fss.prior_class_names`), which
+    train.py/test.py check as they check a generated folder's."""
 
     benchmark: str
     source: str
@@ -74,15 +88,11 @@ class ImportSettings:
     values: str
     resize: str
     cam_size: int
+    class_names_sha256: str
 
-    def as_dict(self) -> dict[str, Any]:
-        """The settings with the recipe name ``imported``, JSON-serialisable."""
-        return {"recipe": "imported", **asdict(self)}
-
-    def differences(self, stored: dict[str, Any]) -> list[str]:
-        """``"values: 'label' -> 'auto'"`` for every setting ``stored`` records differently."""
-        return [f"{key}: {stored.get(key)!r} -> {value!r}" for key, value in self.as_dict().items()
-                if stored.get(key) != value]
+    def cam_settings(self) -> CamSettings:
+        """The manifest's recipe (``imported/1``) and settings."""
+        return CamSettings(IMPORTED_RECIPE, asdict(self))
 
 
 @dataclass
@@ -129,26 +139,49 @@ def benchmark_pairs(benchmark: str, datapath: Path, split_root: Path, splits: It
 # ----------------------------------------------------------------------------------------------------------
 # The import
 # ----------------------------------------------------------------------------------------------------------
-def _claim(out: Path, settings: ImportSettings) -> None:
-    """Refuse an output folder that holds priors of another origin; record ``settings`` in it."""
-    record = out / RECORD_NAME
-    if (out / CAM_MANIFEST_NAME).is_file():
-        raise DataError(f"--out {out} holds CAMs made by a generate_cam script ({CAM_MANIFEST_NAME}); import into "
-                        "another folder")
-    if record.is_file():
-        try:
-            stored = json.loads(record.read_text())
-        except (OSError, ValueError) as exc:
-            raise DataError(f"cannot read {record} ({exc}); import into another folder") from exc
-        differences = settings.differences(stored if isinstance(stored, dict) else {})
+def _legacy_differences(out: Path, settings: ImportSettings) -> list[str]:
+    """How ``out/prior_import.json`` (earlier versions' record) differs from ``settings``."""
+    record = out / LEGACY_RECORD_NAME
+    try:
+        stored = json.loads(record.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read {record} ({exc}); import into another folder") from exc
+    stored = stored if isinstance(stored, dict) else {}
+    return [f"{key}: {stored.get(key)!r} -> {value!r}" for key, value in asdict(settings).items()
+            if key != "class_names_sha256" and stored.get(key) != value]
+
+
+def _claim(out: Path, settings: ImportSettings) -> CamManifest:
+    """The manifest of ``out`` for an import with ``settings`` (written; resumed when it is one); a folder of
+    priors of another origin or other settings is refused."""
+    wanted = settings.cam_settings()
+    try:
+        stored = read_manifest(out)
+    except CamManifestError as exc:
+        raise DataError(f"--out {out} holds a {MANIFEST_NAME} that cannot be read as a CAM manifest; import into "
+                        "another folder") from exc
+    if stored is not None:
+        if stored.settings.recipe != IMPORTED_RECIPE:
+            raise DataError(f"--out {out} holds CAMs made by the recipe {stored.settings.recipe!r} ({MANIFEST_NAME}); "
+                            "import into another folder")
+        differences = wanted.differences(stored.settings)
         if differences:
             raise DataError(f"--out {out} holds priors imported with other settings ({'; '.join(differences)}); "
                             "import into another folder, or delete that one first")
-        return
-    if out.is_dir() and any(True for _ in out.rglob("*--*.pt")):
-        raise DataError(f"--out {out} holds CAM files of another origin (no {RECORD_NAME}); import into another "
+        return stored
+    legacy = (out / LEGACY_RECORD_NAME).is_file()
+    if legacy and _legacy_differences(out, settings):
+        raise DataError(f"--out {out} holds priors imported with other settings "
+                        f"({'; '.join(_legacy_differences(out, settings))}); import into another folder, or delete "
+                        "that one first")
+    if not legacy and has_cam_files(out):
+        raise DataError(f"--out {out} holds CAM files of another origin (no {MANIFEST_NAME}); import into another "
                         "folder")
-    atomic_write_text(json.dumps(settings.as_dict(), indent=2, sort_keys=True) + "\n", record)
+    manifest = CamManifest(out, wanted, images={})
+    manifest.save()
+    if legacy:  # its settings are in the manifest now; its priors, unrecorded there, are imported again
+        (out / LEGACY_RECORD_NAME).unlink()
+    return manifest
 
 
 def _check_present(pairs: Sequence[PriorPair], settings: ImportSettings, out: Path) -> None:
@@ -176,9 +209,21 @@ def _image_size(path: Path) -> tuple[int, int]:
         raise DataError(f"cannot read image {path}: {exc}") from exc
 
 
+def _imported(manifest: CamManifest, pair: PriorPair, target: Path) -> bool:
+    """Whether ``pair``'s prior is there and recorded with its image as it is now (size, modification time)."""
+    record = manifest.images.get(pair.name)
+    if record is None or pair.cls not in record.classes or not target.is_file():
+        return False
+    try:
+        return record.identity.same_stat(os.stat(pair.image_path))
+    except OSError:
+        return False
+
+
 def import_priors(pairs: Sequence[PriorPair], settings: ImportSettings, out: Path, *,
                   progress: bool = True) -> ImportSummary:
-    """Import the prior of every pair whose output file is missing (see the module docstring).
+    """Import the prior of every pair that the folder's manifest does not record as imported from its image as
+    it is now (see the module docstring).
 
     Raises:
         DataError / PriorFileError: missing, unreadable or mismatched files, or an output folder of another
@@ -186,25 +231,49 @@ def import_priors(pairs: Sequence[PriorPair], settings: ImportSettings, out: Pat
     """
     out = Path(out)
     _check_present(pairs, settings, out)
-    _claim(out, settings)
+    manifest = _claim(out, settings)
     summary = ImportSummary(total=len(pairs))
     source = Path(settings.source)
-    for pair in tqdm(pairs, unit="prior", desc="import", disable=not progress, dynamic_ncols=True):
-        target = cam_path(out, pair.name, pair.cls)
-        if target.is_file():
-            summary.skipped += 1
-            continue
-        path = source / prior_file_name(settings.pattern, pair.name, pair.cls)
-        prior = read_prior(path, pair.cls, settings.values)
-        height, width = prior.shape
-        image_size = _image_size(pair.image_path)
-        if (width, height) != image_size and width != height:
-            raise PriorFileError(f"prior {path} is {width}x{height} (WxH) but its image {pair.image_path} is "
-                                 f"{image_size[0]}x{image_size[1]}; a prior must have its image's size (or be "
-                                 "square, already in the model's layout)")
-        atomic_torch_save(resize_prior(prior, settings.cam_size, settings.resize), target)
-        summary.imported += 1
+    identities: dict[Path, ImageIdentity] = {}
+    last_save = time.monotonic()
+    try:
+        for pair in tqdm(pairs, unit="prior", desc="import", disable=not progress, dynamic_ncols=True):
+            target = cam_path(out, pair.name, pair.cls)
+            if _imported(manifest, pair, target):
+                summary.skipped += 1
+                continue
+            path = source / prior_file_name(settings.pattern, pair.name, pair.cls)
+            prior = read_prior(path, pair.cls, settings.values)
+            height, width = prior.shape
+            image_size = _image_size(pair.image_path)
+            if (width, height) != image_size and width != height:
+                raise PriorFileError(f"prior {path} is {width}x{height} (WxH) but its image {pair.image_path} is "
+                                     f"{image_size[0]}x{image_size[1]}; a prior must have its image's size (or be "
+                                     "square, already in the model's layout)")
+            atomic_torch_save(resize_prior(prior, settings.cam_size, settings.resize), target)
+            if pair.image_path not in identities:
+                identities[pair.image_path] = image_identity(pair.image_path)
+            record = manifest.images.get(pair.name)
+            if record is None or record.identity != identities[pair.image_path]:
+                manifest.images[pair.name] = record = ImageRecord(identities[pair.image_path])
+            record.classes.add(pair.cls)
+            summary.imported += 1
+            if time.monotonic() - last_save > SAVE_EVERY_S:
+                manifest.save()
+                last_save = time.monotonic()
+    finally:
+        manifest.save()  # what was imported stays recorded, also when a bad file stops the import
     return summary
+
+
+def import_command(settings: Mapping[str, Any], out: Path, datapath: Path, split_root: Path, split: str) -> str:
+    """The command (from the repository root) that imports the ``split`` pairs into the folder ``out`` whose
+    manifest records ``settings`` (an imported folder's)."""
+    args = ["--benchmark", settings.get("benchmark"), "--source", settings.get("source"), "--pattern",
+            settings.get("pattern"), "--values", settings.get("values"), "--resize", settings.get("resize"),
+            "--cam-size", settings.get("cam_size"), "--split", split, "--out", out, "--datapath", datapath,
+            "--splitpath", split_root]
+    return "python -m data.priors import " + " ".join(shlex.quote(str(a)) for a in args)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -242,8 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def settings_from_flags(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ImportSettings:
-    """The import's settings from the parsed flags (bad combinations end in ``parser.error``)."""
+def settings_from_flags(args: argparse.Namespace, parser: argparse.ArgumentParser,
+                        split_root: Path) -> ImportSettings:
+    """The import's settings from the parsed flags (bad combinations end in ``parser.error``); ``split_root``:
+    the split lists (FSS-1000's name its classes)."""
     preset = NAMINGS[args.naming][args.benchmark]
     if preset is None and args.pattern is None:
         parser.error(f"argument --naming: {args.naming} has no {args.benchmark} files; give --pattern")
@@ -261,25 +332,27 @@ def settings_from_flags(args: argparse.Namespace, parser: argparse.ArgumentParse
     if not source.is_dir():
         parser.error(f"argument --source: {source} is not a folder")
     return ImportSettings(benchmark=args.benchmark, source=str(source), pattern=pattern, values=values,
-                          resize=resize, cam_size=int(args.cam_size))
+                          resize=resize, cam_size=int(args.cam_size),
+                          class_names_sha256=names_sha256(prior_class_names(args.benchmark, split_root)))
 
 
 def run_import(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m data.priors import ...`` from command-line flags; bad input raises a UserInputError."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    settings = settings_from_flags(args, parser)
+    split_root = resolve_split_root(args.splitpath)
+    settings = settings_from_flags(args, parser, split_root)
     allowed = FSS_SPLITS if args.benchmark == "fss" else SPLITS
     splits = args.split or list(allowed)
     wrong = [s for s in splits if s not in allowed]
     if wrong:
         parser.error(f"argument --split: {args.benchmark} has the split lists {', '.join(allowed)}, not {wrong[0]}")
     datapath = Path(args.datapath).expanduser().resolve() if args.datapath else DEFAULT_DATAPATH
-    pairs = benchmark_pairs(args.benchmark, datapath, resolve_split_root(args.splitpath), splits)
+    pairs = benchmark_pairs(args.benchmark, datapath, split_root, splits)
     out = Path(args.out).expanduser().resolve()
     summary = import_priors(pairs, settings, out, progress=args.progress)
     print(f"{summary}, the pairs of the {args.benchmark} {'/'.join(splits)} lists; into {out} "
-          f"(settings in {out / RECORD_NAME})")
+          f"(settings and images recorded in {out / MANIFEST_NAME})")
     return 0
 
 

@@ -13,17 +13,21 @@ Which pairs (the released scripts' sets, each pair once):
   (``ab_wheel`` -> "a photo of a ab wheel"), so the softmax runs over all 1000 as the released scripts run it
   over all 20 or 80.
 
-How: each output folder's ``cam_manifest.json`` must record the job's settings (:mod:`engine.cam_manifest`:
-CLIP weights, precision, sizes, recipe) and records the identity (size, modification time, SHA-256) of the
-image each CAM was made from, so that a pair is skipped when its file is already there *and* was made from the
-image as it is now (every file is written atomically, so a present file is complete; ``verify_existing`` also
-loads each one, for folders written by other tools); the CAMs of an image that changed (another size or
-content; a new modification time alone only refreshes the record) are recomputed. The remaining pairs
-are grouped by image; parallel DataLoader workers decode and CLIP-preprocess the images; the model runs
-one batch of images at a time (:class:`model.clip_gradcam.ClipGradCAM`: one trunk forward, one head
-forward/backward for all the batch's pairs); an unreadable image is logged with its path, its pairs are
-counted as failed and the job goes on. The manifests are rewritten as CAMs are written (at most a tenth of
-the job's time goes to it; a killed job recomputes the CAMs written since the last rewrite), and at the end.
+Which recipe (``--prior``, :mod:`model.priors`): ``gradcam-rn50``, the released CLIP RN50 Grad-CAM (default), or
+``clip-es``, CLIP-ES's refined CAMs (CLIP ViT-B/16; ``--clip-es-labels``: the softmax over all of the benchmark's
+classes, or over the image's own label list, all the classes the split lists give it).
+
+How: each output folder's ``cam_manifest.json`` must record the job's recipe and settings (:mod:`data.cam_manifest`:
+CLIP weights, precision, sizes, the recipe's own) and records the identity (size, modification time, SHA-256) of the
+image each CAM was made from, so that a pair is skipped when its file is already there *and* was made from the image
+as it is now (every file is written atomically, so a present file is complete; ``verify_existing`` also loads each
+one, for folders written by other tools); the CAMs of an image that changed (another size or content; a new
+modification time alone only refreshes the record) are recomputed. The remaining pairs are grouped by image;
+parallel DataLoader workers decode and preprocess the images (the recipe's ``preprocess``); the recipe computes one
+batch of images at a time, all of an image's pairs together (``gradcam-rn50``: one trunk forward, one head
+forward/backward for all the batch's pairs); an unreadable image is logged with its path, its pairs are counted as
+failed and the job goes on. The manifests are rewritten as CAMs are written (at most a tenth of the job's time goes
+to it; a killed job recomputes the CAMs written since the last rewrite), and at the end.
 ``generate_cam_voc.py`` / ``generate_cam_coco.py`` / ``generate_cam_fss.py`` call :func:`main`.
 """
 from __future__ import annotations
@@ -38,7 +42,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 import torch
 from PIL import Image
@@ -53,18 +57,20 @@ from common.paths import DEFAULT_DATAPATH
 from common.progress import Progress
 from data.benchmarks import BENCHMARKS, CAM_SCRIPTS, CLASS_NAMES, DEFAULT_CAM_DIRS, FSS_DIR, NFOLDS
 from data.cam_files import cam_path, split_cam_path
-from data.fss import fss_image_names, fss_vocabulary, prompt_name
+from data.cam_manifest import (CamManifest, CamSettings, ImageIdentity, ImageRecord, claim_folder, file_sha256,
+                               image_identity)
+from data.fss import fss_image_names, fss_prompts, fss_vocabulary
 from data.splits import read_coco_split, read_pascal_split, resolve_split_root
-from engine.cam_manifest import (CamManifest, CamSettings, ImageIdentity, ImageRecord, claim_folder, file_sha256,
-                                 image_identity)
-from model.clip_weights import CLIP_WEIGHTS_HELP, random_clip_seed
+from model.clip_weights import PRIOR_WEIGHTS_HELP, random_clip_seed
+from model.priors import DEFAULT_PRIOR, PRIOR_RECIPES, PriorRecipe, build_prior
+from model.priors.clip_es import LABEL_MODES
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class CamPair:
-    """One CAM to compute: ``image_path``'s Grad-CAM for the class at position ``class_idx`` of the job's prompt
+    """One CAM to compute: ``image_path``'s prior for the class at position ``class_idx`` of the job's prompt
     list, saved to ``out_path``. The position is the 0-based class id, except on an FSS-1000 list with fewer
     classes than HSNet's (the synthetic one), where the ids have gaps between the splits."""
 
@@ -144,11 +150,6 @@ def fss_pairs(imgpath: Path, split_root: Path, cam_root: Path) -> list[CamPair]:
     return pairs
 
 
-def fss_prompts(split_root: Path) -> list[str]:
-    """The FSS-1000 class names of the prompts, in class-id order, underscores as spaces."""
-    return [prompt_name(category) for category, _ in fss_vocabulary(split_root)]
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Resume
 # ----------------------------------------------------------------------------------------------------------
@@ -177,7 +178,7 @@ def is_complete(path: Path, *, verify: bool = False, cam_size: Optional[int] = N
 @dataclass
 class _Item:
     index: int                        # into the job's image groups
-    image: Optional[torch.Tensor]     # (3, S, S) preprocessed, None when unreadable
+    image: Any                        # the recipe's preprocessed input, None when unreadable
     error: Optional[str]
     identity: Optional[ImageIdentity] = None  # of the bytes decoded
 
@@ -186,7 +187,7 @@ class _ImageGroups(Dataset):
     """Decodes and preprocesses each distinct image once (in DataLoader workers), with the identity of the
     bytes it decoded; errors are returned."""
 
-    def __init__(self, paths: Sequence[Path], preprocess: Callable[[Image.Image], torch.Tensor]) -> None:
+    def __init__(self, paths: Sequence[Path], preprocess: Callable[[Image.Image], Any]) -> None:
         self.paths = list(paths)
         self.preprocess = preprocess
 
@@ -328,22 +329,32 @@ def _pending_pairs(pairs: Sequence[CamPair], ledger: Optional[_Ledger], *, verif
 # ----------------------------------------------------------------------------------------------------------
 # The job
 # ----------------------------------------------------------------------------------------------------------
-def run_cam_job(pairs: Sequence[CamPair], cam, *, bsz: int = 32, nworker: int = 2, cam_size: int = 50,
-                verify_existing: bool = False, progress: bool = True,
+def image_labels(pairs: Sequence[CamPair]) -> dict[Path, list[int]]:
+    """Per image, every class the job's pairs give it (sorted prompt positions): its label list."""
+    labels: dict[Path, set[int]] = defaultdict(set)
+    for pair in pairs:
+        labels[pair.image_path].add(pair.class_idx)
+    return {path: sorted(classes) for path, classes in labels.items()}
+
+
+def run_cam_job(pairs: Sequence[CamPair], recipe: PriorRecipe, *, bsz: int = 32, nworker: int = 2,
+                cam_size: int = 50, verify_existing: bool = False, progress: bool = True,
                 manifests: Optional[Mapping[Path, CamManifest]] = None) -> CamJobSummary:
     """Compute and write the CAM of every pair whose file is missing (with ``manifests``: or not made from its
     image as it is now).
 
     Args:
-        pairs: from :func:`pascal_pairs` / :func:`coco_pairs` (any list of :class:`CamPair`).
-        cam: a :class:`model.clip_gradcam.ClipGradCAM` (holds the model, prompts and preprocessing).
+        pairs: from :func:`pascal_pairs` / :func:`coco_pairs` / :func:`fss_pairs` (any list of :class:`CamPair`).
+        recipe: the prior recipe (:func:`model.priors.build_prior`) over the job's prompt list; a recipe that
+            reads an image's labels (:attr:`~model.priors.PriorRecipe.reads_image_labels`) gets every class
+            ``pairs`` give the image, also those whose file is done.
         bsz: images per forward pass (an image's pairs all go into the same pass).
         nworker: DataLoader worker processes decoding images (0: in this process).
         cam_size: side of the saved maps.
         verify_existing: load existing files instead of trusting their presence.
         progress: report progress (pairs, with ETA: a bar on a terminal, a line every 30 s otherwise,
             :mod:`common.progress`).
-        manifests: folder -> its claimed manifest (:func:`engine.cam_manifest.claim_folder`), one for every
+        manifests: folder -> its claimed manifest (:func:`data.cam_manifest.claim_folder`), one for every
             folder a pair writes into; the job skips only pairs recorded there with their image unchanged, and
             records what it writes. None: a complete file counts as done (no provenance).
     Returns: a :class:`CamJobSummary`; the caller decides what failures mean (the CLI exits non-zero).
@@ -355,6 +366,7 @@ def run_cam_job(pairs: Sequence[CamPair], cam, *, bsz: int = 32, nworker: int = 
     ledger = _Ledger(manifests) if manifests is not None else None
     pending, summary.replaced = _pending_pairs(pairs, ledger, verify=verify_existing, cam_size=cam_size)
     summary.skipped = len(pairs) - len(pending)
+    labels = image_labels(pairs) if recipe.reads_image_labels else None
 
     groups: dict[Path, list[CamPair]] = {}
     for pair in pending:
@@ -362,9 +374,9 @@ def run_cam_job(pairs: Sequence[CamPair], cam, *, bsz: int = 32, nworker: int = 
     paths = list(groups)
     for folder in {p.out_path.parent for p in pending}:
         folder.mkdir(parents=True, exist_ok=True)
-    loader = DataLoader(_ImageGroups(paths, cam.preprocess), batch_size=bsz, shuffle=False,
+    loader = DataLoader(_ImageGroups(paths, recipe.preprocess), batch_size=bsz, shuffle=False,
                         num_workers=nworker, collate_fn=_collate,
-                        pin_memory=cam.device.type == "cuda", persistent_workers=False)
+                        pin_memory=recipe.device.type == "cuda", persistent_workers=False)
     bar = Progress(len(pending), "CAM", unit="pairs", enabled=progress and bool(pending), leave=True)
     try:
         for items in loader:
@@ -380,22 +392,24 @@ def run_cam_job(pairs: Sequence[CamPair], cam, *, bsz: int = 32, nworker: int = 
                 bar.update(npairs)
             if not good:
                 continue
-            feats = cam.features(torch.stack([item.image for item in good]))  # (B, C4, h, w)
-            rows, batch_pairs = [], []
-            for row, item in enumerate(good):
-                for pair in groups[paths[item.index]]:
-                    rows.append(row)
-                    batch_pairs.append(pair)
-            maps = cam.cams_from_features(feats[rows], [p.class_idx for p in batch_pairs], cam_size)  # (P, s, s)
-            for pair, cam_map in zip(batch_pairs, maps):
-                atomic_torch_save(cam_map.clone(), pair.out_path)  # clone: save this map, not the batch
+            image_pairs = [groups[paths[item.index]] for item in good]
+            # one row per pair (the released recipe's batch), or the image's whole label list
+            class_lists = [labels[mine[0].image_path] if labels else [p.class_idx for p in mine]
+                           for mine in image_pairs]
+            maps = recipe.compute([item.image for item in good], class_lists, cam_size)  # per image (P, s, s)
+            written = []
+            for item, mine, classes, image_maps in zip(good, image_pairs, class_lists, maps):
+                for row, pair in enumerate(mine):
+                    cam_map = image_maps[classes.index(pair.class_idx) if labels else row]
+                    atomic_torch_save(cam_map.clone(), pair.out_path)  # clone: save this map, not the batch
+                    written.append((pair, item.identity))
             if ledger is not None:
-                for row, pair in zip(rows, batch_pairs):
+                for pair, identity in written:
                     manifest, name, cls = ledger.locate(pair)
-                    ledger.record(manifest, name, cls, good[row].identity)
+                    ledger.record(manifest, name, cls, identity)
                 ledger.save()
-            summary.computed += len(batch_pairs)
-            bar.update(len(batch_pairs))
+            summary.computed += len(written)
+            bar.update(len(written))
     finally:
         bar.close()
         if ledger is not None:
@@ -446,18 +460,20 @@ def _fss_plan(args: argparse.Namespace, datapath: Path, imgpath: Path, split_roo
 
 
 _FOLDED_DATA = "root holding VOC2012/ and COCO2014/; default for the paths below"
-_RECIPE = "(released recipe; batched, deduplicated across folds, resumable)"
+_RECIPE = ("(the released CLIP RN50 Grad-CAM by default, CLIP-ES with --prior clip-es; batched, deduplicated across "
+           "folds, resumable)")
 CAM_JOBS: dict[str, CamJobKind] = {
     "pascal": CamJobKind(
-        f"CLIP RN50 Grad-CAM priors for every (image, class) pair of PASCAL-5i {_RECIPE}", _FOLDED_DATA,
+        f"CAM priors for every (image, class) pair of PASCAL-5i {_RECIPE}", _FOLDED_DATA,
         "VOC2012/JPEGImages", "PASCAL images", None, _pascal_plan),
     "coco": CamJobKind(
-        f"CLIP RN50 Grad-CAM priors for every (image, class) pair of COCO-20i {_RECIPE}", _FOLDED_DATA,
+        f"CAM priors for every (image, class) pair of COCO-20i {_RECIPE}", _FOLDED_DATA,
         "COCO2014", "COCO root holding train2014/ and val2014/", "output folder, with train2014/ and val2014/ "
         "subfolders", _coco_plan),
     "fss": CamJobKind(
-        "CLIP RN50 Grad-CAM priors of every FSS-1000 image for its own class (the released recipe, prompts over "
-        "all 1000 class names with underscores as spaces; batched, resumable)",
+        "CAM priors of every FSS-1000 image for its own class (the released CLIP RN50 Grad-CAM recipe by default, "
+        "CLIP-ES with --prior clip-es; prompts over all 1000 class names with underscores as spaces; batched, "
+        "resumable)",
         "root holding FSS-1000/; default for the paths below", FSS_DIR, "FSS-1000 root holding one folder per class",
         "output folder, with one subfolder per class", _fss_plan),
 }
@@ -486,12 +502,21 @@ def build_parser(benchmark: str) -> argparse.ArgumentParser:
                         help="folder holding pascal/, coco/ and fss/ split lists in HSNet's data/splits layout "
                              "(default: fetched once from HSNet's repository into <repo>/.cache/splits, SHA-256 "
                              "checked)")
-    parser.add_argument("--clip-weights", dest="clip_weights", type=str, default=None, help=CLIP_WEIGHTS_HELP)
+    parser.add_argument("--prior", choices=tuple(PRIOR_RECIPES), default=DEFAULT_PRIOR,
+                        help="the prior recipe: gradcam-rn50 = CLIP RN50 Grad-CAM, the released recipe; clip-es = "
+                             "CLIP-ES refined CAMs, CLIP ViT-B/16 (docs/priors.md)")
+    parser.add_argument("--clip-es-labels", dest="clip_es_labels", choices=LABEL_MODES, default=None,
+                        help="--prior clip-es: the softmax over all of the benchmark's class names (all, the "
+                             "default: no label beyond the pair's own) or over the image's own label list, all the "
+                             "classes the split lists give it (image: CLIP-ES's recipe, a label leak for few-shot "
+                             "queries)")
+    parser.add_argument("--clip-weights", dest="clip_weights", type=str, default=None, help=PRIOR_WEIGHTS_HELP)
     parser.add_argument("--device", type=str, default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--bsz", type=int, default=32, help="images per forward/backward pass")
     parser.add_argument("--nworker", type=int, default=2, help="image-decoding worker processes (0: none)")
     parser.add_argument("--cam-size", dest="cam_size", type=int, default=50, help="side of the saved CAMs")
-    parser.add_argument("--amp", action="store_true", help="CUDA autocast (float16) for the ResNet trunk")
+    parser.add_argument("--amp", action="store_true",
+                        help="--prior gradcam-rn50: CUDA autocast (float16) for the ResNet trunk")
     parser.add_argument("--precision", choices=("auto", "fp32", "fp16"), default="auto",
                         help="fp16: CLIP's float16 weights, as OpenAI's clip.load(jit=False) keeps them on a GPU "
                              "(how the authors' CAM files were made); fp32: the released scripts' numbers on a CPU; "
@@ -519,9 +544,25 @@ def main(benchmark: str, argv: Optional[Sequence[str]] = None) -> int:
     return run_cli(lambda: run_from_flags(benchmark, argv), CAM_SCRIPTS.get(benchmark, "generate_cam"))
 
 
+def recipe_options(args: argparse.Namespace, benchmark: str, device: torch.device) -> dict[str, Any]:
+    """:func:`model.priors.build_prior`'s keyword options from the CAM job's flags: the weights (a file, or
+    ``random``: recorded as such in the manifest, never as a file's hash), device, precision, each recipe's own."""
+    options: dict[str, Any] = {"weights": args.clip_weights, "device": device, "precision": args.precision}
+    if args.prior == "clip-es":
+        options.update(benchmark=benchmark, label_mode=args.clip_es_labels or LABEL_MODES[0])
+    else:
+        options["amp"] = args.amp
+    return options
+
+
+def cam_settings(recipe: PriorRecipe, cam_size: int) -> CamSettings:
+    """What the manifest of a folder of ``recipe``'s CAMs of side ``cam_size`` records."""
+    return CamSettings(recipe.version, {**recipe.settings, "cam_size": int(cam_size)})
+
+
 def run_from_flags(benchmark: str, argv: Optional[Sequence[str]] = None) -> int:
     """The CAM job of ``benchmark`` from command-line flags; bad input raises a UserInputError."""
-    from model.clip_gradcam import PROMPT_TEMPLATE, ClipGradCAM, load_clip_with_identity, resolve_clip_precision
+    from model.clip_gradcam import resolve_clip_precision
 
     parser = build_parser(benchmark)
     args = parser.parse_args(argv)
@@ -536,6 +577,10 @@ def run_from_flags(benchmark: str, argv: Optional[Sequence[str]] = None) -> int:
     imgpath = _resolve(args.imgpath, datapath / kind.image_dir)
     if not imgpath.is_dir():
         parser.error(f"argument --imgpath: {imgpath} is not a folder (set --imgpath or --datapath)")
+    if args.amp and args.prior != "gradcam-rn50":
+        parser.error("argument --amp: only with --prior gradcam-rn50 (it autocasts the ResNet trunk)")
+    if args.clip_es_labels is not None and args.prior != "clip-es":
+        parser.error("argument --clip-es-labels: only with --prior clip-es")
     if args.amp and args.precision == "fp16":
         parser.error("argument --amp: not with --precision fp16 (the whole model already computes in float16)")
     device = resolve_device(args.device)
@@ -553,20 +598,16 @@ def run_from_flags(benchmark: str, argv: Optional[Sequence[str]] = None) -> int:
     folders = dict.fromkeys(plan.folders)  # (PASCAL's two folders may be one)
     created = [folder for folder, flag in zip(folders, flags) if prepare_output_folder(folder, flag)]
     try:
-        clip_model, clip_identity = load_clip_with_identity(args.clip_weights, device=device,
-                                                            precision=args.precision)
-        cam = ClipGradCAM(clip_model, plan.class_names, amp=args.amp)
-        # random weights (--clip-weights random) are recorded as such, never as a file's hash
-        settings = CamSettings.create(clip_weights_sha256=clip_identity, precision=cam.precision,
-                                      clip_image_size=cam.image_size, cam_size=args.cam_size,
-                                      prompt_template=PROMPT_TEMPLATE, class_names=cam.class_names)
+        recipe = build_prior(args.prior, plan.class_names, **recipe_options(args, benchmark, device))
+        settings = cam_settings(recipe, args.cam_size)
         manifests = {folder: claim_folder(folder, settings, overwrite=args.overwrite,
                                           verify_existing=args.verify_existing) for folder in folders}
     except UserInputError:
         for folder in created:  # made for this job, which never started
             remove_if_empty(folder)
         raise
-    summary = run_cam_job(pairs, cam, bsz=args.bsz, nworker=args.nworker, cam_size=args.cam_size,
+    logger.info("prior recipe %s (%s)", args.prior, recipe.version)
+    summary = run_cam_job(pairs, recipe, bsz=args.bsz, nworker=args.nworker, cam_size=args.cam_size,
                           verify_existing=args.verify_existing, progress=args.progress, manifests=manifests)
     logger.info("done: %s", summary)
     if random_clip_seed(args.clip_weights) is not None:  # said again at the end, where it is read

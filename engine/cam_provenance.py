@@ -1,7 +1,8 @@
 """train.py / test.py check that the CAM files they read were made from their images, with their benchmark's
-class names (the folder's ``cam_manifest.json``, :mod:`engine.cam_manifest`).
+class names (the folder's ``cam_manifest.json``, :mod:`data.cam_manifest`).
 
-For every CAM folder a run reads, once, before the first episode:
+For every CAM folder a run reads, once, before the first episode, whatever made it (a CAM script's recipe,
+``gradcam-rn50`` or ``clip-es``, or ``python -m data.priors import``: all write the same manifest):
 
 * no manifest (the authors' downloaded CAMs, the released scripts' or another tool's): a warning, nothing is
   checked; a format-1 manifest (earlier versions, no image records): the settings are checked, the images are
@@ -11,7 +12,8 @@ For every CAM folder a run reads, once, before the first episode:
 * every CAM an episode may load must be recorded in the manifest, and its image must still have the recorded
   size and modification time; an image whose modification time alone differs is hashed and accepted when its
   content is the same (a warning counts them: a copy that did not keep the times). Anything else stops the run
-  with one line naming the image (or the CAM file) and the command that recomputes the folder.
+  with one line naming the image (or the CAM file) and the command that recomputes the folder (the CAM script
+  with the folder's recipe flags, or the import that made it).
 
 Cost: one ``stat`` per distinct image the run uses (no image is read unless its modification time changed) and
 one JSON parse of the manifest; ``benchmarks/bench_cam_check.py`` measures it.
@@ -27,13 +29,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-from data.benchmarks import CLASS_NAMES
+from common.constants import PRIOR_RECIPE_IDS
+from common.io import names_sha256
 from data.cam_files import cam_path
+from data.cam_manifest import (MANIFEST_NAME, CamManifest, CamManifestError, file_sha256, manifest_digest,
+                               parse_manifest, read_manifest_text)
 from data.dataset import cam_command
 from data.fewshot import FewShotDataset
-from engine.cam_job import fss_prompts
-from engine.cam_manifest import (MANIFEST_NAME, RECIPE, CamManifest, CamManifestError, class_names_sha256,
-                                 file_sha256, manifest_digest, parse_manifest, read_manifest_text)
+from data.fss import prior_class_names
+from data.priors import LEGACY_RECORD_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -49,21 +53,19 @@ class CamFolderCheck:
 
 def expected_class_names(dataset: FewShotDataset) -> Sequence[str]:
     """The class names a CAM job runs the softmax over for ``dataset``'s benchmark (prompt order)."""
-    if dataset.benchmark in CLASS_NAMES:
-        return CLASS_NAMES[dataset.benchmark]
-    return fss_prompts(dataset.split_root)
+    return prior_class_names(dataset.benchmark, dataset.split_root)
 
 
 def _check_settings(manifest: CamManifest, dataset: FewShotDataset, command: str) -> list[str]:
     settings = manifest.settings
     stored = settings.settings.get("class_names_sha256")
     if stored is None:
-        if settings.recipe == RECIPE:
+        if settings.recipe in PRIOR_RECIPE_IDS.values():
             raise CamManifestError(f"{manifest.path} records no class_names_sha256; recompute the folder with: "
                                    f"{command} --overwrite")
         return [f"{manifest.path}: CAMs of the recipe {settings.recipe!r}, which records no class names: not "
                 f"checked against {dataset.benchmark}'s classes"]
-    expected = class_names_sha256(expected_class_names(dataset))
+    expected = names_sha256(expected_class_names(dataset))
     if stored != expected:
         raise CamManifestError(
             f"{manifest.path}: its CAMs were made for other class names (class_names_sha256 {stored[:12]}..., "
@@ -119,14 +121,19 @@ def check_cam_folder(folder: Path, datasets: Sequence[FewShotDataset]) -> CamFol
             not recorded; one line naming the file and the command that recomputes the folder.
     """
     folder = Path(folder)
-    command = cam_command(datasets[0])
     text = read_manifest_text(folder)
-    if text is None:
+    if text is None and (folder / LEGACY_RECORD_NAME).is_file():
+        check = CamFolderCheck(folder, None, [
+            f"{folder} holds priors imported by an earlier version ({LEGACY_RECORD_NAME}, no {MANIFEST_NAME}): "
+            "which images they were checked against is not checked; run the same `python -m data.priors import` "
+            "command again to record them"])
+    elif text is None:
         check = CamFolderCheck(folder, None, [
             f"{folder} has no {MANIFEST_NAME} (CAMs from the authors' download, the released scripts or another "
             "tool): which images, classes and settings its CAMs were made from is not checked"])
     else:
         manifest = parse_manifest(folder, text)
+        command = cam_command(datasets[0], manifest)
         check = CamFolderCheck(folder, hashlib.sha256(text.encode("utf-8")).hexdigest())  # the file's bytes
         for dataset in datasets:
             check.warnings += _check_settings(manifest, dataset, command)

@@ -42,10 +42,8 @@ Public API (used by the CAM job and ``predict.py``; ``class_names`` in prompt or
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
-import warnings
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
@@ -60,12 +58,12 @@ from torchvision.transforms import InterpolationMode
 import open_clip
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from open_clip.model import build_model_from_openai_state_dict
-from open_clip.pretrained import download_pretrained_from_url, get_pretrained_url
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from common.io import sha256_file
-from model.clip_weights import RANDOM_WEIGHTS, ClipWeightsError, random_clip_seed
+from model.clip_weights import (RANDOM_WEIGHTS, ClipWeightsError, random_clip_seed, random_weights_identity,
+                                random_weights_warning, read_clip_state_dict, resolve_openai_weights)
 
 logger = logging.getLogger(__name__)
 
@@ -83,34 +81,11 @@ CLIP_PRECISIONS = ("fp32", "fp16")
 CLIP_PRECISION_CHOICES = ("auto",) + CLIP_PRECISIONS  # the --precision flag; "auto" is resolved per device
 LOGIT_SCALE = 100.0  # the released model multiplies by a constant 100, not by exp(logit_scale)
 CLIP_MODEL_NAME = "RN50"
-DEFAULT_CACHE_DIR = Path("~/.cache/clip").expanduser()  # where OpenAI's clip and open_clip cache RN50.pt
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Loading
 # ----------------------------------------------------------------------------------------------------------
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of an OpenAI CLIP checkpoint: a TorchScript archive (``RN50.pt``) or a plain state dict."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.load is deprecated": it is OpenAI's format
-            return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
-    except (RuntimeError, ValueError):
-        pass  # not a TorchScript archive: try a pickled state dict
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 -- any unpickling failure means "not a CLIP file"
-        raise ClipWeightsError(
-            f"--clip-weights {path}: neither a TorchScript archive (OpenAI's RN50.pt) nor a torch state dict "
-            f"({type(exc).__name__}: {exc})") from exc
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ClipWeightsError(f"--clip-weights {path}: expected a dict of tensors (a CLIP state dict), "
-                               f"got {type(obj).__name__}")
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in obj.items()}
-
-
 def build_clip_from_state_dict(state_dict: dict[str, torch.Tensor], *, source: str = "state dict",
                                precision: str = "fp32") -> nn.Module:
     """An eval-mode, frozen open_clip ``CLIP`` (QuickGELU) from an OpenAI-format CLIP ResNet state dict.
@@ -161,41 +136,18 @@ def resolve_clip_precision(precision: str, device: Union[str, torch.device]) -> 
 def resolve_clip_weights(weights: Optional[PathLike] = None, *, cache_dir: Optional[PathLike] = None) -> Path:
     """The CLIP weights file: ``weights`` if given (it must exist), else ``{cache_dir}/RN50.pt``, downloaded
     there when missing (verified by its SHA-256). Raises ClipWeightsError saying where to put the file."""
-    if weights is not None:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise ClipWeightsError(f"--clip-weights {path}: no such file (expected OpenAI's RN50.pt, from "
-                                   f"{get_pretrained_url(CLIP_MODEL_NAME, 'openai')})")
-        return path
-    url = get_pretrained_url(CLIP_MODEL_NAME, "openai")
-    cache = Path(cache_dir).expanduser() if cache_dir else DEFAULT_CACHE_DIR
-    try:
-        return Path(download_pretrained_from_url(url, cache_dir=str(cache)))
-    except Exception as exc:  # noqa: BLE001 -- URLError, timeouts, checksum mismatch ...
-        raise ClipWeightsError(
-            f"could not download the CLIP RN50 weights ({type(exc).__name__}: {exc}). Offline? Download "
-            f"{url} on a machine with internet access and either put it at {cache / 'RN50.pt'} or pass "
-            f"--clip-weights /path/to/RN50.pt") from exc
+    return resolve_openai_weights(CLIP_MODEL_NAME, weights, cache_dir=cache_dir)
 
 
 def random_clip_warning(weights: str) -> str:
-    """The warning every use of random CLIP weights prints (``weights``: the ``--clip-weights`` value)."""
-    return (f"CLIP RN50 has RANDOM weights (--clip-weights {weights}): its Grad-CAM priors carry NO class "
-            "information (they only let the pipeline run offline). For real priors pass OpenAI's RN50.pt: "
-            f"--clip-weights /path/to/RN50.pt (from {get_pretrained_url(CLIP_MODEL_NAME, 'openai')})")
+    """The warning every use of random CLIP RN50 weights prints (``weights``: the ``--clip-weights`` value)."""
+    return random_weights_warning(weights, CLIP_MODEL_NAME)
 
 
 def random_clip_identity(seed: int, state_dict: dict[str, torch.Tensor]) -> str:
-    """What the CAM manifest records for random weights in place of a file's SHA-256: the seed, a warning, and
-    the SHA-256 of the seed's tensors (names, dtypes, shapes, bytes), so that random CAMs are never taken for
-    real ones, nor for those of another seed or of a changed random initialisation."""
-    digest = hashlib.sha256()
-    for key in sorted(state_dict):
-        tensor = state_dict[key].detach().cpu().contiguous()
-        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return (f"{RANDOM_WEIGHTS}:{seed} (random CLIP RN50 weights: these CAMs carry no class information; "
-            f"tensors sha256 {digest.hexdigest()})")
+    """What the CAM manifest records for random RN50 weights in place of a file's SHA-256
+    (:func:`model.clip_weights.random_weights_identity`)."""
+    return random_weights_identity(seed, state_dict, CLIP_MODEL_NAME)
 
 
 def _load(weights: Optional[PathLike], cache_dir: Optional[PathLike],
@@ -208,7 +160,7 @@ def _load(weights: Optional[PathLike], cache_dir: Optional[PathLike],
         model = build_clip_from_state_dict(state, source=f"--clip-weights {weights}", precision=precision)
         return model, lambda: random_clip_identity(seed, state)
     path = resolve_clip_weights(weights, cache_dir=cache_dir)
-    model = build_clip_from_state_dict(_read_state_dict(path), source=f"--clip-weights {path}", precision=precision)
+    model = build_clip_from_state_dict(read_clip_state_dict(path, CLIP_MODEL_NAME), source=f"--clip-weights {path}", precision=precision)
     logger.info("CLIP RN50 weights: %s", path)
     return model, lambda: sha256_file(path)
 

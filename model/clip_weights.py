@@ -1,30 +1,46 @@
-"""What ``--clip-weights`` accepts (the CAM scripts, predict.py, demo.py), without importing CLIP itself.
+"""What ``--clip-weights`` accepts (the CAM scripts, predict.py, demo.py), and what loading them takes for every
+CLIP the prior recipes use (RN50 for ``gradcam-rn50``, ViT-B/16 for ``clip-es``), without building CLIP itself.
 
-A CLIP RN50 file (OpenAI's ``RN50.pt`` or a state dict with its keys), or ``random`` / ``random:SEED``: RN50
-built from random weights (:func:`model.clip_gradcam.random_clip_state_dict`), so that the pipeline runs
-offline; its Grad-CAM priors then carry no class information, which every use says loudly.
+An OpenAI CLIP file (``RN50.pt`` / ``ViT-B-16.pt``, TorchScript, or a state dict with its keys), or ``random`` /
+``random:SEED``: that CLIP built from random weights (:func:`model.clip_gradcam.random_clip_state_dict`,
+:func:`model.priors.clip_vit.random_clip_vit_state_dict`), so that the pipeline runs offline; its priors then
+carry no class information, which every use says loudly.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import warnings
+from pathlib import Path
 from typing import Optional, Union
+
+import torch
 
 from common.errors import UserInputError
 
-__all__ = ["CLIP_WEIGHTS_HELP", "RANDOM_WEIGHTS", "ClipWeightsError", "random_clip_seed"]
+__all__ = ["CLIP_WEIGHTS_HELP", "DEFAULT_CACHE_DIR", "PRIOR_WEIGHTS_HELP", "RANDOM_WEIGHTS", "ClipWeightsError",
+           "random_clip_seed", "random_weights_identity", "random_weights_warning", "read_clip_state_dict",
+           "resolve_openai_weights"]
 
+PathLike = Union[str, os.PathLike]
 RANDOM_WEIGHTS = "random"
+DEFAULT_CACHE_DIR = Path("~/.cache/clip").expanduser()  # where OpenAI's clip and open_clip cache their weights
 CLIP_WEIGHTS_HELP = ("OpenAI CLIP RN50.pt (TorchScript) or a state dict with its keys (default: ~/.cache/clip/RN50.pt, "
                      "downloaded when missing and online); 'random' (or 'random:SEED') builds RN50 from random "
                      "weights to run offline, but its priors then carry NO class information (a file named "
                      "'random': ./random)")
+PRIOR_WEIGHTS_HELP = ("the recipe's OpenAI CLIP weights: RN50.pt for --prior gradcam-rn50, ViT-B-16.pt for --prior "
+                      "clip-es (TorchScript, or a state dict with its keys; default: that file in ~/.cache/clip, "
+                      "downloaded when missing and online); 'random' (or 'random:SEED') builds that CLIP from random "
+                      "weights to run offline, but its priors then carry NO class information (a file named "
+                      "'random': ./random)")
 
 
 class ClipWeightsError(UserInputError, RuntimeError):
     """The CLIP weights could not be found, downloaded or understood."""
 
 
-def random_clip_seed(weights: Optional[Union[str, os.PathLike]]) -> Optional[int]:
+def random_clip_seed(weights: Optional[PathLike]) -> Optional[int]:
     """The seed of a ``--clip-weights`` value asking for random weights (``random``: 0, ``random:SEED``); None
     for a file (or None). Raises ClipWeightsError for ``random:`` followed by something else than an integer."""
     if not isinstance(weights, str):
@@ -38,3 +54,72 @@ def random_clip_seed(weights: Optional[Union[str, os.PathLike]]) -> Optional[int
     except ValueError:
         raise ClipWeightsError(f"--clip-weights {weights}: expected 'random' or 'random:SEED' with an integer "
                                f"seed (a file of that name: ./{weights})") from None
+
+
+def resolve_openai_weights(model_name: str, weights: Optional[PathLike] = None, *,
+                           cache_dir: Optional[PathLike] = None) -> Path:
+    """OpenAI's weights file of CLIP ``model_name`` (open_clip's name: ``RN50``, ``ViT-B-16``): ``weights`` if
+    given (it must exist), else ``{cache_dir}/{model_name}.pt``, downloaded there when missing (SHA-256 checked by
+    open_clip). Raises ClipWeightsError saying where to put the file."""
+    from open_clip.pretrained import download_pretrained_from_url, get_pretrained_url
+
+    url = get_pretrained_url(model_name, "openai")
+    if weights is not None:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise ClipWeightsError(f"--clip-weights {path}: no such file (expected OpenAI's {model_name}.pt, from "
+                                   f"{url})")
+        return path
+    cache = Path(cache_dir).expanduser() if cache_dir else DEFAULT_CACHE_DIR
+    try:
+        return Path(download_pretrained_from_url(url, cache_dir=str(cache)))
+    except Exception as exc:  # noqa: BLE001 -- URLError, timeouts, checksum mismatch ...
+        raise ClipWeightsError(
+            f"could not download the CLIP {model_name} weights ({type(exc).__name__}: {exc}). Offline? Download "
+            f"{url} on a machine with internet access and either put it at {cache / f'{model_name}.pt'} or pass "
+            f"--clip-weights /path/to/{model_name}.pt") from exc
+
+
+def read_clip_state_dict(path: Path, model_name: str) -> dict[str, torch.Tensor]:
+    """Tensors of an OpenAI CLIP checkpoint: a TorchScript archive (OpenAI's ``{model_name}.pt``) or a plain
+    state dict (optionally under ``"state_dict"``, ``module.`` prefixes dropped). Raises ClipWeightsError."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.load is deprecated": it is OpenAI's format
+            return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+    except (RuntimeError, ValueError):
+        pass  # not a TorchScript archive: try a pickled state dict
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 -- any unpickling failure means "not a CLIP file"
+        raise ClipWeightsError(
+            f"--clip-weights {path}: neither a TorchScript archive (OpenAI's {model_name}.pt) nor a torch state dict "
+            f"({type(exc).__name__}: {exc})") from exc
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ClipWeightsError(f"--clip-weights {path}: expected a dict of tensors (a CLIP state dict), "
+                               f"got {type(obj).__name__}")
+    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in obj.items()}
+
+
+def random_weights_warning(weights: str, model_name: str) -> str:
+    """The warning every use of random CLIP weights prints (``weights``: the ``--clip-weights`` value)."""
+    from open_clip.pretrained import get_pretrained_url
+
+    return (f"CLIP {model_name} has RANDOM weights (--clip-weights {weights}): its priors carry NO class "
+            "information (they only let the pipeline run offline). For real priors pass OpenAI's "
+            f"{model_name}.pt: --clip-weights /path/to/{model_name}.pt (from {get_pretrained_url(model_name, 'openai')})")
+
+
+def random_weights_identity(seed: int, state_dict: dict[str, torch.Tensor], model_name: str) -> str:
+    """What the CAM manifest records for random weights in place of a file's SHA-256: the seed, a warning, and
+    the SHA-256 of the seed's tensors (names, dtypes, shapes, bytes), so that random CAMs are never taken for
+    real ones, nor for those of another seed or of a changed random initialisation."""
+    digest = hashlib.sha256()
+    for key in sorted(state_dict):
+        tensor = state_dict[key].detach().cpu().contiguous()
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return (f"{RANDOM_WEIGHTS}:{seed} (random CLIP {model_name} weights: these CAMs carry no class information; "
+            f"tensors sha256 {digest.hexdigest()})")

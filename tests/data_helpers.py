@@ -1,5 +1,5 @@
 """Helpers for the data tests: fake CAM priors for every listed (image, class) pair of a split folder, and the
-shapes of the tiny random CLIP that the CAM, predict and demo tests use."""
+shapes of the tiny random CLIPs that the CAM, prior, predict and demo tests use."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,6 +12,10 @@ from data.splits import read_coco_split, read_pascal_split
 # Keyword arguments of model.clip_gradcam.random_clip_state_dict for a CLIP ResNet small enough for CPU tests
 # (the golden tests/golden/cam_released_tiny.pt values were measured with these shapes).
 TINY_CLIP = dict(vision_width=8, vision_layers=(1, 1, 1, 1), embed_dim=256, text_width=64, text_layers=1)
+# Of model.priors.clip_vit.random_clip_vit_state_dict: a small random CLIP ViT, 9 blocks (the CLIP-ES affinity takes
+# the last 8), 2 heads, patch 16, 224 px (a 14x14 grid whose positional embedding is interpolated for other sizes);
+# the golden tests/golden/clip_es_tiny.pt values were measured with these.
+TINY_VIT = dict(width=128, layers=9, embed_dim=64, text_width=64, text_layers=1)
 
 
 def write_fake_cams(split_root: Path, out: Path, *, size: int = 50, seed: int = 0) -> dict[str, Path]:

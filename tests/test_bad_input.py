@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import resource
 import shutil
 import subprocess
@@ -27,12 +28,15 @@ from data.benchmarks import DEFAULT_CAM_DIRS
 from model import build_model
 from model import clip_gradcam as cg
 from model.checkpoint import released_state_dict
-from tests.data_helpers import TINY_CLIP
+from model.priors.clip_vit import random_clip_vit_state_dict
+from tests.data_helpers import TINY_CLIP, TINY_VIT
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 NAMES = [f"2007_00000{i}" for i in range(4)]
+# An INFO line of the console log (common.console), which goes to stderr before an error: progress, not the error.
+INFO_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ INFO ")
 OFFLINE = {"HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "NO_PROXY": ""}
 
 
@@ -44,6 +48,7 @@ class Shared:
     clip_weights: Path
     other_clip_weights: Path
     root: Path  # the module's scratch folder (see finished_run)
+    clip_vit_weights: Path  # a tiny random CLIP ViT, for --prior clip-es
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +61,9 @@ def shared(module_tmp) -> Shared:
     for seed in (0, 1):
         weights.append(root / f"clip_tiny_{seed}.pt")
         torch.save(cg.random_clip_state_dict(seed, **TINY_CLIP), weights[-1])
-    return Shared(checkpoint, *weights, root=root)
+    vit = root / "clip_vit_tiny.pt"
+    torch.save(random_clip_vit_state_dict(0, **TINY_VIT), vit)
+    return Shared(checkpoint, *weights, root=root, clip_vit_weights=vit)
 
 
 def finished_run(shared: Shared) -> tuple[Path, Path]:
@@ -232,11 +239,14 @@ def eval_logpath_is_a_file(root, shared):
 
 def eval_cams_of_another_benchmark(root, shared):
     """CAM files with the right names, made for COCO's 80 class names (its manifest says so)."""
+    from common.constants import PRIOR_RECIPE_IDS
+    from common.io import names_sha256
     from data.benchmarks import COCO_CLASSES
-    from engine.cam_manifest import CamManifest, CamSettings, ImageRecord, image_identity
+    from data.cam_manifest import CamManifest, CamSettings, ImageRecord, image_identity
 
-    settings = CamSettings.create(clip_weights_sha256="0" * 64, precision="fp32", clip_image_size=224, cam_size=8,
-                                  prompt_template="a photo of a {}", class_names=COCO_CLASSES)
+    settings = CamSettings(PRIOR_RECIPE_IDS["gradcam-rn50"], {
+        "clip_weights_sha256": "0" * 64, "precision": "fp32", "clip_image_size": 224, "cam_size": 8,
+        "prompt_template": "a photo of a {}", "class_names_sha256": names_sha256(COCO_CLASSES)})
     images = root / "VOC2012" / "JPEGImages"
     CamManifest(root / "CAM_Val", settings, images={
         name: ImageRecord(image_identity(images / f"{name}.jpg"), {0, 5, 10, 15}) for name in NAMES}).save()
@@ -251,6 +261,22 @@ def eval_image_changed_after_its_cams(root, shared):
     image.write_bytes((root / "VOC2012" / "JPEGImages" / f"{NAMES[1]}.jpg").read_bytes())
     argv = _test_argv(root, shared.checkpoint, "--valcampath", str(root / "cams_val"))
     return argv, f"{image} changed after its CAMs", None
+
+
+def eval_imported_prior_missing(root, shared):
+    """Priors imported by ``python -m data.priors import`` (the masks as label maps), one of them then deleted:
+    the line names it, the next one gives the import that makes it again."""
+    from data import priors as data_priors
+
+    out = root / "PRIOR_Val"
+    assert data_priors.main(["import", "--benchmark", "pascal", "--split", "val", "--source",
+                             str(root / "VOC2012" / "SegmentationClassAug"), "--pattern", "{image}.png", "--values",
+                             "label", "--cam-size", "8", "--out", str(out), "--datapath", str(root), "--splitpath",
+                             str(root / "splits"), "--no-progress"]) == 0
+    missing = out / f"{NAMES[0]}--0.pt"
+    missing.unlink()
+    needle = f"(first: {missing});\nimport them (from the repository root) with: python -m data.priors import"
+    return _test_argv(root, shared.checkpoint, "--valcampath", str(out)), needle, None
 
 
 def eval_tampered_split_pickle(root, shared):
@@ -320,6 +346,25 @@ def cam_other_clip_weights(root, shared):
     out = ["--traincampath", str(root / "cams_trn"), "--valcampath", str(root / "cams_val")]
     assert run_script(*_cam_argv(root, shared.clip_weights, *out)).returncode == 0
     return _cam_argv(root, shared.other_clip_weights, *out), "--overwrite", None
+
+
+def cam_clip_es_into_a_released_cam_folder(root, shared):
+    """``--prior clip-es`` into folders of the released recipe's CAMs: refused, naming the recipes."""
+    from engine import cam_job
+
+    out = ["--traincampath", str(root / "cams_trn"), "--valcampath", str(root / "cams_val")]
+    assert cam_job.main("pascal", _cam_argv(root, shared.clip_weights, *out)[1:]) == 0
+    argv = _cam_argv(root, shared.clip_vit_weights, *out, "--prior", "clip-es")
+    return argv, (f"{root / 'cams_trn'} holds CAMs made with other settings (recipe: 'clip-rn50-gradcam-released/1' "
+                  "-> 'clip-es/1'"), None
+
+
+def evaluate_priors_malformed_prior(root, shared):
+    path = root / "CAM_Val" / f"{NAMES[0]}--0.pt"
+    torch.save(torch.zeros(3, 8, 8), path)
+    argv = ["evaluate_priors.py", "--priors", str(root / "CAM_Val"), "--out", str(root / "quality"), "--datapath",
+            str(root), "--splitpath", str(root / "splits"), "--cam-size", "8", "--no-progress"]
+    return argv, f"CAM {path} must hold a 2-D tensor", None
 
 
 def cam_files_without_manifest(root, shared):
@@ -398,9 +443,9 @@ CASES: dict[str, Case] = {case.__name__: case for case in (
     eval_mask_of_another_size, eval_mask_value_outside_the_classes_with_strict_masks,
     eval_checkpoint_of_another_backbone, eval_corrupt_checkpoint,
     eval_missing_checkpoint, eval_logpath_is_a_file, eval_cams_of_another_benchmark,
-    eval_image_changed_after_its_cams,
+    eval_image_changed_after_its_cams, eval_imported_prior_missing,
     cam_missing_clip_weights, cam_other_clip_weights, cam_files_without_manifest, cam_missing_splitpath,
-    cam_folder_is_a_file,
+    cam_folder_is_a_file, cam_clip_es_into_a_released_cam_folder, evaluate_priors_malformed_prior,
     predict_unreadable_query, predict_empty_class_name, predict_out_is_a_file,
     prepare_offline, synthetic_into_foreign_folder, synthetic_too_few_images, synthetic_root_is_a_file,
     demo_missing_clip_weights,
@@ -410,7 +455,8 @@ CASES: dict[str, Case] = {case.__name__: case for case in (
 UNCHANGED = {"train_resume_with_other_flags", "train_logpath_is_a_file", "train_logpath_under_a_file",
              "train_logpath_cannot_be_made", "resume_after_last_pt_was_deleted", "resume_with_a_truncated_last_pt",
              "eval_logpath_is_a_file", "eval_cams_of_another_benchmark", "eval_image_changed_after_its_cams",
-             "cam_folder_is_a_file", "predict_out_is_a_file", "synthetic_root_is_a_file"}
+             "cam_folder_is_a_file", "predict_out_is_a_file", "synthetic_root_is_a_file", "eval_imported_prior_missing",
+             "cam_clip_es_into_a_released_cam_folder", "evaluate_priors_malformed_prior"}
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -428,7 +474,8 @@ def test_bad_input_gets_one_clear_line(name, tmp_path, shared):
     assert "Traceback" not in output, output[-3000:]
     error_lines = [line for line in proc.stderr.splitlines() if "error" in line]
     assert error_lines and needle in proc.stderr, proc.stderr[-3000:]
-    assert len(proc.stderr.strip().splitlines()) <= 3, proc.stderr  # argparse: usage + error; ours: 1-2 lines
+    message = [line for line in proc.stderr.strip().splitlines() if not INFO_LINE.match(line)]
+    assert len(message) <= 3, proc.stderr  # argparse: usage + error; ours: 1-2 lines
     assert not (root / "test_run" / "results.json").exists()
     if name.startswith("train_") and name not in ("train_used_run_folder", "train_resume_with_other_flags"):
         assert not (root / "train_run").exists(), "a run stopped by bad input leaves no folder behind"

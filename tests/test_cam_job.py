@@ -10,8 +10,9 @@ import torch
 from data.benchmarks import COCO_CLASSES, PASCAL_CLASSES
 from data.splits import read_coco_split, read_pascal_split
 from engine import cam_job
-from engine.cam_manifest import MANIFEST_NAME, read_manifest
+from data.cam_manifest import MANIFEST_NAME, read_manifest
 from model import clip_gradcam as cg
+from model.priors import PriorRecipe, build_prior
 from tests.data_helpers import TINY_CLIP
 
 
@@ -24,13 +25,13 @@ def tiny_weights(module_tmp) -> Path:
 
 
 @pytest.fixture(scope="module")
-def pascal_cam(tiny_weights) -> cg.ClipGradCAM:
-    return cg.ClipGradCAM(cg.load_clip(tiny_weights), PASCAL_CLASSES)
+def pascal_cam(tiny_weights) -> PriorRecipe:
+    return build_prior("gradcam-rn50", PASCAL_CLASSES, weights=tiny_weights)
 
 
 @pytest.fixture(scope="module")
-def coco_cam(tiny_weights) -> cg.ClipGradCAM:
-    return cg.ClipGradCAM(cg.load_clip(tiny_weights), COCO_CLASSES)
+def coco_cam(tiny_weights) -> PriorRecipe:
+    return build_prior("gradcam-rn50", COCO_CLASSES, weights=tiny_weights)
 
 
 def _splits(root: Path) -> Path:
@@ -110,7 +111,7 @@ def test_voc_files_layout_and_values(synthetic_root, tmp_path, pascal_cam):
         assert saved.dtype == torch.float32 and saved.shape == (50, 50) and saved.is_contiguous()
         assert p.out_path.stat().st_size < 20_000  # one map, not the batch's storage
         with Image.open(p.image_path) as img:
-            direct = cg.compute_cams(pascal_cam.model, [img], [p.class_idx], PASCAL_CLASSES)[0]
+            direct = cg.compute_cams(pascal_cam.cam.model, [img], [p.class_idx], PASCAL_CLASSES)[0]
         torch.testing.assert_close(saved, direct, atol=2e-4, rtol=0)
 
 
@@ -258,7 +259,8 @@ def test_cli_coco_end_to_end_and_rerun(synthetic_root, tmp_path, tiny_weights, c
     assert cam_job.main("coco", argv) == 0
     files = _files(tmp_path / "cams")
     assert len(files) == 8 and {f.split("/")[0] for f in files} == {"train2014", "val2014"}
-    assert read_manifest(tmp_path / "cams").settings.settings["precision"] == "fp32"  # --precision auto, resolved on the CPU
+    # --precision auto, resolved on the CPU
+    assert read_manifest(tmp_path / "cams").settings.settings["precision"] == "fp32"
     assert cam_job.main("coco", argv) == 0
     assert _files(tmp_path / "cams") == files
 
@@ -312,7 +314,7 @@ def test_killed_process_leaves_no_truncated_file_and_resumes(synthetic_root, tmp
         assert torch.load(path, weights_only=True).shape == (50, 50)
     total = len(_voc_pairs(root, root))
     # what the manifests recorded before the kill is skipped; files written after their last rewrite are redone
-    from engine.cam_manifest import read_manifest
+    from data.cam_manifest import read_manifest
 
     recorded = sum(len(record.classes) for folder in ("CAM_Train", "CAM_Val")
                    for name, record in read_manifest(root / folder).images.items()
@@ -329,15 +331,20 @@ def test_killed_process_leaves_no_truncated_file_and_resumes(synthetic_root, tmp
 # cam_manifest.json: a folder never mixes CAMs made with different settings
 # ---------------------------------------------------------------------------------------------------------
 def _settings(**changes):
-    from engine.cam_manifest import CamSettings
+    """The settings of a gradcam-rn50 folder, as the CAM job records them."""
+    from common.constants import PRIOR_RECIPE_IDS
+    from common.io import names_sha256
+    from data.cam_manifest import CamSettings
 
     base = dict(clip_weights_sha256="a" * 64, precision="fp32", clip_image_size=224, cam_size=50,
                 prompt_template="a photo of a {}", class_names=PASCAL_CLASSES)
-    return CamSettings.create(**{**base, **changes})
+    settings = {**base, **changes}
+    settings["class_names_sha256"] = names_sha256(settings.pop("class_names"))
+    return CamSettings(PRIOR_RECIPE_IDS["gradcam-rn50"], settings)
 
 
 def test_manifest_same_settings_resume_other_settings_refused(tmp_path):
-    from engine.cam_manifest import CamManifestError, claim_folder
+    from data.cam_manifest import CamManifestError, claim_folder
 
     folder = tmp_path / "CAM_Val"
     claim_folder(folder, _settings())
@@ -355,7 +362,7 @@ def test_manifest_same_settings_resume_other_settings_refused(tmp_path):
 
 
 def test_manifest_overwrite_deletes_the_old_cams_first(tmp_path):
-    from engine.cam_manifest import MANIFEST_NAME, claim_folder, read_manifest
+    from data.cam_manifest import MANIFEST_NAME, claim_folder, read_manifest
 
     folder = tmp_path / "CAM_COCO"
     claim_folder(folder, _settings())
@@ -367,7 +374,7 @@ def test_manifest_overwrite_deletes_the_old_cams_first(tmp_path):
 
 
 def test_cams_without_a_manifest_need_verify_existing(tmp_path):
-    from engine.cam_manifest import CamManifestError, claim_folder, read_manifest
+    from data.cam_manifest import CamManifestError, claim_folder, read_manifest
 
     folder = tmp_path / "CAM_Train"
     folder.mkdir()
@@ -383,7 +390,7 @@ def test_a_format1_manifest_is_read_and_its_cams_need_verify_existing(tmp_path):
     """Earlier versions wrote the Grad-CAM settings at the top level and no image records."""
     import json
 
-    from engine.cam_manifest import CamManifestError, claim_folder, read_manifest
+    from data.cam_manifest import CamManifestError, claim_folder, read_manifest
 
     folder = tmp_path / "CAM_Val"
     folder.mkdir()
@@ -405,7 +412,7 @@ def test_changed_images_get_their_cams_recomputed_and_a_new_mtime_alone_does_not
     """The CAM job skips a file only when the manifest says it was made from its image as it is now."""
     import os
 
-    from engine.cam_manifest import claim_folder, read_manifest
+    from data.cam_manifest import claim_folder, read_manifest
 
     root, names = _copy_voc(synthetic_root, tmp_path / "data", 3)
     pairs = _subset(_voc_pairs(root, root), 3)
@@ -442,7 +449,7 @@ def test_changed_images_get_their_cams_recomputed_and_a_new_mtime_alone_does_not
 
 def test_a_cam_written_after_the_last_manifest_rewrite_is_recomputed(synthetic_root, tmp_path, pascal_cam):
     """A killed job leaves CAM files its manifest does not record: they are made again, not trusted."""
-    from engine.cam_manifest import claim_folder
+    from data.cam_manifest import claim_folder
 
     root, _ = _copy_voc(synthetic_root, tmp_path / "data", 2)
     pairs = _subset([p for p in _voc_pairs(root, root) if p.out_path.parent.name == "CAM_Val"], 2)

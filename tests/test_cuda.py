@@ -157,7 +157,7 @@ def test_precision_auto_runs_clip_in_fp16_on_the_gpu(synthetic_root, tmp_path):
 
     from data.splits import read_coco_split
     from engine import cam_job
-    from engine.cam_manifest import read_manifest
+    from data.cam_manifest import read_manifest
 
     weights = tmp_path / "clip.pt"
     torch.save(cg.random_clip_state_dict(1, **TINY_CLIP), weights)

@@ -20,7 +20,7 @@ from data.fss import fss_vocabulary, prompt_name
 from data.synthetic import make_benchmark
 from engine import cam_job
 from engine.args import parse_args
-from engine.cam_manifest import MANIFEST_NAME
+from data.cam_manifest import MANIFEST_NAME
 from model import clip_gradcam as cg
 from tests.data_helpers import TINY_CLIP
 

@@ -18,7 +18,7 @@ from data.benchmarks import COCO_CLASSES, PASCAL_CLASSES
 from engine import args as engine_args
 from engine import cam_job
 from engine.args import build_parser, parse_args, resolve_run_dir
-from engine.cam_manifest import MANIFEST_NAME
+from data.cam_manifest import MANIFEST_NAME
 from engine.predictor import SYNONYMS, Segmenter, match_class_name, prompt_classes
 from model import build_model
 from model import clip_gradcam as cg

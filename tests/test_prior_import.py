@@ -11,9 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
+from common.io import names_sha256
 from data import priors as data_priors
-from data.benchmarks import fold_classes
+from data.benchmarks import PASCAL_CLASSES, fold_classes
 from data.cam_files import cam_path
+from data.cam_manifest import CamSettings, image_identity, read_manifest, write_manifest
 from data.splits import read_pascal_split
 from engine import prior_report
 
@@ -64,9 +66,16 @@ def test_ground_truth_as_prior_scores_100(synthetic_root, imported, tmp_path):
 
 
 def test_imported_files_and_resume(synthetic_root, imported, capsys):
-    record = json.loads((imported / "prior_import.json").read_text())
-    assert record["recipe"] == "imported" and record["values"] == "label" and record["resize"] == "nearest"
+    """The folder's cam_manifest.json records the import as the CAM scripts record their recipe: settings, and
+    the image each prior was checked against."""
+    manifest = read_manifest(imported)
+    settings = manifest.settings.settings
+    assert manifest.settings.recipe == "imported/1" and settings["values"] == "label" and settings["resize"] == "nearest"
+    assert settings["class_names_sha256"] == names_sha256(PASCAL_CLASSES) and settings["cam_size"] == 50
+    assert not (imported / "prior_import.json").exists()
     name, cls = read_pascal_split(synthetic_root / "splits", "val", 1)[0]
+    image = synthetic_root / "VOC2012" / "JPEGImages" / f"{name}.jpg"
+    assert cls in manifest.images[name].classes and manifest.images[name].identity == image_identity(image)
     cam = torch.load(cam_path(imported, name, cls), weights_only=True)
     assert cam.shape == (50, 50) and cam.dtype == torch.float32 and set(cam.unique().tolist()) <= {0.0, 1.0}
     # a rerun skips every file; other settings into the same folder are refused
@@ -78,6 +87,27 @@ def test_imported_files_and_resume(synthetic_root, imported, capsys):
                    str(synthetic_root / "VOC2012" / "SegmentationClassAug"), "--pattern", "{image}.png",
                    "--values", "label", "--resize", "area") == 2
     assert "holds priors imported with other settings (resize: 'nearest' -> 'area')" in _error_line(capsys)
+
+
+def test_a_folder_imported_by_an_earlier_version_gets_its_manifest(synthetic_root, imported, tmp_path, capsys):
+    """Earlier versions recorded the settings in prior_import.json: the same import again re-imports the priors
+    into the folder and records them in a manifest that replaces it; other settings are refused."""
+    old = tmp_path / "old"
+    shutil.copytree(imported, old)
+    manifest = read_manifest(old)
+    legacy = {"recipe": "imported", **{k: v for k, v in manifest.settings.settings.items() if k != "class_names_sha256"}}
+    (old / "cam_manifest.json").unlink()
+    (old / "prior_import.json").write_text(json.dumps(legacy))
+    flags = ["--benchmark", "pascal", "--source", str(synthetic_root / "VOC2012" / "SegmentationClassAug"),
+             "--pattern", "{image}.png", "--values", "label"]
+    assert _import(synthetic_root, old, *flags, "--values", "0-255") == 2
+    assert "other settings (values: 'label' -> '0-255'; resize: 'nearest' -> 'area')" in _error_line(capsys)
+    assert _import(synthetic_root, old, *flags) == 0
+    total = sum(len(record.classes) for record in manifest.images.values())
+    assert f"{total} priors: {total} imported" in capsys.readouterr().out
+    again = read_manifest(old)
+    assert again.settings == manifest.settings and again.images == manifest.images
+    assert not (old / "prior_import.json").exists()
 
 
 def test_empty_priors_score_0(synthetic_root, imported, tmp_path):
@@ -98,7 +128,7 @@ def test_missing_and_bad_priors_are_named(synthetic_root, imported, tmp_path, ca
     cam_path(partial, name, cls).unlink()
     assert _evaluate(synthetic_root, partial, tmp_path / "q") == 2
     line = _error_line(capsys)
-    assert f"1 of " in line and str(cam_path(partial, name, cls)) in line and "pascal val fold 0" in line
+    assert "1 of " in line and str(cam_path(partial, name, cls)) in line and "pascal val fold 0" in line
     torch.save(torch.zeros(3, 50, 50), cam_path(partial, name, cls))
     assert _evaluate(synthetic_root, partial, tmp_path / "q") == 2
     assert f"CAM {cam_path(partial, name, cls)} must hold a 2-D tensor" in _error_line(capsys)
@@ -128,11 +158,13 @@ def test_import_checks_the_source_files(synthetic_root, tmp_path, capsys):
     # grey levels read as 0-1
     assert _import(synthetic_root, tmp_path / "out2", *common, "--values", "0-1") == 2
     assert "outside --values 0-1 (pass --values 0-255 for grey levels)" in _error_line(capsys)
-    # a folder of generated CAMs is not an import target
-    (tmp_path / "cams").mkdir()
+    # a folder of generated CAMs is not an import target, nor a folder with an unreadable manifest
+    write_manifest(tmp_path / "cams", CamSettings("clip-es/1", {}))
+    assert _import(synthetic_root, tmp_path / "cams", *common, "--values", "label") == 2
+    assert "holds CAMs made by the recipe 'clip-es/1'" in _error_line(capsys)
     (tmp_path / "cams" / "cam_manifest.json").write_text("{}")
     assert _import(synthetic_root, tmp_path / "cams", *common, "--values", "label") == 2
-    assert "holds CAMs made by a generate_cam script" in _error_line(capsys)
+    assert "cam_manifest.json that cannot be read as a CAM manifest" in _error_line(capsys)
     with pytest.raises(SystemExit) as stop:  # a bad flag: argparse's two lines, status 2
         _import(synthetic_root, tmp_path / "x", "--benchmark", "fss", "--source", str(source), "--naming", "tlg")
     assert stop.value.code == 2 and "--naming: tlg has no fss files; give --pattern" in capsys.readouterr().err

@@ -13,18 +13,16 @@ import pytest
 import torch
 from PIL import Image
 
+from common.io import names_sha256
 from data.benchmarks import CLASS_NAMES, COCO_CLASSES, PASCAL_CLASSES
 from model import clip_gradcam as cg
 from model.priors import DEFAULT_PRIOR, PRIOR_RECIPES, build_prior
 from model.priors.clip_es import ClipESPreprocess, box_mask, build_clip_es, sinkhorn_affinity
 from model.priors.clip_es_names import CLIP_ES_BACKGROUND, clip_es_vocabulary
 from model.priors.clip_vit import build_clip_vit, load_clip_vit, random_clip_vit_state_dict
-from tests.data_helpers import TINY_CLIP
+from tests.data_helpers import TINY_CLIP, TINY_VIT
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
-# A small random CLIP ViT: 9 blocks (the affinity takes the last 8), 2 heads, patch 16, 224 px (a 14x14 grid
-# whose positional embedding is interpolated for other sizes); the golden values were measured with these.
-TINY_VIT = dict(width=128, layers=9, embed_dim=64, text_width=64, text_layers=1)
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +59,11 @@ def test_gradcam_rn50_recipe_gives_the_released_golden_values():
         expected = golden["cams"][rows]
         torch.testing.assert_close(maps[0][1], maps[0][0])
         torch.testing.assert_close(torch.cat([m[:1] for m in maps]), expected, atol=1e-3, rtol=0)
-    settings = recipe.settings
-    assert settings["version"] == "clip-rn50-gradcam-released/1" and settings["clip_weights_sha256"] == "abc"
+    settings = recipe.settings  # the keys gradcam-rn50 folders have recorded since format 2 (they resume)
+    assert recipe.version == "clip-rn50-gradcam-released/1" and settings["clip_weights_sha256"] == "abc"
     assert settings["precision"] == "fp32" and settings["prompt_template"] == "a photo of a {}"
+    assert sorted(settings) == ["class_names_sha256", "clip_image_size", "clip_weights_sha256", "precision",
+                                "prompt_template"] and not recipe.reads_image_labels
     assert recipe.name == "gradcam-rn50" and recipe.device == torch.device("cpu")
 
 
@@ -153,7 +153,9 @@ def test_clip_es_outputs_label_modes_and_batching(tiny_vit):
     assert not torch.allclose(image_mode(images[:1], lists[:1])[0], recipe(images[:1], lists[:1])[0], atol=1e-3)
     assert recipe(images[:1], [[]])[0].shape == (0, 50, 50)
     settings = image_mode.settings
-    assert settings["label_mode"] == "image" and settings["box_threshold"] == 0.4 and settings["version"] == "clip-es/1"
+    assert settings["label_mode"] == "image" and settings["box_threshold"] == 0.4 and image_mode.version == "clip-es/1"
+    assert image_mode.reads_image_labels and not recipe.reads_image_labels
+    assert settings["class_names_sha256"] == names_sha256(PASCAL_CLASSES)
     assert settings["prompt_template"] == "a clean origami {}." and len(settings["background_names"]) == 25
     with pytest.raises(ValueError, match="label_mode"):
         build_clip_es(PASCAL_CLASSES, model=tiny_vit, label_mode="own")

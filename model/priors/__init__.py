@@ -8,9 +8,10 @@ Chosen by name from :data:`PRIOR_RECIPES`, a dict of builder functions (as segme
 
 Every builder takes the benchmark's class names first and keyword options (``weights``, ``model``, ``device``,
 ``precision``, ``weights_sha256``, and its own); every recipe is a :class:`~model.priors.base.PriorRecipe`:
-``recipe.name``, ``recipe.settings`` (for the CAM folder's manifest), ``recipe.preprocess`` (PIL image -> input,
-in DataLoader workers) and ``recipe.compute(inputs, class_lists, cam_size)``. Priors made elsewhere
-(published pseudo-masks) are imported by :mod:`data.priors` instead.
+``recipe.name``, ``recipe.version`` and ``recipe.settings`` (what the CAM folder's manifest records),
+``recipe.preprocess`` (PIL image -> input, in DataLoader workers) and ``recipe.compute(inputs, class_lists,
+cam_size)``. The CAM job (:mod:`engine.cam_job`, ``generate_cam_*.py --prior NAME``) builds them from here.
+Priors made elsewhere (published pseudo-masks) are imported by :mod:`data.priors` instead.
 
     recipe = build_prior("clip-es", PASCAL_CLASSES, weights="ViT-B-16.pt", benchmark="pascal")
     maps = recipe([image], [[class_index]], cam_size=50)[0]       # (1, 50, 50) float32 in [0, 1]
@@ -19,13 +20,13 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
+from common.constants import DEFAULT_PRIOR
 from model.priors.base import PriorRecipe
 from model.priors.clip_es import build_clip_es
 from model.priors.gradcam_rn50 import build_gradcam_rn50
 
 __all__ = ["DEFAULT_PRIOR", "PRIOR_RECIPES", "PriorRecipe", "build_prior"]
 
-DEFAULT_PRIOR = "gradcam-rn50"
 PRIOR_RECIPES: dict[str, Callable[..., PriorRecipe]] = {
     "gradcam-rn50": build_gradcam_rn50,
     "clip-es": build_clip_es,

@@ -11,18 +11,14 @@ those and, per image, the classes wanted -> one map per class).
 from __future__ import annotations
 
 import abc
-import hashlib
 from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 from PIL import Image
 
-__all__ = ["PriorRecipe", "names_sha256"]
+from common.constants import PRIOR_RECIPE_IDS
 
-
-def names_sha256(names: Sequence[str]) -> str:
-    """SHA-256 of class names joined with newlines: how a long vocabulary is recorded in the settings."""
-    return hashlib.sha256("\n".join(names).encode()).hexdigest()
+__all__ = ["PriorRecipe"]
 
 
 class PriorRecipe(abc.ABC):
@@ -41,10 +37,23 @@ class PriorRecipe(abc.ABC):
             raise ValueError("a prior recipe needs at least one class name")
 
     @property
+    def version(self) -> str:
+        """The recipe's id with its version (``clip-es/1``): what a CAM folder's manifest records as its
+        ``recipe`` (:data:`common.constants.PRIOR_RECIPE_IDS`)."""
+        return PRIOR_RECIPE_IDS[self.name]
+
+    @property
     @abc.abstractmethod
     def settings(self) -> dict[str, Any]:
         """Everything the maps depend on besides the image, the class and the saved size (weights' SHA-256,
-        precision, prompts, ...), JSON-serialisable: what a CAM folder's manifest records."""
+        precision, prompts, ``class_names_sha256``, ...), JSON-serialisable: what a CAM folder's manifest records
+        (with ``cam_size``)."""
+
+    @property
+    def reads_image_labels(self) -> bool:
+        """Whether an image's maps depend on the other classes asked for it (a softmax over the image's own
+        label list): then a job passes every class the image is listed under, not only the missing ones."""
+        return False
 
     @property
     @abc.abstractmethod

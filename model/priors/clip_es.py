@@ -45,15 +45,14 @@ from torchvision.transforms import InterpolationMode
 import open_clip
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
-from common.io import sha256_file
-from model.priors.base import PriorRecipe, names_sha256
+from common.io import names_sha256
+from model.priors.base import PriorRecipe
 from model.priors.clip_es_names import CLIP_ES_PROMPT, clip_es_vocabulary
-from model.priors.clip_vit import VIT_MODEL_NAME, load_clip_vit, resolve_vit_weights
+from model.priors.clip_vit import VIT_MODEL_NAME, load_clip_vit_with_identity
 
-__all__ = ["ClipES", "ClipESImage", "ClipESPreprocess", "LABEL_MODES", "RECIPE_VERSION", "box_mask",
-           "build_clip_es", "refine_with_affinity"]
+__all__ = ["ClipES", "ClipESImage", "ClipESPreprocess", "LABEL_MODES", "box_mask", "build_clip_es",
+           "refine_with_affinity"]
 
-RECIPE_VERSION = "clip-es/1"  # bump when the computation changes
 LABEL_MODES = ("all", "image")
 AFFINITY_LAYERS = 8       # the last 8 blocks' attention
 SINKHORN_ROUNDS = 3       # column-then-row normalisations (one before the loop of two, as released)
@@ -217,12 +216,18 @@ class ClipES(PriorRecipe):
 
     @property
     def settings(self) -> dict[str, Any]:
-        return {"version": RECIPE_VERSION, "clip_model": VIT_MODEL_NAME, "clip_weights_sha256": self.weights_sha256,
+        return {"clip_model": VIT_MODEL_NAME, "clip_weights_sha256": self.weights_sha256,
                 "precision": "fp16" if self.dtype == torch.float16 else "fp32",
+                "class_names_sha256": names_sha256(self.class_names),
                 "prompt_template": self.prompt_template, "prompt_names_sha256": names_sha256(self.prompt_names),
                 "background_names": list(self.background_names), "label_mode": self.label_mode,
                 "box_threshold": self.box_threshold, "affinity_layers": AFFINITY_LAYERS,
                 "patch_size": self.patch_size}
+
+    @property
+    def reads_image_labels(self) -> bool:
+        """Label mode ``image``: the softmax runs over the classes asked for an image, its label list."""
+        return self.label_mode == "image"
 
     @property
     def device(self) -> torch.device:
@@ -341,18 +346,19 @@ def build_clip_es(class_names: Sequence[str], *, weights: Optional[Union[str, os
 
     Args:
         weights: OpenAI's ``ViT-B-16.pt`` or a state dict with its keys (None: the cache, downloaded when
-            online). Ignored when ``model`` is given.
+            online; ``"random"`` / ``"random:SEED"``: random ViT-B/16 weights, see
+            :func:`model.priors.clip_vit.load_clip_vit`). Ignored when ``model`` is given.
         model: an already loaded open_clip CLIP ViT (e.g. random weights in tests).
         device, precision: where and in which precision CLIP runs (``"fp32"`` or ``"fp16"``).
         benchmark: ``"pascal"`` / ``"coco"``: CLIP-ES's class words, background words and box threshold for it
             (:func:`model.priors.clip_es_names.clip_es_vocabulary`); else the names as given.
         label_mode: ``"all"`` (default) or ``"image"`` (CLIP-ES's own; a label leak for few-shot queries).
-        weights_sha256: recorded in the settings; computed from the weights file when a file is loaded here.
+        weights_sha256: recorded in the settings; when weights are loaded here, their identity (the file's
+            SHA-256, or what random weights record) unless given.
     """
     if model is None:
-        path = resolve_vit_weights(weights)
-        model = load_clip_vit(path, device=device, precision=precision)
-        weights_sha256 = weights_sha256 or sha256_file(path)
+        model, identity = load_clip_vit_with_identity(weights, device=device, precision=precision)
+        weights_sha256 = weights_sha256 or identity
     else:
         model = model.to(device)
     prompt_names, background, threshold = clip_es_vocabulary(class_names, benchmark)

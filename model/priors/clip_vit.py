@@ -8,65 +8,35 @@ the names and shapes against the ones OpenAI's ``build_model`` gives.
 """
 from __future__ import annotations
 
+import logging
 import os
-import warnings
 from pathlib import Path
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 import torch
 from torch import nn
 
 from open_clip.model import build_model_from_openai_state_dict
-from open_clip.pretrained import download_pretrained_from_url, get_pretrained_url
 
-from model.clip_gradcam import CLIP_PRECISIONS, ClipWeightsError
+from common.io import sha256_file
+from model.clip_gradcam import CLIP_PRECISIONS
+from model.clip_weights import (ClipWeightsError, random_clip_seed, random_weights_identity, random_weights_warning,
+                                read_clip_state_dict, resolve_openai_weights)
 
-__all__ = ["VIT_MODEL_NAME", "build_clip_vit", "load_clip_vit", "random_clip_vit_state_dict", "resolve_vit_weights"]
+__all__ = ["VIT_MODEL_NAME", "build_clip_vit", "load_clip_vit", "load_clip_vit_with_identity",
+           "random_clip_vit_state_dict", "resolve_vit_weights"]
+
+logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
 VIT_MODEL_NAME = "ViT-B-16"
-DEFAULT_CACHE_DIR = Path("~/.cache/clip").expanduser()  # where OpenAI's clip and open_clip cache ViT-B-16.pt
 QK_GAIN = 3.0  # random weights: query/key scale (see random_clip_vit_state_dict)
 
 
 def resolve_vit_weights(weights: Optional[PathLike] = None, *, cache_dir: Optional[PathLike] = None) -> Path:
     """The ViT-B/16 weights file: ``weights`` if given (it must exist), else ``{cache_dir}/ViT-B-16.pt``,
     downloaded there when missing (SHA-256 checked by open_clip). Raises ClipWeightsError saying where to put it."""
-    url = get_pretrained_url(VIT_MODEL_NAME, "openai")
-    if weights is not None:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise ClipWeightsError(f"--clip-weights {path}: no such file (expected OpenAI's ViT-B-16.pt, from {url})")
-        return path
-    cache = Path(cache_dir).expanduser() if cache_dir else DEFAULT_CACHE_DIR
-    try:
-        return Path(download_pretrained_from_url(url, cache_dir=str(cache)))
-    except Exception as exc:  # noqa: BLE001 -- URLError, timeouts, checksum mismatch ...
-        raise ClipWeightsError(
-            f"could not download the CLIP ViT-B/16 weights ({type(exc).__name__}: {exc}). Offline? Download {url} "
-            f"on a machine with internet access and either put it at {cache / 'ViT-B-16.pt'} or pass "
-            "--clip-weights /path/to/ViT-B-16.pt") from exc
-
-
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of an OpenAI CLIP checkpoint: a TorchScript archive (``ViT-B-16.pt``) or a plain state dict."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.load is deprecated": it is OpenAI's format
-            return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
-    except (RuntimeError, ValueError):
-        pass  # not a TorchScript archive: try a pickled state dict
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 -- any unpickling failure means "not a CLIP file"
-        raise ClipWeightsError(f"--clip-weights {path}: neither a TorchScript archive (OpenAI's ViT-B-16.pt) nor a "
-                               f"torch state dict ({type(exc).__name__}: {exc})") from exc
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ClipWeightsError(f"--clip-weights {path}: expected a dict of tensors (a CLIP state dict), "
-                               f"got {type(obj).__name__}")
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in obj.items()}
+    return resolve_openai_weights(VIT_MODEL_NAME, weights, cache_dir=cache_dir)
 
 
 def build_clip_vit(state_dict: dict[str, torch.Tensor], *, source: str = "state dict",
@@ -94,19 +64,44 @@ def build_clip_vit(state_dict: dict[str, torch.Tensor], *, source: str = "state 
     return model.eval().requires_grad_(False)
 
 
+def _load(weights: Optional[PathLike], cache_dir: Optional[PathLike],
+          precision: str) -> tuple[nn.Module, Callable[[], str]]:
+    """The model on the CPU and a function giving its weights' identity (computed only when asked)."""
+    seed = random_clip_seed(weights)
+    if seed is not None:
+        state = random_clip_vit_state_dict(seed)
+        logger.warning(random_weights_warning(str(weights), VIT_MODEL_NAME))
+        model = build_clip_vit(state, source=f"--clip-weights {weights}", precision=precision)
+        return model, lambda: random_weights_identity(seed, state, VIT_MODEL_NAME)
+    path = resolve_vit_weights(weights, cache_dir=cache_dir)
+    model = build_clip_vit(read_clip_state_dict(path, VIT_MODEL_NAME), source=f"--clip-weights {path}",
+                           precision=precision)
+    logger.info("CLIP %s weights: %s", VIT_MODEL_NAME, path)
+    return model, lambda: sha256_file(path)
+
+
 def load_clip_vit(weights: Optional[PathLike] = None, *, device: Union[str, torch.device] = "cpu",
                   cache_dir: Optional[PathLike] = None, precision: str = "fp32") -> nn.Module:
     """CLIP ViT-B/16 (open_clip, OpenAI weights) in eval mode on ``device``, parameters frozen.
 
     Args:
         weights: OpenAI's ``ViT-B-16.pt`` (TorchScript) or a state dict with its keys; None: the cache,
-            downloaded when online (:func:`resolve_vit_weights`).
+            downloaded when online (:func:`resolve_vit_weights`); ``"random"`` / ``"random:SEED"``: ViT-B/16 from
+            :func:`random_clip_vit_state_dict` (seed 0 / SEED), offline, with a warning: its priors carry no
+            class information.
     Raises:
         ClipWeightsError: a missing/unreadable/incompatible file, or no download possible.
     """
-    path = resolve_vit_weights(weights, cache_dir=cache_dir)
-    model = build_clip_vit(_read_state_dict(path), source=f"--clip-weights {path}", precision=precision)
-    return model.to(device)
+    return _load(weights, cache_dir, precision)[0].to(device)
+
+
+def load_clip_vit_with_identity(weights: Optional[PathLike] = None, *, device: Union[str, torch.device] = "cpu",
+                                cache_dir: Optional[PathLike] = None,
+                                precision: str = "fp32") -> tuple[nn.Module, str]:
+    """:func:`load_clip_vit`, and what identifies its weights in a CAM manifest: the file's SHA-256, or for random
+    weights :func:`model.clip_weights.random_weights_identity`."""
+    model, identity = _load(weights, cache_dir, precision)
+    return model.to(device), identity()
 
 
 def random_clip_vit_state_dict(seed: int = 0, *, width: int = 768, layers: int = 12, patch_size: int = 16,

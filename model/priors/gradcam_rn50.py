@@ -10,13 +10,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from common.io import sha256_file
-from model.clip_gradcam import LOGIT_SCALE, PROMPT_TEMPLATE, ClipGradCAM, load_clip, resolve_clip_weights
-from model.priors.base import PriorRecipe, names_sha256
+from common.io import names_sha256
+from model.clip_gradcam import PROMPT_TEMPLATE, ClipGradCAM, load_clip_with_identity
+from model.priors.base import PriorRecipe
 
-__all__ = ["GradCamRN50", "RECIPE_VERSION", "build_gradcam_rn50"]
-
-RECIPE_VERSION = "clip-rn50-gradcam-released/1"  # bump when the computation changes
+__all__ = ["GradCamRN50", "build_gradcam_rn50"]
 
 
 class GradCamRN50(PriorRecipe):
@@ -36,10 +34,11 @@ class GradCamRN50(PriorRecipe):
 
     @property
     def settings(self) -> dict[str, Any]:
-        return {"version": RECIPE_VERSION, "clip_model": "RN50", "clip_weights_sha256": self.weights_sha256,
-                "precision": self.cam.precision, "clip_image_size": self.cam.image_size,
-                "prompt_template": PROMPT_TEMPLATE, "logit_scale": LOGIT_SCALE,
-                "class_names_sha256": names_sha256(self.class_names), "target_layer": "visual.layer4[-1]"}
+        """The settings CAM folders of this recipe have recorded since format 2 (so that they resume); the
+        model (RN50), the logit scale and the target layer are fixed by the recipe's version."""
+        return {"clip_weights_sha256": self.weights_sha256, "precision": self.cam.precision,
+                "clip_image_size": self.cam.image_size, "prompt_template": PROMPT_TEMPLATE,
+                "class_names_sha256": names_sha256(self.class_names)}
 
     @property
     def device(self) -> torch.device:
@@ -71,15 +70,16 @@ def build_gradcam_rn50(class_names: Sequence[str], *, weights: Optional[Union[st
 
     Args:
         weights: OpenAI's ``RN50.pt`` or a state dict with its keys (None: the cache, downloaded when online;
-            see :func:`model.clip_gradcam.load_clip`). Ignored when ``model`` is given.
+            ``"random"`` / ``"random:SEED"``: random weights; see :func:`model.clip_gradcam.load_clip`). Ignored
+            when ``model`` is given.
         model: an already loaded open_clip CLIP RN50 (e.g. random weights in tests).
         device, precision, amp: as :func:`model.clip_gradcam.load_clip` and :class:`~model.clip_gradcam.ClipGradCAM`.
-        weights_sha256: recorded in the settings; computed from the weights file when a file is loaded here.
+        weights_sha256: recorded in the settings; when weights are loaded here, their identity (the file's
+            SHA-256, or what random weights record) unless given.
     """
     if model is None:
-        path = resolve_clip_weights(weights)
-        model = load_clip(path, device=device, precision=precision)
-        weights_sha256 = weights_sha256 or sha256_file(path)
+        model, identity = load_clip_with_identity(weights, device=device, precision=precision)
+        weights_sha256 = weights_sha256 or identity
     else:
         model = model.to(device)
     return GradCamRN50(ClipGradCAM(model, class_names, amp=amp), weights_sha256)

@@ -3,23 +3,25 @@ check that its CAMs belong to its images.
 
 The manifest (format 2) records
 
-* ``recipe``: the name and version of the computation (:data:`RECIPE`, bumped whenever it changes), and
-  ``settings``: the recipe's settings, a flat JSON object. For the released CLIP Grad-CAM recipe: the SHA-256 of
-  the CLIP weights file, the precision (``fp32``, ``fp16`` for CLIP's float16 weights, ``amp`` for the
-  CUDA-autocast trunk), CLIP's input size, the saved CAM size, the prompt template and the SHA-256 of the
-  class names the softmax runs over (``class_names_sha256``). Another recipe (CLIP-ES, imported pseudo-masks)
-  records its own name and settings; readers compare settings as a whole and look only at the keys they know;
+* ``recipe``: the id of the prior recipe, name and version (:data:`common.constants.PRIOR_RECIPE_IDS`:
+  ``clip-rn50-gradcam-released/1`` for ``gradcam-rn50``, ``clip-es/1``, ``imported/1``; the version is bumped
+  whenever the computation changes), and ``settings``: the recipe's settings, a flat JSON object, with
+  ``cam_size`` (the saved maps' side) and ``class_names_sha256`` (the SHA-256 of the benchmark's class names) in
+  every one. ``gradcam-rn50``: the SHA-256 of the CLIP weights file, the precision (``fp32``, ``fp16`` for
+  CLIP's float16 weights, ``amp`` for the CUDA-autocast trunk), CLIP's input size and the prompt template;
+  ``clip-es`` its own (the label mode among them); ``imported`` the import's source, pattern, values and resize
+  (:mod:`data.priors`). Readers compare settings as a whole and look only at the keys they know;
 * ``images``: per image name (the ``{image}`` part of ``{image}--{class}.pt``: ``2007_000032``,
   ``train2014/COCO_train2014_000000000009.jpg``, ``ab_wheel/1``) the identity of the image file the CAMs were
   made from (``bytes``: its size, ``mtime_ns``: its modification time, ``sha256``: its content) and the
-  ``classes`` whose CAM was made from that identity.
+  ``classes`` whose CAM was made from that identity (imported priors: the image they were checked against).
 
 Format 1 (earlier versions of this code) had the Grad-CAM settings at the top level and no ``images``; it is
 still read (:func:`parse_manifest`).
 
-:func:`claim_folder` is called for every output folder before any CAM is computed: a folder with the same
-recipe and settings resumes; a folder made with other settings is refused unless ``--overwrite`` (its CAM
-files are then deleted first, so old and new never mix, even if the overwrite is interrupted); CAM files
+:func:`claim_folder` is called for every output folder of a CAM job before any CAM is computed: a folder with
+the same recipe and settings resumes; a folder made with other settings is refused unless ``--overwrite`` (its
+CAM files are then deleted first, so old and new never mix, even if the overwrite is interrupted); CAM files
 without a manifest (the released scripts', another tool's) or with a format-1 manifest (which does not say
 which image each CAM came from) are refused unless ``--verify-existing`` (keep those that load as well-formed
 CAMs, recording the current identity of their images) or ``--overwrite``. The CAM job then recomputes the
@@ -34,7 +36,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple, Optional, Sequence
+from typing import Any, Mapping, NamedTuple, Optional
 
 from common.errors import UserInputError
 from common.io import atomic_write_text
@@ -43,7 +45,6 @@ logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "cam_manifest.json"
 FORMAT_VERSION = 2
-RECIPE = "clip-rn50-gradcam-released/1"  # bump when the CAM computation changes
 CAM_GLOB = "*--*.pt"  # {image}--{class}.pt, in the folder or (COCO, FSS-1000) its subfolders
 _V1_SETTINGS = ("clip_weights_sha256", "precision", "clip_image_size", "cam_size", "prompt_template",
                 "class_names_sha256")
@@ -53,26 +54,12 @@ class CamManifestError(UserInputError):
     """A CAM folder holds CAMs made with other (or unknown) settings, or from other images."""
 
 
-def class_names_sha256(class_names: Sequence[str]) -> str:
-    """SHA-256 of the class names (joined with newlines), as the manifest records them."""
-    return hashlib.sha256("\n".join(class_names).encode()).hexdigest()
-
-
 @dataclass(frozen=True)
 class CamSettings:
-    """Everything a CAM file depends on besides its image and class: the recipe and its settings."""
+    """Everything a CAM file depends on besides its image and class: the recipe's id and its settings."""
 
     recipe: str
     settings: Mapping[str, Any]
-
-    @classmethod
-    def create(cls, *, clip_weights_sha256: str, precision: str, clip_image_size: int, cam_size: int,
-               prompt_template: str, class_names: Sequence[str]) -> "CamSettings":
-        """Settings of a job of the released CLIP Grad-CAM recipe; the class names are recorded by their SHA-256."""
-        return cls(recipe=RECIPE, settings={
-            "clip_weights_sha256": clip_weights_sha256, "precision": precision,
-            "clip_image_size": int(clip_image_size), "cam_size": int(cam_size), "prompt_template": prompt_template,
-            "class_names_sha256": class_names_sha256(class_names)})
 
     def differences(self, other: "CamSettings") -> list[str]:
         """``"precision: 'fp32' -> 'amp'"`` for every setting ``other`` (a folder's) records differently."""
@@ -237,7 +224,8 @@ def write_manifest(folder: Path, settings: CamSettings) -> Path:
     return CamManifest(Path(folder), settings, images={}).save()
 
 
-def _has_cams(folder: Path) -> bool:
+def has_cam_files(folder: Path) -> bool:
+    """Whether ``folder`` (or a subfolder) holds ``{image}--{class}.pt`` files."""
     return any(True for _ in folder.rglob(CAM_GLOB)) if folder.is_dir() else False
 
 
@@ -260,7 +248,7 @@ def claim_folder(folder: Path, settings: CamSettings, *, overwrite: bool = False
             raise CamManifestError(
                 f"{folder} holds CAMs made with other settings ({'; '.join(settings.differences(stored.settings))}); "
                 "pass --overwrite to recompute them, or write these CAMs into another folder")
-        if _has_cams(folder) and not verify_existing:
+        if has_cam_files(folder) and not verify_existing:
             what = ("CAM files made by an earlier version that did not record their images" if stored is not None
                     else f"CAM files without a {MANIFEST_NAME} (made by another tool or version)")
             raise CamManifestError(
