@@ -6,6 +6,7 @@ weights), so the cases are independent of each other.
 """
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import resource
@@ -204,6 +205,34 @@ def eval_missing_checkpoint(root, shared):
     return _test_argv(root, root / "none.pt"), "--load", None
 
 
+def eval_resume_with_other_flags(root, shared):
+    argv = [*_test_argv(root, shared.checkpoint), "--logpath", str(root / "earlier_test")]
+    assert run_script(*argv).returncode == 0
+    return [*argv, "--resume", "--bsz", "2"], "--bsz 1 -> 2", None
+
+
+def _episodes_run(folder: Path, shots: tuple[int, ...]) -> Path:
+    """A test run's results.json and episodes.npz, written by the code test.py writes them with (2 episodes a
+    shot, made-up counts)."""
+    from engine.episode_records import Cell, EpisodeRecords, write_episodes
+
+    folder.mkdir()
+    records = [EpisodeRecords(Cell(0, 0, k), (0,), np.zeros(2, np.int64), np.array(NAMES[:2]),
+                              np.array([[NAMES[1]] * k, [NAMES[0]] * k]), np.ones((2, 2), np.int64),
+                              np.full((2, 2), 2, np.int64)) for k in shots]
+    write_episodes(folder / "episodes.npz", records)
+    runs = [{"seed": 0, "fold": 0, "nshot": k, "miou": 50.0, "fb_iou": 50.0, "class_ids": [0]} for k in shots]
+    (folder / "results.json").write_text(json.dumps({
+        "benchmark": "pascal", "folds": [0], "nshots": list(shots), "seeds": [0], "complete": True,
+        "episodes_file": "episodes.npz", "runs": runs}))
+    return folder
+
+
+def compare_other_protocol(root, shared):
+    a, b = _episodes_run(root / "a", (1, 5)), _episodes_run(root / "b", (1,))
+    return ["compare.py", str(a), str(b), "--out", str(root / "comparison")], "nshots [1, 5] (A) vs [1] (B)", None
+
+
 def cam_missing_clip_weights(root, shared):
     return _cam_argv(root, root / "RN50.pt"), "--clip-weights", None
 
@@ -270,7 +299,7 @@ CASES: dict[str, Case] = {case.__name__: case for case in (
     train_imagenet_weights_offline,
     eval_tampered_split_pickle, eval_malformed_split_line, eval_corrupt_jpeg_in_a_worker, eval_truncated_cam,
     eval_mask_of_another_size, eval_checkpoint_of_another_backbone, eval_corrupt_checkpoint,
-    eval_missing_checkpoint,
+    eval_missing_checkpoint, eval_resume_with_other_flags, compare_other_protocol,
     cam_missing_clip_weights, cam_other_clip_weights, cam_files_without_manifest, cam_missing_splitpath,
     predict_unreadable_query, predict_empty_class_name,
     prepare_offline, synthetic_into_foreign_folder, synthetic_too_few_images,
@@ -294,6 +323,8 @@ def test_bad_input_gets_one_clear_line(name, tmp_path, shared):
     assert not (root / "test_run" / "results.json").exists()
     if name.startswith("train_") and name not in ("train_used_run_folder", "train_resume_with_other_flags"):
         assert not (root / "train_run").exists(), "a run stopped by bad input leaves no folder behind"
+    if name == "compare_other_protocol":
+        assert not (root / "comparison").exists()
 
 
 def test_a_full_disk_while_saving_a_checkpoint_gets_one_clear_line(tmp_path):
