@@ -70,9 +70,10 @@ def write_miou_chart(panels: Mapping[int, tuple[FoldValues, FoldValues]], path: 
             bounds = [*intervals[shot].folds, intervals[shot].mean] if name == "ours" and shot in intervals else []
             kept = [bounds[i] for i in keep if values[i] is not None] if bounds else []
             if kept and all(b is not None for b in kept):
-                errors = [[h - b[0] for h, b in zip(heights, kept)], [b[1] - h for h, b in zip(heights, kept)]]
-                bars = ax.bar(xs, heights, width, color=COLORS[name], yerr=errors, capsize=3,
-                              error_kw={"elinewidth": 1, "ecolor": ERROR_COLOR})
+                bars = ax.bar(xs, heights, width, color=COLORS[name])
+                # the interval as drawn from its ends (a percentile interval need not be centred on the value)
+                ax.errorbar(xs, [(b[0] + b[1]) / 2 for b in kept], yerr=[(b[1] - b[0]) / 2 for b in kept], fmt="none",
+                            ecolor=ERROR_COLOR, elinewidth=1, capsize=3)
                 # the number sits above the interval's top, not on the error bar
                 for x, b, h in zip(xs, kept, heights):
                     ax.annotate(f"{h:.1f}", (x, b[1]), xytext=(0, 2), textcoords="offset points", ha="center",

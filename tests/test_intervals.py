@@ -167,3 +167,24 @@ def test_compare_script_refuses_a_run_without_records(tmp_path, capsys):
     assert compare_script.cli([str(run), str(run), "--out", str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("compare.py: error: A: ") and "no per-episode records" in err and err.count("\n") == 1
+
+
+def test_a_four_fold_sweep_has_an_interval_in_every_cell_and_error_bars(tmp_path):
+    from PIL import Image
+
+    from engine.tables import write_outputs
+
+    runs = [_run(0, f, k, 40.0 + f + k) for f in range(4) for k in (1, 5)]
+    samples = {r.cell: bootstrap_samples(_records(r.cell, seed=r.fold * 10 + r.nshot), 100) for r in runs}
+    rows = build_table(runs, "pascal", "resnet50", samples=samples)
+    markdown = table_markdown(rows, title="t")
+    ours = [line for line in markdown.splitlines() if "| ours |" in line]
+    assert len(ours) == 4  # mIoU and FB-IoU, 1- and 5-shot
+    for line in ours:
+        assert len(re.findall(r"\d+\.\d\d \[\d+\.\d\d, \d+\.\d\d\]", line)) == 5, line  # 4 folds and the mean
+    differences = [line for line in markdown.split("## FB-IoU")[0].splitlines() if "| ours - paper |" in line]
+    for line in differences:  # the paper has every mIoU, so every difference has its interval
+        assert len(re.findall(r"[+-]\d+\.\d\d \[[+-]\d+\.\d\d, [+-]\d+\.\d\d\]", line)) == 5, line
+    paths = write_outputs(tmp_path, {}, rows, title="t", notes=[])
+    image = Image.open(paths["chart"]).convert("RGB")
+    assert (0x20, 0x20, 0x20) in {colour for _, colour in image.getcolors(maxcolors=1 << 20)}  # error bars
