@@ -212,7 +212,7 @@ def test_a_used_run_folder_stops_every_rank(tmp_path, repo_root):
 @pytest.mark.slow
 def test_torchrun_test_py_keeps_every_episode_of_every_rank(synthetic_root, tmp_path, repo_root):
     """test.py under torchrun: the per-episode records gathered from two gloo ranks are the single process's,
-    episode for episode, and so are the numbers and intervals."""
+    episode for episode, and so are the numbers and intervals; compare.py of the two finds exactly 0."""
     import json
     import os
     import subprocess
@@ -246,3 +246,13 @@ def test_torchrun_test_py_keeps_every_episode_of_every_rank(synthetic_root, tmp_
         assert np.array_equal(ddp_records[cell].intersection, records.intersection)
         assert np.array_equal(ddp_records[cell].union, records.union)
     assert json.loads((tmp_path / "ddp" / "results.json").read_text())["complete"] is True
+
+    # the same episodes: compare.py finds exactly no difference, with a zero-width interval
+    import compare as compare_script
+
+    assert compare_script.cli([str(tmp_path / "single"), str(tmp_path / "ddp" / "results.json"),
+                               "--out", str(tmp_path / "compare")]) == 0
+    rows = json.loads((tmp_path / "compare" / "compare.json").read_text())["rows"]
+    assert len(rows) == 2 and {r["metric"] for r in rows} == {"miou", "fb_iou"}  # one fold: no mean row
+    assert all(r["diff"] == 0.0 and r["interval"] == [0.0, 0.0] and r["share_b_greater"] == 0.0 for r in rows)
+    assert "| 1-shot | 0 |" in (tmp_path / "compare" / "compare.md").read_text()
