@@ -190,8 +190,17 @@ def compare_document(a: ComparedRun, b: ComparedRun, rows: Sequence[Difference],
 
 def write_comparison(out: Path, a: ComparedRun, b: ComparedRun, rows: Sequence[Difference],
                      resamples: int) -> dict[str, Path]:
-    """Write ``compare.md`` and ``compare.json`` into ``out`` (created; atomic writes); returns their paths."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Write ``compare.md`` and ``compare.json`` into ``out`` (created; atomic writes); returns their paths.
+
+    Raises:
+        CompareError: ``out`` is a file or cannot be created.
+    """
+    if out.exists() and not out.is_dir():
+        raise CompareError(f"--out {out} is a file; give a folder for compare.md and compare.json")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CompareError(f"--out {out}: cannot create it ({exc.strerror or exc})") from exc
     paths = {key: out / name for key, name in COMPARE_NAMES.items()}
     atomic_write_text(compare_markdown(a, b, rows, resamples), paths["markdown"])
     atomic_write_text(json.dumps(compare_document(a, b, rows, resamples), indent=2) + "\n", paths["json"])

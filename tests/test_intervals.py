@@ -188,3 +188,17 @@ def test_a_four_fold_sweep_has_an_interval_in_every_cell_and_error_bars(tmp_path
     paths = write_outputs(tmp_path, {}, rows, title="t", notes=[])
     image = Image.open(paths["chart"]).convert("RGB")
     assert (0x20, 0x20, 0x20) in {colour for _, colour in image.getcolors(maxcolors=1 << 20)}  # error bars
+
+
+def test_compare_script_names_an_out_that_is_a_file(tmp_path, capsys):
+    a = tmp_path / "a"
+    a.mkdir()
+    records = _cells()
+    write_episodes(a / "episodes.npz", records.values())
+    document = _test_run(records).document
+    (a / "results.json").write_text(json.dumps({**document, "episodes_file": "episodes.npz"}))
+    (tmp_path / "file").write_text("")
+    assert compare_script.cli([str(a), str(a), "--out", str(tmp_path / "file")]) == 2
+    assert "--out " + str(tmp_path / "file") + " is a file" in capsys.readouterr().err
+    assert compare_script.cli([str(a), str(a / "results.json"), "--out", str(tmp_path / "c")]) == 0
+    assert json.loads((tmp_path / "c" / "compare.json").read_text())["same_checkpoints"] is True
