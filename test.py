@@ -41,7 +41,9 @@ printed. Written into the run folder after every (seed, fold, shot) cell, for on
                                                  "interval": {"folds": [[low, high] or null], "mean": ...}},
                                               "seeds": {"<seed>": {...}}, "seeds_sd": {...}}}},
                 # "interval" on ours and diff with --bootstrap; "seeds", "seeds_sd" with several seeds
-     "paper_source": where the paper's numbers come from (engine/paper_results.json)}
+     "paper_source": where the paper's numbers come from (engine/paper_results.json),
+     "cam_manifests": {"valcampath": SHA-256 of the CAM folder's cam_manifest.json, null without one},
+     "warnings": ["fold 1: ... was trained with other settings than it is tested with ...", ...]}
 
 With one fold, one shot and one seed, that run's keys (``fold nshot checkpoint checkpoint_sha256 miou fb_iou
 interval episodes per_class_iou seed class_ids``) are also at the top level, as in the ``results.json`` of earlier
@@ -74,6 +76,8 @@ logger = logging.getLogger("test")
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
     """Test ``args.checkpoints`` at every fold and shot; returns what is written to ``results.json``."""
+    from engine.cam_provenance import cam_manifest_digests
+    from engine.checkpoint_args import checkpoint_warnings
     from engine.sweep import report, run_sweep
 
     device = resolve_device(args.device)
@@ -86,13 +90,15 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         run_dir = run.path
         with removed_on_bad_input(run, info, finished=OUTPUT_NAMES["results"]):
             setup_logging(run_dir, rank=info.rank)
+            args.cam_manifests = cam_manifest_digests(args, training=False)
             if info.is_main:  # a resumed run keeps the args.json its first part wrote
                 atomic_write_text(args_to_json(args), run_dir / resumed_args_name(run_dir, args.resume))
             log_args(logger, vars(args))
             logger.info("Run folder: %s | device: %s | ranks: %d", run_dir, device, info.world_size)
 
-            runs = run_sweep(args, device=device, info=info, run_dir=run_dir)
-            document = report(args, runs, run_dir, write=info.is_main)
+            warnings = checkpoint_warnings(args) if info.is_main else []  # in the log and in results.json
+            runs = run_sweep(args, device=device, info=info, run_dir=run_dir, warnings=warnings)
+            document = report(args, runs, run_dir, write=info.is_main, warnings=warnings)
         logger.info("==================== Finished Testing ====================")
         document["run_dir"] = str(run_dir)
         return document

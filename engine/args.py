@@ -1,13 +1,14 @@
 """The command-line flags of train.py and test.py, defined once, validated and resolved.
 
 Released flags keep their names and defaults (``--datapath --benchmark --logpath --bsz --lr --niter --nworker
---fold --stage --backbone --traincampath --valcampath``; test: ``--load --nshot --visualize
---use_original_imgsize``). Flags added by this reproduction: ``--splitpath --device --img-size --masking
---backbone-weights --seed --nepisodes --amp --tf32 --resume``; test only: ``--seeds`` (alias ``--seed``),
-``--bootstrap``. test.py's ``--fold``, ``--nshot`` and ``--seeds`` also take several values (``args.folds``,
-``args.nshots``, ``args.seeds``; one value works as released; ``args.seed`` is the first seed), and its
-``--load`` is then a path template holding ``{fold}`` (``args.checkpoints``: fold -> checkpoint, every one
-checked before any work).
+--fold --stage --backbone --traincampath --valcampath``; test: ``--load --nshot --visualize``, and
+``--use_original_imgsize`` spelt ``--use-original-imgsize`` like every other flag, the released spelling kept as
+an alias). Flags added by this reproduction: ``--splitpath --device --img-size --masking
+--backbone-weights --seed --nepisodes --amp --tf32 --strict-masks --resume``, train.py's ``--episode-rng``;
+test only: ``--seeds`` (alias ``--seed``), ``--bootstrap``. test.py's ``--fold``, ``--nshot`` and ``--seeds``
+also take several values (``args.folds``, ``args.nshots``, ``args.seeds``; one value works as released;
+``args.seed`` is the first seed), and its ``--load`` is then a path template holding ``{fold}``
+(``args.checkpoints``: fold -> checkpoint, every one checked before any work).
 
 Paths: a path given on the command line is taken relative to the working directory, as any shell user expects;
 the *defaults* are not: the released ``../Datasets_HSN`` meant "next to the repository", so the default data
@@ -27,6 +28,7 @@ from typing import Literal, Optional, Sequence
 from common.cli import ArgumentParser, HelpFormatter
 from common.paths import DEFAULT_DATAPATH, LOG_ROOT
 from data.benchmarks import BENCHMARKS, DEFAULT_CAM_DIRS, FOLD_BENCHMARKS, NFOLDS
+from data.episodes import EPISODE_RNGS
 from model.backbone import BACKBONES
 from model.masking import MASKING_MODES
 
@@ -70,6 +72,9 @@ def build_parser(script: Script) -> argparse.ArgumentParser:
                            "released count: 1000 on PASCAL-5i / COCO-20i, every image of the split once on FSS-1000, "
                            "as HSNet: 2400)")
     data.add_argument("--nworker", type=int, default=8, help="data-loader worker processes")
+    data.add_argument("--strict-masks", dest="strict_masks", action="store_true",
+                      help="stop at a mask value outside the class range (default: read it as background, as the "
+                           "released loaders do, with one warning per file and a count at the end)")
     data.add_argument("--bsz", type=int, default=40 if training else 10,
                       help="episodes per batch (global: split over GPUs / DDP ranks)")
 
@@ -84,9 +89,12 @@ def build_parser(script: Script) -> argparse.ArgumentParser:
                             "file" + ("" if training else " (test: the --load checkpoint holds the backbone)"))
 
     run = parser.add_argument_group("run")
+    default_run = (f"{LOG_ROOT}/_MMDD_HHMMSS.log, the start time" if training else
+                   f"{LOG_ROOT}/_TEST_<run of --load>_MMDD_HHMMSS.log")
     run.add_argument("--logpath", type=str, default="",
-                     help="run name: relative names go to <repo>/logs/<name>.log as released; an absolute path is "
-                          "the run folder itself")
+                     help=f"run name: relative names go to {LOG_ROOT}/<name>.log as released (a name already ending "
+                          f"in .log is not suffixed again); an absolute path is the run folder itself (default: "
+                          f"{default_run})")
     run.add_argument("--device", type=str, default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
     run.add_argument("--amp", action="store_true", help="autocast to float16 on CUDA")
     run.add_argument("--compile", action="store_true",
@@ -106,6 +114,11 @@ def build_parser(script: Script) -> argparse.ArgumentParser:
                          help="bootstrap resamples of the episodes for the 95%% intervals of every number "
                               "(0: no intervals)")
     if training:
+        run.add_argument("--episode-rng", dest="episode_rng", type=str, default="independent", choices=EPISODE_RNGS,
+                         help="training episodes: independent draws per (seed, epoch, episode), or 'released': as the "
+                              "released train.py drew them with --nworker workers on PyTorch < 1.9 (every worker "
+                              "forked the same NumPy state: COCO repeats each batch --nworker times in a row, "
+                              "PASCAL's workers draw correlated supports); both reproducible from --seed")
         run.add_argument("--lr", type=float, default=4e-4, help="Adam learning rate")
         run.add_argument("--niter", type=int, default=400, help="number of epochs")
         run.add_argument("--resume", action="store_true",
@@ -118,8 +131,11 @@ def build_parser(script: Script) -> argparse.ArgumentParser:
                          help="support images per episode; several (e.g. 1 5) are tested one after the other")
         run.add_argument("--visualize", action="store_true",
                          help="write support/query/prediction images to <run folder>/vis")
-        run.add_argument("--use_original_imgsize", action="store_true",
-                         help="score predictions at the query's original size")
+        run.add_argument("--use-original-imgsize", dest="use_original_imgsize", action="store_true",
+                         help="score predictions at the query's original size (needs --bsz 1; the released "
+                              "spelling --use_original_imgsize works too)")
+        run.add_argument("--use_original_imgsize", dest="use_original_imgsize", action="store_true",
+                         help=argparse.SUPPRESS)  # the released spelling
         run.add_argument("--resume", action="store_true",
                          help="continue the interrupted test run in --logpath: its finished (seed, fold, shot) "
                               "cells are kept, the others run")
@@ -207,7 +223,7 @@ def validate_and_resolve(args: argparse.Namespace, script: Script,
         if args.resume and not args.logpath:
             parser.error("argument --resume: give --logpath, the folder of the test run to continue")
         if args.use_original_imgsize and args.bsz != 1:
-            parser.error("argument --use_original_imgsize: needs --bsz 1 (query masks keep their own sizes)")
+            parser.error("argument --use-original-imgsize: needs --bsz 1 (query masks keep their own sizes)")
         _resolve_checkpoints(parser, args)
 
     datapath = _existing(parser, "--datapath", args.datapath, DEFAULT_DATAPATH)
@@ -253,7 +269,9 @@ def resolve_run_dir(logpath: str, *, training: bool, load: Optional[str] = None,
 
     As released: a relative name ``N`` becomes ``<repo>/logs/N.log``; an empty name becomes the time
     (``_MMDD_HHMMSS``); a test run without ``--logpath`` is ``_TEST_<run of --load>_MMDD_HHMMSS``.
-    An absolute ``--logpath`` is used as the run folder itself.
+    An absolute ``--logpath`` is used as the run folder itself. A name already ending in ``.log`` is not
+    suffixed again (``fake.log`` -> ``logs/fake.log``), unless the run of an earlier version,
+    ``logs/fake.log.log``, is there and ``logs/fake.log`` is not: then that one, so that ``--resume`` finds it.
     """
     logtime = (now or datetime.datetime.now()).strftime("_%m%d_%H%M%S")
     if logpath and Path(logpath).expanduser().is_absolute():
@@ -262,6 +280,9 @@ def resolve_run_dir(logpath: str, *, training: bool, load: Optional[str] = None,
         logpath = "_TEST_" + Path(load).parent.name.split(".")[0] + logtime
     if not logpath:
         logpath = logtime
+    if logpath.endswith(".log"):
+        earlier = LOG_ROOT / (logpath + ".log")
+        return earlier if earlier.is_dir() and not (LOG_ROOT / logpath).exists() else LOG_ROOT / logpath
     return LOG_ROOT / (logpath + ".log")
 
 

@@ -26,7 +26,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from common.distributed import DistInfo, EpisodeSampler, local_batch_size
+from common.distributed import DistInfo, EpisodeSampler, check_on_main, local_batch_size
 from common.errors import UserInputError
 from common.evaluation import IoUMeter
 from common.io import sha256_file
@@ -34,10 +34,11 @@ from common.logger import log_params
 from common.seed import fix_randseed
 from common.vis import Visualizer
 from data.benchmarks import FOLD_BENCHMARKS, TITLES
-from data.dataset import build_dataloader, build_dataset, check_cams_exist
+from data.dataset import OutsideValueReport, build_dataloader, build_dataset, check_cams_exist
 from data.fewshot import FewShotDataset
 from data.synthetic import MARKER as SYNTHETIC_MARKER
 from engine.bootstrap import CONFIDENCE, METHOD, BASE_SEED, bootstrap_samples, percentile_interval
+from engine.cam_provenance import check_cam_provenance
 from engine.episode_records import (EPISODES_NAME, Cell, EpisodeCollector, EpisodeRecords, RecordsError,
                                     first_difference, read_run, run_cells, write_episodes)
 from engine.loops import PassResult, test_pass
@@ -88,14 +89,16 @@ def planned_cells(args: argparse.Namespace) -> list[Cell]:
 
 
 def build_test_datasets(args: argparse.Namespace, cells: list[Cell]) -> dict[Cell, FewShotDataset]:
-    """``{cell: dataset}`` for every cell, each with its CAM files checked."""
+    """``{cell: dataset}`` for every cell, each with its CAM files checked; they share one report of masks read
+    with values outside the class range."""
     datasets = {}
+    mask_report = OutsideValueReport()
     for cell in cells:
         dataset = build_dataset(args.benchmark, datapath=args.datapath, fold=cell.fold, split="test", shot=cell.shot,
                                 img_size=args.img_size, cam_train_path=args.traincampath,
                                 cam_val_path=args.valcampath, splitpath=args.splitpath,
                                 use_original_imgsize=args.use_original_imgsize, nepisodes=args.nepisodes,
-                                seed=cell.seed)
+                                seed=cell.seed, strict_masks=args.strict_masks, mask_report=mask_report)
         check_cams_exist(dataset)
         datasets[cell] = dataset
     return datasets
@@ -135,7 +138,7 @@ def test_one(model: torch.nn.Module, dataset: FewShotDataset, args: argparse.Nam
     sampler = EpisodeSampler(len(dataset), rank=info.rank, world_size=info.world_size)
     loader = build_dataloader(dataset, bsz=local_batch_size(args.bsz, info), nworker=args.nworker, shuffle=False,
                               seed=cell.seed, sampler=sampler)
-    visualizer = Visualizer(vis_dir) if vis_dir is not None else None
+    visualizer = Visualizer(vis_dir, dataset.class_names()) if vis_dir is not None else None
     hook = (lambda batch, pred, idx, iou: visualizer.save_batch(batch, pred, idx, iou)) if visualizer else None
     collector = EpisodeCollector()
     fix_randseed(cell.seed)
@@ -215,11 +218,18 @@ def _log_interval(run: RunResult, samples: Optional[np.ndarray], resamples: int,
                 _where(run.cell, seeds), resamples, run.episodes, text)
 
 
-def run_sweep(args: argparse.Namespace, *, device: torch.device, info: DistInfo, run_dir: Path) -> Sweep:
+def run_sweep(args: argparse.Namespace, *, device: torch.device, info: DistInfo, run_dir: Path,
+              warnings: Optional[list[str]] = None) -> Sweep:
     """Test every (seed, fold, shot) (:func:`planned_cells`), writing the results after each; with
-    ``args.resume``, the finished cells of the run in ``run_dir`` are kept and only the others run."""
+    ``args.resume``, the finished cells of the run in ``run_dir`` are kept and only the others run. The
+    warnings of the CAM folders' check (:mod:`engine.cam_provenance`) are appended to ``warnings``."""
     cells = planned_cells(args)
     datasets = build_test_datasets(args, cells)
+    found: list[str] = []
+    check_on_main(lambda: found.extend(message for check in check_cam_provenance(list(datasets.values()))
+                                       for message in check.warnings))
+    if warnings is not None:
+        warnings.extend(found)
     sweep = resume_sweep(args, run_dir, datasets) if getattr(args, "resume", False) else Sweep(cells)
     todo = [cell for cell in cells if cell not in sweep.runs]
     if sweep.runs:
@@ -255,7 +265,7 @@ def run_sweep(args: argparse.Namespace, *, device: torch.device, info: DistInfo,
                                 seed=cell.seed, class_ids=records.class_ids)
                 sweep.add(run, records, args.bootstrap)
                 _log_interval(run, sweep.samples.get(cell), args.bootstrap, len(args.seeds))
-                report(args, sweep, run_dir, write=info.is_main, final=False)
+                report(args, sweep, run_dir, write=info.is_main, final=False, warnings=warnings)
             del model
     except (KeyboardInterrupt, UserInputError) as exc:
         if isinstance(exc, KeyboardInterrupt) or sweep.runs:
@@ -265,6 +275,10 @@ def run_sweep(args: argparse.Namespace, *, device: torch.device, info: DistInfo,
                 raise KeyboardInterrupt(hint) from exc
             logger.warning("Stopped on bad input; %s", hint)
         raise
+    mask_report = next(iter(datasets.values())).mask_report
+    masks_note = mask_report.summary(mask_report.gathered())
+    if masks_note and info.is_main:
+        logger.warning(masks_note)
     return sweep
 
 
@@ -276,7 +290,7 @@ def _run_entry(run: RunResult, samples: Optional[np.ndarray]) -> dict[str, Any]:
 
 
 def results_document(args: argparse.Namespace, sweep: Sweep, rows: list[TableRow], *,
-                     paper_note: str, synthetic: bool) -> dict[str, Any]:
+                     paper_note: str, synthetic: bool, warnings: Optional[list[str]] = None) -> dict[str, Any]:
     """The content of ``results.json`` (schema in test.py's docstring)."""
     runs = sweep.finished()
     document: dict[str, Any] = {
@@ -289,7 +303,8 @@ def results_document(args: argparse.Namespace, sweep: Sweep, rows: list[TableRow
         "bootstrap": {"resamples": args.bootstrap, "confidence": CONFIDENCE, "method": METHOD,
                       "seed": BASE_SEED} if args.bootstrap else None,
         "runs": [_run_entry(run, sweep.samples.get(run.cell)) for run in runs], "table": table_as_dict(rows),
-        "paper_source": paper_note}
+        "paper_source": paper_note, "cam_manifests": getattr(args, "cam_manifests", None),
+        "warnings": list(warnings or [])}
     if len(sweep.cells) == 1 and runs:  # the keys of a single run's results.json before sweeps existed
         document.update(document["runs"][0])
     return document
@@ -313,7 +328,7 @@ def comparison_notes(args: argparse.Namespace, rows: list[TableRow], synthetic: 
 
 
 def report(args: argparse.Namespace, sweep: Sweep, run_dir: Path, *, write: bool = True,
-           final: bool = True) -> dict[str, Any]:
+           final: bool = True, warnings: Optional[list[str]] = None) -> dict[str, Any]:
     """The table of ``sweep``'s finished cells: written (``write``: rank 0) into ``run_dir`` with
     ``episodes.npz`` and ``results.json``, and (``final``) logged when there are several cells. Returns the
     ``results.json`` content. Data made by :mod:`data.synthetic` get no paper numbers."""
@@ -323,7 +338,7 @@ def report(args: argparse.Namespace, sweep: Sweep, run_dir: Path, *, write: bool
     title, note = table_title(args.benchmark, args.backbone, synthetic=synthetic), paper_source()
     notes = comparison_notes(args, rows, synthetic) + table_notes(
         rows, note, folds=args.benchmark in FOLD_BENCHMARKS, resamples=args.bootstrap, seeds=args.seeds)
-    document = results_document(args, sweep, rows, paper_note=note, synthetic=synthetic)
+    document = results_document(args, sweep, rows, paper_note=note, synthetic=synthetic, warnings=warnings)
     if write:
         # the records first: results.json names only cells whose episodes are on disk
         write_episodes(run_dir / EPISODES_NAME, [sweep.records[run.cell] for run in runs])
