@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from common.cli import ArgumentParser, run_cli
+from common.io import prepare_output_folder
 from common.paths import LOG_ROOT
 from engine.bootstrap import DEFAULT_RESAMPLES
 
@@ -41,15 +42,17 @@ def _name(path: str) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> list:
     """Compare, print the table, write the files; returns the rows."""
-    from engine.compare import compare_markdown, compare_runs, load_test_run, write_comparison
+    from engine.compare import check_protocol, compare_markdown, compare_runs, load_test_run, write_comparison
 
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.bootstrap < 1:
         parser.error(f"argument --bootstrap: must be >= 1, got {args.bootstrap}")
     a, b = load_test_run(args.a, "A"), load_test_run(args.b, "B")
-    rows = compare_runs(a, b, args.bootstrap)
+    check_protocol(a, b)  # before the output folder is made: a refused pair leaves nothing behind
     out = Path(args.out).expanduser().resolve() if args.out else LOG_ROOT / f"compare_{_name(args.a)}_vs_{_name(args.b)}"
+    prepare_output_folder(out, "--out")  # a bad --out stops before the work, like every entry point
+    rows = compare_runs(a, b, args.bootstrap)
     print(compare_markdown(a, b, rows, args.bootstrap))
     paths = write_comparison(out, a, b, rows, args.bootstrap)
     print(f"Wrote {', '.join(path.name for path in paths.values())} in {out}")
