@@ -269,8 +269,10 @@ def run_sweep(args: argparse.Namespace, *, device: torch.device, info: DistInfo,
             del model
     except (KeyboardInterrupt, UserInputError) as exc:
         if isinstance(exc, KeyboardInterrupt) or sweep.runs:
-            hint = (f"{len(sweep.runs)} of {len(cells)} {_cells_word(args)} finished and are kept in "
-                    f"{run_dir / OUTPUT_NAMES['results']}; continue with: {continue_command(args, run_dir)}")
+            kept = (f"{len(sweep.runs)} of {len(cells)} {_cells_word(args)} finished and are kept in "
+                    f"{run_dir / OUTPUT_NAMES['results']}" if sweep.runs else
+                    f"none of the {len(cells)} {_cells_word(args)} had finished")
+            hint = f"{kept}; continue with: {continue_command(args, run_dir)}"
             if isinstance(exc, KeyboardInterrupt):
                 raise KeyboardInterrupt(hint) from exc
             logger.warning("Stopped on bad input; %s", hint)
