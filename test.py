@@ -15,26 +15,44 @@ Several folds and shots in one command (the paper's table), one checkpoint per f
 
 Each (fold, shot) gives the numbers a separate ``--fold F --nshot K`` run gives (same episodes, same seeds) and
 logs its own ``Fold F mIoU: ...`` line; every checkpoint is checked before any work starts, and each is
-loaded once. At the end the table (rows: shots; columns: folds 0..3 and mean; ours, the paper's and the
-difference, for mIoU and FB-IoU) is printed. Written into the run folder, for one run as for many:
-``table.md``, ``table.csv``, ``table.png`` (per-fold mIoU bars, ours vs the paper's) and ``results.json``::
+loaded once. ``--seeds 0 1 2 3 4`` runs the whole protocol once per episode seed (``--seeds 0``, the default,
+is the released protocol). Every number gets a 95% bootstrap interval over its episodes (``--bootstrap N``
+resamples, 0: none; :mod:`engine.bootstrap`). At the end the table (rows: shots; columns: folds 0..3 and mean;
+ours with its interval, the paper's and the difference; per seed with several seeds; for mIoU and FB-IoU) is
+printed. Written into the run folder after every (seed, fold, shot) cell, for one run as for many:
+``table.md``, ``table.csv``, ``table.png`` (per-fold mIoU bars with error bars, ours vs the paper's),
+``episodes.npz`` (every episode's class, images and pixel counts, :mod:`engine.episode_records`) and
+``results.json``::
 
-    {"benchmark", "backbone", "stage", "masking", "img_size", "nepisodes", "seed",
-     "folds": [0, 1], "nshots": [1, 5],
+    {"benchmark", "backbone", "stage", "masking", "img_size", "nepisodes", "seed": the first of "seeds",
+     "seeds": [0], "folds": [0, 1], "nshots": [1, 5],
      "load": --load made absolute (the file, or the template still holding {fold}),
      "command": "python test.py ...",
      "synthetic_data": true when --datapath holds data.synthetic's marker (then no paper numbers),
-     "runs": [{"fold", "nshot", "checkpoint": path tested, "checkpoint_sha256", "miou", "fb_iou",
-               "episodes", "per_class_iou": {"<0-based class id>": IoU}}, ...],   # in --fold x --nshot order
+     "complete": false until every cell finished, "cells": {"finished": n, "planned": m},
+     "episodes_file": "episodes.npz",
+     "bootstrap": {"resamples", "confidence": 0.95, "method", "seed"} or null with --bootstrap 0,
+     "runs": [{"seed", "fold", "nshot", "checkpoint": path tested, "checkpoint_sha256", "miou", "fb_iou",
+               "interval": {"miou": [low, high], "fb_iou": [low, high]} or null, "episodes",
+               "class_ids": the fold's classes, "per_class_iou": {"<0-based class id>": IoU}}, ...],
+               # in run order: fold, then seed, then shot
      "table": {"miou" | "fb_iou": {"<shot>": {"ours" | "paper" | "diff":
-                                                {"folds": [fold 0..3, null = no number], "mean": m or null}}}},
+                                                {"folds": [fold 0..3, null = no number], "mean": m or null,
+                                                 "interval": {"folds": [[low, high] or null], "mean": ...}},
+                                              "seeds": {"<seed>": {...}}, "seeds_sd": {...}}}},
+                # "interval" on ours and diff with --bootstrap; "seeds", "seeds_sd" with several seeds
      "paper_source": where the paper's numbers come from (engine/paper_results.json),
      "cam_manifests": {"valcampath": SHA-256 of the CAM folder's cam_manifest.json, null without one},
      "warnings": ["fold 1: ... was trained with other settings than it is tested with ...", ...]}
 
-With one fold and one shot, that run's keys (``fold nshot checkpoint checkpoint_sha256 miou fb_iou episodes
-per_class_iou``) are also at the top level, as in the ``results.json`` of earlier versions. Numbers are
-percentages; ours are unrounded (the table prints them with two decimals, as the final line does).
+With one fold, one shot and one seed, that run's keys (``fold nshot checkpoint checkpoint_sha256 miou fb_iou
+interval episodes per_class_iou seed class_ids``) are also at the top level, as in the ``results.json`` of earlier
+versions. Numbers are percentages; ours are unrounded (the table prints them with two decimals, as the final
+line does).
+
+An interrupted run (Ctrl-C) prints the command that continues it: the same flags with ``--resume`` (and
+``--logpath`` naming its folder) keep the finished cells and run the others; ``--nworker``, ``--device`` and
+``--bootstrap`` may change, nothing else.
 """
 from __future__ import annotations
 
@@ -50,7 +68,7 @@ from common.distributed import broadcast_object, cleanup, init_distributed
 from common.io import atomic_write_text
 from common.logger import log_args, setup_logging
 from engine.args import FOLD_PLACEHOLDER, args_to_json, parse_args, resolve_run_dir
-from engine.run_folder import open_run_folder, removed_on_bad_input
+from engine.run_folder import open_run_folder, removed_on_bad_input, resumed_args_name
 from engine.tables import OUTPUT_NAMES
 
 logger = logging.getLogger("test")
@@ -73,8 +91,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         with removed_on_bad_input(run, info, finished=OUTPUT_NAMES["results"]):
             setup_logging(run_dir, rank=info.rank)
             args.cam_manifests = cam_manifest_digests(args, training=False)
-            if info.is_main:
-                atomic_write_text(args_to_json(args), run_dir / "args.json")
+            if info.is_main:  # a resumed run keeps the args.json its first part wrote
+                atomic_write_text(args_to_json(args), run_dir / resumed_args_name(run_dir, args.resume))
             log_args(logger, vars(args))
             logger.info("Run folder: %s | device: %s | ranks: %d", run_dir, device, info.world_size)
 

@@ -63,7 +63,8 @@ def run_cli(main: Callable[[], Optional[int]], prog: str) -> int:
       torchrun prefixed with the rank; an error every rank raised alike is printed by rank 0 only);
     * a peer rank that stopped (under torchrun, a collective fails because another rank exited): one line
       pointing at that rank's message, status 2;
-    * Ctrl-C: ``"{prog}: interrupted"``, status 130;
+    * Ctrl-C: ``"{prog}: interrupted"`` (with the interrupt's message, if the entry point gave it one, e.g.
+      how to continue), status 130;
     * anything else is a bug and keeps its traceback.
     Returns ``main()``'s status (None counts as 0).
     """
@@ -77,8 +78,9 @@ def run_cli(main: Callable[[], Optional[int]], prog: str) -> int:
         if rank == 0 or not getattr(exc, "raised_on_every_rank", False):
             print(f"{prefix}error: {error_message(exc)}", file=sys.stderr, flush=True)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print(f"{prefix}interrupted", file=sys.stderr, flush=True)
+    except KeyboardInterrupt as exc:
+        detail = f": {exc}" if str(exc) else ""  # e.g. how to continue the interrupted run
+        print(f"{prefix}interrupted{detail}", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - only a peer's exit is handled here; the rest re-raises
         if not is_peer_failure(exc):

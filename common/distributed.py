@@ -128,6 +128,15 @@ def broadcast_object(obj: object, src: int = 0) -> object:
     return holder[0]
 
 
+def all_gather_objects(obj: object) -> list[object]:
+    """``[obj of rank 0, obj of rank 1, ...]`` on every rank (``[obj]`` when not distributed)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [obj]
+    gathered: list[object] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
 class EpisodeSampler(Sampler[int]):
     """Episode indices of one rank; a single process (world 1) gets the plain (shuffled) order.
 

@@ -67,6 +67,25 @@ def classify_prediction(pred_mask: torch.Tensor, batch: Mapping[str, Any]) -> tu
     return inter, union
 
 
+def iou_from_sums(intersection: torch.Tensor, union: torch.Tensor, class_ids: torch.Tensor) -> tuple[float, float]:
+    """``(mIoU, FB-IoU)`` in percent from per-class sums, as released.
+
+    Args:
+        intersection, union: (2, nclass) float64 pixel counts summed per class (row 0 background, 1 foreground).
+        class_ids: (C,) long, the fold's classes that both numbers average over.
+
+    The one formula behind :meth:`IoUMeter.compute_iou` and the numbers recomputed from per-episode records
+    (``engine.episode_records``): the counts are integers, so their float64 sums are exact in any order and
+    both give the same bits.
+    """
+    iou = (intersection / torch.clamp(union, min=1.0)).index_select(1, class_ids)
+    miou = float(iou[1].mean() * 100)
+    inter = intersection.index_select(1, class_ids).sum(dim=1)
+    union = union.index_select(1, class_ids).sum(dim=1)
+    fb_iou = float((inter / union).mean() * 100) if bool((union > 0).all()) else math.nan
+    return miou, fb_iou
+
+
 class IoUMeter:
     """Accumulates per-class intersection/union and the losses of an epoch (the released ``AverageMeter``).
 
@@ -129,12 +148,7 @@ class IoUMeter:
 
     def compute_iou(self) -> tuple[float, float]:
         """``(mIoU, FB-IoU)`` in percent over the fold's classes, as released."""
-        iou = self.class_iou().index_select(1, self.class_ids)
-        miou = float(iou[1].mean() * 100)
-        inter = self.intersection.index_select(1, self.class_ids).sum(dim=1)
-        union = self.union.index_select(1, self.class_ids).sum(dim=1)
-        fb_iou = float((inter / union).mean() * 100) if bool((union > 0).all()) else math.nan
-        return miou, fb_iou
+        return iou_from_sums(self.intersection, self.union, self.class_ids)
 
     def per_class_iou(self) -> dict[int, float]:
         """Foreground IoU (percent) of each of the fold's classes, keyed by 0-based class id."""

@@ -4,10 +4,12 @@ Released flags keep their names and defaults (``--datapath --benchmark --logpath
 --fold --stage --backbone --traincampath --valcampath``; test: ``--load --nshot --visualize``, and
 ``--use_original_imgsize`` spelt ``--use-original-imgsize`` like every other flag, the released spelling kept as
 an alias). Flags added by this reproduction: ``--splitpath --device --img-size --masking
---backbone-weights --seed --nepisodes --amp --tf32 --strict-masks``, train.py's ``--resume --episode-rng
---slim-checkpoints``.
-test.py's ``--fold`` and ``--nshot`` also take several values (``args.folds``, ``args.nshots``; one value works
-as released), and its ``--load`` is then a path template holding ``{fold}`` (``args.checkpoints``: fold -> checkpoint, every one checked before any work).
+--backbone-weights --seed --nepisodes --amp --tf32 --strict-masks --resume``, train.py's ``--episode-rng
+--slim-checkpoints``;
+test only: ``--seeds`` (alias ``--seed``), ``--bootstrap``. test.py's ``--fold``, ``--nshot`` and ``--seeds``
+also take several values (``args.folds``, ``args.nshots``, ``args.seeds``; one value works as released;
+``args.seed`` is the first seed), and its ``--load`` is then a path template holding ``{fold}``
+(``args.checkpoints``: fold -> checkpoint, every one checked before any work).
 
 Paths: a path given on the command line is taken relative to the working directory, as any shell user expects;
 the *defaults* are not: the released ``../Datasets_HSN`` meant "next to the repository", so the default data
@@ -101,9 +103,17 @@ def build_parser(script: Script) -> argparse.ArgumentParser:
     run.add_argument("--tf32", action="store_true",
                      help="allow TF32 float32 matmuls/convolutions on Ampere+ GPUs: faster, not the released "
                           "numerics (the released code ran without TF32)")
-    run.add_argument("--seed", type=int, default=None if training else 0,
-                     help="training: base seed of the per-epoch episode draws (default: drawn at random, as "
-                          "released, and saved with the run); test: episode seed (released: 0)")
+    if training:
+        run.add_argument("--seed", type=int, default=None,
+                         help="base seed of the per-epoch episode draws (default: drawn at random, as released, "
+                              "and saved with the run)")
+    else:
+        run.add_argument("--seed", "--seeds", dest="seeds", type=int, nargs="+", default=[0], metavar="SEED",
+                         help="episode seed(s) (released: 0); several (e.g. 0 1 2 3 4) run the protocol once per "
+                              "seed and report each seed's number, their mean and standard deviation")
+        run.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                         help="bootstrap resamples of the episodes for the 95%% intervals of every number "
+                              "(0: no intervals)")
     if training:
         run.add_argument("--episode-rng", dest="episode_rng", type=str, default="independent", choices=EPISODE_RNGS,
                          help="training episodes: independent draws per (seed, epoch, episode), or 'released': as the "
@@ -131,6 +141,9 @@ def build_parser(script: Script) -> argparse.ArgumentParser:
                               "spelling --use_original_imgsize works too)")
         run.add_argument("--use_original_imgsize", dest="use_original_imgsize", action="store_true",
                          help=argparse.SUPPRESS)  # the released spelling
+        run.add_argument("--resume", action="store_true",
+                         help="continue the interrupted test run in --logpath: its finished (seed, fold, shot) "
+                              "cells are kept, the others run")
     return parser
 
 
@@ -206,6 +219,14 @@ def validate_and_resolve(args: argparse.Namespace, script: Script,
             _positive(parser, "--nshot", nshot)
         _distinct(parser, "--nshot", args.nshots)
         _distinct(parser, "--fold", args.folds)
+        _distinct(parser, "--seeds", args.seeds)
+        for seed in args.seeds:
+            if not 0 <= seed < 2**32:
+                parser.error(f"argument --seeds: a seed is 0 .. 2**32 - 1 (NumPy's RandomState), got {seed}")
+        args.seed = args.seeds[0]  # the first (the only one by default), for code that reads one seed
+        _positive(parser, "--bootstrap", args.bootstrap, 0)
+        if args.resume and not args.logpath:
+            parser.error("argument --resume: give --logpath, the folder of the test run to continue")
         if args.use_original_imgsize and args.bsz != 1:
             parser.error("argument --use-original-imgsize: needs --bsz 1 (query masks keep their own sizes)")
         _resolve_checkpoints(parser, args)

@@ -178,10 +178,12 @@ def validate_epoch(model: nn.Module, loader: Iterable[Batch], meter: IoUMeter, *
 @torch.no_grad()
 def test_pass(model: nn.Module, loader: Iterable[Batch], meter: IoUMeter, *, nshot: int, stage: int,
               device: torch.device, amp: bool = False, log_every: int = 1, progress: bool = True,
-              batch_hook: Optional[Callable[[Batch, torch.Tensor, int, torch.Tensor], None]] = None) -> PassResult:
+              batch_hook: Optional[Callable[[Batch, torch.Tensor, int, torch.Tensor], None]] = None,
+              score_hook: Optional[Callable[[Batch, torch.Tensor, torch.Tensor], None]] = None) -> PassResult:
     """The released test loop: ``predict_mask_nshot`` (n-shot vote), scored against the query mask.
 
-    ``batch_hook(batch, pred, batch_idx, fg_iou)`` is called per batch (``--visualize``).
+    ``batch_hook(batch, pred, batch_idx, fg_iou)`` is called per batch (``--visualize``);
+    ``score_hook(batch, area_inter, area_union)`` gets each batch's (2, B) counts (the per-episode records).
     """
     net = unwrap(model)
     net.eval()
@@ -194,6 +196,8 @@ def test_pass(model: nn.Module, loader: Iterable[Batch], meter: IoUMeter, *, nsh
             raise RuntimeError(f"prediction {tuple(pred.shape)} vs query_mask {tuple(batch['query_mask'].shape)}")
         area_inter, area_union = classify_prediction(pred, batch)
         meter.update(area_inter, area_union, batch["class_id"], None)
+        if score_hook is not None:
+            score_hook(batch, area_inter, area_union)
         if batch_hook is not None:
             batch_hook(batch, pred, idx, area_inter[1].float() / area_union[1].float())
         if log_every and idx % log_every == 0:

@@ -1,12 +1,13 @@
 """Run folders: one run per folder, runs never mixed, nothing lost.
 
-* A new run (``train.py`` without ``--resume``, ``test.py``) refuses a folder that already holds anything: the
-  message offers ``--resume`` (training) or another ``--logpath``.
-* ``--resume`` needs a run in the folder (its ``args.json``, written when it started) and the same flags,
-  except those that do not change what is computed: ``--niter``, ``--nworker``, ``--device`` and
-  ``--slim-checkpoints``; every other difference is named in the error. It continues from ``last.pt``; a run with finished epochs whose
-  ``last.pt`` is gone or unreadable is refused before anything is changed
-  (:func:`engine.run_checkpoint.resume_state`).
+* A new run (``train.py`` or ``test.py`` without ``--resume``) refuses a folder that already holds anything: the
+  message offers ``--resume`` or another ``--logpath``.
+* ``--resume`` needs a run of the same script in the folder (its ``args.json``, written when it started) and
+  the same flags, except those that do not change what is computed: ``--niter``, ``--nworker``, ``--device``
+  and ``--slim-checkpoints`` (training), ``--nworker``, ``--device`` and ``--bootstrap`` (testing); every
+  other difference is named in the error. Training continues from ``last.pt``; a run with finished epochs whose ``last.pt`` is
+  gone or unreadable is refused before anything is changed (:func:`engine.run_checkpoint.resume_state`). What
+  a resumed test run keeps is :mod:`engine.sweep`'s business.
 * ``--logpath`` must be a folder that can be created and written into (checked before any work); a file is
   reported as such.
 * A resumed run first undoes what the interrupted one wrote after its last checkpoint: ``log.txt`` is cut
@@ -38,8 +39,10 @@ LOG_NAME = "log.txt"
 INTERRUPTED_LOG_NAME = "log.interrupted.txt"
 # Flags a resumed run may change: they change how fast or where it runs, not what it computes.
 RESUME_MAY_CHANGE = ("niter", "nworker", "device", "slim_checkpoints")
-# --logpath names the folder itself; cam_manifests (what the CAM folders hold) is compared with a warning
-_NOT_COMPARED = RESUME_MAY_CHANGE + ("resume", "logpath", "cam_manifests")
+TEST_RESUME_MAY_CHANGE = ("nworker", "device", "bootstrap")  # --bootstrap: intervals are recomputed for all cells
+# --logpath names the folder itself; command holds --resume; cam_manifests (what the CAM folders hold) is
+# compared with a warning
+_NOT_COMPARED = ("resume", "logpath", "command", "cam_manifests")
 
 
 class RunFolderError(UserInputError, FileExistsError):
@@ -58,21 +61,21 @@ def _is_empty(path: Path) -> bool:
     return not path.exists() or (path.is_dir() and not any(path.iterdir()))
 
 
-def flag_differences(stored: Mapping[str, Any], args: argparse.Namespace) -> list[str]:
-    """``"--lr 0.0004 -> 0.001"`` for every flag (other than ``RESUME_MAY_CHANGE``) whose value differs
-    from the run's ``args.json``; values are compared as JSON, flags missing on either side are skipped."""
+def flag_differences(stored: Mapping[str, Any], args: argparse.Namespace,
+                     may_change: tuple[str, ...] = RESUME_MAY_CHANGE) -> list[str]:
+    """``"--lr 0.0004 -> 0.001"`` for every flag (other than ``may_change``) whose value differs from the run's
+    ``args.json``; values are compared as JSON, flags missing on either side are skipped."""
     current = json.loads(json.dumps(vars(args), default=str))
     return [f"{flag_name(key)} {stored[key]!r} -> {current[key]!r}" for key in sorted(stored)
-            if key in current and key not in _NOT_COMPARED and stored[key] != current[key]]
+            if key in current and key not in _NOT_COMPARED + may_change and stored[key] != current[key]]
 
 
 def _check_new(path: Path, training: bool) -> None:
     if not _is_empty(path):
-        hint = "continue it with --resume, or " if training else ""
-        raise RunFolderError(f"{path} already holds a run; {hint}choose another --logpath")
+        raise RunFolderError(f"{path} already holds a run; continue it with --resume, or choose another --logpath")
 
 
-def _check_resumable(path: Path, args: argparse.Namespace) -> None:
+def _check_resumable(path: Path, args: argparse.Namespace, training: bool = True) -> None:
     args_file = path / ARGS_NAME
     if not args_file.is_file():
         raise RunFolderError(f"--resume: no run in {path} (no {ARGS_NAME}); start it without --resume")
@@ -80,12 +83,17 @@ def _check_resumable(path: Path, args: argparse.Namespace) -> None:
         stored = json.loads(args_file.read_text())
     except (OSError, ValueError) as exc:
         raise RunFolderError(f"--resume: cannot read {args_file} ({exc})") from exc
+    if training == ("nshots" in stored):  # only test.py records --nshot
+        held, wanted = ("a test", "train.py") if training else ("a training", "test.py")
+        raise RunFolderError(f"--resume: {path} holds {held} run, which {wanted} cannot continue; choose the "
+                             "run's own script, or another --logpath")
     if args.seed is None:
         args.seed = stored.get("seed")  # the run's own seed continues
-    differences = flag_differences(stored, args)
+    may_change = RESUME_MAY_CHANGE if training else TEST_RESUME_MAY_CHANGE
+    differences = flag_differences(stored, args, may_change)
     if differences:
         raise RunFolderError(f"--resume: {path} was started with other flags: {'; '.join(differences)}. Only "
-                             f"{', '.join(flag_name(k) for k in RESUME_MAY_CHANGE)} may change; "
+                             f"{', '.join(flag_name(k) for k in may_change)} may change; "
                              "run with the run's flags, or start a new run with another --logpath")
 
 
@@ -96,18 +104,29 @@ def open_run_folder(path: Path, args: argparse.Namespace, info: DistInfo, *, tra
         RunFolderError: a new run into a used folder, ``--resume`` without a run or with other flags.
         common.io.OutputFolderError: ``path`` is a file, or cannot be created or written into.
     """
-    resume = training and getattr(args, "resume", False)
+    resume = getattr(args, "resume", False)
     existed = path.exists()
 
     def check() -> None:
         check_not_a_file(path, "--logpath")
-        _check_resumable(path, args) if resume else _check_new(path, training)
+        _check_resumable(path, args, training) if resume else _check_new(path, training)
         prepare_output_folder(path, "--logpath")
 
     check_on_main(check)
     if resume:
         args.seed = broadcast_object(args.seed)
     return RunFolder(path=path, created=not existed)
+
+
+def resumed_args_name(path: Path, resume: bool) -> str:
+    """Where a run part records its arguments: ``args.json`` when it starts the run, else the first free
+    ``args_resume_N.json`` (the run's own ``args.json`` is what ``--resume`` compares with)."""
+    if not resume:
+        return ARGS_NAME
+    number = 1
+    while (path / f"args_resume_{number}.json").exists():
+        number += 1
+    return f"args_resume_{number}.json"
 
 
 def roll_back(path: Path, log_length: int, *, no_checkpoint: bool = False) -> None:

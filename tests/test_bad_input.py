@@ -338,6 +338,34 @@ def eval_missing_checkpoint(root, shared):
     return _test_argv(root, root / "none.pt"), "--load", None
 
 
+def eval_resume_with_other_flags(root, shared):
+    argv = [*_test_argv(root, shared.checkpoint), "--logpath", str(root / "earlier_test")]
+    assert run_script(*argv).returncode == 0
+    return [*argv, "--resume", "--bsz", "2"], "--bsz 1 -> 2", None
+
+
+def _episodes_run(folder: Path, shots: tuple[int, ...]) -> Path:
+    """A test run's results.json and episodes.npz, written by the code test.py writes them with (2 episodes a
+    shot, made-up counts)."""
+    from engine.episode_records import Cell, EpisodeRecords, write_episodes
+
+    folder.mkdir()
+    records = [EpisodeRecords(Cell(0, 0, k), (0,), np.zeros(2, np.int64), np.array(NAMES[:2]),
+                              np.array([[NAMES[1]] * k, [NAMES[0]] * k]), np.ones((2, 2), np.int64),
+                              np.full((2, 2), 2, np.int64)) for k in shots]
+    write_episodes(folder / "episodes.npz", records)
+    runs = [{"seed": 0, "fold": 0, "nshot": k, "miou": 50.0, "fb_iou": 50.0, "class_ids": [0]} for k in shots]
+    (folder / "results.json").write_text(json.dumps({
+        "benchmark": "pascal", "folds": [0], "nshots": list(shots), "seeds": [0], "complete": True,
+        "episodes_file": "episodes.npz", "runs": runs}))
+    return folder
+
+
+def compare_other_protocol(root, shared):
+    a, b = _episodes_run(root / "a", (1, 5)), _episodes_run(root / "b", (1,))
+    return ["compare.py", str(a), str(b), "--out", str(root / "comparison")], "nshots [1, 5] (A) vs [1] (B)", None
+
+
 def cam_missing_clip_weights(root, shared):
     return _cam_argv(root, root / "RN50.pt"), "--clip-weights", None
 
@@ -443,7 +471,8 @@ CASES: dict[str, Case] = {case.__name__: case for case in (
     eval_mask_of_another_size, eval_mask_value_outside_the_classes_with_strict_masks,
     eval_checkpoint_of_another_backbone, eval_corrupt_checkpoint,
     eval_missing_checkpoint, eval_logpath_is_a_file, eval_cams_of_another_benchmark,
-    eval_image_changed_after_its_cams, eval_imported_prior_missing,
+    eval_image_changed_after_its_cams, eval_imported_prior_missing, eval_resume_with_other_flags,
+    compare_other_protocol,
     cam_missing_clip_weights, cam_other_clip_weights, cam_files_without_manifest, cam_missing_splitpath,
     cam_folder_is_a_file, cam_clip_es_into_a_released_cam_folder, evaluate_priors_malformed_prior,
     predict_unreadable_query, predict_empty_class_name, predict_out_is_a_file,
@@ -456,7 +485,8 @@ UNCHANGED = {"train_resume_with_other_flags", "train_logpath_is_a_file", "train_
              "train_logpath_cannot_be_made", "resume_after_last_pt_was_deleted", "resume_with_a_truncated_last_pt",
              "eval_logpath_is_a_file", "eval_cams_of_another_benchmark", "eval_image_changed_after_its_cams",
              "cam_folder_is_a_file", "predict_out_is_a_file", "synthetic_root_is_a_file", "eval_imported_prior_missing",
-             "cam_clip_es_into_a_released_cam_folder", "evaluate_priors_malformed_prior"}
+             "cam_clip_es_into_a_released_cam_folder", "evaluate_priors_malformed_prior",
+             "eval_resume_with_other_flags", "compare_other_protocol"}
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -479,6 +509,8 @@ def test_bad_input_gets_one_clear_line(name, tmp_path, shared):
     assert not (root / "test_run" / "results.json").exists()
     if name.startswith("train_") and name not in ("train_used_run_folder", "train_resume_with_other_flags"):
         assert not (root / "train_run").exists(), "a run stopped by bad input leaves no folder behind"
+    if name == "compare_other_protocol":
+        assert not (root / "comparison").exists()
     if before is not None:
         assert snapshot(root) == before, "bad input changed, added or removed files"
 

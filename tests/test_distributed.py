@@ -1,4 +1,4 @@
-"""common.distributed: episode sharding, and (slow) a 2-process gloo run of train.py under torchrun."""
+"""common.distributed: episode sharding, and (slow) 2-process gloo runs of train.py and test.py under torchrun."""
 from __future__ import annotations
 
 import pytest
@@ -207,3 +207,52 @@ def test_a_used_run_folder_stops_every_rank(tmp_path, repo_root):
     assert codes == [2, 2] and seconds < 60, outputs
     assert "already holds a run" in outputs[0] and "already holds a run" not in outputs[1]  # said once
     assert not any("Traceback" in out for out in outputs), outputs
+
+
+@pytest.mark.slow
+def test_torchrun_test_py_keeps_every_episode_of_every_rank(synthetic_root, tmp_path, repo_root):
+    """test.py under torchrun: the per-episode records gathered from two gloo ranks are the single process's,
+    episode for episode, and so are the numbers and intervals; compare.py of the two finds exactly 0."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    import test as test_script
+    from engine import run_checkpoint as ckpt
+    from engine.episode_records import read_run
+    from model import build_model
+    from tests.train_helpers import make_tiny_inputs
+
+    tiny = make_tiny_inputs(synthetic_root, tmp_path / "tiny", per_class=3)
+    torch.manual_seed(0)
+    ckpt.save_best(torch.nn.DataParallel(build_model("vgg16", backbone_weights=None)), tmp_path / "model")
+    argv = tiny.argv("--load", str(tmp_path / "model" / "best_model.pt"), "--nepisodes", "5")  # 3 + 2 episodes
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+                           "test.py", *argv, "--bsz", "2", "--logpath", str(tmp_path / "ddp")],
+                          cwd=repo_root, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert test_script.cli([*argv, "--bsz", "1", "--logpath", str(tmp_path / "single")]) == 0  # per rank: 1
+
+    ddp, ddp_records = read_run(tmp_path / "ddp")
+    single, single_records = read_run(tmp_path / "single")
+    assert [(r["miou"], r["fb_iou"], r["interval"]) for r in ddp["runs"]] == \
+           [(r["miou"], r["fb_iou"], r["interval"]) for r in single["runs"]]
+    for cell, records in single_records.items():
+        assert len(records) == 5 and ddp_records[cell].first_difference(records) is None
+        assert np.array_equal(ddp_records[cell].intersection, records.intersection)
+        assert np.array_equal(ddp_records[cell].union, records.union)
+    assert json.loads((tmp_path / "ddp" / "results.json").read_text())["complete"] is True
+
+    # the same episodes: compare.py finds exactly no difference, with a zero-width interval
+    import compare as compare_script
+
+    assert compare_script.cli([str(tmp_path / "single"), str(tmp_path / "ddp" / "results.json"),
+                               "--out", str(tmp_path / "compare")]) == 0
+    rows = json.loads((tmp_path / "compare" / "compare.json").read_text())["rows"]
+    assert len(rows) == 2 and {r["metric"] for r in rows} == {"miou", "fb_iou"}  # one fold: no mean row
+    assert all(r["diff"] == 0.0 and r["interval"] == [0.0, 0.0] and r["share_b_greater"] == 0.0 for r in rows)
+    assert "| 1-shot | 0 |" in (tmp_path / "compare" / "compare.md").read_text()

@@ -29,8 +29,8 @@ def test_released_defaults():
     assert (train.benchmark, train.bsz, train.lr, train.niter, train.nworker, train.fold, train.stage,
             train.backbone, train.logpath) == ("pascal", 40, 4e-4, 400, 8, 0, 2, "resnet50", "")
     test = build_parser("test").parse_args([])
-    assert (test.bsz, test.nshots, test.folds, test.visualize, test.use_original_imgsize, test.seed) == \
-        (10, [1], [0], False, False, 0)
+    assert (test.bsz, test.nshots, test.folds, test.visualize, test.use_original_imgsize, test.seeds) == \
+        (10, [1], [0], False, False, [0])
     assert "--traincampath" in build_parser("train").format_help()
 
 

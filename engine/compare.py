@@ -1,0 +1,207 @@
+"""compare.py's work: two test runs on the same episodes, and B - A with its paired bootstrap interval.
+
+Both runs must have evaluated the same protocol: benchmark, folds, shots, seeds and, cell by cell, the same
+episodes (class, query and supports of each); anything else is refused with one line saying what differs.
+What may differ is what is being compared (checkpoint, backbone, ``--stage``, ``--masking``, image size...);
+those differences are listed in the output.
+
+For every (seed, fold, shot) cell both runs are resampled with the *same* resamples
+(:func:`engine.bootstrap.plan_resamples`: fixed per cell, stratified by class, query images kept together),
+so each resample gives a paired difference B - A; the interval is the 2.5% and 97.5% quantiles of those
+differences, and ``share_b_greater`` the share of resamples in which B scores higher. A cell's value is the
+mean over the seeds; the mean column is the mean over the folds, resample by resample. Comparing a run with
+itself gives exactly 0 with the interval [0, 0].
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+
+from common.errors import UserInputError
+from common.io import atomic_write_text
+from data.benchmarks import TITLES
+from engine.bootstrap import (BASE_SEED, CONFIDENCE, DEFAULT_RESAMPLES, METHOD, mean_samples, percentile_interval,
+                              plan_resamples, resampled_metrics)
+from engine.episode_records import Cell, EpisodeRecords, read_run, results_path, run_cells
+from engine.paper_results import METRICS
+
+COMPARE_NAMES = {"markdown": "compare.md", "json": "compare.json"}
+PROTOCOL = ("benchmark", "folds", "nshots", "seeds")  # must be equal; the episode lists are checked too
+SETTINGS = ("backbone", "stage", "masking", "img_size", "load")  # may differ: what the comparison is about
+
+
+class CompareError(UserInputError, ValueError):
+    """The two runs cannot be compared (other protocol, other episodes, an unfinished run)."""
+
+
+@dataclass(frozen=True)
+class ComparedRun:
+    """One side of the comparison: where it is, its ``results.json`` and its cells' episode records."""
+
+    path: Path
+    document: dict[str, Any]
+    records: dict[Cell, EpisodeRecords]
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(self.document.get("seeds", [self.document.get("seed", 0)]))
+
+    def value(self, cell: Cell, metric: str) -> float:
+        """The cell's number as test.py printed it (unrounded)."""
+        return float(run_cells(self.document)[cell][metric])
+
+
+@dataclass(frozen=True)
+class Difference:
+    """B - A at one shot, for one fold (``fold`` None: the mean over the folds)."""
+
+    metric: str
+    shot: int
+    fold: Optional[int]
+    a: float
+    b: float
+    diff: float
+    interval: Optional[tuple[float, float]]
+    share_b_greater: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """As written to ``compare.json`` (``fold`` "mean" for the mean over the folds)."""
+        return {"metric": self.metric, "shot": self.shot, "fold": "mean" if self.fold is None else self.fold,
+                "a": self.a, "b": self.b, "diff": self.diff,
+                "interval": None if self.interval is None else list(self.interval),
+                "share_b_greater": self.share_b_greater}
+
+
+def load_test_run(path: Union[str, Path], side: str) -> ComparedRun:
+    """Side ``side`` ("A" or "B"): a test.py run folder or its ``results.json``, finished, with its records."""
+    path = Path(path).expanduser().resolve()
+    try:
+        document, records = read_run(path)
+    except UserInputError as exc:
+        raise CompareError(f"{side}: {exc}") from exc
+    if document.get("complete") is False:
+        cells = document.get("cells", {})
+        raise CompareError(f"{side}: {results_path(path)} is an interrupted test run ({cells.get('finished')} of "
+                           f"{cells.get('planned')} cells); finish it with test.py --resume first")
+    return ComparedRun(path, document, records)
+
+
+def check_protocol(a: ComparedRun, b: ComparedRun) -> None:
+    """Refuse two runs that did not evaluate the same protocol and episodes (one line says what differs)."""
+    for key in PROTOCOL:
+        value_a = a.seeds if key == "seeds" else a.document.get(key)
+        value_b = b.seeds if key == "seeds" else b.document.get(key)
+        if value_a != value_b:
+            raise CompareError(f"A and B did not evaluate the same protocol: {key} {value_a} (A) vs {value_b} (B)")
+    for cell in a.records:
+        difference = a.records[cell].first_difference(b.records[cell])
+        if difference:
+            raise CompareError(f"A and B were tested on other episodes: {cell.label()}, {difference} "
+                               "(A vs B); compare runs of the same --nepisodes, seeds and data")
+
+
+def setting_differences(a: ComparedRun, b: ComparedRun) -> dict[str, list[Any]]:
+    """``{setting: [A's, B's]}`` for the settings that differ between the runs."""
+    return {key: [a.document.get(key), b.document.get(key)] for key in SETTINGS
+            if a.document.get(key) != b.document.get(key)}
+
+
+def same_checkpoints(a: ComparedRun, b: ComparedRun) -> bool:
+    """Whether both runs tested the same checkpoint bytes (SHA-256) in every cell."""
+    return [run.get("checkpoint_sha256") for run in a.document["runs"]] == \
+        [run.get("checkpoint_sha256") for run in b.document["runs"]]
+
+
+def compare_runs(a: ComparedRun, b: ComparedRun, resamples: int = DEFAULT_RESAMPLES) -> list[Difference]:
+    """B - A per metric, shot and fold, and over the folds, with paired bootstrap intervals (same resamples)."""
+    check_protocol(a, b)
+    samples: dict[Cell, np.ndarray] = {}  # (R, 2) paired differences B - A, mIoU and FB-IoU
+    for cell, records_a in a.records.items():
+        plan = plan_resamples(records_a, resamples)
+        samples[cell] = resampled_metrics(b.records[cell], plan) - resampled_metrics(records_a, plan)
+    seeds, folds, shots = a.seeds, list(a.document["folds"]), list(a.document["nshots"])
+    out = []
+    for column, metric in enumerate(METRICS):
+        for shot in shots:
+            per_fold = []
+            for fold in folds:
+                cells = [Cell(seed, fold, shot) for seed in seeds]
+                value_a = float(np.mean([a.value(cell, metric) for cell in cells]))
+                value_b = float(np.mean([b.value(cell, metric) for cell in cells]))
+                diffs = mean_samples(samples[cell][:, column] for cell in cells)
+                per_fold.append((value_a, value_b, diffs))
+                out.append(_difference(metric, shot, fold, value_a, value_b, diffs))
+            if len(folds) > 1:
+                value_a = float(np.mean([f[0] for f in per_fold]))
+                value_b = float(np.mean([f[1] for f in per_fold]))
+                out.append(_difference(metric, shot, None, value_a, value_b, mean_samples(f[2] for f in per_fold)))
+    return out
+
+
+def _difference(metric: str, shot: int, fold: Optional[int], a: float, b: float, diffs: np.ndarray) -> Difference:
+    share = float(np.mean(diffs > 0)) if not np.isnan(diffs).any() else float("nan")
+    return Difference(metric, shot, fold, a, b, b - a, percentile_interval(diffs), share)
+
+
+def compare_markdown(a: ComparedRun, b: ComparedRun, rows: Sequence[Difference], resamples: int) -> str:
+    """``compare.md``: the runs, the protocol, what differs, and per metric a table of B - A."""
+    doc = a.document
+    seeds = ", ".join(map(str, a.seeds))
+    episodes = sorted({len(r) for r in a.records.values()})
+    lines = [f"# B - A on the same episodes ({TITLES.get(doc['benchmark'], doc['benchmark'])})", "",
+             f"- A: {results_path(a.path)}", f"- B: {results_path(b.path)}",
+             f"- Protocol (the same for both, episode lists checked): folds {' '.join(map(str, doc['folds']))}, "
+             f"shots {' '.join(map(str, doc['nshots']))}, seed(s) {seeds}, "
+             f"{'/'.join(map(str, episodes))} episodes per cell."]
+    for key, (value_a, value_b) in setting_differences(a, b).items():
+        lines.append(f"- {key}: {value_a} (A), {value_b} (B)")
+    lines.append("- Checkpoints: " + ("the same files in A and B (equal SHA-256)" if same_checkpoints(a, b)
+                                      else "different files (SHA-256)"))
+    for metric, name in METRICS.items():
+        lines += ["", f"## {name} (%)", "", "| shot | fold | A | B | B - A [95% interval] | share of resamples B > A |",
+                  "|---|---|---:|---:|---:|---:|"]
+        for row in (r for r in rows if r.metric == metric):
+            interval = "" if row.interval is None else f" [{row.interval[0]:+.2f}, {row.interval[1]:+.2f}]"
+            fold = "mean" if row.fold is None else str(row.fold)
+            lines.append(f"| {row.shot}-shot | {fold} | {row.a:.2f} | {row.b:.2f} | {row.diff:+.2f}{interval} | "
+                         f"{row.share_b_greater:.1%} |")
+    lines += ["", f"- [low, high]: paired 95% interval of B - A, {METHOD}; {resamples} resamples, the same for A "
+              "and B.",
+              "- A cell is the mean over the seeds; the mean row is the mean over the folds, resample by resample."]
+    return "\n".join(lines) + "\n"
+
+
+def compare_document(a: ComparedRun, b: ComparedRun, rows: Sequence[Difference], resamples: int) -> dict[str, Any]:
+    """``compare.json``."""
+    doc = a.document
+    return {"a": str(results_path(a.path)), "b": str(results_path(b.path)),
+            "protocol": {"benchmark": doc["benchmark"], "folds": doc["folds"], "nshots": doc["nshots"],
+                         "seeds": a.seeds, "episodes": {f"{c.seed}/{c.fold}/{c.shot}": len(r)
+                                                         for c, r in a.records.items()}},
+            "settings_differ": setting_differences(a, b), "same_checkpoints": same_checkpoints(a, b),
+            "bootstrap": {"resamples": resamples, "confidence": CONFIDENCE, "method": METHOD, "seed": BASE_SEED,
+                          "paired": True},
+            "rows": [row.as_dict() for row in rows]}
+
+
+def write_comparison(out: Path, a: ComparedRun, b: ComparedRun, rows: Sequence[Difference],
+                     resamples: int) -> dict[str, Path]:
+    """Write ``compare.md`` and ``compare.json`` into ``out`` (created; atomic writes); returns their paths.
+
+    Raises:
+        CompareError: ``out`` is a file or cannot be created.
+    """
+    if out.exists() and not out.is_dir():
+        raise CompareError(f"--out {out} is a file; give a folder for compare.md and compare.json")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CompareError(f"--out {out}: cannot create it ({exc.strerror or exc})") from exc
+    paths = {key: out / name for key, name in COMPARE_NAMES.items()}
+    atomic_write_text(compare_markdown(a, b, rows, resamples), paths["markdown"])
+    atomic_write_text(json.dumps(compare_document(a, b, rows, resamples), indent=2) + "\n", paths["json"])
+    return paths
