@@ -34,7 +34,9 @@ printed. Written into the run folder after every (seed, fold, shot) cell, for on
      "bootstrap": {"resamples", "confidence": 0.95, "method", "seed"} or null with --bootstrap 0,
      "runs": [{"seed", "fold", "nshot", "checkpoint": path tested, "checkpoint_sha256", "miou", "fb_iou",
                "interval": {"miou": [low, high], "fb_iou": [low, high]} or null, "episodes",
-               "class_ids": the fold's classes, "per_class_iou": {"<0-based class id>": IoU}}, ...],
+               "class_ids": the fold's classes, "per_class_iou": {"<0-based class id>": IoU},
+               "class_names": {"<0-based class id>": name},
+               "per_class": [{"class_id": 0-based id, "name": "aeroplane", "iou": IoU}, ...]}, ...],
                # in run order: fold, then seed, then shot
      "table": {"miou" | "fb_iou": {"<shot>": {"ours" | "paper" | "diff":
                                                 {"folds": [fold 0..3, null = no number], "mean": m or null,
@@ -46,8 +48,8 @@ printed. Written into the run folder after every (seed, fold, shot) cell, for on
      "warnings": ["fold 1: ... was trained with other settings than it is tested with ...", ...]}
 
 With one fold, one shot and one seed, that run's keys (``fold nshot checkpoint checkpoint_sha256 miou fb_iou
-interval episodes per_class_iou seed class_ids``) are also at the top level, as in the ``results.json`` of earlier
-versions. Numbers are percentages; ours are unrounded (the table prints them with two decimals, as the final
+interval episodes per_class_iou per_class class_names seed class_ids``) are also at the top level, as in the
+``results.json`` of earlier versions. Numbers are percentages; ours are unrounded (the table prints them with two decimals, as the final
 line does).
 
 An interrupted run (Ctrl-C) prints the command that continues it: the same flags with ``--resume`` (and

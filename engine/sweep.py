@@ -270,7 +270,8 @@ def run_sweep(args: argparse.Namespace, *, device: torch.device, info: DistInfo,
                 run = RunResult(fold=fold, nshot=shot, checkpoint=checkpoint, checkpoint_sha256=digest,
                                 miou=result.miou, fb_iou=result.fb_iou, episodes=result.episodes,
                                 per_class_iou={str(k): v for k, v in result.per_class_iou.items()},
-                                seed=cell.seed, class_ids=records.class_ids)
+                                seed=cell.seed, class_ids=records.class_ids,
+                                class_names={str(k): v for k, v in datasets[cell].class_names().items()})
                 sweep.add(run, records, args.bootstrap)
                 _log_interval(run, sweep.samples.get(cell), args.bootstrap, len(args.seeds))
                 report(args, sweep, run_dir, write=info.is_main, final=False, warnings=warnings)

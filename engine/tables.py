@@ -57,6 +57,7 @@ class RunResult:
     per_class_iou: dict[str, float]  # 0-based class id (as a string) -> foreground IoU, percent
     seed: int = 0  # the episode seed (--seeds)
     class_ids: tuple[int, ...] = ()  # the fold's classes, which mIoU averages over
+    class_names: dict[str, str] = field(default_factory=dict)  # 0-based class id (as a string) -> its name
 
     @property
     def cell(self) -> Cell:
@@ -64,8 +65,11 @@ class RunResult:
         return Cell(self.seed, self.fold, self.nshot)
 
     def as_dict(self) -> dict[str, Any]:
-        """The run as plain JSON values."""
-        return asdict(self)
+        """The run as plain JSON values, with ``per_class``: one ``{"class_id", "name", "iou"}`` per class."""
+        entry = asdict(self)
+        entry["per_class"] = [{"class_id": int(key), "name": self.class_names.get(key), "iou": value}
+                              for key, value in sorted(self.per_class_iou.items(), key=lambda kv: int(kv[0]))]
+        return entry
 
     @classmethod
     def from_dict(cls, entry: dict[str, Any]) -> "RunResult":

@@ -44,6 +44,10 @@ def test_prints_final_line_and_writes_json(setup, capsys):
     results = json.loads((root / "t1" / "results.json").read_text())
     assert f"{results['miou']:5.2f}".strip() == match.group(1) and f"{results['fb_iou']:5.2f}".strip() == match.group(2)
     assert results["episodes"] == 4 and results["nshot"] == 1 and len(results["per_class_iou"]) == 5
+    # per class: keyed by index as before, and by name with the index beside it (PASCAL fold 0: classes 0-4)
+    assert [(c["class_id"], c["name"]) for c in results["per_class"]] == list(enumerate(
+        ["aeroplane", "bicycle", "bird", "boat", "bottle"]))
+    assert [c["iou"] for c in results["per_class"]] == [results["per_class_iou"][str(i)] for i in range(5)]
     assert len(list((root / "t1" / "vis").glob("*_class-*_iou-*.jpg"))) == 4
     assert (root / "t1" / "log.txt").read_text().count("Fold 0 mIoU") == 1
     # one fold and one shot: a one-cell table, and the run's keys at the top level as before sweeps existed
