@@ -3,7 +3,7 @@
 Released flags keep their names and defaults (``--datapath --benchmark --logpath --bsz --lr --niter --nworker
 --fold --stage --backbone --traincampath --valcampath``; test: ``--load --nshot --visualize
 --use_original_imgsize``). Flags added by this reproduction: ``--splitpath --device --img-size --masking
---backbone-weights --seed --nepisodes --amp --tf32 --resume``. test.py's ``--fold`` and ``--nshot`` also take
+--backbone-weights --seed --nepisodes --amp [fp16|bf16] --tf32 --resume``; train: ``--checkpoint-learner``. test.py's ``--fold`` and ``--nshot`` also take
 several values (``args.folds``, ``args.nshots``; one value works as released), and its ``--load`` is then a path
 template holding ``{fold}`` (``args.checkpoints``: fold -> checkpoint, every one checked before any work).
 
@@ -27,6 +27,8 @@ from common.paths import DEFAULT_DATAPATH, LOG_ROOT
 from data.benchmarks import BENCHMARKS, DEFAULT_CAM_DIRS, FOLD_BENCHMARKS, NFOLDS
 from model.backbone import BACKBONES
 from model.masking import MASKING_MODES
+
+AMP_CHOICES = ("fp16", "bf16")
 
 Script = Literal["train", "test"]
 FOLD_PLACEHOLDER = "{fold}"  # in test.py's --load: replaced by each --fold
@@ -86,7 +88,9 @@ def build_parser(script: Script) -> argparse.ArgumentParser:
                      help="run name: relative names go to <repo>/logs/<name>.log as released; an absolute path is "
                           "the run folder itself")
     run.add_argument("--device", type=str, default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
-    run.add_argument("--amp", action="store_true", help="autocast to float16 on CUDA")
+    run.add_argument("--amp", nargs="?", const="fp16", default=False, choices=AMP_CHOICES,
+                     help="autocast on CUDA: fp16 (float16 with a GradScaler; what --amp alone means) or bf16 "
+                          "(bfloat16, no scaler)")
     run.add_argument("--compile", action="store_true",
                      help="torch.compile the 4D-convolution learner (first steps slower while it compiles)")
     run.add_argument("--tf32", action="store_true",
@@ -96,6 +100,10 @@ def build_parser(script: Script) -> argparse.ArgumentParser:
                      help="training: base seed of the per-epoch episode draws (default: drawn at random, as "
                           "released, and saved with the run); test: episode seed (released: 0)")
     if training:
+        run.add_argument("--checkpoint-learner", action="store_true",
+                         help="activation checkpointing of the correlation and the 4D-convolution learner: they "
+                              "run again in backward, so the graph keeps less memory (for GPUs too small for the "
+                              "batch); same gradients, about a third more time")
         run.add_argument("--lr", type=float, default=4e-4, help="Adam learning rate")
         run.add_argument("--niter", type=int, default=400, help="number of epochs")
         run.add_argument("--resume", action="store_true",
