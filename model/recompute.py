@@ -13,6 +13,7 @@ Two tools, both exact (the backward pass runs the same kernels on bitwise the sa
 """
 from __future__ import annotations
 
+import weakref
 from typing import Any, Callable, Optional, Sequence
 
 import torch
@@ -83,7 +84,10 @@ class RecomputeScope:
     """
 
     def __init__(self) -> None:
-        self._recipes: dict[int, tuple[torch.Tensor, _Recipe]] = {}
+        # storage address -> (weak reference to the registered tensor, recipe): the scope must not keep the
+        # tensor alive (the forward's peak would be that of keeping everything); a dead reference means the
+        # address may now belong to another tensor
+        self._recipes: dict[int, tuple[weakref.ref, _Recipe]] = {}
         self._hooks: Optional[torch.autograd.graph.saved_tensors_hooks] = None
 
     def __enter__(self) -> "RecomputeScope":
@@ -94,7 +98,7 @@ class RecomputeScope:
     def __exit__(self, *exc: Any) -> None:
         assert self._hooks is not None
         self._hooks.__exit__(*exc)
-        self._recipes.clear()  # the registered tensors themselves are no longer referenced from here
+        self._recipes.clear()
 
     def recomputable(self, tensor: torch.Tensor, fn: Callable[..., torch.Tensor], *inputs: Any) -> torch.Tensor:
         """Register ``tensor`` as ``fn(*inputs)``; returns ``tensor``."""
@@ -102,12 +106,19 @@ class RecomputeScope:
             return tensor
         resolved = [_Token(self._recipes[_key(item)][1], item) if isinstance(item, torch.Tensor) and
                     self.is_registered(item) else item for item in inputs]
-        self._recipes[_key(tensor)] = (tensor, _Recipe(fn, resolved, tensor))  # the entry keeps the storage alive
+        self._recipes[_key(tensor)] = (weakref.ref(tensor), _Recipe(fn, resolved, tensor))
         return tensor
 
     def is_registered(self, tensor: torch.Tensor) -> bool:
-        """Whether ``tensor`` is (a view of) a registered tensor."""
-        return tensor.numel() > 0 and _key(tensor) in self._recipes
+        """Whether ``tensor`` is (a view of) a registered tensor that is still alive."""
+        entry = self._recipes.get(_key(tensor)) if tensor.numel() > 0 else None
+        if entry is None:
+            return False
+        registered = entry[0]()
+        if registered is None or _key(registered) != _key(tensor):
+            del self._recipes[_key(tensor)]  # stale: the registered tensor is gone, its address reused
+            return False
+        return True
 
     def _pack(self, tensor: torch.Tensor) -> Any:
         if not self.is_registered(tensor):
