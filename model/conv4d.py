@@ -7,7 +7,7 @@ dims (Hb, Wb) for every query position, and the two are summed. The stride appli
 (HSNet's "prune").
 
 The two 2D convolutions get the very (N, C, H, W) images HSNet gives them, so the numerics are HSNet's bit for
-bit; the copies around them are fewer than HSNet's four per layer:
+bit; the copies around them are fewer than HSNet's four per layer (two permuted inputs, two permuted outputs):
 
 * ``conv2``'s input (B*Ha*Wa, C, Hb, Wb) is a free view when the 6D tensor is stored as (B, Ha, Wa, C, Hb, Wb),
   the order :func:`model.correlation.multilayer_correlation` writes the correlations in; otherwise one copy;
@@ -16,6 +16,8 @@ bit; the copies around them are fewer than HSNet's four per layer:
   copies of the outputs), which GroupNorm then reads without a copy of its own.
 
 Both input copies can be registered with a :class:`~model.recompute.RecomputeScope` (rebuilt in backward).
+(Running the two convolutions as 3D convolutions over views of the 6D tensor would need no copy at all; it
+was measured and dropped: see ``benchmarks/NOTES.md``.)
 """
 from __future__ import annotations
 
@@ -87,11 +89,13 @@ def _support_images(x: torch.Tensor, _: Any) -> torch.Tensor:
 
 def _copy_if_needed(images: torch.Tensor, x: torch.Tensor, scope: Optional[RecomputeScope], rebuild: Any,
                     arg: Any) -> torch.Tensor:
-    """``images`` as a contiguous tensor (the convolution would copy a strided one itself, in forward and again
-    in backward); a copy made here is registered with ``scope`` as ``rebuild(x, arg)``."""
-    if images.is_contiguous():
-        return images
-    images = images.contiguous()
+    """``images`` (a view of ``x`` or a copy) as a contiguous tensor: a strided view is copied here (the
+    convolution would copy it itself, in forward and again in backward). A copy is registered with ``scope``
+    as ``rebuild(x, arg)``, which returns it contiguous."""
+    if images.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():
+        if images.is_contiguous():
+            return images
+        images = images.contiguous()
     if scope is not None:
         scope.recomputable(images, rebuild, x, arg)
     return images
