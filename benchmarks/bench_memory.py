@@ -23,8 +23,9 @@ episode, ``--stage`` refinement steps), with the same random weights and inputs 
 The variants: ``released`` (its code imported from ``--released-repo`` as in ``bench_model.py``), ``ours``
 (the defaults) and ``ours+ckpt`` (``--checkpoint-learner``). On CUDA it also reports
 ``torch.cuda.max_memory_allocated`` of a training step at each ``--cuda-batches`` size. The estimate "batch
-40 on one GPU" is 40 x (peak in backward per episode) + 4 x the parameter bytes (weights, gradients, Adam's
-two moments).
+40 on one GPU" is 40 x (the step's peak per episode, over the bytes allocated before it) + the trainable
+parameters four times (weights, gradients, Adam's two moments) + the frozen backbone once: activations scale
+with the batch, and the step's peak is reached in backward.
 """
 from __future__ import annotations
 
@@ -237,8 +238,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                                "torch": torch.__version__, "runs": []}
     for backbone in args.backbone:
         models = build_models(backbone, released_repo, device, args.variants)
-        param_bytes = sum(p.numel() * p.element_size() for n, p in models["ours"].named_parameters()
-                          if p.requires_grad) if "ours" in models else 0
+        reference = next(iter(models.values()))
+        param_bytes = sum(p.numel() * p.element_size() for p in reference.parameters() if p.requires_grad)
+        frozen_bytes = sum(p.numel() * p.element_size() for p in reference.parameters() if not p.requires_grad)
         ep = make_episode(1, 400, device)
         for stage in args.stage:
             rows: dict[str, dict[str, Any]] = {name: {} for name in models}
@@ -257,19 +259,23 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                 for name in models:
                     make = (lambda n=name: build_models(backbone, released_repo, device, [n])[n])
                     rows[name]["cuda_max_allocated"] = cuda_peaks(make, args.cuda_batches, stage, device)
-            _print_table(backbone, stage, rows, param_bytes)
+            for row in rows.values():
+                if "peak_step" in row:
+                    row["batch40_estimate"] = 40 * row["peak_step"] + 4 * param_bytes + frozen_bytes
+            _print_table(backbone, stage, rows)
             results["runs"].append({"backbone": backbone, "stage": stage, "load_average": os.getloadavg()[0],
-                                    "trainable_param_bytes": param_bytes, "models": rows})
+                                    "trainable_param_bytes": param_bytes, "frozen_param_bytes": frozen_bytes,
+                                    "models": rows})
     if args.json is not None:
         atomic_write_text(json.dumps(results, indent=1), args.json)
         print(f"wrote {args.json}")
     return results
 
 
-def _print_table(backbone: str, stage: int, rows: dict[str, dict[str, Any]], param_bytes: int) -> None:
+def _print_table(backbone: str, stage: int, rows: dict[str, dict[str, Any]]) -> None:
     reference = rows.get("released", {})
     print(f"\n{backbone}, stage {stage} (MB per episode; x = ours / released)")
-    columns = [("held_for_backward", "held for bwd"), ("peak_backward", "peak in bwd"), ("copy_bytes", "copy"),
+    columns = [("held_for_backward", "held for bwd"), ("peak_step", "step peak"), ("copy_bytes", "copy"),
                ("saved_hooks", "saved (hooks)"), ("flops", "GFLOP"), ("seconds", "s / step")]
     header = f"{'':10s}" + "".join(f"{title:>22s}" for key, title in columns if any(key in r for r in rows.values()))
     print(header)
@@ -286,10 +292,9 @@ def _print_table(backbone: str, stage: int, rows: dict[str, dict[str, Any]], par
             line += f"{text:>22s}"
         print(line)
     for name, row in rows.items():
-        if "peak_backward" in row:
-            estimate = 40 * row["peak_backward"] + 4 * param_bytes
-            print(f"  {name}: batch 40 on one GPU needs about {estimate / 1e9:.1f} GB "
-                  "(40 x peak in backward + weights, gradients, Adam moments)")
+        if "batch40_estimate" in row:
+            print(f"  {name}: batch 40 on one GPU needs about {row['batch40_estimate'] / 1e9:.1f} GB "
+                  "(40 x the step's peak + weights, gradients, Adam moments, frozen backbone)")
         if "cuda_max_allocated" in row:
             print(f"  {name}: cuda max allocated " + ", ".join(
                 f"batch {b}: {_mb(v)} MB" for b, v in row["cuda_max_allocated"].items()))
