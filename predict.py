@@ -6,8 +6,11 @@
 No dataset, split lists or CAM files: the CLIP Grad-CAM priors are computed on the fly (the code of the
 generate_cam scripts) and the K supports vote as in ``test.py``. A folder may be given instead of files (its
 images, by extension, in sorted order). Writes into ``--out``, per query ``<stem>_mask.png`` (0/255 at the
-query's resolution) and ``<stem>_overlay.png`` (image | CAM prior | final mask), per support
-``support_<stem>_mask.png`` (its refined mask), and ``predict.json`` (arguments, prompts, files written).
+query's resolution) and ``<stem>_overlay.png`` (image | CAM prior | final mask), with ``--probability`` also
+``<stem>_probability.png`` (the foreground probability, 0..255), per support ``support_<stem>_mask.png`` (its
+refined mask), and ``predict.json`` (arguments, prompts, how the class name was read, files written). A common
+other name of a vocabulary's class is read as that class (``airplane`` -> PASCAL's ``aeroplane``); a name new
+to the vocabulary is scored beside its classes, with a warning.
 Images are used upright, as their EXIF orientation says (as image viewers show them).
 See :mod:`engine.predictor` for the Python API and the choices behind it.
 """
@@ -24,9 +27,11 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from common.cli import ArgumentParser, HelpFormatter, run_cli
+from common.console import ensure_console_logging
 from common.errors import UserInputError
 from data.benchmarks import CLASS_NAMES
 from model.backbone import BACKBONES
+from model.clip_weights import CLIP_WEIGHTS_HELP, random_clip_seed
 from model.masking import MASKING_MODES
 
 logger = logging.getLogger("predict")
@@ -53,7 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="images to segment (files, or folders of images)")
     inputs.add_argument("--out", required=True, help="output folder (created)")
     inputs.add_argument("--vocabulary", default="pascal", choices=tuple(CLASS_NAMES),
-                        help="class names the CAM softmax scores the class among (the class is added if absent)")
+                        help="class names the CAM softmax scores the class among; a common other name of one of them "
+                             "(airplane, tv, couch ...) is read as it, a new name is added (with a warning)")
+    inputs.add_argument("--probability", action="store_true",
+                        help="also write <stem>_probability.png per query: the foreground probability as 0..255")
 
     model = parser.add_argument_group("model")
     model.add_argument("--load", required=True, help="checkpoint (best_model.pt format)")
@@ -66,10 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--backbone-weights", dest="backbone_weights", default="none",
                        help="initial backbone weights: 'imagenet', 'none' (random), or a torchvision state-dict "
                             "file (the --load checkpoint holds the backbone)")
-    model.add_argument("--clip-weights", dest="clip_weights", default=None,
-                       help="OpenAI CLIP RN50.pt (TorchScript) or a state dict with its keys (default: "
-                            "~/.cache/clip/RN50.pt, downloaded when missing and online)")
+    model.add_argument("--clip-weights", dest="clip_weights", default=None, help=CLIP_WEIGHTS_HELP)
     model.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
+    model.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16"),
+                       help="CLIP's precision for the CAM priors: auto is fp16 on CUDA (how the authors' CAM files "
+                            "were made) and fp32 on the CPU")
     return parser
 
 
@@ -150,14 +159,32 @@ def overlay_panel(image: Any, cam: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
     """Segment ``args.class_name`` in the query images; returns what ``predict.json`` records."""
-    from common.io import atomic_write_bytes, atomic_write_text
-    from engine.predictor import Segmenter, prompt_classes
+    from common.io import prepare_output_folder, remove_if_empty
+    from engine.predictor import prompt_classes
 
     prompt_classes(args.class_name, args.vocabulary)  # an empty class name is refused before anything loads
+    random_clip_seed(args.clip_weights)  # and a malformed random:SEED
     if args.stage < 1:
         raise PredictInputError(f"--stage must be >= 1, got {args.stage}")
     if args.img_size < 32:
         raise PredictInputError(f"--img-size must be >= 32, got {args.img_size}")
+    out = Path(args.out).expanduser()
+    created = prepare_output_folder(out, "--out")  # before any work
+    try:
+        return _predict(args, out)
+    except UserInputError:
+        if created:
+            remove_if_empty(out)
+        raise
+
+
+def _predict(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    import torch
+
+    from common.io import atomic_write_bytes, atomic_write_text
+    from engine.predictor import Segmenter
+    from model.clip_gradcam import clip_dtype
+
     support_paths = collect_images(args.support, "--support")
     query_paths = collect_images(args.query, "--query")
     supports, queries = read_images(support_paths), read_images(query_paths)
@@ -166,23 +193,29 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     segmenter = Segmenter.from_checkpoint(args.load, args.backbone, clip_weights=args.clip_weights,
                                           backbone_weights=backbone_weights, device=args.device,
                                           img_size=args.img_size, stage=args.stage, masking=args.masking,
-                                          vocabulary=args.vocabulary)
+                                          vocabulary=args.vocabulary, clip_precision=args.precision)
     logger.info("Segmenting %r in %d queries with %d supports on %s", args.class_name, len(queries),
                 len(supports), segmenter.device)
-    result = segmenter.segment(supports, queries, args.class_name)
+    result = segmenter.segment(supports, queries, args.class_name, probabilities=args.probability, progress=True)
 
-    out = Path(args.out).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
     written = []
     for path, image, cam, mask in zip(query_paths, queries, result.query_cams, result.query_masks):
         written.append(atomic_write_bytes(_png(mask * np.uint8(255)), out / f"{path.stem}_mask.png"))
         written.append(atomic_write_bytes(_png(overlay_panel(image, cam, mask)), out / f"{path.stem}_overlay.png"))
         logger.info("%s: %.1f%% foreground", path, 100.0 * float(mask.mean()))
+    for path, probability in zip(query_paths, result.query_probabilities):
+        grey = np.clip(np.round(probability * 255.0), 0, 255).astype(np.uint8)
+        written.append(atomic_write_bytes(_png(grey), out / f"{path.stem}_probability.png"))
     for path, mask in zip(support_paths, result.support_masks):
         written.append(atomic_write_bytes(_png(mask * np.uint8(255)), out / f"support_{path.stem}_mask.png"))
+    match = result.class_match
     record = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
               "supports": [str(p) for p in support_paths], "queries": [str(p) for p in query_paths],
               "prompts": result.prompts, "class_index": result.class_index,
+              "class": {"given": match.given, "prompt_name": match.name, "read_as": match.how,
+                        "note": match.message()},
+              "random_clip_weights": random_clip_seed(args.clip_weights) is not None,
+              "clip_precision": "fp16" if clip_dtype(segmenter.clip_model) == torch.float16 else "fp32",
               "written": [str(p) for p in written]}
     atomic_write_text(json.dumps(record, indent=2) + "\n", out / "predict.json")
     logger.info("Wrote %d files to %s", len(written) + 1, out)
@@ -192,8 +225,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 def cli(argv: Optional[Sequence[str]] = None) -> int:
     """Parse the flags and predict; bad input prints ``predict.py: error: ...`` naming the file, status 2."""
     args = build_parser().parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    ensure_console_logging("%(message)s")
     def run() -> None:
         main(args)
 

@@ -28,7 +28,9 @@ difference, for mIoU and FB-IoU) is printed. Written into the run folder, for on
                "episodes", "per_class_iou": {"<0-based class id>": IoU}}, ...],   # in --fold x --nshot order
      "table": {"miou" | "fb_iou": {"<shot>": {"ours" | "paper" | "diff":
                                                 {"folds": [fold 0..3, null = no number], "mean": m or null}}}},
-     "paper_source": where the paper's numbers come from (engine/paper_results.json)}
+     "paper_source": where the paper's numbers come from (engine/paper_results.json),
+     "cam_manifests": {"valcampath": SHA-256 of the CAM folder's cam_manifest.json, null without one},
+     "warnings": ["fold 1: ... was trained with other settings than it is tested with ...", ...]}
 
 With one fold and one shot, that run's keys (``fold nshot checkpoint checkpoint_sha256 miou fb_iou episodes
 per_class_iou``) are also at the top level, as in the ``results.json`` of earlier versions. Numbers are
@@ -56,6 +58,8 @@ logger = logging.getLogger("test")
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
     """Test ``args.checkpoints`` at every fold and shot; returns what is written to ``results.json``."""
+    from engine.cam_provenance import cam_manifest_digests
+    from engine.checkpoint_args import checkpoint_warnings
     from engine.sweep import report, run_sweep
 
     device = resolve_device(args.device)
@@ -68,13 +72,15 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         run_dir = run.path
         with removed_on_bad_input(run, info, finished=OUTPUT_NAMES["results"]):
             setup_logging(run_dir, rank=info.rank)
+            args.cam_manifests = cam_manifest_digests(args, training=False)
             if info.is_main:
                 atomic_write_text(args_to_json(args), run_dir / "args.json")
             log_args(logger, vars(args))
             logger.info("Run folder: %s | device: %s | ranks: %d", run_dir, device, info.world_size)
 
-            runs = run_sweep(args, device=device, info=info, run_dir=run_dir)
-            document = report(args, runs, run_dir, write=info.is_main)
+            warnings = checkpoint_warnings(args) if info.is_main else []  # in the log and in results.json
+            runs = run_sweep(args, device=device, info=info, run_dir=run_dir, warnings=warnings)
+            document = report(args, runs, run_dir, write=info.is_main, warnings=warnings)
         logger.info("==================== Finished Testing ====================")
         document["run_dir"] = str(run_dir)
         return document

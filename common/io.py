@@ -1,9 +1,13 @@
 """Atomic file writes (a file is either absent, or complete), and file hashing.
 
 Every writer goes through a temporary file in the destination folder, flushed and fsynced, then
-``os.replace``-d onto the final name, so a killed job never leaves a truncated checkpoint, CAM or log.
-A write that the machine refuses (full disk, quota, file-size limit, read-only folder) raises
+``os.replace``-d onto the final name, so a killed job never leaves a truncated checkpoint, CAM or log. The
+file gets the mode the umask gives any new file (0644 under the usual umask 022), so that others can read a
+shared run. A write that the machine refuses (full disk, quota, file-size limit, read-only folder) raises
 :class:`OutputWriteError` naming the file, and the file that was there before is left as it was.
+
+:func:`prepare_output_folder` creates an entry point's output folder and checks that it can be written
+before any work starts.
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import errno
 import hashlib
 import io
 import os
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
@@ -57,6 +62,19 @@ def refused_writes_reported(path: PathLike, size: Optional[int] = None) -> Itera
         raise _refused_write(Path(path), size, exc) from exc
 
 
+def _create_temp_file(path: Path) -> tuple[int, str]:
+    """A new ``.{name}.XXXXXXXX.tmp`` beside ``path``, opened for writing. Unlike ``tempfile.mkstemp`` (always
+    0600) it is created with mode 0666 less the umask, the mode of any new file."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp_name = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp_name, flags, 0o666), tmp_name
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused temporary file name", str(path.parent))
+
+
 def atomic_write_bytes(data: bytes, path: PathLike) -> Path:
     """Write ``data`` to ``path`` atomically, creating parent folders. Returns the final path.
 
@@ -66,7 +84,7 @@ def atomic_write_bytes(data: bytes, path: PathLike) -> Path:
     path = Path(path)
     with refused_writes_reported(path, len(data)):
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp_name = _create_temp_file(path)
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
@@ -101,3 +119,54 @@ def atomic_torch_save(obj: Any, path: PathLike) -> Path:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     return atomic_write_bytes(buffer.getvalue(), path)
+
+
+class OutputFolderError(UserInputError, OSError):
+    """An output folder named by a flag cannot be used: it is a file, cannot be created or is not writable."""
+
+
+def check_not_a_file(path: PathLike, flag: str) -> None:
+    """Raise :class:`OutputFolderError` naming ``flag`` when ``path`` or one of its parents is a file."""
+    path = Path(path)
+    blocking = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocking == path:
+        raise OutputFolderError(f"{flag} {path} is a file, not a folder; choose a folder")
+    if blocking is not None:
+        raise OutputFolderError(f"{flag} {path}: {blocking} is a file, not a folder; choose another {flag}")
+
+
+def prepare_output_folder(path: PathLike, flag: str) -> bool:
+    """Create the output folder ``path`` (and its parents) and check that a file can be written into it, so
+    that a bad output path stops an entry point before any work. Returns whether this call created ``path``
+    (a folder it created is removed again when it cannot be written into).
+
+    Raises:
+        OutputFolderError: naming ``flag`` and ``path``: it (or a parent) is a file, or it cannot be created
+            or written into (the system's reason is given).
+    """
+    path = Path(path)
+    check_not_a_file(path, flag)
+    created = not path.exists()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputFolderError(f"{flag} {path}: cannot create the folder ({exc.strerror or exc}); choose "
+                                f"another {flag}") from exc
+    try:
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        if created:
+            remove_if_empty(path)
+        raise OutputFolderError(f"{flag} {path}: cannot write into the folder ({exc.strerror or exc}); choose "
+                                f"another {flag}") from exc
+    return created
+
+
+def remove_if_empty(path: PathLike) -> None:
+    """Remove the folder ``path`` if it exists and is empty (an output folder made for a job that stopped
+    before writing anything); anything else is left alone."""
+    try:
+        Path(path).rmdir()
+    except OSError:
+        pass

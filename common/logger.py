@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -20,6 +19,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 import torch
 
+from common.console import ConsoleHandler
 from common.io import refused_writes_reported
 
 _HANDLER_TAG = "_imrhsnet_handler"
@@ -41,7 +41,7 @@ def setup_logging(run_dir: Optional[Path] = None, *, rank: int = 0, filename: st
             handler.close()
     root.setLevel(level)
     formatter = logging.Formatter("%(message)s")
-    console = logging.StreamHandler(sys.stdout)
+    console = ConsoleHandler("stdout")
     console.setLevel(level if rank == 0 else logging.WARNING)
     handlers: list[logging.Handler] = [console]
     if run_dir is not None and rank == 0:

@@ -2,18 +2,21 @@
 
 :func:`episode_panel` lays one episode out left to right -- the K masked supports, the query with the
 prediction, the query with its ground truth -- and :class:`Visualizer` writes one JPEG per episode with the
-released file name ``{batch}_{sample}_class-{c}_iou-{iou}.jpg`` (into ``<run folder>/vis`` rather than ``./vis``).
-Nothing here changes its inputs.
+released file name ``{batch}_{sample}_class-{c}_iou-{iou}.jpg`` (into ``<run folder>/vis`` rather than ``./vis``),
+labelled for a reader (the released pictures had no text): a title line with the class name, its id and the
+episode's foreground IoU, and a caption over each tile (``support 1`` .. ``support K``, ``prediction``,
+``ground truth``). Nothing here changes its inputs.
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from common.constants import IMAGENET_MEAN, IMAGENET_STD
 
@@ -47,6 +50,24 @@ def apply_mask(image: np.ndarray, mask: np.ndarray, color: Sequence[int], alpha:
     return out.astype(np.uint8)
 
 
+def episode_tiles(support_imgs: torch.Tensor, support_masks: torch.Tensor, query_img: torch.Tensor,
+                  query_mask: torch.Tensor, pred_mask: torch.Tensor) -> list[np.ndarray]:
+    """The K + 2 tiles of an episode, each (H, W, 3) uint8: the masked supports, the query with the prediction,
+    the query with its ground truth (arguments as :func:`episode_panel`)."""
+    size = tuple(query_img.shape[-2:])
+    tiles = [apply_mask(to_uint8_image(img), _mask_at(mask, tuple(img.shape[-2:])), SUPPORT_COLOR)
+             for img, mask in zip(support_imgs, support_masks)]
+    query = to_uint8_image(query_img)
+    tiles.append(apply_mask(query, _mask_at(pred_mask, size), QUERY_COLOR))
+    tiles.append(apply_mask(query, _mask_at(query_mask, size), QUERY_COLOR))
+    return tiles
+
+
+def _strip(tiles: Sequence[np.ndarray]) -> np.ndarray:
+    height = max(tile.shape[0] for tile in tiles)
+    return np.concatenate([np.pad(t, ((0, height - t.shape[0]), (0, 0), (0, 0))) for t in tiles], axis=1)
+
+
 def episode_panel(support_imgs: torch.Tensor, support_masks: torch.Tensor, query_img: torch.Tensor,
                   query_mask: torch.Tensor, pred_mask: torch.Tensor) -> np.ndarray:
     """One episode as an (H, (K + 2) * W, 3) uint8 strip.
@@ -55,15 +76,46 @@ def episode_panel(support_imgs: torch.Tensor, support_masks: torch.Tensor, query
         support_imgs: (K, 3, H, W) normalized; support_masks: (K, H, W) 0/1.
         query_img: (3, H, W) normalized; query_mask, pred_mask: (H', W') 0/1 (resized to (H, W) if needed).
     """
-    size = tuple(query_img.shape[-2:])
-    tiles = [apply_mask(to_uint8_image(img), _mask_at(mask, tuple(img.shape[-2:])), SUPPORT_COLOR)
-             for img, mask in zip(support_imgs, support_masks)]
-    query = to_uint8_image(query_img)
-    tiles.append(apply_mask(query, _mask_at(pred_mask, size), QUERY_COLOR))
-    tiles.append(apply_mask(query, _mask_at(query_mask, size), QUERY_COLOR))
-    height = max(tile.shape[0] for tile in tiles)
-    tiles = [np.pad(t, ((0, height - t.shape[0]), (0, 0), (0, 0))) for t in tiles]
-    return np.concatenate(tiles, axis=1)
+    return _strip(episode_tiles(support_imgs, support_masks, query_img, query_mask, pred_mask))
+
+
+@lru_cache(maxsize=8)
+def _font(size: int) -> Any:
+    try:
+        return ImageFont.load_default(size=size)  # a scalable font (Pillow >= 10.1)
+    except TypeError:
+        return ImageFont.load_default()
+
+
+def _text_band(width: int, texts: Sequence[tuple[int, str]], size: int) -> np.ndarray:
+    """A white (h, width, 3) band with each ``(x, text)`` written in black from x; text past the edge is cut."""
+    band = Image.new("RGB", (width, size + size // 2), (255, 255, 255))
+    draw = ImageDraw.Draw(band)
+    for x, text in texts:
+        draw.text((x + 2, size // 4), text, fill=(0, 0, 0), font=_font(size))
+    return np.asarray(band)
+
+
+def labelled_panel(tiles: Sequence[np.ndarray], captions: Sequence[str], title: str) -> np.ndarray:
+    """``tiles`` side by side under a title line and a caption over each tile: (h + H, sum of widths, 3) uint8."""
+    strip = _strip(tiles)
+    size = max(10, min(24, strip.shape[0] // 16))  # text height: legible on 64 px tiles and on 400 px ones
+    starts = np.cumsum([0] + [tile.shape[1] for tile in tiles[:-1]])
+    header = np.concatenate([_text_band(strip.shape[1], [(0, title)], size),
+                             _text_band(strip.shape[1], list(zip(starts.tolist(), captions)), size)], axis=0)
+    return np.concatenate([header, strip], axis=0)
+
+
+def labelled_episode_panel(support_imgs: torch.Tensor, support_masks: torch.Tensor, query_img: torch.Tensor,
+                           query_mask: torch.Tensor, pred_mask: torch.Tensor, *, class_name: str,
+                           iou: Optional[float] = None) -> np.ndarray:
+    """:func:`episode_panel` with a title (``class_name``, the foreground ``iou`` in percent) and tile captions
+    (``support 1`` .. ``support K``, ``prediction``, ``ground truth``): (h + H, (K + 2) * W, 3) uint8."""
+    tiles = episode_tiles(support_imgs, support_masks, query_img, query_mask, pred_mask)
+    nshot = len(tiles) - 2
+    captions = [f"support {k + 1}" for k in range(nshot)] + ["prediction", "ground truth"]
+    title = f"class: {class_name}" + (f"   IoU: {iou:.1f}" if iou is not None else "")
+    return labelled_panel(tiles, captions, title)
 
 
 def batch_panels(batch: Mapping[str, Any], pred_mask: torch.Tensor, limit: int = 4) -> np.ndarray:
@@ -77,21 +129,27 @@ def batch_panels(batch: Mapping[str, Any], pred_mask: torch.Tensor, limit: int =
 
 
 class Visualizer:
-    """Writes the ``--visualize`` JPEGs of test.py into ``out_dir``."""
+    """Writes the ``--visualize`` JPEGs of test.py into ``out_dir``; ``class_names`` (0-based class id -> name)
+    names the class in each picture's title (without it, or for an id it lacks: ``class <id>``)."""
 
-    def __init__(self, out_dir: Path) -> None:
+    def __init__(self, out_dir: Path, class_names: Optional[Mapping[int, str]] = None) -> None:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.class_names = dict(class_names or {})
 
     def save_batch(self, batch: Mapping[str, Any], pred_mask: torch.Tensor, batch_idx: int,
                    iou: Optional[torch.Tensor] = None) -> list[Path]:
-        """One JPEG per episode; ``iou`` (B,) is the foreground IoU written into the name (as released)."""
+        """One JPEG per episode; ``iou`` (B,) is the foreground IoU (a fraction) written into the name (as
+        released) and, in percent, into the picture's title."""
         paths = []
         for i in range(pred_mask.shape[0]):
-            panel = episode_panel(batch["support_imgs"][i], batch["support_masks"][i], batch["query_img"][i],
-                                  batch["query_mask"][i], pred_mask[i])
             value = float(iou[i]) if iou is not None else 0.0
             class_id = int(batch["class_id"][i])
+            name = self.class_names.get(class_id)
+            panel = labelled_episode_panel(
+                batch["support_imgs"][i], batch["support_masks"][i], batch["query_img"][i], batch["query_mask"][i],
+                pred_mask[i], class_name=f"{name} ({class_id})" if name else f"class {class_id}",
+                iou=100.0 * value if iou is not None else None)
             path = self.out_dir / f"{batch_idx}_{i}_class-{class_id}_iou-{value:.2f}.jpg"
             Image.fromarray(panel).save(path)
             paths.append(path)

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from data.benchmarks import NCLASS
-from data.episodes import Episode, coco_eval_episodes, coco_train_episode, train_rng
+from data.episodes import Episode, coco_eval_episodes, coco_train_episode, released_coco_episode, train_rng
 from data.fewshot import FewShotDataset
 from data.splits import read_coco_split
 
@@ -20,6 +22,7 @@ class DatasetCOCO(FewShotDataset):
     benchmark = "coco"
     nclass = NCLASS["coco"]
     has_ignore = False
+    train_draws_use_index = False
 
     def _read_split(self) -> None:
         classwise = read_coco_split(self.split_root, self.split, self.fold)
@@ -39,3 +42,6 @@ class DatasetCOCO(FewShotDataset):
     def _train_episode(self, index: int) -> Episode:
         return coco_train_episode(train_rng(self.seed, self.epoch, index), self.class_ids,
                                   self.img_metadata_classwise, self.shot)
+
+    def _released_train_episode(self, rng: np.random.RandomState, index: int) -> Episode:
+        return released_coco_episode(rng, self.class_ids, self.img_metadata_classwise, self.shot)

@@ -5,7 +5,7 @@ import os
 import shlex
 from collections import defaultdict
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 from torch.utils.data import DataLoader, Sampler
@@ -16,10 +16,12 @@ from data.coco import DatasetCOCO
 from data.errors import MissingCAMError
 from data.fewshot import FewShotDataset
 from data.fss import DatasetFSS
+from data.mask_values import NOTES_KEY, OutsideValueReport
 from data.pascal import DatasetPASCAL
 from data.splits import resolve_split_root
 
-__all__ = ["DATASETS", "MissingCAMError", "build_dataloader", "build_dataset", "check_cams_exist"]
+__all__ = ["DATASETS", "EpisodeLoader", "MissingCAMError", "OutsideValueReport", "build_dataloader", "build_dataset",
+           "cam_command", "check_cams_exist"]
 
 DATASETS: dict[str, Callable[..., FewShotDataset]] = {
     cls.benchmark: cls for cls in (DatasetPASCAL, DatasetCOCO, DatasetFSS)}
@@ -28,8 +30,9 @@ DATASETS: dict[str, Callable[..., FewShotDataset]] = {
 def build_dataset(benchmark: str, *, datapath: str | Path, fold: int, split: str, shot: int = 1,
                   img_size: int = 400, cam_train_path: Optional[str | Path] = None,
                   cam_val_path: Optional[str | Path] = None, splitpath: Optional[str | Path] = None,
-                  use_original_imgsize: bool = False, nepisodes: Optional[int] = None, seed: Optional[int] = 0
-                  ) -> FewShotDataset:
+                  use_original_imgsize: bool = False, nepisodes: Optional[int] = None, seed: Optional[int] = 0,
+                  episode_rng: str = "independent", strict_masks: bool = False,
+                  mask_report: Optional[OutsideValueReport] = None) -> FewShotDataset:
     """The episodes of ``benchmark`` (one of :data:`data.benchmarks.BENCHMARKS`), ``fold`` (0 for FSS-1000,
     which has none) and ``split`` ("trn", "val", "test").
 
@@ -37,7 +40,10 @@ def build_dataset(benchmark: str, *, datapath: str | Path, fold: int, split: str
     ``CAM_Val`` for PASCAL, ``CAM_COCO``, ``CAM_FSS``); ``splitpath=None`` uses the verified HSNet split cache
     (:func:`data.splits.resolve_split_root`). Validation/test episodes are the released ones for ``seed``
     (0 as released), the first ``nepisodes`` (``None``: the released count, 1000 or every FSS-1000 image once);
-    training episodes are drawn per ``(seed, epoch, index)``, see :meth:`FewShotDataset.set_epoch`.
+    training episodes are drawn per ``(seed, epoch, index)``, or with ``episode_rng="released"`` as the
+    released train.py's DataLoader workers drew them, see :meth:`FewShotDataset.set_epoch`. Mask values outside
+    the class range are read as background and reported to ``mask_report`` (``strict_masks``: an error), see
+    :mod:`data.mask_values`.
     """
     if benchmark not in DATASETS:
         raise ValueError(f"benchmark must be one of {sorted(DATASETS)}, got {benchmark!r}")
@@ -48,21 +54,38 @@ def build_dataset(benchmark: str, *, datapath: str | Path, fold: int, split: str
         cam_train_path=Path(cam_train_path) if cam_train_path else datapath / train_dir,
         cam_val_path=Path(cam_val_path) if cam_val_path else datapath / val_dir,
         split_root=resolve_split_root(splitpath), use_original_imgsize=use_original_imgsize,
-        nepisodes=nepisodes, seed=seed)
+        nepisodes=nepisodes, seed=seed, episode_rng=episode_rng, strict_masks=strict_masks, mask_report=mask_report)
+
+
+class EpisodeLoader(DataLoader):
+    """A DataLoader of episode batches that passes what its worker processes found in mask files (values
+    outside the class range, read as background) to the dataset's :class:`OutsideValueReport` in this process,
+    and removes that note from the batch (see :mod:`data.mask_values`)."""
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        report = getattr(self.dataset, "mask_report", None)
+        for batch in super().__iter__():
+            if isinstance(batch, dict) and NOTES_KEY in batch:
+                notes = batch.pop(NOTES_KEY)
+                if report is not None:
+                    report.add_encoded(notes)
+            yield batch
 
 
 def build_dataloader(dataset: FewShotDataset, *, bsz: int, nworker: int, shuffle: bool, seed: Optional[int] = 0,
                      sampler: Optional[Sampler[int]] = None) -> DataLoader:
-    """A DataLoader over ``dataset``; the episodes do not depend on ``bsz``, ``nworker`` or the global RNGs.
+    """A DataLoader (:class:`EpisodeLoader`) over ``dataset``; the episodes do not depend on ``bsz``,
+    ``nworker`` or the global RNGs (unless ``dataset`` draws its training episodes as released).
 
     ``shuffle`` (ignored with a ``sampler``) permutes episode order with a generator seeded by ``seed``.
     """
     generator = torch.Generator().manual_seed(int(seed)) if seed is not None else None
-    return DataLoader(dataset, batch_size=bsz, shuffle=shuffle if sampler is None else False, sampler=sampler,
-                      num_workers=nworker, generator=generator, persistent_workers=False)
+    return EpisodeLoader(dataset, batch_size=bsz, shuffle=shuffle if sampler is None else False, sampler=sampler,
+                         num_workers=nworker, generator=generator, persistent_workers=False)
 
 
-def _cam_command(dataset: FewShotDataset) -> str:
+def cam_command(dataset: FewShotDataset) -> str:
+    """The command (from the repository root) that makes the CAM files ``dataset`` reads."""
     args = ["--datapath", str(dataset.datapath)]
     if dataset.benchmark == "pascal":
         args += ["--traincampath", str(dataset.cam_train_path), "--valcampath", str(dataset.cam_val_path)]
@@ -97,4 +120,4 @@ def check_cams_exist(dataset: FewShotDataset) -> None:
         raise MissingCAMError(
             f"{len(missing)} of {total} CAM priors needed by {dataset.benchmark} {dataset.split_name}"
             f"{f' fold {dataset.fold}' if dataset.has_folds else ''} are missing under {root} (first: {missing[0]});\n"
-            f"generate them (from the repository root) with: {_cam_command(dataset)}")
+            f"generate them (from the repository root) with: {cam_command(dataset)}")

@@ -11,18 +11,26 @@ when the dataset is built, so batch size, workers, sharding and the global RNG n
 
 Training episodes are fresh each epoch but reproducible: episode ``index`` of epoch ``epoch`` is drawn from
 ``np.random.default_rng([seed, epoch, index])``, a function of those three numbers alone, so any number of
-workers (each with its own copy of the dataset) draws exactly the same episodes.
+workers (each with its own copy of the dataset) draws exactly the same episodes (``--episode-rng independent``,
+the default).
+
+``--episode-rng released`` draws them as the released ``train.py`` did (:func:`released_worker_episodes`): it
+seeded NumPy once per epoch in the main process and loaded the batches with ``--nworker`` DataLoader workers,
+which PyTorch before 1.9 forked without seeding NumPy, so every worker drew from the same NumPy state. COCO-20i
+ignores the index, so each group of ``nworker`` consecutive batches repeats the same episodes; PASCAL-5i (and
+FSS-1000) take the query from the index and only the supports from that shared stream.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
 from data.benchmarks import FSS_IMAGES_PER_CLASS
 
 __all__ = [
+    "EPISODE_RNGS",
     "Episode",
     "coco_eval_episodes",
     "coco_train_episode",
@@ -30,8 +38,15 @@ __all__ = [
     "listed_eval_episodes",
     "listed_train_episode",
     "released_choice",
+    "released_coco_episode",
+    "released_listed_episode",
+    "released_worker_episodes",
     "train_rng",
 ]
+
+# How training episodes are drawn: "independent" (per (seed, epoch, index), the default) or "released" (the
+# released train.py's shared NumPy stream per DataLoader worker, see released_worker_episodes).
+EPISODE_RNGS = ("independent", "released")
 
 
 @dataclass(frozen=True)
@@ -74,11 +89,7 @@ def listed_eval_episodes(metadata: Sequence[tuple[str, int]], classwise: Mapping
     ``np.random.choice(range(1, 11), 1, replace=False)`` consumes the stream as a choice among 10 names does).
     """
     rng = np.random.RandomState(seed)
-    episodes = []
-    for idx in range(n):
-        query, cls = metadata[idx % len(metadata)]
-        episodes.append(Episode(query, _released_supports(rng, classwise[cls], query, shot), int(cls)))
-    return episodes
+    return [released_listed_episode(rng, *metadata[idx % len(metadata)], classwise, shot) for idx in range(n)]
 
 
 def fss_support_names(category: str) -> list[str]:
@@ -92,12 +103,23 @@ def coco_eval_episodes(class_ids: Sequence[int], classwise: Mapping[int, Sequenc
     """The first ``n`` released COCO-20i val/test episodes for ``seed``: a class uniformly from ``class_ids``,
     a query uniformly from its images, then the supports (the released loader ignores the index)."""
     rng = np.random.RandomState(seed)
-    episodes = []
-    for _ in range(n):
-        cls = int(released_choice(rng, class_ids))
-        query = released_choice(rng, classwise[cls])
-        episodes.append(Episode(query, _released_supports(rng, classwise[cls], query, shot), cls))
-    return episodes
+    return [released_coco_episode(rng, class_ids, classwise, shot) for _ in range(n)]
+
+
+def released_coco_episode(rng: np.random.RandomState, class_ids: Sequence[int], classwise: Mapping[int, Sequence[str]],
+                          shot: int) -> Episode:
+    """One episode of the released COCO-20i loader (``load_frame``) drawn from ``rng``: a class uniformly from
+    ``class_ids``, a query uniformly from its images, then the supports."""
+    cls = int(released_choice(rng, class_ids))
+    query = released_choice(rng, classwise[cls])
+    return Episode(query, _released_supports(rng, classwise[cls], query, shot), cls)
+
+
+def released_listed_episode(rng: np.random.RandomState, query: str, cls: int,
+                            classwise: Mapping[int, Sequence[str]], shot: int) -> Episode:
+    """One episode of the released PASCAL-5i loader (HSNet's FSS-1000 loader alike): the query is given (by the
+    index), the supports are drawn from ``classwise[cls]`` on ``rng``."""
+    return Episode(query, _released_supports(rng, classwise[cls], query, shot), int(cls))
 
 
 def train_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -128,3 +150,47 @@ def coco_train_episode(rng: np.random.Generator, class_ids: Sequence[int], class
     names = classwise[cls]
     query = names[int(rng.integers(len(names)))]
     return Episode(query, _train_supports(rng, names, query, shot), cls)
+
+
+def released_worker_episodes(order: Sequence[int], *, batch_size: int, nworker: int, seed: int,
+                             draw: Callable[[np.random.RandomState, int], Episode],
+                             draws_use_index: bool = True) -> dict[int, Episode]:
+    """One epoch's training episodes as the released ``train.py`` drew them with ``nworker`` DataLoader workers
+    on PyTorch < 1.9: ``{index: episode}`` for every index of ``order``.
+
+    The loader cuts ``order`` (the sampler's indices of the epoch) into batches of ``batch_size`` and hands
+    batch ``b`` to worker ``b % nworker``, which loads its batches in turn. Each worker was forked from the main
+    process right after that process seeded NumPy (``fix_randseed`` per epoch) and PyTorch did not reseed
+    NumPy in workers before 1.9, so every worker starts from ``RandomState(seed)`` and ``draw(rng, index)``
+    consumes its own copy of that stream. ``nworker`` 0 (the main process loads) is a single stream.
+
+    ``draws_use_index`` False (COCO-20i: the released loader ignores the index) means that every worker's
+    stream yields the same episodes, so batch ``k * nworker + w`` equals batch ``k * nworker`` for every worker
+    ``w`` (the last, shorter batch takes the first episodes of its group); they are drawn once.
+
+    Raises:
+        ValueError: ``order`` holds an index twice (its two episodes would differ).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    streams = max(1, int(nworker))
+    batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+    shared_rng, shared = np.random.RandomState(seed), []  # the one stream of index-free draws
+    episodes: dict[int, Episode] = {}
+    for worker in range(streams):
+        rng = np.random.RandomState(seed)
+        position = 0  # episodes this worker has drawn so far
+        for batch in batches[worker::streams]:
+            for index in batch:
+                index = int(index)
+                if draws_use_index:
+                    episode = draw(rng, index)
+                else:
+                    while len(shared) <= position:
+                        shared.append(draw(shared_rng, index))
+                    episode = shared[position]
+                position += 1
+                if index in episodes:
+                    raise ValueError(f"index {index} appears twice in the epoch's order")
+                episodes[index] = episode
+    return episodes

@@ -6,15 +6,18 @@ import random
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from common.constants import IGNORE_LABEL
-from data.benchmarks import EVAL_EPISODES, NFOLDS, fold_classes
+from data.benchmarks import CLASS_NAMES, EVAL_EPISODES, NFOLDS, fold_classes
 from data.cam_files import cam_path
-from data.episodes import Episode, listed_eval_episodes, listed_train_episode, train_rng
+from data.episodes import (EPISODE_RNGS, Episode, listed_eval_episodes, listed_train_episode,
+                           released_listed_episode, released_worker_episodes, train_rng)
 from data.errors import DataError
+from data.mask_values import NOTES_KEY, OutsideValueReport, encode_notes
 from data.readers import ImageTransform, read_cam, read_image, read_label
 
 __all__ = ["FewShotDataset"]
@@ -25,8 +28,8 @@ class FewShotDataset(Dataset):
 
     Subclasses set ``benchmark``, ``nclass``, ``has_ignore``, ``has_folds`` and implement :meth:`_read_split`
     (fills ``img_metadata`` and ``img_metadata_classwise``), :meth:`image_path` and :meth:`mask_path`;
-    :meth:`build_class_ids`, :meth:`read_mask`, :meth:`_targets`, :meth:`_eval_episodes` and
-    :meth:`_train_episode` may be overridden.
+    :meth:`build_class_ids`, :meth:`read_mask`, :meth:`_targets`, :meth:`_eval_episodes`,
+    :meth:`_train_episode` and :meth:`_released_train_episode` may be overridden.
 
     Args:
         datapath: root holding ``VOC2012/``, ``COCO2014/`` or ``FSS-1000/``.
@@ -42,19 +45,30 @@ class FewShotDataset(Dataset):
             released count (:data:`data.benchmarks.EVAL_EPISODES`: 1000, or every image of the split once).
         seed: validation/test: the released ``fix_randseed`` value (0); training: base seed of the episodes
             (``None`` draws one).
+        episode_rng: how training episodes are drawn (:data:`data.episodes.EPISODE_RNGS`): ``"independent"``
+            per (seed, epoch, index), or ``"released"``: as the released train.py's DataLoader workers drew them
+            (see :meth:`set_epoch`).
+        strict_masks: a mask value outside the class range is an error; by default it is read as background,
+            as released, and reported to ``mask_report`` (see :mod:`data.mask_values`).
+        mask_report: where such files are reported (share one between datasets to warn once per file); a new
+            one by default.
     """
 
     benchmark: str = ""
     nclass: int = 0
     has_ignore: bool = False
     has_folds: bool = True
+    train_draws_use_index: bool = True  # False where the released loader ignores the index (COCO-20i)
 
     def __init__(self, datapath: Path | str, *, fold: int, split: str, shot: int = 1, img_size: int = 400,
                  cam_train_path: Path | str, cam_val_path: Path | str, split_root: Path | str,
                  use_original_imgsize: bool = False, nepisodes: Optional[int] = None,
-                 seed: Optional[int] = 0) -> None:
+                 seed: Optional[int] = 0, episode_rng: str = "independent", strict_masks: bool = False,
+                 mask_report: Optional[OutsideValueReport] = None) -> None:
         if split not in ("trn", "val", "test"):
             raise ValueError(f"split must be 'trn', 'val' or 'test', got {split!r}")
+        if episode_rng not in EPISODE_RNGS:
+            raise ValueError(f"episode_rng must be one of {EPISODE_RNGS}, got {episode_rng!r}")
         if not 0 <= fold < (NFOLDS if self.has_folds else 1):
             raise ValueError(f"fold must be in 0..{NFOLDS - 1}, got {fold}" if self.has_folds else
                              f"{self.benchmark} has no folds (fixed class lists): fold must be 0, got {fold}")
@@ -74,6 +88,11 @@ class FewShotDataset(Dataset):
             seed = random.randrange(2**31) if self.split == "trn" else 0
         self.seed = int(seed)
         self.epoch = 0
+        self.episode_rng = episode_rng
+        self._epoch_episodes: Optional[dict[int, Episode]] = None  # released draws of the current epoch
+        self.strict_masks = bool(strict_masks)
+        self.mask_report = mask_report if mask_report is not None else OutsideValueReport()
+        self._worker_notes: list[tuple[str, list[int]]] = []  # found by this worker in the current episode
 
         self.class_ids: list[int] = self.build_class_ids()
         self.img_metadata: list[Any] = []
@@ -87,6 +106,11 @@ class FewShotDataset(Dataset):
         """The fold's test classes (val/test) or all the others (trn), as HSNet splits them."""
         val_ids = fold_classes(self.benchmark, self.fold)
         return val_ids if self.split == "val" else [c for c in range(self.nclass) if c not in val_ids]
+
+    def class_names(self) -> dict[int, str]:
+        """The name of each of the split's classes: 0-based class id -> the benchmark's class name."""
+        names = CLASS_NAMES[self.benchmark]
+        return {c: names[c] for c in self.class_ids}
 
     def released_nepisodes(self) -> int:
         """Validation/test episodes of a released pass: :data:`data.benchmarks.EVAL_EPISODES` of the benchmark,
@@ -116,14 +140,33 @@ class FewShotDataset(Dataset):
         return listed_train_episode(train_rng(self.seed, self.epoch, index), query, cls,
                                     self.img_metadata_classwise, self.shot)
 
+    def _released_train_episode(self, rng: np.random.RandomState, index: int) -> Episode:
+        """Training episode ``index`` as the released loader draws it from the NumPy stream ``rng``."""
+        query, cls = self.img_metadata[index]
+        return released_listed_episode(rng, query, cls, self.img_metadata_classwise, self.shot)
+
     # -- episodes ----------------------------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self.img_metadata) if self.split == "trn" else self.nepisodes
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, *, order: Optional[Sequence[int]] = None, batch_size: int = 1,
+                  nworker: int = 0, stream_seed: Optional[int] = None) -> None:
         """Select the training episodes of ``epoch`` (call before creating the epoch's DataLoader iterator,
-        so worker processes get it); no effect on validation/test episodes."""
+        so worker processes get it); no effect on validation/test episodes.
+
+        With ``episode_rng="released"`` the episodes depend on how the loader reads the epoch: ``order`` (the
+        sampler's indices of this epoch), ``batch_size``, ``nworker`` and ``stream_seed`` (the NumPy seed the
+        released main process set this epoch, which its workers inherited), all required; see
+        :func:`data.episodes.released_worker_episodes`. Independent draws ignore them.
+        """
         self.epoch = int(epoch)
+        if self.split != "trn" or self.episode_rng != "released":
+            return
+        if order is None or stream_seed is None:
+            raise ValueError("released training draws need the epoch's sampler order and stream seed")
+        self._epoch_episodes = released_worker_episodes(
+            order, batch_size=batch_size, nworker=nworker, seed=stream_seed, draw=self._released_train_episode,
+            draws_use_index=self.train_draws_use_index)
 
     def episode(self, index: int) -> Episode:
         """(query, supports, class) of episode ``index`` (training: of the current epoch)."""
@@ -131,6 +174,11 @@ class FewShotDataset(Dataset):
             raise IndexError(f"episode {index} out of range 0..{len(self) - 1}")
         if self.episodes is not None:
             return self.episodes[index]
+        if self.episode_rng == "released":
+            if self._epoch_episodes is None or index not in self._epoch_episodes:
+                raise RuntimeError(f"training episode {index} of epoch {self.epoch} was not drawn: call set_epoch "
+                                   "with the epoch's sampler order first (released draws)")
+            return self._epoch_episodes[index]
         return self._train_episode(index)
 
     @property
@@ -155,7 +203,16 @@ class FewShotDataset(Dataset):
         """The label mask of image ``name`` (its size ``image_size`` (W, H)) as (H, W) uint8: 0 background,
         1..nclass, 255 boundary where the benchmark has one."""
         return read_label(self.mask_path(name), nclass=self.nclass, image_size=image_size,
-                          image_path=self.image_path(name), allow_ignore=self.has_ignore)
+                          image_path=self.image_path(name), allow_ignore=self.has_ignore,
+                          strict=self.strict_masks, on_outside=self._outside_values)
+
+    def _outside_values(self, path: Path, values: list[int]) -> None:
+        """A mask read with values outside the class range: reported here in the main process; in a DataLoader
+        worker kept for the episode's batch dict, which carries it to the main process."""
+        if get_worker_info() is None:
+            self.mask_report.add(str(path), values)
+        else:
+            self._worker_notes.append((str(path), values))
 
     def _load(self, name: str) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
         """-> normalised image (3, S, S), label mask (H, W) uint8, original (W, H)."""
@@ -181,6 +238,7 @@ class FewShotDataset(Dataset):
         support_ignore_idxs (1 on 255 boundary pixels) shaped like the masks.
         """
         cls = episode.class_id
+        self._worker_notes = []
         query_img, query_label, org_size = self._load(episode.query)
         if not self.use_original_imgsize:
             query_label = self._resize_label(query_label)
@@ -213,6 +271,8 @@ class FewShotDataset(Dataset):
         if self.has_ignore:
             batch["query_ignore_idx"] = query_ignore
             batch["support_ignore_idxs"] = torch.stack(support_ignores)
+        if get_worker_info() is not None:  # taken out again by data.dataset.EpisodeLoader in the main process
+            batch[NOTES_KEY] = encode_notes(self._worker_notes)
         return batch
 
     # -- CAM check ---------------------------------------------------------------------------------------

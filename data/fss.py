@@ -98,6 +98,10 @@ class DatasetFSS(FewShotDataset):
         self.categories = [name for name, _ in classes]
         return [cls for _, cls in classes]
 
+    def class_names(self) -> dict[int, str]:
+        """The name of each of the split's classes: class id -> its folder name (e.g. ``ab_wheel``)."""
+        return dict(zip(self.class_ids, self.categories))
+
     def _read_split(self) -> None:
         root = self.datapath / FSS_DIR
         metadata: list[tuple[str, int]] = []

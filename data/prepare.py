@@ -42,7 +42,6 @@ import os
 import shutil
 import sys
 import tarfile
-import time
 import urllib.error
 import urllib.request
 import warnings
@@ -55,6 +54,8 @@ import numpy as np
 from PIL import Image
 
 from common.cli import ArgumentParser, HelpFormatter, run_cli
+from common.console import ensure_console_logging
+from common.progress import Progress
 from data.benchmarks import BENCHMARKS, FSS_DIR, FSS_IMAGES_PER_CLASS
 from data.coco_masks import paint_coco_mask
 from data.errors import DataError
@@ -149,6 +150,8 @@ def download(url: str, dest: Path, *, md5: Optional[str] = None, timeout: float 
                 logger.info("%s %s (%s)", "resuming" if resumed else "downloading", url,
                             f"{total / 1e6:.1f} MB" if total else "size unknown")
                 done = have
+                if progress is not None:
+                    progress(done, total)
                 try:
                     with open(part, "ab" if resumed else "wb") as f:
                         for block in iter(lambda: response.read(CHUNK), b""):
@@ -192,11 +195,14 @@ def unpack(archive: Path, datapath: Path, source: Source,
            accept: Optional[Callable[[str], bool]] = None) -> int:
     """Unpack the members of ``archive`` under ``source.members`` into ``datapath/source.into``; returns the
     number of files written. Links, devices and paths escaping the target are never extracted; ``accept``
-    (given the member's path below ``source.members``) may skip more."""
+    (given the member's path below ``source.members``) may skip more. Progress is reported in archive members
+    (:mod:`common.progress`; a tar's total is unknown without reading it twice)."""
     count = 0
     if archive.name.endswith(".zip"):
-        with zipfile.ZipFile(archive) as zf:
+        with zipfile.ZipFile(archive) as zf, Progress(len(zf.infolist()), f"unpack {archive.name}",
+                                                      unit="members") as progress:
             for info in zf.infolist():
+                progress.update()
                 target = _target(datapath, source, info.filename)
                 if target is None or info.is_dir() or (accept and not accept(info.filename[len(source.members):])):
                     continue
@@ -205,8 +211,9 @@ def unpack(archive: Path, datapath: Path, source: Source,
                     shutil.copyfileobj(src, dst, CHUNK)
                 count += 1
     else:
-        with tarfile.open(archive) as tf:
+        with tarfile.open(archive) as tf, Progress(None, f"unpack {archive.name}", unit="members") as progress:
             for info in tf:
+                progress.update()
                 target = _target(datapath, source, info.name)
                 if target is None or not info.isfile() or (accept and not accept(info.name[len(source.members):])):
                     continue
@@ -230,8 +237,9 @@ def _fetch_and_unpack(sources: Sequence[Source], datapath: Path, download_dir: P
         if done.is_file():
             logger.info("%s already unpacked", source.name)
             continue
-        archive = download(source.url, download_dir / source.name, md5=source.md5, timeout=timeout,
-                           progress=_progress_logger(source.name))
+        with _DownloadProgress(source.name) as report:
+            archive = download(source.url, download_dir / source.name, md5=source.md5, timeout=timeout,
+                               progress=report)
         try:
             count = unpack(archive, datapath, source)
         except (zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
@@ -242,15 +250,27 @@ def _fetch_and_unpack(sources: Sequence[Source], datapath: Path, download_dir: P
             archive.unlink()
 
 
-def _progress_logger(name: str) -> Callable[[int, Optional[int]], None]:
-    last = [0.0]
+class _DownloadProgress:
+    """:func:`download`'s ``progress(done_bytes, total_bytes)`` callback, reported in MB through
+    :mod:`common.progress` (rate and ETA of this session, a resumed part counted as done); a context manager."""
 
-    def report(done: int, total: Optional[int]) -> None:
-        now = time.monotonic()
-        if now - last[0] >= 30 or (total is not None and done == total):
-            last[0] = now
-            logger.info("%s: %.1f%s MB", name, done / 1e6, f" / {total / 1e6:.1f}" if total else "")
-    return report
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.progress: Optional[Progress] = None
+
+    def __call__(self, done: int, total: Optional[int]) -> None:
+        if self.progress is None:  # the first call gives the bytes already there
+            self.progress = Progress(total / 1e6 if total else None, f"download {self.name}", unit="MB",
+                                     leave=True, initial=done / 1e6)
+        else:
+            self.progress.update(done / 1e6 - self.progress.done)
+
+    def __enter__(self) -> "_DownloadProgress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.close()
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -268,7 +288,8 @@ def _write_png(mask: np.ndarray, path: Path) -> None:
     os.replace(tmp, path)  # a crash never leaves a half-written PNG that a rerun would skip
 
 
-def _mask_job(args: tuple[list[int], str]) -> int:
+def _mask_job(args: tuple[list[int], str]) -> tuple[int, int]:
+    """Masks of one chunk of images: (PNGs written, images in the chunk)."""
     image_ids, out_dir = args
     written = 0
     with warnings.catch_warnings():
@@ -282,7 +303,7 @@ def _mask_job(args: tuple[list[int], str]) -> int:
             mask = paint_coco_mask(anns, int(info["height"]), int(info["width"]), _COCO.annToMask, _LABELS)
             _write_png(mask, path)
             written += 1
-    return written
+    return written, len(image_ids)
 
 
 def build_coco_masks(instances_json: Path, out_dir: Path, *, nworker: int = 0) -> int:
@@ -308,12 +329,20 @@ def build_coco_masks(instances_json: Path, out_dir: Path, *, nworker: int = 0) -
     _COCO, _LABELS = coco, {cid: rank + 1 for rank, cid in enumerate(cat_ids)}
     ids = sorted(coco.getImgIds())
     chunks = [(ids[i:i + 256], str(out_dir)) for i in range(0, len(ids), 256)]
+    written = 0
     try:
-        if nworker > 0 and "fork" in multiprocessing.get_all_start_methods():
-            with multiprocessing.get_context("fork").Pool(nworker) as pool:
-                written = sum(pool.imap_unordered(_mask_job, chunks))
-        else:
-            written = sum(_mask_job(chunk) for chunk in chunks)
+        with Progress(len(ids), f"{instances_json.name} masks", unit="images") as progress:
+            if nworker > 0 and "fork" in multiprocessing.get_all_start_methods():
+                with multiprocessing.get_context("fork").Pool(nworker) as pool:
+                    results = pool.imap_unordered(_mask_job, chunks)
+                    for chunk_written, chunk_images in results:
+                        written += chunk_written
+                        progress.update(chunk_images)
+            else:
+                for chunk in chunks:
+                    chunk_written, chunk_images = _mask_job(chunk)
+                    written += chunk_written
+                    progress.update(chunk_images)
     finally:
         _COCO, _LABELS = None, {}
     logger.info("%s: %d masks written to %s (%d images)", instances_json.name, written, out_dir, len(ids))
@@ -457,14 +486,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.benchmark == "fss" and not args.splits and not args.splitpath:
         parser.error("argument --no-splits: fss needs HSNet's class lists to check the archive; leave it out or "
                      "pass --splitpath")
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ensure_console_logging()
     return run_cli(lambda: _prepare(args), "python -m data.prepare")
 
 
 def _prepare(args: argparse.Namespace) -> int:
     """Fetch and lay out ``args.benchmark``; errors are DataErrors naming the file or URL."""
+    from common.io import prepare_output_folder
     from data.splits import resolve_split_root
+
+    prepare_output_folder(args.datapath, "--datapath")
+    if args.download_dir is not None:
+        prepare_output_folder(args.download_dir, "--download-dir")
 
     if args.benchmark == "pascal":
         out = prepare_pascal(args.datapath, download_dir=args.download_dir, keep_archives=args.keep_archives,

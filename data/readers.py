@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -47,9 +48,13 @@ def _check_mask_size(array: np.ndarray, path: Path, image_size: tuple[int, int],
                         f"{image_size[0]}x{image_size[1]}")
 
 
-def read_label(path: Path, *, nclass: int, image_size: tuple[int, int], image_path: Path,
-               allow_ignore: bool) -> torch.Tensor:
+def read_label(path: Path, *, nclass: int, image_size: tuple[int, int], image_path: Path, allow_ignore: bool,
+               strict: bool = True, on_outside: Optional[Callable[[Path, list[int]], None]] = None) -> torch.Tensor:
     """The label mask at ``path`` as an (H, W) uint8 tensor (0 background, 1..nclass, 255 if ``allow_ignore``).
+
+    Values outside that range: with ``strict`` an error naming the file and the values; otherwise they are
+    read as background (0), which is what the released loaders make of them, and ``on_outside(path, values)``
+    is called with every such value. A file that cannot be decoded is an error either way.
 
     Args:
         image_size: (W, H) of the image it annotates (PIL order); a different mask size is an error.
@@ -63,9 +68,13 @@ def read_label(path: Path, *, nclass: int, image_size: tuple[int, int], image_pa
     if allow_ignore:
         bad &= array != IGNORE_LABEL
     if bad.any():
-        values = sorted(set(np.unique(array[bad]).tolist()))[:5]
-        raise DataError(f"mask {path} holds class index(es) {values} outside 0..{nclass}"
-                        + (" and 255" if allow_ignore else ""))
+        values = np.unique(array[bad]).tolist()
+        if strict:
+            raise DataError(f"mask {path} holds class index(es) {values[:5]} outside 0..{nclass}"
+                            + (" and 255" if allow_ignore else ""))
+        array = np.where(bad, 0, array).astype(np.uint8)
+        if on_outside is not None:
+            on_outside(path, values)
     return torch.from_numpy(array)
 
 

@@ -71,6 +71,7 @@ from pycocotools import mask as mask_utils
 
 from common.cli import ArgumentParser, run_cli
 from common.constants import IGNORE_LABEL
+from common.io import prepare_output_folder
 from data.benchmarks import (BENCHMARKS, COCO_CATEGORIES, FSS_DIR, FSS_IMAGES_PER_CLASS, FSS_SPLIT_CLASSES,
                              NFOLDS, PASCAL_CLASSES, fold_classes)
 from data.coco_masks import COCO_PAINT_ORDER
@@ -693,6 +694,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def write() -> None:
         start = time.perf_counter()
+        prepare_output_folder(args.root, "ROOT")
         make_benchmark(args.root, seed=args.seed, images_per_class=args.images_per_class,
                        min_size=args.min_size, max_size=args.max_size, benchmarks=args.benchmark,
                        max_distractors=args.max_distractors, fss_classes=args.fss_classes)

@@ -1,11 +1,13 @@
 """The command-line flags of train.py and test.py, defined once, validated and resolved.
 
 Released flags keep their names and defaults (``--datapath --benchmark --logpath --bsz --lr --niter --nworker
---fold --stage --backbone --traincampath --valcampath``; test: ``--load --nshot --visualize
---use_original_imgsize``). Flags added by this reproduction: ``--splitpath --device --img-size --masking
---backbone-weights --seed --nepisodes --amp [fp16|bf16] --tf32 --resume``; train: ``--checkpoint-learner``. test.py's ``--fold`` and ``--nshot`` also take
-several values (``args.folds``, ``args.nshots``; one value works as released), and its ``--load`` is then a path
-template holding ``{fold}`` (``args.checkpoints``: fold -> checkpoint, every one checked before any work).
+--fold --stage --backbone --traincampath --valcampath``; test: ``--load --nshot --visualize``, and
+``--use_original_imgsize`` spelt ``--use-original-imgsize`` like every other flag, the released spelling kept as
+an alias). Flags added by this reproduction: ``--splitpath --device --img-size --masking
+--backbone-weights --seed --nepisodes --amp [fp16|bf16] --tf32 --strict-masks``, train.py's ``--resume --episode-rng
+--checkpoint-learner``.
+test.py's ``--fold`` and ``--nshot`` also take several values (``args.folds``, ``args.nshots``; one value works
+as released), and its ``--load`` is then a path template holding ``{fold}`` (``args.checkpoints``: fold -> checkpoint, every one checked before any work).
 
 Paths: a path given on the command line is taken relative to the working directory, as any shell user expects;
 the *defaults* are not: the released ``../Datasets_HSN`` meant "next to the repository", so the default data
@@ -25,6 +27,7 @@ from typing import Literal, Optional, Sequence
 from common.cli import ArgumentParser, HelpFormatter
 from common.paths import DEFAULT_DATAPATH, LOG_ROOT
 from data.benchmarks import BENCHMARKS, DEFAULT_CAM_DIRS, FOLD_BENCHMARKS, NFOLDS
+from data.episodes import EPISODE_RNGS
 from model.backbone import BACKBONES
 from model.masking import MASKING_MODES
 
@@ -70,6 +73,9 @@ def build_parser(script: Script) -> argparse.ArgumentParser:
                            "released count: 1000 on PASCAL-5i / COCO-20i, every image of the split once on FSS-1000, "
                            "as HSNet: 2400)")
     data.add_argument("--nworker", type=int, default=8, help="data-loader worker processes")
+    data.add_argument("--strict-masks", dest="strict_masks", action="store_true",
+                      help="stop at a mask value outside the class range (default: read it as background, as the "
+                           "released loaders do, with one warning per file and a count at the end)")
     data.add_argument("--bsz", type=int, default=40 if training else 10,
                       help="episodes per batch (global: split over GPUs / DDP ranks)")
 
@@ -84,9 +90,12 @@ def build_parser(script: Script) -> argparse.ArgumentParser:
                             "file" + ("" if training else " (test: the --load checkpoint holds the backbone)"))
 
     run = parser.add_argument_group("run")
+    default_run = (f"{LOG_ROOT}/_MMDD_HHMMSS.log, the start time" if training else
+                   f"{LOG_ROOT}/_TEST_<run of --load>_MMDD_HHMMSS.log")
     run.add_argument("--logpath", type=str, default="",
-                     help="run name: relative names go to <repo>/logs/<name>.log as released; an absolute path is "
-                          "the run folder itself")
+                     help=f"run name: relative names go to {LOG_ROOT}/<name>.log as released (a name already ending "
+                          f"in .log is not suffixed again); an absolute path is the run folder itself (default: "
+                          f"{default_run})")
     run.add_argument("--device", type=str, default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
     run.add_argument("--amp", nargs="?", const="fp16", default=False, choices=AMP_CHOICES,
                      help="autocast on CUDA: fp16 (float16 with a GradScaler; what --amp alone means) or bf16 "
@@ -104,6 +113,11 @@ def build_parser(script: Script) -> argparse.ArgumentParser:
                          help="activation checkpointing of the correlation and the 4D-convolution learner: they "
                               "run again in backward, so the graph keeps less memory (for GPUs too small for the "
                               "batch); same gradients, about a third more time")
+        run.add_argument("--episode-rng", dest="episode_rng", type=str, default="independent", choices=EPISODE_RNGS,
+                         help="training episodes: independent draws per (seed, epoch, episode), or 'released': as the "
+                              "released train.py drew them with --nworker workers on PyTorch < 1.9 (every worker "
+                              "forked the same NumPy state: COCO repeats each batch --nworker times in a row, "
+                              "PASCAL's workers draw correlated supports); both reproducible from --seed")
         run.add_argument("--lr", type=float, default=4e-4, help="Adam learning rate")
         run.add_argument("--niter", type=int, default=400, help="number of epochs")
         run.add_argument("--resume", action="store_true",
@@ -116,8 +130,11 @@ def build_parser(script: Script) -> argparse.ArgumentParser:
                          help="support images per episode; several (e.g. 1 5) are tested one after the other")
         run.add_argument("--visualize", action="store_true",
                          help="write support/query/prediction images to <run folder>/vis")
-        run.add_argument("--use_original_imgsize", action="store_true",
-                         help="score predictions at the query's original size")
+        run.add_argument("--use-original-imgsize", dest="use_original_imgsize", action="store_true",
+                         help="score predictions at the query's original size (needs --bsz 1; the released "
+                              "spelling --use_original_imgsize works too)")
+        run.add_argument("--use_original_imgsize", dest="use_original_imgsize", action="store_true",
+                         help=argparse.SUPPRESS)  # the released spelling
     return parser
 
 
@@ -194,7 +211,7 @@ def validate_and_resolve(args: argparse.Namespace, script: Script,
         _distinct(parser, "--nshot", args.nshots)
         _distinct(parser, "--fold", args.folds)
         if args.use_original_imgsize and args.bsz != 1:
-            parser.error("argument --use_original_imgsize: needs --bsz 1 (query masks keep their own sizes)")
+            parser.error("argument --use-original-imgsize: needs --bsz 1 (query masks keep their own sizes)")
         _resolve_checkpoints(parser, args)
 
     datapath = _existing(parser, "--datapath", args.datapath, DEFAULT_DATAPATH)
@@ -240,7 +257,9 @@ def resolve_run_dir(logpath: str, *, training: bool, load: Optional[str] = None,
 
     As released: a relative name ``N`` becomes ``<repo>/logs/N.log``; an empty name becomes the time
     (``_MMDD_HHMMSS``); a test run without ``--logpath`` is ``_TEST_<run of --load>_MMDD_HHMMSS``.
-    An absolute ``--logpath`` is used as the run folder itself.
+    An absolute ``--logpath`` is used as the run folder itself. A name already ending in ``.log`` is not
+    suffixed again (``fake.log`` -> ``logs/fake.log``), unless the run of an earlier version,
+    ``logs/fake.log.log``, is there and ``logs/fake.log`` is not: then that one, so that ``--resume`` finds it.
     """
     logtime = (now or datetime.datetime.now()).strftime("_%m%d_%H%M%S")
     if logpath and Path(logpath).expanduser().is_absolute():
@@ -249,6 +268,9 @@ def resolve_run_dir(logpath: str, *, training: bool, load: Optional[str] = None,
         logpath = "_TEST_" + Path(load).parent.name.split(".")[0] + logtime
     if not logpath:
         logpath = logtime
+    if logpath.endswith(".log"):
+        earlier = LOG_ROOT / (logpath + ".log")
+        return earlier if earlier.is_dir() and not (LOG_ROOT / logpath).exists() else LOG_ROOT / logpath
     return LOG_ROOT / (logpath + ".log")
 
 

@@ -14,39 +14,50 @@ Which pairs (the released scripts' sets, each pair once):
   over all 20 or 80.
 
 How: each output folder's ``cam_manifest.json`` must record the job's settings (:mod:`engine.cam_manifest`:
-CLIP weights, precision, sizes, recipe), so that pairs whose file is already there can be skipped (every
-file is written atomically, so a present file is complete; ``verify_existing`` also loads each one, for
-folders written by other tools); the remaining pairs
+CLIP weights, precision, sizes, recipe) and records the identity (size, modification time, SHA-256) of the
+image each CAM was made from, so that a pair is skipped when its file is already there *and* was made from the
+image as it is now (every file is written atomically, so a present file is complete; ``verify_existing`` also
+loads each one, for folders written by other tools); the CAMs of an image that changed (another size or
+content; a new modification time alone only refreshes the record) are recomputed. The remaining pairs
 are grouped by image; parallel DataLoader workers decode and CLIP-preprocess the images; the model runs
 one batch of images at a time (:class:`model.clip_gradcam.ClipGradCAM`: one trunk forward, one head
 forward/backward for all the batch's pairs); an unreadable image is logged with its path, its pairs are
-counted as failed and the job goes on. ``generate_cam_voc.py`` / ``generate_cam_coco.py`` /
-``generate_cam_fss.py`` call :func:`main`.
+counted as failed and the job goes on. The manifests are rewritten as CAMs are written (at most a tenth of
+the job's time goes to it; a killed job recomputes the CAMs written since the last rewrite), and at the end.
+``generate_cam_voc.py`` / ``generate_cam_coco.py`` / ``generate_cam_fss.py`` call :func:`main`.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
+import io
 import logging
+import os
 import sys
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from common.cli import ArgumentParser, HelpFormatter, run_cli
+from common.console import ensure_console_logging
 from common.device import configure_tf32, resolve_device
-from common.io import atomic_torch_save, sha256_file
+from common.errors import UserInputError
+from common.io import atomic_torch_save, prepare_output_folder, remove_if_empty
 from common.paths import DEFAULT_DATAPATH
+from common.progress import Progress
 from data.benchmarks import BENCHMARKS, CAM_SCRIPTS, CLASS_NAMES, DEFAULT_CAM_DIRS, FSS_DIR, NFOLDS
-from data.cam_files import cam_path
+from data.cam_files import cam_path, split_cam_path
 from data.fss import fss_image_names, fss_vocabulary, prompt_name
 from data.splits import read_coco_split, read_pascal_split, resolve_split_root
-from engine.cam_manifest import CamSettings, claim_folder
+from engine.cam_manifest import (CamManifest, CamSettings, ImageIdentity, ImageRecord, claim_folder, file_sha256,
+                                 image_identity)
+from model.clip_weights import CLIP_WEIGHTS_HELP, random_clip_seed
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +75,9 @@ class CamPair:
 
 @dataclass
 class CamJobSummary:
-    """What a run did. ``failed``: (image path, error) per unreadable image (its pairs are not written)."""
+    """What a run did. ``failed``: (image path, error) per unreadable image (its pairs are not written);
+    ``replaced``: computed pairs whose file was there but was not made from the image as it is now (the
+    image changed, or the file is not recorded in the folder's manifest)."""
 
     total: int = 0
     computed: int = 0
@@ -72,10 +85,12 @@ class CamJobSummary:
     failed_pairs: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    replaced: int = 0
 
     def __str__(self) -> str:
         rate = self.computed / self.seconds if self.seconds > 0 else float("nan")
-        return (f"{self.total} pairs: {self.computed} computed, {self.skipped} skipped (already there), "
+        replaced = f" ({self.replaced} replacing stale files)" if self.replaced else ""
+        return (f"{self.total} pairs: {self.computed} computed{replaced}, {self.skipped} skipped (already there), "
                 f"{self.failed_pairs} failed ({len(self.failed)} unreadable images) in {self.seconds:.1f}s "
                 f"({rate:.2f} pairs/s)")
 
@@ -164,10 +179,12 @@ class _Item:
     index: int                        # into the job's image groups
     image: Optional[torch.Tensor]     # (3, S, S) preprocessed, None when unreadable
     error: Optional[str]
+    identity: Optional[ImageIdentity] = None  # of the bytes decoded
 
 
 class _ImageGroups(Dataset):
-    """Decodes and preprocesses each distinct image once (in DataLoader workers); errors are returned."""
+    """Decodes and preprocesses each distinct image once (in DataLoader workers), with the identity of the
+    bytes it decoded; errors are returned."""
 
     def __init__(self, paths: Sequence[Path], preprocess: Callable[[Image.Image], torch.Tensor]) -> None:
         self.paths = list(paths)
@@ -178,8 +195,11 @@ class _ImageGroups(Dataset):
 
     def __getitem__(self, index: int) -> _Item:
         try:
-            with Image.open(self.paths[index]) as img:
-                return _Item(index, self.preprocess(img), None)
+            with open(self.paths[index], "rb") as handle:
+                data, stat = handle.read(), os.fstat(handle.fileno())
+            identity = ImageIdentity(stat.st_size, stat.st_mtime_ns, hashlib.sha256(data).hexdigest())
+            with Image.open(io.BytesIO(data)) as img:
+                return _Item(index, self.preprocess(img), None, identity)
         except Exception as exc:  # noqa: BLE001 -- missing, truncated, not an image ...: report and go on
             return _Item(index, None, f"{type(exc).__name__}: {exc}")
 
@@ -189,11 +209,130 @@ def _collate(items: list[_Item]) -> list[_Item]:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Provenance: which pairs are done, what their images were
+# ----------------------------------------------------------------------------------------------------------
+class _Ledger:
+    """The manifests of a job's folders: which CAM files were made from their image as it is now, and the
+    records of the CAMs the job writes (saved at most every tenth of the job's time, and at the end)."""
+
+    def __init__(self, manifests: Mapping[Path, CamManifest]) -> None:
+        self.manifests = {Path(folder): manifest for folder, manifest in manifests.items()}
+        for manifest in self.manifests.values():
+            if manifest.images is None:
+                manifest.images = {}
+        # deepest folder first, so that a folder inside another one gets its own pairs
+        self._folders = sorted(self.manifests, key=lambda f: len(f.parts), reverse=True)
+        self._folder_of: dict[Path, Path] = {}
+        self._state: dict[tuple[Path, str], str] = {}
+        self._hashes: dict[Path, ImageIdentity] = {}
+        self.dirty: set[Path] = set()
+        self._last_save, self._save_cost = time.monotonic(), 0.0
+
+    def locate(self, pair: CamPair) -> tuple[CamManifest, str, int]:
+        """The manifest of ``pair``'s folder and its (image name, class) in that folder."""
+        parent = pair.out_path.parent
+        folder = self._folder_of.get(parent)
+        if folder is None:
+            folder = next((f for f in self._folders if parent == f or f in parent.parents), None)
+            if folder is None:
+                raise ValueError(f"{pair.out_path} is in none of the job's folders {sorted(map(str, self._folders))}")
+            self._folder_of[parent] = folder
+        name, cls = split_cam_path(folder, pair.out_path)
+        return self.manifests[folder], name, cls
+
+    def identity(self, image: Path) -> ImageIdentity:
+        """The image's identity now (hashed once per job)."""
+        if image not in self._hashes:
+            self._hashes[image] = image_identity(image)
+        return self._hashes[image]
+
+    def image_state(self, manifest: CamManifest, name: str, image: Path) -> str:
+        """``"same"`` (the image is as recorded; a new modification time alone refreshes the record),
+        ``"changed"``, ``"unrecorded"`` or ``"missing"`` (cannot be read: the job reports it)."""
+        key = (manifest.folder, name)
+        if key not in self._state:
+            record = manifest.images.get(name)
+            try:
+                stat = os.stat(image)
+            except OSError:
+                state = "missing"
+            else:
+                if record is None:
+                    state = "unrecorded"
+                elif record.identity.same_stat(stat):
+                    state = "same"
+                elif stat.st_size == record.identity.bytes and file_sha256(image) == record.identity.sha256:
+                    record.identity = ImageIdentity(stat.st_size, stat.st_mtime_ns, record.identity.sha256)
+                    self.dirty.add(manifest.folder)
+                    state = "same"
+                else:
+                    state = "changed"
+            self._state[key] = state
+        return self._state[key]
+
+    def record(self, manifest: CamManifest, name: str, cls: int, identity: ImageIdentity) -> None:
+        """The CAM of (``name``, ``cls``) was made from an image with ``identity``; an image record of another
+        identity is replaced (its other classes' CAMs were made from the old image)."""
+        record = manifest.images.get(name)
+        if record is None or record.identity != identity:
+            manifest.images[name] = record = ImageRecord(identity)
+        record.classes.add(int(cls))
+        self.dirty.add(manifest.folder)
+
+    def save(self, *, force: bool = False) -> None:
+        """Write the changed manifests: with ``force``, or when the last save took under a tenth of the time
+        since (so that rewriting a large manifest takes at most a tenth of the job)."""
+        now = time.monotonic()
+        if not self.dirty or (not force and now - self._last_save < 10 * self._save_cost):
+            return
+        for folder in sorted(self.dirty):
+            self.manifests[folder].save()
+        self.dirty.clear()
+        self._last_save = time.monotonic()
+        self._save_cost = self._last_save - now
+
+
+def _pending_pairs(pairs: Sequence[CamPair], ledger: Optional[_Ledger], *, verify: bool,
+                   cam_size: int) -> tuple[list[CamPair], int]:
+    """The pairs to compute, and how many of them replace a file that is there (made from another image, or
+    not recorded). Without a ledger (no manifests), a complete file is a finished pair."""
+    if ledger is None:
+        return [p for p in pairs if not is_complete(p.out_path, verify=verify, cam_size=cam_size)], 0
+    pending, unrecorded, changed, adopted = [], 0, defaultdict(int), 0
+    for pair in pairs:
+        manifest, name, cls = ledger.locate(pair)
+        complete = is_complete(pair.out_path, verify=verify, cam_size=cam_size)
+        state = ledger.image_state(manifest, name, pair.image_path)
+        if complete and state == "same" and cls in manifest.images[name].classes:
+            continue
+        if complete and manifest.adopt and state in ("same", "unrecorded"):
+            ledger.record(manifest, name, cls, ledger.identity(pair.image_path))  # checked by --verify-existing
+            adopted += 1
+            continue
+        pending.append(pair)
+        if complete and state == "changed":
+            changed[pair.image_path] += 1
+        elif complete:
+            unrecorded += 1
+    if adopted:
+        logger.info("--verify-existing: kept %d CAM files and recorded their images as they are now", adopted)
+    if changed:
+        logger.info("recomputing %d CAM files whose image changed since they were made (%d images)",
+                    sum(changed.values()), len(changed))
+    if unrecorded:
+        logger.info("recomputing %d CAM files not recorded in their folder's manifest (written by a killed job, or "
+                    "copied in)", unrecorded)
+    return pending, sum(changed.values()) + unrecorded
+
+
+# ----------------------------------------------------------------------------------------------------------
 # The job
 # ----------------------------------------------------------------------------------------------------------
 def run_cam_job(pairs: Sequence[CamPair], cam, *, bsz: int = 32, nworker: int = 2, cam_size: int = 50,
-                verify_existing: bool = False, progress: bool = True) -> CamJobSummary:
-    """Compute and write the CAM of every pair whose file is missing.
+                verify_existing: bool = False, progress: bool = True,
+                manifests: Optional[Mapping[Path, CamManifest]] = None) -> CamJobSummary:
+    """Compute and write the CAM of every pair whose file is missing (with ``manifests``: or not made from its
+    image as it is now).
 
     Args:
         pairs: from :func:`pascal_pairs` / :func:`coco_pairs` (any list of :class:`CamPair`).
@@ -202,14 +341,19 @@ def run_cam_job(pairs: Sequence[CamPair], cam, *, bsz: int = 32, nworker: int = 
         nworker: DataLoader worker processes decoding images (0: in this process).
         cam_size: side of the saved maps.
         verify_existing: load existing files instead of trusting their presence.
-        progress: show a tqdm bar (pairs, with ETA).
+        progress: report progress (pairs, with ETA: a bar on a terminal, a line every 30 s otherwise,
+            :mod:`common.progress`).
+        manifests: folder -> its claimed manifest (:func:`engine.cam_manifest.claim_folder`), one for every
+            folder a pair writes into; the job skips only pairs recorded there with their image unchanged, and
+            records what it writes. None: a complete file counts as done (no provenance).
     Returns: a :class:`CamJobSummary`; the caller decides what failures mean (the CLI exits non-zero).
     """
     if bsz < 1:
         raise ValueError(f"bsz must be >= 1, got {bsz}")
     start = time.perf_counter()
     summary = CamJobSummary(total=len(pairs))
-    pending = [p for p in pairs if not is_complete(p.out_path, verify=verify_existing, cam_size=cam_size)]
+    ledger = _Ledger(manifests) if manifests is not None else None
+    pending, summary.replaced = _pending_pairs(pairs, ledger, verify=verify_existing, cam_size=cam_size)
     summary.skipped = len(pairs) - len(pending)
 
     groups: dict[Path, list[CamPair]] = {}
@@ -221,8 +365,7 @@ def run_cam_job(pairs: Sequence[CamPair], cam, *, bsz: int = 32, nworker: int = 
     loader = DataLoader(_ImageGroups(paths, cam.preprocess), batch_size=bsz, shuffle=False,
                         num_workers=nworker, collate_fn=_collate,
                         pin_memory=cam.device.type == "cuda", persistent_workers=False)
-    bar = tqdm(total=len(pending), unit="pair", desc="CAM", disable=not progress or not pending,
-               dynamic_ncols=True, smoothing=0.1)
+    bar = Progress(len(pending), "CAM", unit="pairs", enabled=progress and bool(pending), leave=True)
     try:
         for items in loader:
             good = []
@@ -246,10 +389,17 @@ def run_cam_job(pairs: Sequence[CamPair], cam, *, bsz: int = 32, nworker: int = 
             maps = cam.cams_from_features(feats[rows], [p.class_idx for p in batch_pairs], cam_size)  # (P, s, s)
             for pair, cam_map in zip(batch_pairs, maps):
                 atomic_torch_save(cam_map.clone(), pair.out_path)  # clone: save this map, not the batch
+            if ledger is not None:
+                for row, pair in zip(rows, batch_pairs):
+                    manifest, name, cls = ledger.locate(pair)
+                    ledger.record(manifest, name, cls, good[row].identity)
+                ledger.save()
             summary.computed += len(batch_pairs)
             bar.update(len(batch_pairs))
     finally:
         bar.close()
+        if ledger is not None:
+            ledger.save(force=True)
         summary.seconds = time.perf_counter() - start
     return summary
 
@@ -336,17 +486,16 @@ def build_parser(benchmark: str) -> argparse.ArgumentParser:
                         help="folder holding pascal/, coco/ and fss/ split lists in HSNet's data/splits layout "
                              "(default: fetched once from HSNet's repository into <repo>/.cache/splits, SHA-256 "
                              "checked)")
-    parser.add_argument("--clip-weights", dest="clip_weights", type=str, default=None,
-                        help="OpenAI CLIP RN50.pt (TorchScript) or a state dict with its keys (default: "
-                             "~/.cache/clip/RN50.pt, downloaded when missing and online)")
+    parser.add_argument("--clip-weights", dest="clip_weights", type=str, default=None, help=CLIP_WEIGHTS_HELP)
     parser.add_argument("--device", type=str, default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--bsz", type=int, default=32, help="images per forward/backward pass")
     parser.add_argument("--nworker", type=int, default=2, help="image-decoding worker processes (0: none)")
     parser.add_argument("--cam-size", dest="cam_size", type=int, default=50, help="side of the saved CAMs")
     parser.add_argument("--amp", action="store_true", help="CUDA autocast (float16) for the ResNet trunk")
-    parser.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
+    parser.add_argument("--precision", choices=("auto", "fp32", "fp16"), default="auto",
                         help="fp16: CLIP's float16 weights, as OpenAI's clip.load(jit=False) keeps them on a GPU "
-                             "(how the authors' CAM files were made); fp32: the released scripts' numbers on a CPU")
+                             "(how the authors' CAM files were made); fp32: the released scripts' numbers on a CPU; "
+                             "auto: fp16 on CUDA, fp32 on the CPU (fp32 with --amp); the manifest records which")
     parser.add_argument("--tf32", action="store_true",
                         help="allow TF32 float32 convolutions on Ampere+ GPUs (faster; not the released numerics)")
     parser.add_argument("--verify-existing", dest="verify_existing", action="store_true",
@@ -354,7 +503,8 @@ def build_parser(benchmark: str) -> argparse.ArgumentParser:
                              "folder's cam_manifest.json must match the settings")
     parser.add_argument("--overwrite", action="store_true",
                         help="recompute every CAM of folders made with other settings (their CAM files are deleted)")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    parser.add_argument("--no-progress", dest="progress", action="store_false",
+                        help="no progress bar (on a terminal) or progress lines (otherwise)")
     return parser
 
 
@@ -371,12 +521,11 @@ def main(benchmark: str, argv: Optional[Sequence[str]] = None) -> int:
 
 def run_from_flags(benchmark: str, argv: Optional[Sequence[str]] = None) -> int:
     """The CAM job of ``benchmark`` from command-line flags; bad input raises a UserInputError."""
-    from model.clip_gradcam import PROMPT_TEMPLATE, ClipGradCAM, load_clip, resolve_clip_weights
+    from model.clip_gradcam import PROMPT_TEMPLATE, ClipGradCAM, load_clip_with_identity, resolve_clip_precision
 
     parser = build_parser(benchmark)
     args = parser.parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ensure_console_logging()
     for flag in ("bsz", "cam_size"):
         if getattr(args, flag) < 1:
             parser.error(f"argument --{flag.replace('_', '-')}: must be >= 1")
@@ -390,22 +539,39 @@ def run_from_flags(benchmark: str, argv: Optional[Sequence[str]] = None) -> int:
     if args.amp and args.precision == "fp16":
         parser.error("argument --amp: not with --precision fp16 (the whole model already computes in float16)")
     device = resolve_device(args.device)
+    # --amp autocasts a float32 model; otherwise "auto" is float16 on CUDA (the authors' CAMs), float32 on a CPU
+    args.precision = resolve_clip_precision("fp32" if args.amp and args.precision == "auto" else args.precision,
+                                            device)
+    logger.info("CLIP precision: %s%s on %s", args.precision, " weights under autocast (--amp)" if args.amp else "",
+                device)
     configure_tf32(args.tf32)
     split_root = resolve_split_root(args.splitpath)
     plan = kind.plan(args, datapath, imgpath, split_root)
     pairs = plan.pairs
     logger.info("%d distinct (image, class) pairs from the %s split lists in %s", len(pairs), benchmark, split_root)
-
-    weights = resolve_clip_weights(args.clip_weights)
-    cam = ClipGradCAM(load_clip(weights, device=device, precision=args.precision), plan.class_names, amp=args.amp)
-    settings = CamSettings.create(clip_weights_sha256=sha256_file(weights), precision=cam.precision,
-                                  clip_image_size=cam.image_size, cam_size=args.cam_size,
-                                  prompt_template=PROMPT_TEMPLATE, class_names=cam.class_names)
-    for folder in dict.fromkeys(plan.folders):  # (PASCAL's two folders may be one)
-        claim_folder(folder, settings, overwrite=args.overwrite, verify_existing=args.verify_existing)
+    flags = ("--traincampath", "--valcampath") if kind.campath_help is None else ("--campath",)
+    folders = dict.fromkeys(plan.folders)  # (PASCAL's two folders may be one)
+    created = [folder for folder, flag in zip(folders, flags) if prepare_output_folder(folder, flag)]
+    try:
+        clip_model, clip_identity = load_clip_with_identity(args.clip_weights, device=device,
+                                                            precision=args.precision)
+        cam = ClipGradCAM(clip_model, plan.class_names, amp=args.amp)
+        # random weights (--clip-weights random) are recorded as such, never as a file's hash
+        settings = CamSettings.create(clip_weights_sha256=clip_identity, precision=cam.precision,
+                                      clip_image_size=cam.image_size, cam_size=args.cam_size,
+                                      prompt_template=PROMPT_TEMPLATE, class_names=cam.class_names)
+        manifests = {folder: claim_folder(folder, settings, overwrite=args.overwrite,
+                                          verify_existing=args.verify_existing) for folder in folders}
+    except UserInputError:
+        for folder in created:  # made for this job, which never started
+            remove_if_empty(folder)
+        raise
     summary = run_cam_job(pairs, cam, bsz=args.bsz, nworker=args.nworker, cam_size=args.cam_size,
-                          verify_existing=args.verify_existing, progress=args.progress)
+                          verify_existing=args.verify_existing, progress=args.progress, manifests=manifests)
     logger.info("done: %s", summary)
+    if random_clip_seed(args.clip_weights) is not None:  # said again at the end, where it is read
+        logger.warning("these CAMs come from RANDOM CLIP weights (--clip-weights %s): they carry NO class "
+                       "information", args.clip_weights)
     if summary.failed:
         print(f"error: {len(summary.failed)} image(s) could not be read; their {summary.failed_pairs} pair(s) "
               "have no CAM (fix or remove them and run the same command again to finish):", file=sys.stderr)

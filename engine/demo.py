@@ -3,7 +3,9 @@
 Every step runs the real command a researcher would run, in a subprocess:
 
 1. ``python -m data.synthetic``  writes a PASCAL-5i-layout benchmark, 0-2 objects of other classes per image;
-2. ``generate_cam_voc.py``        CLIP RN50 Grad-CAM priors for every (image, class) pair;
+2. ``generate_cam_voc.py``        CLIP RN50 Grad-CAM priors for every (image, class) pair; then
+   ``evaluate_priors.py``         their IoU with the ground truth on fold 0's test pairs, beside a mask
+                                  covering the whole image (with a random CLIP: near that chance level);
 3. ``python -m engine.pretrain``  trains the backbone to classify fold 0's *training* classes (rendered
                                   images; the test classes are never drawn) and saves a torchvision file;
 4. ``test.py``                    the untrained IMR-HSNet head on that frozen backbone, 1-shot and 5-shot;
@@ -39,13 +41,14 @@ from PIL import Image, ImageDraw
 from common.cli import EXIT_BAD_INPUT, ArgumentParser, HelpFormatter, run_cli
 from common.errors import UserInputError
 from common.device import resolve_device
-from common.io import atomic_torch_save, atomic_write_bytes, atomic_write_text
+from common.io import atomic_torch_save, atomic_write_bytes, atomic_write_text, prepare_output_folder
 from common.paths import REPO_ROOT
 from common.resize import resize_bilinear
 from data.benchmarks import DEFAULT_CAM_DIRS
 from data.synthetic import MAX_DISTRACTORS
 from model.backbone import BACKBONES
 from model.checkpoint import released_state_dict
+from model.clip_weights import RANDOM_WEIGHTS, random_clip_seed
 from model.masking import MASKING_MODES
 
 logger = logging.getLogger("demo")
@@ -65,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pretrain-images-per-class", type=int, default=40,
                         help="rendered pretraining images per training class")
     parser.add_argument("--clip-weights", default=None,
-                        help="OpenAI CLIP RN50.pt (default: random init of RN50's shapes, seeded)")
+                        help="OpenAI CLIP RN50.pt (default: 'random', RN50 with random weights from --seed; "
+                             "'random:SEED' for another seed): random priors carry no class information")
     parser.add_argument("--images-per-class", type=int, default=12, help="synthetic images per class and split")
     parser.add_argument("--max-distractors", type=int, default=MAX_DISTRACTORS, choices=range(MAX_DISTRACTORS + 1),
                         help="objects of other classes per synthetic image, at most (the benchmark's default)")
@@ -107,17 +111,22 @@ def run_step(title: str, command: Sequence[str], log_path: Path) -> float:
     return seconds
 
 
-def write_random_clip(args: argparse.Namespace, weights_dir: Path) -> str:
-    """``--clip-weights``, or a seeded random CLIP RN50 state dict written into ``weights_dir``."""
-    from model.clip_gradcam import random_clip_state_dict
+def clip_is_random(args: argparse.Namespace) -> bool:
+    """Whether the demo's CLIP has random weights (no ``--clip-weights``, or ``random[:SEED]``)."""
+    return args.clip_weights is None or random_clip_seed(args.clip_weights) is not None
 
-    if args.clip_weights is not None:
-        return str(args.clip_weights)
-    clip_path = weights_dir / "clip_rn50_random.pt"
-    atomic_torch_save(random_clip_state_dict(seed=args.seed), clip_path)
-    print("NOTE: CLIP RN50 has RANDOM weights (no --clip-weights given, and none can be downloaded here):\n"
+
+def clip_weights_value(args: argparse.Namespace) -> str:
+    """The CAM step's ``--clip-weights``: the demo's own, or ``random:<--seed>`` (also for a bare ``random``),
+    which the CAM script builds itself (:mod:`model.clip_weights`)."""
+    value = args.clip_weights
+    if value is None or value == RANDOM_WEIGHTS:
+        value = f"{RANDOM_WEIGHTS}:{args.seed}"
+    if random_clip_seed(value) is None:
+        return str(value)
+    print(f"NOTE: CLIP RN50 has RANDOM weights (--clip-weights {value}; none can be downloaded here):\n"
           "      its Grad-CAM priors are not object masks. Pass --clip-weights RN50.pt for real priors.")
-    return str(clip_path)
+    return value
 
 
 def write_random_backbone(args: argparse.Namespace, weights_dir: Path) -> str:
@@ -133,6 +142,7 @@ def write_random_backbone(args: argparse.Namespace, weights_dir: Path) -> str:
 
 
 RESULTS_NAME, QUALITATIVE_NAME, EPISODES_NAME = "results.json", "qualitative.png", "test_episodes.png"
+PRIOR_QUALITY_DIR = "prior_quality"  # evaluate_priors.py's report on the demo's CAM priors
 CAM_PROVENANCE = "cams_made_for.json"  # which images and CLIP weights the CAM files in the data folder came from
 
 
@@ -144,8 +154,12 @@ def cam_provenance(data_root: Path, clip_path: str) -> str:
     from common.io import sha256_file
 
     clip = Path(clip_path)
+    if random_clip_seed(clip_path) is not None:  # random weights are made from their seed
+        identity: Optional[str] = clip_path
+    else:
+        identity = sha256_file(clip) if clip.is_file() else None
     return json.dumps({"synthetic": json.loads((data_root / "synthetic.json").read_text()),
-                       "clip_sha256": sha256_file(clip) if clip.is_file() else None},
+                       "clip_sha256": identity},
                       indent=2, sort_keys=True) + "\n"
 
 
@@ -351,6 +365,24 @@ def pretrain_step(args: argparse.Namespace, weights_dir: Path, logs: Path) -> tu
                        **summary}
 
 
+def prior_quality_step(args: argparse.Namespace, data_root: Path, val_cams: Path, out: Path,
+                       logs: Path) -> dict[str, Any]:
+    """Step 2, continued: ``evaluate_priors.py`` on fold 0's test pairs (the CAMs the test episodes read, at the
+    size the model reads them); prints the mean IoU beside a whole-image mask's, and returns ``quality.json``."""
+    run_step("2/7 quality of the CAM priors (fold 0 test pairs)",
+             [sys.executable, "evaluate_priors.py", "--benchmark", "pascal", "--fold", 0, "--split", "val",
+              "--priors", val_cams, "--out", out, "--datapath", data_root, "--splitpath", data_root / "splits",
+              "--cam-size", args.img_size // 8, "--no-progress"], logs / "evaluate_priors.log")
+    report = json.loads((out / "quality.json").read_text())
+    print(f"   mean IoU with the ground truth: {report['miou_best']:.1f} at the best threshold "
+          f"{report['best_threshold']:.2f}, {report['miou_at_0.5']:.1f} at 0.5; a mask covering the whole image: "
+          f"{report['miou_full_image']:.1f} ({out / 'quality.md'})")
+    if clip_is_random(args):
+        print("   CLIP is random here, so these priors carry no class: near the whole-image mask, i.e. chance.")
+    return {key: report[key] for key in ("pairs", "cam_size", "best_threshold", "miou_best", "miou_at_0.5",
+                                         "miou_full_image")} | {"report": str(out / "quality.json")}
+
+
 def main(args: argparse.Namespace) -> dict[str, Any]:
     """Run the demo; returns the ``results.json`` content."""
     from engine.support_swap import wrong_support_test
@@ -358,13 +390,18 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     out = args.out.resolve()
     # the steps run from the repository root: files named relative to where the demo was started are resolved
-    args.clip_weights, args.backbone_weights = (
-        value if value is None or value.lower() in ("none", "imagenet") else str(Path(value).expanduser().resolve())
-        for value in (args.clip_weights, args.backbone_weights))
+    def from_here(value: Optional[str]) -> Optional[str]:
+        keep = value is None or value.lower() in ("none", "imagenet")
+        return value if keep else str(Path(value).expanduser().resolve())
+
+    if random_clip_seed(args.clip_weights) is None:  # "random[:SEED]" names no file
+        args.clip_weights = from_here(args.clip_weights)
+    args.backbone_weights = from_here(args.backbone_weights)
     data_root, weights_dir, logs = out / "data", out / "weights", out / "logs"
     python = sys.executable
+    prepare_output_folder(out, "--out")
     print(f"IMR-HSNet demo: everything goes to {out}")
-    for stale in ("train", "test", "untrained"):  # a rerun starts its runs afresh (data and CAMs are reused)
+    for stale in ("train", "test", "untrained", PRIOR_QUALITY_DIR):  # a rerun starts its runs afresh (data and CAMs are reused)
         shutil.rmtree(out / stale, ignore_errors=True)
     for stale in (RESULTS_NAME, QUALITATIVE_NAME, EPISODES_NAME):  # never left beside a rerun's logs
         (out / stale).unlink(missing_ok=True)
@@ -376,7 +413,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     cam_dirs = tuple(data_root / name for name in DEFAULT_CAM_DIRS["pascal"])  # (train, val)
     dataset = test_dataset(args, data_root, cam_dirs, shot=1, nepisodes=args.nepisodes)
     check_demo_data(args, dataset)  # before the long steps
-    clip_path = write_random_clip(args, weights_dir)
+    clip_path = clip_weights_value(args)
     made_for = cam_provenance(data_root, clip_path)
     clear_stale_cams(data_root, cam_dirs, made_for)
     atomic_write_text(made_for, data_root / CAM_PROVENANCE)  # before the job, so an interrupted one resumes
@@ -386,6 +423,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
               "--clip-weights", clip_path, "--device", args.device, "--nworker", args.nworker, "--no-progress",
               "--overwrite"],
              logs / "generate_cam_voc.log")
+    prior_quality = prior_quality_step(args, data_root, cam_dirs[1], out / PRIOR_QUALITY_DIR, logs)
     backbone_path, pretraining = pretrain_step(args, weights_dir, logs)
 
     common = ["--datapath", data_root, "--splitpath", data_root / "splits", "--benchmark", "pascal", "--fold", 0,
@@ -424,12 +462,13 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     results["distractors"] = {"max_per_image": args.max_distractors,
                               "test_queries_with_other_objects": share_with_other_objects(dataset)}
     results["backbone_pretraining"] = pretraining
+    results["cam_priors"] = prior_quality
     results["settings"] = {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()}
     if args.backbone_weights is None:
         random_backbone = args.pretrain_epochs == 0
     else:
         random_backbone = args.backbone_weights.lower() == "none"
-    results["random_weights"] = {"clip": args.clip_weights is None, "backbone": random_backbone}
+    results["random_weights"] = {"clip": random_clip_seed(clip_path) is not None, "backbone": random_backbone}
     results["seconds"] = time.perf_counter() - started
     atomic_write_text(json.dumps(results, indent=2) + "\n", out / RESULTS_NAME)
 
@@ -450,6 +489,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     print(f"qualitative:  {out / QUALITATIVE_NAME}  (queries with two objects, one prediction per support: "
           f"mean IoU {own:.1f} with the support's class, {other:.1f} with the other)")
     print(f"episodes:     {grid}  (query | ground truth | CAM prior | untrained | trained)")
+    random_clip = " (CLIP random: near chance)" if clip_is_random(args) else ""
+    print(f"CAM priors:   {out / PRIOR_QUALITY_DIR / 'quality.md'}  (mean IoU {prior_quality['miou_best']:.1f} at "
+          f"the best threshold; a whole-image mask {prior_quality['miou_full_image']:.1f}{random_clip})")
     print(f"table:        {out / 'test' / 'trained' / 'table.png'}  (test.py's per-fold mIoU chart, 1- and 5-shot)")
     print(f"TensorBoard:  tensorboard --logdir {out / 'train'}")
     print(f"total time:   {results['seconds']:.0f} s")

@@ -21,6 +21,7 @@ from torch import nn
 
 from common.distributed import all_reduce_flag, unwrap
 from common.evaluation import IoUMeter, classify_prediction
+from common.progress import Progress, track
 
 logger = logging.getLogger(__name__)
 
@@ -78,12 +79,17 @@ def forward_1shot(model: nn.Module, batch: Batch, stage: int) -> tuple[torch.Ten
     return logit_q, losses.mean()
 
 
-def _progress(iterable: Iterable, total: int, desc: str, enabled: bool) -> Iterable:
-    if not enabled:
-        return iterable
-    from tqdm import tqdm
+def _progress(iterable: Iterable[Batch], total: int, desc: str, enabled: bool, meter: IoUMeter,
+              with_loss: bool) -> Iterable[Batch]:
+    """The batches of ``iterable``, with progress reported (:mod:`common.progress`: a bar on a terminal, a line
+    every 30 s otherwise) in episodes per second, with the running loss and mIoU of this rank's share."""
+    def stats() -> dict[str, float]:
+        values = {"loss": meter.avg_loss} if with_loss and meter.loss_count > 0 else {}
+        values["mIoU"] = meter.compute_iou()[0]
+        return values
 
-    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True, disable=None)
+    progress = Progress(total, desc, unit="batches", rate_unit="episodes", stats=stats, enabled=enabled)
+    return track(iterable, progress, items=lambda batch: len(batch["class_id"]))
 
 
 def _log_progress(meter: IoUMeter, batch_idx: int, total: int, epoch: int, with_loss: bool) -> None:
@@ -119,7 +125,7 @@ def train_epoch(model: nn.Module, loader: Iterable[Batch], optimizer: torch.opti
     """
     unwrap(model).train_mode()
     total = len(loader)  # type: ignore[arg-type]
-    for idx, batch in enumerate(_progress(loader, total, f"train {epoch}", progress)):
+    for idx, batch in enumerate(_progress(loader, total, f"[Epoch: {epoch:02d}] train", progress, meter, True)):
         batch = to_device(batch, device)
         with autocast(device, amp):
             logit_q, loss = forward_1shot(model, batch, stage)
@@ -157,7 +163,7 @@ def validate_epoch(model: nn.Module, loader: Iterable[Batch], meter: IoUMeter, *
     net = model if isinstance(model, nn.DataParallel) else unwrap(model)
     unwrap(model).eval()
     total = len(loader)  # type: ignore[arg-type]
-    for idx, batch in enumerate(_progress(loader, total, f"val {epoch}", progress)):
+    for idx, batch in enumerate(_progress(loader, total, f"[Epoch: {epoch:02d}] val", progress, meter, True)):
         batch = to_device(batch, device)
         with autocast(device, amp):
             logit_q, loss = forward_1shot(net, batch, stage)
@@ -185,7 +191,7 @@ def test_pass(model: nn.Module, loader: Iterable[Batch], meter: IoUMeter, *, nsh
     net = unwrap(model)
     net.eval()
     total = len(loader)  # type: ignore[arg-type]
-    for idx, batch in enumerate(_progress(loader, total, "test", progress)):
+    for idx, batch in enumerate(_progress(loader, total, "test", progress, meter, False)):
         batch = to_device(batch, device)
         with autocast(device, amp):
             pred = net.predict_mask_nshot(batch, nshot=nshot, stage=stage)

@@ -38,8 +38,9 @@ from PIL import Image
 from torch import nn
 
 from common.cli import ArgumentParser, HelpFormatter, run_cli
+from common.console import ensure_console_logging
 from common.device import resolve_device
-from common.io import atomic_torch_save, atomic_write_text
+from common.io import OutputFolderError, atomic_torch_save, atomic_write_text, prepare_output_folder
 from data import synthetic
 from data.benchmarks import FOLD_BENCHMARKS, NCLASS, NFOLDS, fold_classes
 from data.readers import ImageTransform
@@ -218,7 +219,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         build_parser().error(f"--lr must be positive, got {args.lr}")
 
     def run() -> None:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+        ensure_console_logging("%(asctime)s %(message)s")
+        if args.out.is_dir():
+            raise OutputFolderError(f"OUT {args.out} is a folder; give the file to write, e.g. "
+                                    f"{args.out / 'backbone.pth'}")
+        prepare_output_folder(args.out.parent, "OUT")
         config = PretrainConfig(**{key: value for key, value in vars(args).items() if key != "out"})
         backbone, report = pretrain_backbone(config)
         atomic_torch_save(backbone.state_dict(), args.out)

@@ -8,9 +8,15 @@ released ``test.py`` loads it and :func:`model.checkpoint.load_model_state` load
 epoch just finished, the best validation mIoU so far, the RNG states (Python, NumPy, torch CPU, CUDA) and the
 resolved arguments -- only tensors, numbers, strings and containers, so it loads with ``weights_only=True``.
 Both files are written atomically (:mod:`common.io`).
+
+``progress.json`` (a few bytes: ``{"epochs_finished": N}``, written when a run starts and after every
+``last.pt``) outlives ``last.pt``: users delete the 600 MB file to save space. :func:`resume_state` reads it to
+tell a run whose first epoch never finished (``--resume`` starts it over) from one whose ``last.pt`` is gone
+(``--resume`` is refused and nothing of the run is changed).
 """
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -19,12 +25,14 @@ import numpy as np
 import torch
 
 from common.distributed import unwrap
-from common.io import atomic_torch_save
-from engine.run_folder import RunFolderError
+from common.errors import brief
+from common.io import atomic_torch_save, atomic_write_text
+from engine.run_folder import RunFolderError, describe_run
 from model.checkpoint import released_state_dict
 
 BEST_NAME = "best_model.pt"
 LAST_NAME = "last.pt"
+PROGRESS_NAME = "progress.json"
 FORMAT_VERSION = 1
 
 
@@ -78,16 +86,61 @@ def save_last(run_dir: Path, *, model: torch.nn.Module, optimizer: torch.optim.O
         "log_length": int(log_length),
         "extra": dict(extra or {}),
     }
-    return atomic_torch_save(state, run_dir / LAST_NAME)
+    path = atomic_torch_save(state, run_dir / LAST_NAME)
+    write_progress(run_dir, epochs_finished=epoch + 1)
+    return path
+
+
+def write_progress(run_dir: Path, *, epochs_finished: int) -> Path:
+    """Write ``run_dir/progress.json``: how many epochs of the run have finished (0 when it starts)."""
+    return atomic_write_text(json.dumps({"epochs_finished": int(epochs_finished)}) + "\n", run_dir / PROGRESS_NAME)
+
+
+def epochs_finished(run_dir: Path) -> Optional[int]:
+    """The finished epochs ``progress.json`` records; None without a readable record (runs of older versions)."""
+    try:
+        return int(json.loads((run_dir / PROGRESS_NAME).read_text())["epochs_finished"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+_KEEP_OR_MOVE = ("nothing was changed: restore last.pt, or start a new run with another --logpath, or move the "
+                 "folder away and run the command without --resume to start over")
 
 
 def load_last(run_dir: Path) -> dict[str, Any]:
-    """Read ``run_dir/last.pt`` on the CPU; a clear error when it is missing."""
+    """Read ``run_dir/last.pt`` on the CPU.
+
+    Raises:
+        RunFolderError: it is missing, unreadable (truncated, damaged) or of an unknown format; one line naming it.
+    """
     path = run_dir / LAST_NAME
     if not path.is_file():
         raise RunFolderError(f"--resume: no {LAST_NAME} in {run_dir} (was the run started with this --logpath?)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if state.get("format_version") != FORMAT_VERSION:
-        raise RunFolderError(f"{path}: unknown checkpoint format {state.get('format_version')!r}; "
-                             "start a new run with another --logpath")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - truncated zip, bad pickle, I/O error: all mean "cannot resume"
+        raise RunFolderError(f"--resume: cannot read {path} ({brief(exc)}); {_KEEP_OR_MOVE}") from exc
+    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
+        version = state.get("format_version") if isinstance(state, dict) else None
+        raise RunFolderError(f"--resume: {path} is not a last.pt of this version (format {version!r}); "
+                             f"{_KEEP_OR_MOVE}")
     return state
+
+
+def resume_state(run_dir: Path) -> Optional[dict[str, Any]]:
+    """What ``--resume`` continues ``run_dir`` from: ``last.pt``'s state, or None when the run has no finished
+    epoch (its first epoch never finished: the run starts over).
+
+    Raises:
+        RunFolderError: ``last.pt`` is unreadable, or missing although epochs finished (``progress.json``; for
+            runs of older versions without it: ``best_model.pt`` is there); nothing in ``run_dir`` is changed.
+    """
+    if (run_dir / LAST_NAME).is_file():
+        return load_last(run_dir)
+    finished = epochs_finished(run_dir)
+    if finished == 0 or (finished is None and not (run_dir / BEST_NAME).exists()):
+        return None
+    epochs = f"{finished} finished epoch{'s' if finished != 1 else ''}" if finished else "finished epochs"
+    raise RunFolderError(f"--resume: {run_dir} holds {epochs} ({describe_run(run_dir)}) but no {LAST_NAME} to "
+                         f"continue from; {_KEEP_OR_MOVE}")

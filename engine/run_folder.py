@@ -4,7 +4,11 @@
   message offers ``--resume`` (training) or another ``--logpath``.
 * ``--resume`` needs a run in the folder (its ``args.json``, written when it started) and the same flags,
   except those that do not change what is computed: ``--niter``, ``--nworker`` and ``--device``; every other
-  difference is named in the error.
+  difference is named in the error. It continues from ``last.pt``; a run with finished epochs whose
+  ``last.pt`` is gone or unreadable is refused before anything is changed
+  (:func:`engine.run_checkpoint.resume_state`).
+* ``--logpath`` must be a folder that can be created and written into (checked before any work); a file is
+  reported as such.
 * A resumed run first undoes what the interrupted one wrote after its last checkpoint: ``log.txt`` is cut
   back to its length at that checkpoint (the cut lines are appended to ``log.interrupted.txt``), stray
   temporary files of interrupted atomic writes are removed, and TensorBoard drops the events of the
@@ -25,6 +29,7 @@ from typing import Any, Iterator, Mapping, Optional
 
 from common.distributed import DistInfo, broadcast_object, check_on_main
 from common.errors import UserInputError
+from common.io import check_not_a_file, prepare_output_folder
 from common.logger import EVENTS_DIR, setup_logging
 from engine.args import flag_name
 
@@ -33,7 +38,8 @@ LOG_NAME = "log.txt"
 INTERRUPTED_LOG_NAME = "log.interrupted.txt"
 # Flags a resumed run may change: they change how fast or where it runs, not what it computes.
 RESUME_MAY_CHANGE = ("niter", "nworker", "device")
-_NOT_COMPARED = RESUME_MAY_CHANGE + ("resume", "logpath")  # --logpath names the folder itself
+# --logpath names the folder itself; cam_manifests (what the CAM folders hold) is compared with a warning
+_NOT_COMPARED = RESUME_MAY_CHANGE + ("resume", "logpath", "cam_manifests")
 
 
 class RunFolderError(UserInputError, FileExistsError):
@@ -88,14 +94,19 @@ def open_run_folder(path: Path, args: argparse.Namespace, info: DistInfo, *, tra
 
     Raises:
         RunFolderError: a new run into a used folder, ``--resume`` without a run or with other flags.
+        common.io.OutputFolderError: ``path`` is a file, or cannot be created or written into.
     """
     resume = training and getattr(args, "resume", False)
     existed = path.exists()
-    check_on_main(lambda: _check_resumable(path, args) if resume else _check_new(path, training))
+
+    def check() -> None:
+        check_not_a_file(path, "--logpath")
+        _check_resumable(path, args) if resume else _check_new(path, training)
+        prepare_output_folder(path, "--logpath")
+
+    check_on_main(check)
     if resume:
         args.seed = broadcast_object(args.seed)
-    if info.is_main:
-        path.mkdir(parents=True, exist_ok=True)
     return RunFolder(path=path, created=not existed)
 
 
@@ -117,6 +128,12 @@ def roll_back(path: Path, log_length: int, *, no_checkpoint: bool = False) -> No
         stray.unlink(missing_ok=True)
     if no_checkpoint:
         shutil.rmtree(path / EVENTS_DIR, ignore_errors=True)
+
+
+def describe_run(path: Path) -> str:
+    """What a run folder holds, for messages: ``"best_model.pt, TensorBoard events, log.txt"``."""
+    names = sorted(entry.name for entry in path.iterdir() if not entry.name.startswith(".")) if path.is_dir() else []
+    return ", ".join("TensorBoard events" if name == EVENTS_DIR else name for name in names) or "nothing"
 
 
 def log_length(path: Path) -> int:

@@ -16,16 +16,17 @@ from typing import Any, Optional
 
 import torch
 
-from common.distributed import DistInfo, EpisodeSampler, local_batch_size
+from common.distributed import DistInfo, EpisodeSampler, check_on_main, local_batch_size
 from common.evaluation import IoUMeter
 from common.io import sha256_file
 from common.logger import log_params
 from common.seed import fix_randseed
 from common.vis import Visualizer
 from data.benchmarks import FOLD_BENCHMARKS, TITLES
-from data.dataset import build_dataloader, build_dataset, check_cams_exist
+from data.dataset import OutsideValueReport, build_dataloader, build_dataset, check_cams_exist
 from data.fewshot import FewShotDataset
 from data.synthetic import MARKER as SYNTHETIC_MARKER
+from engine.cam_provenance import check_cam_provenance
 from engine.loops import PassResult, test_pass
 from engine.paper_results import paper_protocol, paper_source
 from engine.tables import (RunResult, TableRow, build_table, table_as_dict, table_markdown, table_notes,
@@ -37,15 +38,17 @@ logger = logging.getLogger(__name__)
 
 
 def build_test_datasets(args: argparse.Namespace) -> dict[tuple[int, int], FewShotDataset]:
-    """``{(fold, shot): dataset}`` for every ``--fold`` x ``--nshot``, each with its CAM files checked."""
+    """``{(fold, shot): dataset}`` for every ``--fold`` x ``--nshot``, each with its CAM files checked; they
+    share one report of masks read with values outside the class range."""
     datasets = {}
+    mask_report = OutsideValueReport()
     for fold in args.folds:
         for shot in args.nshots:
             dataset = build_dataset(args.benchmark, datapath=args.datapath, fold=fold, split="test", shot=shot,
                                     img_size=args.img_size, cam_train_path=args.traincampath,
                                     cam_val_path=args.valcampath, splitpath=args.splitpath,
                                     use_original_imgsize=args.use_original_imgsize, nepisodes=args.nepisodes,
-                                    seed=args.seed)
+                                    seed=args.seed, strict_masks=args.strict_masks, mask_report=mask_report)
             check_cams_exist(dataset)
             datasets[fold, shot] = dataset
     return datasets
@@ -82,16 +85,23 @@ def test_one(model: torch.nn.Module, dataset: FewShotDataset, args: argparse.Nam
     sampler = EpisodeSampler(len(dataset), rank=info.rank, world_size=info.world_size)
     loader = build_dataloader(dataset, bsz=local_batch_size(args.bsz, info), nworker=args.nworker, shuffle=False,
                               seed=args.seed, sampler=sampler)
-    visualizer = Visualizer(vis_dir) if vis_dir is not None else None
+    visualizer = Visualizer(vis_dir, dataset.class_names()) if vis_dir is not None else None
     hook = (lambda batch, pred, idx, iou: visualizer.save_batch(batch, pred, idx, iou)) if visualizer else None
     fix_randseed(args.seed)
     return test_pass(model, loader, IoUMeter.for_dataset(dataset, device), nshot=shot, stage=args.stage,
                      device=device, amp=args.amp, batch_hook=hook)
 
 
-def run_sweep(args: argparse.Namespace, *, device: torch.device, info: DistInfo, run_dir: Path) -> list[RunResult]:
-    """Test every (fold, shot) in ``--fold`` x ``--nshot`` order; returns one :class:`RunResult` each."""
+def run_sweep(args: argparse.Namespace, *, device: torch.device, info: DistInfo, run_dir: Path,
+              warnings: Optional[list[str]] = None) -> list[RunResult]:
+    """Test every (fold, shot) in ``--fold`` x ``--nshot`` order; returns one :class:`RunResult` each. The
+    warnings of the CAM folders' check (:mod:`engine.cam_provenance`) are appended to ``warnings``."""
     datasets = build_test_datasets(args)
+    found: list[str] = []
+    check_on_main(lambda: found.extend(message for check in check_cam_provenance(list(datasets.values()))
+                                       for message in check.warnings))
+    if warnings is not None:
+        warnings.extend(found)
     states = read_checkpoints(args)
     single = len(datasets) == 1
     results = []
@@ -113,18 +123,23 @@ def run_sweep(args: argparse.Namespace, *, device: torch.device, info: DistInfo,
                                      miou=result.miou, fb_iou=result.fb_iou, episodes=result.episodes,
                                      per_class_iou={str(k): v for k, v in result.per_class_iou.items()}))
         del model
+    report = next(iter(datasets.values())).mask_report
+    masks_note = report.summary(report.gathered())
+    if masks_note and info.is_main:
+        logger.warning(masks_note)
     return results
 
 
 def results_document(args: argparse.Namespace, runs: list[RunResult], rows: list[TableRow], *,
-                     paper_note: str, synthetic: bool) -> dict[str, Any]:
+                     paper_note: str, synthetic: bool, warnings: Optional[list[str]] = None) -> dict[str, Any]:
     """The content of ``results.json`` (schema in test.py's docstring)."""
     document: dict[str, Any] = {
         "benchmark": args.benchmark, "backbone": args.backbone, "stage": args.stage, "masking": args.masking,
         "img_size": args.img_size, "nepisodes": args.nepisodes, "seed": args.seed, "folds": list(args.folds),
         "nshots": list(args.nshots), "load": args.load, "command": getattr(args, "command", None),
         "synthetic_data": synthetic,
-        "runs": [run.as_dict() for run in runs], "table": table_as_dict(rows), "paper_source": paper_note}
+        "runs": [run.as_dict() for run in runs], "table": table_as_dict(rows), "paper_source": paper_note,
+        "cam_manifests": getattr(args, "cam_manifests", None), "warnings": list(warnings or [])}
     if len(runs) == 1:  # the keys of a single run's results.json before sweeps existed
         document.update(runs[0].as_dict())
     return document
@@ -147,7 +162,8 @@ def comparison_notes(args: argparse.Namespace, rows: list[TableRow], synthetic: 
     return notes
 
 
-def report(args: argparse.Namespace, runs: list[RunResult], run_dir: Path, *, write: bool = True) -> dict[str, Any]:
+def report(args: argparse.Namespace, runs: list[RunResult], run_dir: Path, *, write: bool = True,
+           warnings: Optional[list[str]] = None) -> dict[str, Any]:
     """The table of ``runs``: written (``write``: rank 0) into ``run_dir``, and logged when there are several
     runs. Returns the ``results.json`` content. Data made by :mod:`data.synthetic` get no paper numbers."""
     synthetic = (Path(args.datapath) / SYNTHETIC_MARKER).is_file()
@@ -155,7 +171,7 @@ def report(args: argparse.Namespace, runs: list[RunResult], run_dir: Path, *, wr
     title, note = table_title(args.benchmark, args.backbone, synthetic=synthetic), paper_source()
     notes = comparison_notes(args, rows, synthetic) + table_notes(rows, note,
                                                                   folds=args.benchmark in FOLD_BENCHMARKS)
-    document = results_document(args, runs, rows, paper_note=note, synthetic=synthetic)
+    document = results_document(args, runs, rows, paper_note=note, synthetic=synthetic, warnings=warnings)
     if write:
         paths = write_outputs(run_dir, document, rows, title=title, notes=notes)
         logger.info("Wrote %s in %s", ", ".join(path.name for path in paths.values()), run_dir)

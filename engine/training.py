@@ -1,17 +1,20 @@
 """The steps of a training run, in the order ``train.py`` calls them; each one can be run and tested alone.
 
 1. :func:`open_run_folder`: the run folder (the same on every rank), checked against the run-folder policy;
-2. :func:`load_resume_state`: ``last.pt`` when ``--resume``, with what came after it rolled back;
-3. :func:`record_arguments`: the seed decided, ``args.json`` written, the arguments logged;
+2. :func:`load_resume_state`: ``last.pt`` when ``--resume``, with what came after it rolled back (a run it
+   cannot continue is refused before anything is changed);
+3. :func:`record_arguments`: the seed decided, ``args.json`` written (with the SHA-256 of the CAM folders'
+   manifests), the arguments logged;
 4. :func:`build_trainer`: the model (frozen backbone), Adam, the AMP scaler, restored from ``last.pt``;
 5. :func:`build_loaders`: training episodes (random supports, sharded over ranks) and the fixed validation
-   episodes;
+   episodes, their CAM files checked (present, made from these images for these classes);
 6. :func:`run_epochs`: per epoch a training pass, a validation pass, TensorBoard, ``best_model.pt`` and
    ``last.pt``; stops cleanly on a non-finite loss.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import random
 from dataclasses import dataclass
@@ -22,17 +25,18 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from common.distributed import DistInfo, EpisodeSampler, broadcast_object, seed_for
+from common.distributed import DistInfo, EpisodeSampler, broadcast_object, check_on_main, seed_for
 from common.evaluation import IoUMeter
 from common.io import atomic_write_text
 from common.logger import TensorBoardWriter, log_args, log_params
 from common.seed import fix_randseed
 from common.vis import batch_panels
-from data.dataset import build_dataloader, build_dataset, check_cams_exist
+from data.dataset import OutsideValueReport, build_dataloader, build_dataset, check_cams_exist
 from data.fewshot import FewShotDataset
 from engine import run_checkpoint as ckpt
 from engine import run_folder
 from engine.args import args_to_json, resolve_run_dir
+from engine.cam_provenance import cam_manifest_digests, check_cam_provenance
 from engine.loops import NonFiniteLossError, train_epoch, validate_epoch
 from engine.run_folder import RunFolder
 from model import build_model
@@ -75,10 +79,24 @@ def open_run_folder(args: argparse.Namespace, info: DistInfo) -> RunFolder:
 
 def load_resume_state(args: argparse.Namespace, run_dir: Path, info: DistInfo) -> Optional[dict[str, Any]]:
     """``last.pt`` of the run when ``--resume`` (None otherwise, and when the first epoch never finished);
-    what the interrupted run wrote after that checkpoint is rolled back (rank 0)."""
+    what the interrupted run wrote after that checkpoint is rolled back (rank 0).
+
+    Raises:
+        RunFolderError: on every rank, before anything is changed, when the run has finished epochs but its
+            ``last.pt`` is gone or unreadable (:func:`engine.run_checkpoint.resume_state`).
+    """
     if not args.resume:
         return None
-    state = ckpt.load_last(run_dir) if (run_dir / ckpt.LAST_NAME).is_file() else None
+    on_main: dict[str, Optional[dict[str, Any]]] = {}
+    check_on_main(lambda: on_main.update(state=ckpt.resume_state(run_dir)))
+    from_checkpoint = bool(broadcast_object(on_main.get("state") is not None))
+    state = on_main.get("state") if info.is_main else (ckpt.load_last(run_dir) if from_checkpoint else None)
+    if state is not None and args.episode_rng == "released":
+        started_with = state["args"].get("nworker")
+        if started_with != args.nworker:  # the released draws follow the worker count (data.episodes)
+            raise run_folder.RunFolderError(
+                f"--resume: {run_dir} draws its training episodes as released (--episode-rng released), which "
+                f"depends on the worker count; resume with --nworker {started_with} (got --nworker {args.nworker})")
     if info.is_main:
         run_folder.roll_back(run_dir, state.get("log_length", 0) if state is not None else 0,
                              no_checkpoint=state is None)
@@ -88,15 +106,35 @@ def load_resume_state(args: argparse.Namespace, run_dir: Path, info: DistInfo) -
 def record_arguments(args: argparse.Namespace, run_dir: Path, state: Optional[dict[str, Any]], info: DistInfo,
                      device: torch.device) -> None:
     """Decide the seed (drawn as released when not given, the same on every rank), write ``args.json``
-    (``args_resume_epochNNN.json`` on resume) and log the arguments."""
+    (``args_resume_epochNNN.json`` on resume, the run's ``args.json`` kept) and log the arguments; a run that
+    starts from epoch 0 records that no epoch has finished yet (``progress.json``)."""
     if args.seed is None:
         args.seed = int(broadcast_object(int(random.random() * 1e5)))  # as released, but recorded
+    args.cam_manifests = cam_manifest_digests(args, training=True)
     if info.is_main:
-        name = "args.json" if state is None else f"args_resume_epoch{state['epoch'] + 1:03d}.json"
+        start = state["epoch"] + 1 if state is not None else 0
+        name = f"args_resume_epoch{start:03d}.json" if args.resume else "args.json"
+        if args.resume:
+            _warn_if_cams_changed(run_dir, args.cam_manifests)
         atomic_write_text(args_to_json(args), run_dir / name)
+        if state is None:
+            ckpt.write_progress(run_dir, epochs_finished=0)
     log_args(logger, vars(args))
     logger.info("Run folder: %s | device: %s | ranks: %d | CUDA devices: %d", run_dir, device,
                 info.world_size, torch.cuda.device_count())
+
+
+def _warn_if_cams_changed(run_dir: Path, digests: dict[str, Optional[str]]) -> None:
+    """Warn when the CAM folders' manifests differ from those the run started with (its ``args.json``)."""
+    try:
+        started = json.loads((run_dir / run_folder.ARGS_NAME).read_text()).get("cam_manifests")
+    except (OSError, ValueError, AttributeError):
+        return
+    changed = [f"--{flag}" for flag, digest in digests.items() if started is not None and started.get(flag) != digest]
+    if changed:
+        logger.warning("The CAM folders of %s changed since the run started (their cam_manifest.json differ from "
+                       "those args.json records): the epochs ahead read the CAMs as they are now",
+                       ", ".join(changed))
 
 
 def wrap_model(model: nn.Module, device: torch.device, distributed: bool) -> nn.Module:
@@ -146,11 +184,13 @@ def build_loaders(args: argparse.Namespace, info: DistInfo, bsz: int) -> Episode
     episodes (seed 0, as released), each sharded over the ranks with ``bsz`` episodes per rank and step."""
     common = dict(datapath=args.datapath, fold=args.fold, shot=1, img_size=args.img_size,
                   cam_train_path=args.traincampath, cam_val_path=args.valcampath, splitpath=args.splitpath,
-                  use_original_imgsize=False, nepisodes=args.nepisodes)
-    trn_set = build_dataset(args.benchmark, split="trn", seed=args.seed, **common)
+                  use_original_imgsize=False, nepisodes=args.nepisodes, strict_masks=args.strict_masks,
+                  mask_report=OutsideValueReport())  # one report: each mask file is warned about once
+    trn_set = build_dataset(args.benchmark, split="trn", seed=args.seed, episode_rng=args.episode_rng, **common)
     val_set = build_dataset(args.benchmark, split="val", seed=0, **common)
     check_cams_exist(trn_set)
     check_cams_exist(val_set)
+    check_on_main(lambda: check_cam_provenance([trn_set, val_set]))  # made from these images, these classes
     trn_sampler = EpisodeSampler(len(trn_set), rank=info.rank, world_size=info.world_size, shuffle=True,
                                  pad=True, seed=args.seed)
     val_sampler = EpisodeSampler(len(val_set), rank=info.rank, world_size=info.world_size)
@@ -161,6 +201,16 @@ def build_loaders(args: argparse.Namespace, info: DistInfo, bsz: int) -> Episode
         # validation episodes are the released seed-0 sequence, fixed when the dataset is built
         val_loader=build_dataloader(val_set, bsz=bsz, nworker=args.nworker, shuffle=False, seed=0,
                                     sampler=val_sampler))
+
+
+def select_training_episodes(args: argparse.Namespace, loaders: EpisodeLoaders, epoch: int, info: DistInfo,
+                             bsz: int) -> None:
+    """The training episodes of ``epoch``: the sampler's order of this rank, and the dataset's draws for it
+    (``--episode-rng released``: the NumPy stream of each simulated worker starts from this rank's epoch seed,
+    the one the main process seeds NumPy with)."""
+    loaders.trn_sampler.set_epoch(epoch)
+    loaders.trn_set.set_epoch(epoch, order=loaders.trn_sampler.indices(), batch_size=bsz, nworker=args.nworker,
+                              stream_seed=seed_for(args.seed, epoch, info.rank))
 
 
 def run_epochs(args: argparse.Namespace, trainer: Trainer, loaders: EpisodeLoaders, run_dir: Path,
@@ -182,8 +232,7 @@ def run_epochs(args: argparse.Namespace, trainer: Trainer, loaders: EpisodeLoade
             # A fresh draw of training episodes every epoch (released: fix_randseed(None)), reproducible from
             # --seed so that a resumed run continues exactly where it stopped.
             fix_randseed(seed_for(args.seed, epoch))
-            loaders.trn_sampler.set_epoch(epoch)
-            loaders.trn_set.set_epoch(epoch)  # supports of episode i are drawn from (seed, epoch, i)
+            select_training_episodes(args, loaders, epoch, info, loaders.trn_loader.batch_size or 1)
             trn = train_epoch(trainer.net, loaders.trn_loader, trainer.optimizer,
                               IoUMeter.for_dataset(loaders.trn_set, device), epoch=epoch, stage=args.stage,
                               device=device, amp=amp, scaler=trainer.scaler, loss_hook=loss_hook)
@@ -210,6 +259,9 @@ def run_epochs(args: argparse.Namespace, trainer: Trainer, loaders: EpisodeLoade
                      err, run_dir, err.epoch - 1)
     finally:
         writer.close()
+    masks_note = loaders.trn_set.mask_report.summary(loaders.trn_set.mask_report.gathered())
+    if masks_note and info.is_main:
+        logger.warning(masks_note)
     if status == "finished":
         logger.info("==================== Finished Training ====================")
     return {"status": status, "best_miou": best_miou, "epochs": epoch + 1, "run_dir": run_dir}

@@ -33,6 +33,7 @@ Public API (used by the CAM job and ``predict.py``; ``class_names`` in prompt or
 ``data.benchmarks.PASCAL_CLASSES``)::
 
     model = load_clip("RN50.pt", device=device)            # or load_clip(None): download / cache
+    model = load_clip("random", device=device)             # random weights, offline: priors WITHOUT class information
     cams = compute_cams(model, images, class_indices, PASCAL_CLASSES, cam_size=50)   # (N, 50, 50)
     # or, to reuse the encoded prompts across many calls:
     cam = ClipGradCAM(model, PASCAL_CLASSES)
@@ -41,6 +42,7 @@ Public API (used by the CAM job and ``predict.py``; ``class_names`` in prompt or
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import warnings
@@ -62,27 +64,26 @@ from open_clip.pretrained import download_pretrained_from_url, get_pretrained_ur
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from common.errors import UserInputError
+from common.io import sha256_file
+from model.clip_weights import RANDOM_WEIGHTS, ClipWeightsError, random_clip_seed
 
 logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
 
 __all__ = [
-    "ClipGradCAM", "ClipPromptHead", "ClipWeightsError", "build_clip_from_state_dict", "clip_image_size",
-    "clip_preprocess", "compute_cams", "encode_prompts", "load_clip", "random_clip_state_dict", "resize_cams",
-    "resolve_clip_weights",
+    "ClipGradCAM", "ClipPromptHead", "ClipWeightsError", "RANDOM_WEIGHTS", "build_clip_from_state_dict",
+    "clip_image_size", "clip_preprocess", "compute_cams", "encode_prompts", "load_clip", "load_clip_with_identity",
+    "random_clip_identity", "random_clip_seed", "random_clip_state_dict", "random_clip_warning", "resize_cams",
+    "resolve_clip_precision", "resolve_clip_weights",
 ]
 
 PROMPT_TEMPLATE = "a photo of a {}"
 CLIP_PRECISIONS = ("fp32", "fp16")
+CLIP_PRECISION_CHOICES = ("auto",) + CLIP_PRECISIONS  # the --precision flag; "auto" is resolved per device
 LOGIT_SCALE = 100.0  # the released model multiplies by a constant 100, not by exp(logit_scale)
 CLIP_MODEL_NAME = "RN50"
 DEFAULT_CACHE_DIR = Path("~/.cache/clip").expanduser()  # where OpenAI's clip and open_clip cache RN50.pt
-
-
-class ClipWeightsError(UserInputError, RuntimeError):
-    """The CLIP weights could not be found, downloaded or understood."""
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -145,6 +146,18 @@ def build_clip_from_state_dict(state_dict: dict[str, torch.Tensor], *, source: s
     return model.eval().requires_grad_(False)
 
 
+def resolve_clip_precision(precision: str, device: Union[str, torch.device]) -> str:
+    """The precision CLIP runs in: ``"auto"`` is ``"fp16"`` on CUDA, the authors' setting (OpenAI's
+    ``clip.load(jit=False)`` keeps the float16 weights on a GPU, and their CAM files and checkpoints came from
+    that), and ``"fp32"`` elsewhere (the released scripts never ran on a CPU, where float16 is slow);
+    ``"fp32"`` and ``"fp16"`` are returned as given."""
+    if precision not in CLIP_PRECISION_CHOICES:
+        raise ValueError(f"precision must be one of {CLIP_PRECISION_CHOICES}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    return "fp16" if torch.device(device).type == "cuda" else "fp32"
+
+
 def resolve_clip_weights(weights: Optional[PathLike] = None, *, cache_dir: Optional[PathLike] = None) -> Path:
     """The CLIP weights file: ``weights`` if given (it must exist), else ``{cache_dir}/RN50.pt``, downloaded
     there when missing (verified by its SHA-256). Raises ClipWeightsError saying where to put the file."""
@@ -165,23 +178,66 @@ def resolve_clip_weights(weights: Optional[PathLike] = None, *, cache_dir: Optio
             f"--clip-weights /path/to/RN50.pt") from exc
 
 
+def random_clip_warning(weights: str) -> str:
+    """The warning every use of random CLIP weights prints (``weights``: the ``--clip-weights`` value)."""
+    return (f"CLIP RN50 has RANDOM weights (--clip-weights {weights}): its Grad-CAM priors carry NO class "
+            "information (they only let the pipeline run offline). For real priors pass OpenAI's RN50.pt: "
+            f"--clip-weights /path/to/RN50.pt (from {get_pretrained_url(CLIP_MODEL_NAME, 'openai')})")
+
+
+def random_clip_identity(seed: int, state_dict: dict[str, torch.Tensor]) -> str:
+    """What the CAM manifest records for random weights in place of a file's SHA-256: the seed, a warning, and
+    the SHA-256 of the seed's tensors (names, dtypes, shapes, bytes), so that random CAMs are never taken for
+    real ones, nor for those of another seed or of a changed random initialisation."""
+    digest = hashlib.sha256()
+    for key in sorted(state_dict):
+        tensor = state_dict[key].detach().cpu().contiguous()
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return (f"{RANDOM_WEIGHTS}:{seed} (random CLIP RN50 weights: these CAMs carry no class information; "
+            f"tensors sha256 {digest.hexdigest()})")
+
+
+def _load(weights: Optional[PathLike], cache_dir: Optional[PathLike],
+          precision: str) -> tuple[nn.Module, Callable[[], str]]:
+    """The model on the CPU and a function giving its weights' identity (computed only when asked)."""
+    seed = random_clip_seed(weights)
+    if seed is not None:
+        state = random_clip_state_dict(seed)
+        logger.warning(random_clip_warning(str(weights)))
+        model = build_clip_from_state_dict(state, source=f"--clip-weights {weights}", precision=precision)
+        return model, lambda: random_clip_identity(seed, state)
+    path = resolve_clip_weights(weights, cache_dir=cache_dir)
+    model = build_clip_from_state_dict(_read_state_dict(path), source=f"--clip-weights {path}", precision=precision)
+    logger.info("CLIP RN50 weights: %s", path)
+    return model, lambda: sha256_file(path)
+
+
 def load_clip(weights: Optional[PathLike] = None, *, device: Union[str, torch.device] = "cpu",
               cache_dir: Optional[PathLike] = None, precision: str = "fp32") -> nn.Module:
     """CLIP RN50 (open_clip, OpenAI weights) in eval mode on ``device``, parameters frozen; ``precision``
-    ``"fp32"`` or ``"fp16"`` (see :func:`build_clip_from_state_dict`).
+    ``"fp32"``, ``"fp16"`` (see :func:`build_clip_from_state_dict`) or ``"auto"`` (fp16 on CUDA, fp32
+    elsewhere: :func:`resolve_clip_precision`).
 
     Args:
         weights: the official ``RN50.pt`` (TorchScript) or a plain state dict with the same keys. ``None``:
             ``{cache_dir}/RN50.pt`` if it is there (verified by its SHA-256), else downloaded there.
+            ``"random"`` / ``"random:SEED"``: RN50 from :func:`random_clip_state_dict` (seed 0 / SEED), offline,
+            with a warning: its CAMs carry no class information.
         device: where the model goes.
         cache_dir: download/cache folder (default ``~/.cache/clip``, shared with OpenAI's ``clip``).
     Raises:
         ClipWeightsError: a missing/unreadable/incompatible file, or no download possible (offline).
     """
-    path = resolve_clip_weights(weights, cache_dir=cache_dir)
-    model = build_clip_from_state_dict(_read_state_dict(path), source=f"--clip-weights {path}", precision=precision)
-    logger.info("CLIP RN50 weights: %s", path)
-    return model.to(device)
+    return _load(weights, cache_dir, resolve_clip_precision(precision, device))[0].to(device)
+
+
+def load_clip_with_identity(weights: Optional[PathLike] = None, *, device: Union[str, torch.device] = "cpu",
+                            cache_dir: Optional[PathLike] = None, precision: str = "fp32") -> tuple[nn.Module, str]:
+    """:func:`load_clip`, and what identifies its weights in a CAM manifest: the file's SHA-256, or for random
+    weights :func:`random_clip_identity`."""
+    model, identity = _load(weights, cache_dir, resolve_clip_precision(precision, device))
+    return model.to(device), identity()
 
 
 def clip_preprocess(image_size: int = 224) -> Callable[[Image.Image], torch.Tensor]:

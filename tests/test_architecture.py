@@ -20,7 +20,7 @@ ALLOWED = {
     "engine": {"common", "data", "model", "engine"},
 }
 # Library and script code (tests and benchmarks hold expected values and settings of their own).
-SOURCES = sorted([p for pkg in PACKAGES for p in (REPO / pkg).glob("*.py")] + list(REPO.glob("*.py")))
+SOURCES = sorted([p for pkg in PACKAGES for p in (REPO / pkg).rglob("*.py")] + list(REPO.glob("*.py")))
 
 
 def _imported_packages(path: Path) -> set[str]:
@@ -40,14 +40,14 @@ def _imported_packages(path: Path) -> set[str]:
 @pytest.mark.parametrize("package", PACKAGES)
 def test_imports_point_down(package):
     wrong = {f"{path.relative_to(REPO)} imports {sorted(_imported_packages(path) - ALLOWED[package])}"
-             for path in sorted((REPO / package).glob("*.py")) if _imported_packages(path) - ALLOWED[package]}
+             for path in sorted((REPO / package).rglob("*.py")) if _imported_packages(path) - ALLOWED[package]}
     assert not wrong, "imports against the layers (common <- data, model <- engine <- scripts):\n" + "\n".join(wrong)
 
 
 def test_scripts_are_not_imported_by_the_packages():
     scripts = {p.stem for p in REPO.glob("*.py")}
     for package in PACKAGES:
-        for path in (REPO / package).glob("*.py"):
+        for path in (REPO / package).rglob("*.py"):
             tree = ast.parse(path.read_text())
             imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
                         for alias in node.names}

@@ -6,9 +6,12 @@ weights), so the cases are independent of each other.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import pickle
 import resource
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -40,6 +43,7 @@ class Shared:
     checkpoint: Path
     clip_weights: Path
     other_clip_weights: Path
+    root: Path  # the module's scratch folder (see finished_run)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +56,37 @@ def shared(module_tmp) -> Shared:
     for seed in (0, 1):
         weights.append(root / f"clip_tiny_{seed}.pt")
         torch.save(cg.random_clip_state_dict(seed, **TINY_CLIP), weights[-1])
-    return Shared(checkpoint, *weights)
+    return Shared(checkpoint, *weights, root=root)
+
+
+def finished_run(shared: Shared) -> tuple[Path, Path]:
+    """(data root, run folder) of a real one-epoch train.py run (ResNet50: smaller checkpoints than VGG16's),
+    made the first time a case asks for it; cases resume copies of it."""
+    data, run = shared.root / "finished" / "data", shared.root / "finished" / "run"
+    if not (run / "last.pt").is_file():
+        shutil.rmtree(shared.root / "finished", ignore_errors=True)
+        make_mini_pascal(data)
+        proc = run_script(*_resnet_train_argv(data, run))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return data, run
+
+
+def copy_run(run: Path, dest: Path, *, leave_out: tuple[str, ...] = ()) -> Path:
+    """A copy of a run folder: checkpoints hard-linked (a test that changed one would fail the comparison of the
+    files before and after anyway), the rest copied."""
+    for path in sorted(run.rglob("*")):
+        if path.name in leave_out or path.is_dir():
+            continue
+        target = dest / path.relative_to(run)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.link(path, target) if path.suffix == ".pt" else shutil.copy2(path, target)
+    return dest
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every file under ``root`` and the SHA-256 of its bytes."""
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def make_mini_pascal(root: Path) -> Path:
@@ -101,6 +135,12 @@ def _train_argv(root: Path, *extra: str) -> list[str]:
             "--niter", "1", "--seed", "0", "--logpath", str(root / "train_run"), *extra]
 
 
+def _resnet_train_argv(root: Path, run: Path, *extra: str) -> list[str]:
+    argv = _train_argv(root, "--logpath", str(run), *extra)
+    argv[argv.index("--backbone") + 1] = "resnet50"
+    return argv
+
+
 def _cam_argv(root: Path, weights: Path, *extra: str) -> list[str]:
     return ["generate_cam_voc.py", "--datapath", str(root), "--splitpath", str(root / "splits"),
             "--clip-weights", str(weights), "--device", "cpu", "--nworker", "0", "--no-progress", *extra]
@@ -123,8 +163,9 @@ def train_used_run_folder(root, shared):
 
 
 def train_resume_with_other_flags(root, shared):
-    assert run_script(*_train_argv(root)).returncode == 0
-    return _train_argv(root, "--resume", "--niter", "2", "--lr", "0.001"), "--lr 0.0004 -> 0.001", None
+    data, run = finished_run(shared)
+    copy = copy_run(run, root / "old_run")
+    return _resnet_train_argv(data, copy, "--resume", "--niter", "2", "--lr", "0.001"), "--lr 0.0004 -> 0.001", None
 
 
 def train_resume_without_run(root, shared):
@@ -151,6 +192,65 @@ def train_imagenet_weights_offline(root, shared):
     argv = _train_argv(root)
     argv[argv.index("--backbone-weights") + 1] = "imagenet"
     return argv, "--backbone-weights", dict(OFFLINE, TORCH_HOME=str(root / "torch_home"))
+
+
+def train_logpath_is_a_file(root, shared):
+    (root / "notes.txt").write_text("a file, not a run folder\n")
+    return _train_argv(root, "--logpath", str(root / "notes.txt")), "notes.txt is a file, not a folder", None
+
+
+def train_logpath_under_a_file(root, shared):
+    (root / "notes.txt").write_text("a file, not a run folder\n")
+    return _train_argv(root, "--logpath", str(root / "notes.txt" / "run")), "notes.txt is a file", None
+
+
+def train_logpath_cannot_be_made(root, shared):
+    return _train_argv(root, "--logpath", "/proc/imrhsnet_run"), "--logpath /proc/imrhsnet_run: cannot create", None
+
+
+def resume_after_last_pt_was_deleted(root, shared):
+    """The 600 MB last.pt deleted to save space: nothing of the run may go (it restarted at epoch 0, deleted
+    the TensorBoard events, moved the log aside and rewrote best_model.pt)."""
+    data, run = finished_run(shared)
+    copy = copy_run(run, root / "old_run", leave_out=("last.pt",))
+    return _resnet_train_argv(data, copy, "--resume", "--niter", "2"), "1 finished epoch", None
+
+
+def resume_with_a_truncated_last_pt(root, shared):
+    data, run = finished_run(shared)
+    copy = copy_run(run, root / "old_run", leave_out=("last.pt",))
+    (copy / "last.pt").write_bytes((run / "last.pt").read_bytes()[:100_000])
+    return _resnet_train_argv(data, copy, "--resume", "--niter", "2"), f"cannot read {copy / 'last.pt'}", None
+
+
+def eval_logpath_is_a_file(root, shared):
+    (root / "notes.txt").write_text("a file, not a run folder\n")
+    argv = _test_argv(root, shared.checkpoint)
+    argv[argv.index("--logpath") + 1] = str(root / "notes.txt")
+    return argv, "--logpath", None
+
+
+def eval_cams_of_another_benchmark(root, shared):
+    """CAM files with the right names, made for COCO's 80 class names (its manifest says so)."""
+    from data.benchmarks import COCO_CLASSES
+    from engine.cam_manifest import CamManifest, CamSettings, ImageRecord, image_identity
+
+    settings = CamSettings.create(clip_weights_sha256="0" * 64, precision="fp32", clip_image_size=224, cam_size=8,
+                                  prompt_template="a photo of a {}", class_names=COCO_CLASSES)
+    images = root / "VOC2012" / "JPEGImages"
+    CamManifest(root / "CAM_Val", settings, images={
+        name: ImageRecord(image_identity(images / f"{name}.jpg"), {0, 5, 10, 15}) for name in NAMES}).save()
+    return _test_argv(root, shared.checkpoint), "made for other class names", None
+
+
+def eval_image_changed_after_its_cams(root, shared):
+    """The CAMs were made by the real script; then an image was replaced by another one of the same name."""
+    out = ["--traincampath", str(root / "cams_trn"), "--valcampath", str(root / "cams_val")]
+    assert run_script(*_cam_argv(root, shared.clip_weights, *out)).returncode == 0
+    image = root / "VOC2012" / "JPEGImages" / f"{NAMES[0]}.jpg"
+    image.write_bytes((root / "VOC2012" / "JPEGImages" / f"{NAMES[1]}.jpg").read_bytes())
+    argv = _test_argv(root, shared.checkpoint, "--valcampath", str(root / "cams_val"))
+    return argv, f"{image} changed after its CAMs", None
 
 
 def eval_tampered_split_pickle(root, shared):
@@ -188,6 +288,14 @@ def eval_mask_of_another_size(root, shared):
     return _test_argv(root, shared.checkpoint), str(path), None
 
 
+def eval_mask_value_outside_the_classes_with_strict_masks(root, shared):
+    path = root / "VOC2012" / "SegmentationClassAug" / f"{NAMES[0]}.png"
+    mask = np.array(Image.open(path))
+    mask[0, 0] = 200  # read as background without --strict-masks, as released
+    Image.fromarray(mask).save(path)
+    return _test_argv(root, shared.checkpoint, "--strict-masks"), f"{path} holds class index(es) [200]", None
+
+
 def eval_checkpoint_of_another_backbone(root, shared):
     path = root / "resnet50_model.pt"
     torch.save({"module.backbone.layer3.5.conv1.weight": torch.zeros(1)}, path)
@@ -218,6 +326,11 @@ def cam_files_without_manifest(root, shared):
     return _cam_argv(root, shared.clip_weights), "--verify-existing", None  # the mini tree's CAMs: no manifest
 
 
+def cam_folder_is_a_file(root, shared):
+    (root / "cams").write_text("a file, not a folder\n")
+    return _cam_argv(root, shared.clip_weights, "--traincampath", str(root / "cams")), "--traincampath", None
+
+
 def cam_missing_splitpath(root, shared):
     argv = _cam_argv(root, shared.clip_weights)
     argv[argv.index("--splitpath") + 1] = str(root / "no_splits")
@@ -234,6 +347,13 @@ def predict_unreadable_query(root, shared):
     return argv, str(bad), None
 
 
+def predict_out_is_a_file(root, shared):
+    argv, _, _ = predict_unreadable_query(root, shared)
+    (root / "pred").write_text("a file, not a folder\n")
+    argv[argv.index("--query") + 1] = str(root / "VOC2012" / "JPEGImages" / f"{NAMES[2]}.jpg")
+    return argv, "--out", None
+
+
 def predict_empty_class_name(root, shared):
     argv, _, _ = predict_unreadable_query(root, shared)
     argv[argv.index("--class-name") + 1] = " "
@@ -247,6 +367,11 @@ def prepare_offline(root, shared):
 
 def synthetic_into_foreign_folder(root, shared):
     return ["-m", "data.synthetic", str(root)], "not made by data.synthetic", None
+
+
+def synthetic_root_is_a_file(root, shared):
+    (root / "notes.txt").write_text("a file, not a folder\n")
+    return ["-m", "data.synthetic", str(root / "notes.txt")], "ROOT", None
 
 
 def synthetic_too_few_images(root, shared):
@@ -267,23 +392,36 @@ class _Payload:
 CASES: dict[str, Case] = {case.__name__: case for case in (
     train_missing_datapath, train_used_run_folder, train_resume_with_other_flags, train_resume_without_run,
     train_missing_cams, train_cuda_without_gpu, train_backbone_weights_not_a_state_dict,
-    train_imagenet_weights_offline,
+    train_imagenet_weights_offline, train_logpath_is_a_file, train_logpath_under_a_file,
+    train_logpath_cannot_be_made, resume_after_last_pt_was_deleted, resume_with_a_truncated_last_pt,
     eval_tampered_split_pickle, eval_malformed_split_line, eval_corrupt_jpeg_in_a_worker, eval_truncated_cam,
-    eval_mask_of_another_size, eval_checkpoint_of_another_backbone, eval_corrupt_checkpoint,
-    eval_missing_checkpoint,
+    eval_mask_of_another_size, eval_mask_value_outside_the_classes_with_strict_masks,
+    eval_checkpoint_of_another_backbone, eval_corrupt_checkpoint,
+    eval_missing_checkpoint, eval_logpath_is_a_file, eval_cams_of_another_benchmark,
+    eval_image_changed_after_its_cams,
     cam_missing_clip_weights, cam_other_clip_weights, cam_files_without_manifest, cam_missing_splitpath,
-    predict_unreadable_query, predict_empty_class_name,
-    prepare_offline, synthetic_into_foreign_folder, synthetic_too_few_images,
+    cam_folder_is_a_file,
+    predict_unreadable_query, predict_empty_class_name, predict_out_is_a_file,
+    prepare_offline, synthetic_into_foreign_folder, synthetic_too_few_images, synthetic_root_is_a_file,
     demo_missing_clip_weights,
 )}
+# Cases after which every file under the case's folder (the data, and the run a case resumes) is byte for byte
+# what it was: the script stopped before writing, and removed what it had created.
+UNCHANGED = {"train_resume_with_other_flags", "train_logpath_is_a_file", "train_logpath_under_a_file",
+             "train_logpath_cannot_be_made", "resume_after_last_pt_was_deleted", "resume_with_a_truncated_last_pt",
+             "eval_logpath_is_a_file", "eval_cams_of_another_benchmark", "eval_image_changed_after_its_cams",
+             "cam_folder_is_a_file", "predict_out_is_a_file", "synthetic_root_is_a_file"}
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_bad_input_gets_one_clear_line(name, tmp_path, shared):
     if name == "train_cuda_without_gpu" and torch.cuda.is_available():
         pytest.skip("a GPU is visible")
+    if name == "train_logpath_cannot_be_made" and not Path("/proc").is_dir():
+        pytest.skip("no /proc to fail a mkdir in")
     root = make_mini_pascal(tmp_path / "data")
     argv, needle, env = CASES[name](root, shared)
+    before = snapshot(root) if name in UNCHANGED else None
     proc = run_script(*argv, env=env)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 2, f"exit {proc.returncode}\n{output[-3000:]}"
@@ -294,6 +432,8 @@ def test_bad_input_gets_one_clear_line(name, tmp_path, shared):
     assert not (root / "test_run" / "results.json").exists()
     if name.startswith("train_") and name not in ("train_used_run_folder", "train_resume_with_other_flags"):
         assert not (root / "train_run").exists(), "a run stopped by bad input leaves no folder behind"
+    if before is not None:
+        assert snapshot(root) == before, "bad input changed, added or removed files"
 
 
 def test_a_full_disk_while_saving_a_checkpoint_gets_one_clear_line(tmp_path):
@@ -316,3 +456,29 @@ def test_a_full_disk_while_saving_a_checkpoint_gets_one_clear_line(tmp_path):
     assert str(root / "train_run") in proc.stderr and ".pt (" in proc.stderr, proc.stderr
     assert "File too large" in proc.stderr and "MB free in" in proc.stderr, proc.stderr
     assert not (root / "train_run").exists(), "a run stopped before its first checkpoint leaves no folder behind"
+
+
+def test_what_is_only_suspicious_is_a_warning_in_the_log_and_results_json(tmp_path, shared):
+    """Not errors, but never silent: a checkpoint tested with other settings than the args.json train.py wrote
+    beside it, one checkpoint file for two folds, CAM folders without a manifest (the authors' download)."""
+    data, run = finished_run(shared)  # a resnet50 run of fold 0, --masking released --stage 2, 64 px
+    for fold in (0, 1):  # what a sweep gets when each fold's folder holds the same file
+        (tmp_path / f"run_f{fold}").symlink_to(run)
+    argv = _test_argv(data, tmp_path / "run_f{fold}" / "best_model.pt", "--fold", "0", "1", "--masking", "paper",
+                      "--stage", "3", "--backbone", "resnet50")
+    argv[argv.index("--logpath") + 1] = str(tmp_path / "test_run")
+    proc = run_script(*argv)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    warnings = json.loads((tmp_path / "test_run" / "results.json").read_text())["warnings"]
+    checkpoint = (run / "best_model.pt").resolve()  # as test.py names it
+    assert warnings[:3] == [
+        f"fold 0: {checkpoint} was trained with other settings than it is tested with (trained -> tested, from "
+        f"{checkpoint.parent / 'args.json'}): --masking 'released' -> 'paper'; --stage 2 -> 3",
+        f"fold 1: {checkpoint} was trained with other settings than it is tested with (trained -> tested, from "
+        f"{checkpoint.parent / 'args.json'}): --masking 'released' -> 'paper'; --stage 2 -> 3; --fold 0 -> 1",
+        f"folds 0, 1 are tested with the same checkpoint file {checkpoint}: each fold's model is trained on other "
+        "classes"], warnings
+    assert len(warnings) == 4 and f"{data / 'CAM_Val'} has no cam_manifest.json" in warnings[3], warnings
+    log = (tmp_path / "test_run" / "log.txt").read_text()
+    assert all(message in log for message in warnings)
+    assert json.loads((tmp_path / "test_run" / "results.json").read_text())["cam_manifests"] == {"valcampath": None}

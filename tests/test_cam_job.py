@@ -10,7 +10,7 @@ import torch
 from data.benchmarks import COCO_CLASSES, PASCAL_CLASSES
 from data.splits import read_coco_split, read_pascal_split
 from engine import cam_job
-from engine.cam_manifest import MANIFEST_NAME
+from engine.cam_manifest import MANIFEST_NAME, read_manifest
 from model import clip_gradcam as cg
 from tests.data_helpers import TINY_CLIP
 
@@ -258,8 +258,20 @@ def test_cli_coco_end_to_end_and_rerun(synthetic_root, tmp_path, tiny_weights, c
     assert cam_job.main("coco", argv) == 0
     files = _files(tmp_path / "cams")
     assert len(files) == 8 and {f.split("/")[0] for f in files} == {"train2014", "val2014"}
+    assert read_manifest(tmp_path / "cams")["precision"] == "fp32"  # --precision auto, resolved on the CPU
     assert cam_job.main("coco", argv) == 0
     assert _files(tmp_path / "cams") == files
+
+
+def test_precision_auto_is_fp16_on_cuda_and_fp32_elsewhere():
+    assert cam_job.build_parser("pascal").parse_args([]).precision == "auto"
+    assert cg.resolve_clip_precision("auto", "cpu") == "fp32"
+    assert cg.resolve_clip_precision("auto", torch.device("cuda")) == "fp16"  # a device object needs no GPU
+    assert cg.resolve_clip_precision("auto", "cuda:1") == "fp16"
+    assert [cg.resolve_clip_precision(p, "cuda") for p in ("fp32", "fp16")] == ["fp32", "fp16"]
+    assert [cg.resolve_clip_precision(p, "cpu") for p in ("fp32", "fp16")] == ["fp32", "fp16"]
+    with pytest.raises(ValueError, match="precision must be one of"):
+        cg.resolve_clip_precision("bf16", "cpu")
 
 
 def test_scripts_are_thin_wrappers(repo_root):
@@ -299,9 +311,17 @@ def test_killed_process_leaves_no_truncated_file_and_resumes(synthetic_root, tmp
     for path in done:
         assert torch.load(path, weights_only=True).shape == (50, 50)
     total = len(_voc_pairs(root, root))
+    # what the manifests recorded before the kill is skipped; files written after their last rewrite are redone
+    from engine.cam_manifest import read_manifest
+
+    recorded = sum(len(record.classes) for folder in ("CAM_Train", "CAM_Val")
+                   for name, record in read_manifest(root / folder).images.items()
+                   if all((root / folder / f"{name}--{c}.pt").exists() for c in record.classes))
+    assert 0 < recorded <= len(done)
     rerun = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert f"{total} pairs: {total - len(done)} computed, {len(done)} skipped" in rerun.stderr
+    assert f"{total} pairs: {total - recorded} computed" in rerun.stderr
+    assert f", {recorded} skipped" in rerun.stderr
     assert len(list(root.rglob("*.pt"))) == total
 
 
@@ -342,7 +362,7 @@ def test_manifest_overwrite_deletes_the_old_cams_first(tmp_path):
     (folder / "val2014").mkdir()
     torch.save(torch.rand(4, 4), folder / "val2014" / "COCO_val2014_000000000001.jpg--3.pt")
     claim_folder(folder, _settings(precision="amp"), overwrite=True)
-    assert not list(folder.rglob("*--*.pt")) and read_manifest(folder)["precision"] == "amp"
+    assert not list(folder.rglob("*--*.pt")) and read_manifest(folder).settings.settings["precision"] == "amp"
     assert (folder / MANIFEST_NAME).is_file()
 
 
@@ -355,5 +375,109 @@ def test_cams_without_a_manifest_need_verify_existing(tmp_path):
     with pytest.raises(CamManifestError, match="--verify-existing"):
         claim_folder(folder, _settings())
     claim_folder(folder, _settings(), verify_existing=True)
-    assert (folder / "2007_000001--0.pt").exists() and read_manifest(folder)["recipe"]
+    assert (folder / "2007_000001--0.pt").exists() and read_manifest(folder).settings.recipe
     claim_folder(tmp_path / "new_folder", _settings())  # an empty or new folder is simply claimed
+
+
+def test_a_format1_manifest_is_read_and_its_cams_need_verify_existing(tmp_path):
+    """Earlier versions wrote the Grad-CAM settings at the top level and no image records."""
+    import json
+
+    from engine.cam_manifest import CamManifestError, claim_folder, read_manifest
+
+    folder = tmp_path / "CAM_Val"
+    folder.mkdir()
+    settings = _settings()
+    (folder / MANIFEST_NAME).write_text(json.dumps({"recipe": settings.recipe, **settings.settings}))
+    old = read_manifest(folder)
+    assert old.version == 1 and old.images is None and not settings.differences(old.settings)
+    torch.save(torch.rand(4, 4), folder / "2007_000001--0.pt")
+    with pytest.raises(CamManifestError, match="earlier version that did not record their images.*--verify-existing"):
+        claim_folder(folder, settings)
+    with pytest.raises(CamManifestError, match="other settings .*precision"):
+        claim_folder(folder, _settings(precision="amp"))
+    claimed = claim_folder(folder, settings, verify_existing=True)
+    assert claimed.adopt and claimed.images == {} and read_manifest(folder).version == 2
+
+
+def test_changed_images_get_their_cams_recomputed_and_a_new_mtime_alone_does_not(synthetic_root, tmp_path,
+                                                                                   pascal_cam):
+    """The CAM job skips a file only when the manifest says it was made from its image as it is now."""
+    import os
+
+    from engine.cam_manifest import claim_folder, read_manifest
+
+    root, names = _copy_voc(synthetic_root, tmp_path / "data", 3)
+    pairs = _subset(_voc_pairs(root, root), 3)
+    folders = sorted({p.out_path.parent for p in pairs})
+    settings = _settings(class_names=PASCAL_CLASSES)
+
+    def run():
+        manifests = {folder: claim_folder(folder, settings) for folder in folders}
+        return cam_job.run_cam_job(pairs, pascal_cam, bsz=2, nworker=0, progress=False, manifests=manifests)
+
+    assert run().computed == len(pairs)
+    manifest = read_manifest(folders[0])
+    image = root / "VOC2012" / "JPEGImages" / f"{names[0]}.jpg"
+    record = manifest.images[names[0]]
+    assert (record.identity.bytes, record.identity.mtime_ns) == (image.stat().st_size, image.stat().st_mtime_ns)
+    assert record.classes == {p.class_idx for p in pairs if p.image_path == image and p.out_path.parent == folders[0]}
+
+    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))  # copied without its times
+    again = run()
+    assert (again.computed, again.skipped) == (0, len(pairs))
+    assert read_manifest(folders[0]).images[names[0]].identity.mtime_ns == image.stat().st_mtime_ns  # refreshed
+
+    other = root / "VOC2012" / "JPEGImages" / f"{names[1]}.jpg"
+    image.write_bytes(other.read_bytes())  # the same name, another picture
+    mine = [p for p in pairs if p.image_path == image]
+    before = {p.out_path: p.out_path.stat().st_ino for p in pairs}
+    redone = run()
+    assert (redone.computed, redone.replaced, redone.skipped) == (len(mine), len(mine), len(pairs) - len(mine))
+    rewritten = {p.out_path for p in pairs if p.out_path.stat().st_ino != before[p.out_path]}  # atomic: new inode
+    assert rewritten == {p.out_path for p in mine}
+    assert read_manifest(folders[0]).images[names[0]].identity.sha256 == \
+        read_manifest(folders[0]).images[names[1]].identity.sha256
+
+
+def test_a_cam_written_after_the_last_manifest_rewrite_is_recomputed(synthetic_root, tmp_path, pascal_cam):
+    """A killed job leaves CAM files its manifest does not record: they are made again, not trusted."""
+    from engine.cam_manifest import claim_folder
+
+    root, _ = _copy_voc(synthetic_root, tmp_path / "data", 2)
+    pairs = _subset([p for p in _voc_pairs(root, root) if p.out_path.parent.name == "CAM_Val"], 2)
+    folder = pairs[0].out_path.parent
+    settings = _settings(class_names=PASCAL_CLASSES)
+    cam_job.run_cam_job(pairs, pascal_cam, nworker=0, progress=False,
+                        manifests={folder: claim_folder(folder, settings)})
+    manifest = claim_folder(folder, settings)
+    name = pairs[0].out_path.name.split("--")[0]
+    manifest.images.pop(name)
+    manifest.save()
+    summary = cam_job.run_cam_job(pairs, pascal_cam, nworker=0, progress=False,
+                                  manifests={folder: claim_folder(folder, settings)})
+    unrecorded = sum(p.out_path.name.startswith(f"{name}--") for p in pairs)
+    assert (summary.computed, summary.replaced) == (unrecorded, unrecorded)
+
+
+@pytest.mark.slow
+def test_the_script_recomputes_the_cams_of_a_regenerated_benchmark(tmp_path, tiny_weights, repo_root):
+    """The reported case: data.synthetic again with another seed (other pictures, same file names), then the CAM
+    script: every CAM is recomputed, none of the old ones is reused."""
+    import subprocess
+    import sys
+
+    from data.synthetic import make_benchmark
+
+    data = tmp_path / "data"
+    cams = ["--datapath", str(data), "--splitpath", str(data / "splits"), "--clip-weights", str(tiny_weights),
+            "--device", "cpu", "--nworker", "0", "--no-progress"]
+    make_benchmark(data, seed=0, images_per_class=2, benchmarks=("pascal",))
+    assert cam_job.main("pascal", cams) == 0  # generate_cam_voc.py's main, in this process
+    make_benchmark(data, seed=1, images_per_class=2, benchmarks=("pascal",))
+    total = len(_voc_pairs(data, data))
+    rerun = subprocess.run([sys.executable, "generate_cam_voc.py", *cams], cwd=repo_root, capture_output=True,
+                           text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"{total} pairs: {total} computed" in rerun.stderr and ", 0 skipped" in rerun.stderr, rerun.stderr[-2000:]
+    assert "replacing stale files" in rerun.stderr

@@ -105,3 +105,39 @@ def test_sha256_file_streams_the_file(tmp_path):
     data = os.urandom(3 << 20)  # several 1 MiB blocks
     (tmp_path / "f.bin").write_bytes(data)
     assert sha256_file(tmp_path / "f.bin") == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)])
+def test_atomic_writes_get_the_mode_of_any_new_file(tmp_path, umask, mode):
+    """mkstemp made every checkpoint, CAM and results file 0600 whatever the umask: a lab-mate could not read
+    a shared run. Now the umask decides, as for ``open()``."""
+    previous = os.umask(umask)
+    try:
+        with open(tmp_path / "ordinary.txt", "w") as handle:
+            handle.write("x")
+        written = [atomic_write_text("x", tmp_path / "a.txt"), atomic_write_bytes(b"x", tmp_path / "b.bin"),
+                   atomic_torch_save(torch.zeros(1), tmp_path / "c.pt")]
+        atomic_write_text("y", tmp_path / "a.txt")  # replacing a file: the same
+    finally:
+        os.umask(previous)
+    assert oct(os.stat(tmp_path / "ordinary.txt").st_mode & 0o777) == oct(mode)
+    for path in written:
+        assert oct(os.stat(path).st_mode & 0o777) == oct(mode), path
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.bin", "c.pt", "ordinary.txt"]
+
+
+def test_prepare_output_folder_names_the_flag(tmp_path):
+    from common.io import OutputFolderError, prepare_output_folder
+
+    assert prepare_output_folder(tmp_path / "new" / "run", "--logpath") is True
+    assert (tmp_path / "new" / "run").is_dir() and not any((tmp_path / "new" / "run").iterdir())
+    assert prepare_output_folder(tmp_path / "new" / "run", "--logpath") is False  # an existing folder is fine
+    (tmp_path / "notes.txt").write_text("not a folder")
+    with pytest.raises(OutputFolderError, match=r"^--out .*notes.txt is a file, not a folder"):
+        prepare_output_folder(tmp_path / "notes.txt", "--out")
+    with pytest.raises(OutputFolderError, match=r"^--out .*notes.txt/run: .*notes.txt is a file, not a folder"):
+        prepare_output_folder(tmp_path / "notes.txt" / "run", "--out")
+    if os.path.isdir("/proc"):  # a folder nobody can make a folder in
+        with pytest.raises(OutputFolderError, match=r"^ROOT /proc/x: cannot create the folder"):
+            prepare_output_folder("/proc/x", "ROOT")
+    assert (tmp_path / "notes.txt").read_text() == "not a folder"

@@ -3,7 +3,8 @@
 * fp32 with TF32 off equals the released model's outputs (the CPU-measured golden values) within 1e-4;
 * TF32 on runs and stays close; AMP keeps the test mIoU within 0.5 of fp32 on fixed synthetic episodes;
 * AMP training with its GradScaler; DataParallel as released; DDP over NCCL (two GPUs);
-* CLIP CAMs with ``--precision fp16`` on the GPU stay close to the same procedure on the CPU.
+* CLIP CAMs with ``--precision fp16`` on the GPU stay close to the same procedure on the CPU;
+* ``--precision auto`` (the CAM scripts' default) runs CLIP in float16 on the GPU and the manifest says so.
 """
 from __future__ import annotations
 
@@ -208,3 +209,33 @@ def test_training_with_amp_bf16_and_checkpoint_learner(tiny, tmp_path):
                                          "--device", "cuda"))
     assert train.main(args)["status"] == "finished"
     assert not torch.load(tmp_path / "run" / "last.pt", weights_only=True)["scaler"]  # bf16: no GradScaler
+
+
+def test_precision_auto_runs_clip_in_fp16_on_the_gpu(synthetic_root, tmp_path):
+    """generate_cam_coco.py with its default --precision auto on a GPU: CLIP's float16 weights (the authors'
+    setting), recorded as fp16 in the folder's manifest; --amp keeps float32 weights; load_clip alike."""
+    import pickle
+
+    from data.splits import read_coco_split
+    from engine import cam_job
+    from engine.cam_manifest import read_manifest
+
+    weights = tmp_path / "clip.pt"
+    torch.save(cg.random_clip_state_dict(1, **TINY_CLIP), weights)
+    assert cg.clip_dtype(cg.load_clip(weights, device=CUDA, precision="auto")) == torch.float16
+    assert cg.clip_dtype(cg.load_clip(weights, device="cpu", precision="auto")) == torch.float32
+    splits = tmp_path / "splits" / "coco"
+    for split in ("trn", "val"):
+        (splits / split).mkdir(parents=True)
+        for fold in range(4):
+            full = read_coco_split(synthetic_root / "splits", split, fold)
+            with open(splits / split / f"fold{fold}.pkl", "wb") as f:
+                pickle.dump({c: (v[:1] if c < 4 else []) for c, v in full.items()}, f)
+    for extra, expected in (([], "fp16"), (["--amp"], "amp"), (["--precision", "fp32"], "fp32")):
+        cams = tmp_path / f"cams_{expected}"
+        argv = ["--imgpath", str(synthetic_root / "COCO2014"), "--campath", str(cams), "--splitpath",
+                str(tmp_path / "splits"), "--clip-weights", str(weights), "--device", "cuda", "--nworker", "0",
+                "--no-progress", "--datapath", str(tmp_path), *extra]
+        assert cam_job.main("coco", argv) == 0
+        assert read_manifest(cams)["precision"] == expected
+        assert len(list(cams.rglob("*--*.pt"))) == 8

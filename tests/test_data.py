@@ -191,9 +191,9 @@ def mini(tmp_path) -> Path:
     return root
 
 
-def _mini_item(root: Path, index: int = 0):
+def _mini_item(root: Path, index: int = 0, **kw):
     ds = build_dataset("pascal", datapath=root, fold=0, split="test", img_size=32, nepisodes=3,
-                       splitpath=root / "splits")
+                       splitpath=root / "splits", **kw)
     return ds, ds[index]
 
 
@@ -245,7 +245,10 @@ def test_class_index_out_of_range_in_mask(mini):
     mask[0, 0] = 33
     Image.fromarray(mask).save(path)
     with pytest.raises(DataError, match=rf"mask {path} holds class index\(es\) \[33\]"):
-        ds[0]
+        _mini_item(mini, strict_masks=True)
+    ds, item = _mini_item(mini)  # by default: background, as released (tests/test_mask_values.py)
+    assert item["query_mask"][0, 0] == 0 and item["query_ignore_idx"][0, 0] == 0
+    assert ds.mask_report.files == {str(path): [33]}
 
 
 def test_class_index_out_of_range_in_split_list(mini):

@@ -44,6 +44,10 @@ def test_demo_runs_every_step_and_writes_its_outputs(tmp_path, capsys):
     pretraining = results["backbone_pretraining"]
     assert pretraining["done"] and pretraining["seconds"] > 0 and pretraining["test_classes_never_drawn"] == [0, 1, 2, 3, 4]
     assert results["random_weights"] == {"clip": False, "backbone": False}
+    priors = results["cam_priors"]
+    assert priors["cam_size"] == 4 and priors["pairs"] > 0 and 0.0 <= priors["miou_best"] <= 100.0
+    assert 0.0 < priors["miou_full_image"] < 100.0 and "CAM priors:" in printed
+    assert (out / "prior_quality" / "quality.md").is_file() and (out / "prior_quality" / "examples.png").is_file()
     assert results["two_supports"] and all(len(row["classes"]) == 2 for row in results["two_supports"])
     assert "held-out accuracy" in printed and "supports of another class cost" in printed
     for picture in ("qualitative.png", "test_episodes.png"):

@@ -1,6 +1,7 @@
 """predict.py and engine.predictor on drawn images with random weights (ResNet50 IMR-HSNet, a tiny random CLIP)."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -67,6 +68,7 @@ def _check_outputs(out: Path, supports: list[Path], queries: list[Path]) -> None
     expected = {f"{q.stem}_mask.png" for q in queries} | {f"{q.stem}_overlay.png" for q in queries} | \
                {f"support_{s.stem}_mask.png" for s in supports} | {"predict.json"}
     assert names == expected
+    assert json.loads((out / "predict.json").read_text())["clip_precision"] == "fp32"  # --precision auto, CPU
     masks = [(out / f"{q.stem}_mask.png", q) for q in queries] + \
             [(out / f"support_{s.stem}_mask.png", s) for s in supports]
     for mask_path, source in masks:

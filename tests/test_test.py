@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import test as test_script
 from engine import run_checkpoint as ckpt
@@ -78,3 +81,27 @@ def test_a_used_folder_is_refused_and_bad_input_leaves_no_folder(setup, capsys):
     torch.save({"module.nothing": torch.zeros(1)}, bad)
     assert _run(tiny, bad, root / "t6") == 2
     assert str(bad) in capsys.readouterr().err and not (root / "t6").exists()
+
+
+def test_mask_values_outside_the_class_range_are_warned_once_and_counted(setup, capsys, tmp_path):
+    """Read as background, as released: one warning naming the file although two DataLoader workers read it
+    (the query of episode 0, the only other image of its class for episode 1), and the count at the end."""
+    tiny, load, root = setup
+    data = tmp_path / "data"
+    (data / "VOC2012").mkdir(parents=True)
+    (data / "VOC2012" / "JPEGImages").symlink_to(tiny.datapath / "VOC2012" / "JPEGImages")
+    masks = data / "VOC2012" / "SegmentationClassAug"
+    shutil.copytree(tiny.datapath / "VOC2012" / "SegmentationClassAug", masks)
+    names = [line.split("__")[0] for line in (tiny.splitpath / "pascal" / "val" / "fold0.txt").read_text().split()]
+    altered = masks / f"{names[0]}.png"
+    label = np.array(Image.open(altered))
+    label[0, :3] = 200
+    Image.fromarray(label).save(altered)
+    argv = tiny.argv("--load", str(load), "--logpath", str(root / "t7"), "--bsz", "1", "--nepisodes", "2",
+                     "--datapath", str(data), "--nworker", "2")
+    assert test_script.cli(argv) == 0
+    out = capsys.readouterr().out
+    warnings = [line for line in out.splitlines() if "outside the class range; read as background" in line]
+    assert len(warnings) == 1 and str(altered) in warnings[0] and "[200]" in warnings[0], out[-3000:]
+    assert f"1 mask file(s) held values outside the class range and were read as background, as the released " \
+           f"code reads them (first: {altered} [200]" in out

@@ -1,0 +1,292 @@
+"""Priors made elsewhere, imported into the CAM file layout: ``python -m data.priors import ...``.
+
+A researcher with a published pseudo-mask set (TLG's, for instance) or CAMs saved by another tool imports them
+once; train.py and test.py then read the output folder like any CAM folder (``--traincampath``/``--valcampath``).
+
+* Which pairs: every (image, class) of the benchmark's split lists (``--split``; all folds), as the CAM scripts
+  make them; FSS-1000: every image of the listed classes, for its own class.
+* Where each comes from: ``--source``/``--pattern`` (:func:`data.prior_files.prior_file_name`), or a preset
+  ``--naming``: ``pairs`` (``{image}--{class}.png``, any values) or ``tlg`` (TLG's published pseudo-masks:
+  PASCAL ``PseMask_Train|Val/{image}--{class}.png``, COCO ``{train2014|val2014}/{name}.png``, both label maps in
+  which class id + 1 marks the class; its loaders read exactly these names).
+* What is written: ``{out}/{image}--{class}.pt``, a float32 (cam_size, cam_size) map in [0, 1]
+  (:mod:`data.cam_files`), atomically; a rerun skips the files already there, so an interrupted import resumes.
+* Checked: every source file exists (else one line with the count and the first missing ones, and the full list
+  in ``{out}/missing_priors.txt``, before anything is written); each file is a single-channel map of its image's
+  size (or square: already in the model's layout) with values in the declared range (else one line naming it).
+* Recorded: the import's settings (:class:`ImportSettings`: source, pattern, values, resize, size) in
+  ``{out}/prior_import.json``; a folder imported with other settings, or holding CAM files of another origin,
+  is refused rather than mixed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+from PIL import Image
+from tqdm import tqdm
+
+from common.cli import ArgumentParser, HelpFormatter, run_cli
+from common.io import atomic_torch_save, atomic_write_text
+from common.paths import DEFAULT_DATAPATH
+from data.benchmarks import BENCHMARKS, FSS_DIR, NFOLDS
+from data.cam_files import cam_path
+from data.errors import DataError
+from data.fss import fss_classes, fss_image_names
+from data.prior_files import (RESIZE_METHODS, VALUE_KINDS, PriorFileError, prior_file_name, read_prior,
+                              resize_prior)
+from data.splits import FSS_SPLITS, SPLITS, read_coco_split, read_pascal_split, resolve_split_root
+
+__all__ = ["ImportSettings", "ImportSummary", "NAMINGS", "PriorPair", "benchmark_pairs", "import_priors", "main"]
+
+
+RECORD_NAME = "prior_import.json"
+MISSING_NAME = "missing_priors.txt"
+CAM_MANIFEST_NAME = "cam_manifest.json"  # what generate_cam_*.py write (engine.cam_manifest)
+IMAGE_DIRS = {"pascal": Path("VOC2012") / "JPEGImages", "coco": Path("COCO2014"), "fss": Path(FSS_DIR)}
+# --naming presets: benchmark -> (pattern, values); None: the preset has no files for that benchmark.
+NAMINGS: dict[str, dict[str, Optional[tuple[str, str]]]] = {
+    "pairs": {b: ("{image}--{class}.png", "auto") for b in BENCHMARKS},
+    "tlg": {"pascal": ("{image}--{class}.png", "label"), "coco": ("{stem}.png", "label"), "fss": None},
+}
+
+
+@dataclass(frozen=True)
+class PriorPair:
+    """One prior to import: image ``name`` (as in the split lists) of class ``cls``, and the image's file."""
+
+    name: str
+    cls: int
+    image_path: Path
+
+
+@dataclass(frozen=True)
+class ImportSettings:
+    """What an imported folder's priors are made from: what the CAM manifest of the folder records."""
+
+    benchmark: str
+    source: str
+    pattern: str
+    values: str
+    resize: str
+    cam_size: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """The settings with the recipe name ``imported``, JSON-serialisable."""
+        return {"recipe": "imported", **asdict(self)}
+
+    def differences(self, stored: dict[str, Any]) -> list[str]:
+        """``"values: 'label' -> 'auto'"`` for every setting ``stored`` records differently."""
+        return [f"{key}: {stored.get(key)!r} -> {value!r}" for key, value in self.as_dict().items()
+                if stored.get(key) != value]
+
+
+@dataclass
+class ImportSummary:
+    """What an import did."""
+
+    total: int = 0
+    imported: int = 0
+    skipped: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.total} priors: {self.imported} imported, {self.skipped} skipped (already there)"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Pairs
+# ----------------------------------------------------------------------------------------------------------
+def benchmark_pairs(benchmark: str, datapath: Path, split_root: Path, splits: Iterable[str]) -> list[PriorPair]:
+    """Every (image, class) pair of ``splits``' lists (all folds; FSS-1000: every image of the listed classes
+    for its own class), each once, in list order."""
+    images = Path(datapath) / IMAGE_DIRS[benchmark]
+    pairs: dict[tuple[str, int], PriorPair] = {}
+
+    def add(name: str, cls: int, image: Path) -> None:
+        pairs.setdefault((name, int(cls)), PriorPair(name, int(cls), image))
+
+    for split in splits:
+        if benchmark == "pascal":
+            for fold in range(NFOLDS):
+                for name, cls in read_pascal_split(split_root, split, fold):
+                    add(name, cls, images / f"{name}.jpg")
+        elif benchmark == "coco":
+            for fold in range(NFOLDS):
+                for cls, names in sorted(read_coco_split(split_root, split, fold).items()):
+                    for name in names:
+                        add(name, cls, images / name)
+        else:
+            for category, cls in fss_classes(split_root, split):
+                for name in fss_image_names(images, category):
+                    add(name, cls, images / f"{name}.jpg")
+    return list(pairs.values())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The import
+# ----------------------------------------------------------------------------------------------------------
+def _claim(out: Path, settings: ImportSettings) -> None:
+    """Refuse an output folder that holds priors of another origin; record ``settings`` in it."""
+    record = out / RECORD_NAME
+    if (out / CAM_MANIFEST_NAME).is_file():
+        raise DataError(f"--out {out} holds CAMs made by a generate_cam script ({CAM_MANIFEST_NAME}); import into "
+                        "another folder")
+    if record.is_file():
+        try:
+            stored = json.loads(record.read_text())
+        except (OSError, ValueError) as exc:
+            raise DataError(f"cannot read {record} ({exc}); import into another folder") from exc
+        differences = settings.differences(stored if isinstance(stored, dict) else {})
+        if differences:
+            raise DataError(f"--out {out} holds priors imported with other settings ({'; '.join(differences)}); "
+                            "import into another folder, or delete that one first")
+        return
+    if out.is_dir() and any(True for _ in out.rglob("*--*.pt")):
+        raise DataError(f"--out {out} holds CAM files of another origin (no {RECORD_NAME}); import into another "
+                        "folder")
+    atomic_write_text(json.dumps(settings.as_dict(), indent=2, sort_keys=True) + "\n", record)
+
+
+def _check_present(pairs: Sequence[PriorPair], settings: ImportSettings, out: Path) -> None:
+    """Raise naming the missing source files (all of them listed in ``out/missing_priors.txt``)."""
+    source = Path(settings.source)
+    files = list(dict.fromkeys(source / prior_file_name(settings.pattern, p.name, p.cls) for p in pairs))
+    missing = [path for path in files if not path.is_file()]
+    if not missing:
+        (out / MISSING_NAME).unlink(missing_ok=True)  # a list left by an earlier, failed run
+        return
+    listing = atomic_write_text("".join(f"{path}\n" for path in missing), out / MISSING_NAME)
+    first = ", ".join(str(path) for path in missing[:3])
+    raise PriorFileError(f"{len(missing)} of {len(files)} prior files are missing under {source} (first: {first}; "
+                         f"all listed in {listing}); check --source and --pattern/--naming, or --split")
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    """(W, H) of an image, from its header."""
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except FileNotFoundError as exc:
+        raise DataError(f"image {path} not found") from exc
+    except OSError as exc:
+        raise DataError(f"cannot read image {path}: {exc}") from exc
+
+
+def import_priors(pairs: Sequence[PriorPair], settings: ImportSettings, out: Path, *,
+                  progress: bool = True) -> ImportSummary:
+    """Import the prior of every pair whose output file is missing (see the module docstring).
+
+    Raises:
+        DataError / PriorFileError: missing, unreadable or mismatched files, or an output folder of another
+        origin; the message names the file.
+    """
+    out = Path(out)
+    _check_present(pairs, settings, out)
+    _claim(out, settings)
+    summary = ImportSummary(total=len(pairs))
+    source = Path(settings.source)
+    for pair in tqdm(pairs, unit="prior", desc="import", disable=not progress, dynamic_ncols=True):
+        target = cam_path(out, pair.name, pair.cls)
+        if target.is_file():
+            summary.skipped += 1
+            continue
+        path = source / prior_file_name(settings.pattern, pair.name, pair.cls)
+        prior = read_prior(path, pair.cls, settings.values)
+        height, width = prior.shape
+        image_size = _image_size(pair.image_path)
+        if (width, height) != image_size and width != height:
+            raise PriorFileError(f"prior {path} is {width}x{height} (WxH) but its image {pair.image_path} is "
+                                 f"{image_size[0]}x{image_size[1]}; a prior must have its image's size (or be "
+                                 "square, already in the model's layout)")
+        atomic_torch_save(resize_prior(prior, settings.cam_size, settings.resize), target)
+        summary.imported += 1
+    return summary
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    """Flags of ``python -m data.priors``."""
+    parser = ArgumentParser(prog="python -m data.priors", description=__doc__.splitlines()[0],
+                            formatter_class=HelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="import")
+    sub = commands.add_parser("import", help="import a folder of priors made elsewhere", formatter_class=HelpFormatter,
+                              description="Import one prior file per (image, class) into the CAM file layout.")
+    sub.add_argument("--benchmark", choices=BENCHMARKS, required=True, help="whose split lists name the pairs")
+    sub.add_argument("--source", required=True, help="folder of the prior files")
+    sub.add_argument("--out", required=True, help="output CAM folder (pass it to train.py/test.py as a CAM path)")
+    sub.add_argument("--naming", choices=tuple(NAMINGS), default="pairs",
+                     help="file naming preset: pairs = {image}--{class}.png; tlg = TLG's published pseudo-masks "
+                          "(label maps)")
+    sub.add_argument("--pattern", default=None,
+                     help="file name under --source, overriding --naming; fields {image} {stem} {class} {class1}, "
+                          "e.g. '{image}--{class}.npy'")
+    sub.add_argument("--values", choices=VALUE_KINDS, default=None,
+                     help="how to read the values (default: the naming's: auto for pairs, label for tlg)")
+    sub.add_argument("--resize", choices=RESIZE_METHODS, default=None,
+                     help="down to --cam-size (default: nearest for label maps, area otherwise)")
+    sub.add_argument("--split", nargs="+", default=None,
+                     help=f"split lists whose pairs to import (default: all: {' '.join(SPLITS)}; FSS-1000 "
+                          f"{' '.join(FSS_SPLITS)})")
+    sub.add_argument("--datapath", default=None, help=f"root of the images (default: {DEFAULT_DATAPATH})")
+    sub.add_argument("--splitpath", default=None,
+                     help="folder holding HSNet's split lists (default: fetched once into <repo>/.cache/splits)")
+    sub.add_argument("--cam-size", dest="cam_size", type=int, default=50,
+                     help="side of the saved maps (img_size / 8: 50 for the released 400 px)")
+    sub.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    return parser
+
+
+def settings_from_flags(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ImportSettings:
+    """The import's settings from the parsed flags (bad combinations end in ``parser.error``)."""
+    preset = NAMINGS[args.naming][args.benchmark]
+    if preset is None and args.pattern is None:
+        parser.error(f"argument --naming: {args.naming} has no {args.benchmark} files; give --pattern")
+    pattern, values = preset or ("", "auto")
+    pattern, values = args.pattern or pattern, args.values or values
+    try:
+        prior_file_name(pattern, "a/b.jpg", 0)
+    except (KeyError, IndexError, ValueError) as exc:
+        parser.error(f"argument --pattern: {pattern!r} is not a pattern of the fields {{image}} {{stem}} {{class}} "
+                     f"{{class1}} ({type(exc).__name__}: {exc})")
+    if args.cam_size < 1:
+        parser.error("argument --cam-size: must be >= 1")
+    resize = args.resize or ("nearest" if values == "label" else "area")
+    source = Path(args.source).expanduser().resolve()
+    if not source.is_dir():
+        parser.error(f"argument --source: {source} is not a folder")
+    return ImportSettings(benchmark=args.benchmark, source=str(source), pattern=pattern, values=values,
+                          resize=resize, cam_size=int(args.cam_size))
+
+
+def run_import(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m data.priors import ...`` from command-line flags; bad input raises a UserInputError."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    settings = settings_from_flags(args, parser)
+    allowed = FSS_SPLITS if args.benchmark == "fss" else SPLITS
+    splits = args.split or list(allowed)
+    wrong = [s for s in splits if s not in allowed]
+    if wrong:
+        parser.error(f"argument --split: {args.benchmark} has the split lists {', '.join(allowed)}, not {wrong[0]}")
+    datapath = Path(args.datapath).expanduser().resolve() if args.datapath else DEFAULT_DATAPATH
+    pairs = benchmark_pairs(args.benchmark, datapath, resolve_split_root(args.splitpath), splits)
+    out = Path(args.out).expanduser().resolve()
+    summary = import_priors(pairs, settings, out, progress=args.progress)
+    print(f"{summary}, the pairs of the {args.benchmark} {'/'.join(splits)} lists; into {out} "
+          f"(settings in {out / RECORD_NAME})")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of ``python -m data.priors``: 0 done, 2 bad input (one line naming the file or flag)."""
+    return run_cli(lambda: run_import(argv), "python -m data.priors")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
