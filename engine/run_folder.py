@@ -3,7 +3,8 @@
 * A new run (``train.py`` without ``--resume``, ``test.py``) refuses a folder that already holds anything: the
   message offers ``--resume`` (training) or another ``--logpath``.
 * ``--resume`` needs a run in the folder (its ``args.json``, written when it started) and the same flags,
-  except those that do not change what is computed: ``--niter``, ``--nworker`` and ``--device``; every other
+  except those that do not change what is computed: ``--niter``, ``--nworker``, ``--device`` and
+  ``--checkpoint-learner`` (the same gradients with less memory, for a GPU the run outgrew); every other
   difference is named in the error. It continues from ``last.pt``; a run with finished epochs whose
   ``last.pt`` is gone or unreadable is refused before anything is changed
   (:func:`engine.run_checkpoint.resume_state`).
@@ -37,7 +38,7 @@ ARGS_NAME = "args.json"
 LOG_NAME = "log.txt"
 INTERRUPTED_LOG_NAME = "log.interrupted.txt"
 # Flags a resumed run may change: they change how fast or where it runs, not what it computes.
-RESUME_MAY_CHANGE = ("niter", "nworker", "device")
+RESUME_MAY_CHANGE = ("niter", "nworker", "device", "checkpoint_learner")
 # --logpath names the folder itself; cam_manifests (what the CAM folders hold) is compared with a warning
 _NOT_COMPARED = RESUME_MAY_CHANGE + ("resume", "logpath", "cam_manifests")
 
