@@ -4,8 +4,8 @@ Released flags keep their names and defaults (``--datapath --benchmark --logpath
 --fold --stage --backbone --traincampath --valcampath``; test: ``--load --nshot --visualize``, and
 ``--use_original_imgsize`` spelt ``--use-original-imgsize`` like every other flag, the released spelling kept as
 an alias). Flags added by this reproduction: ``--splitpath --device --img-size --masking
---backbone-weights --seed --nepisodes --amp --tf32 --strict-masks --resume``, train.py's ``--episode-rng
---slim-checkpoints``;
+--backbone-weights --seed --nepisodes --amp [fp16|bf16] --tf32 --strict-masks --resume``, train.py's ``--episode-rng
+--slim-checkpoints --checkpoint-learner``;
 test only: ``--seeds`` (alias ``--seed``), ``--bootstrap``. test.py's ``--fold``, ``--nshot`` and ``--seeds``
 also take several values (``args.folds``, ``args.nshots``, ``args.seeds``; one value works as released;
 ``args.seed`` is the first seed), and its ``--load`` is then a path template holding ``{fold}``
@@ -32,6 +32,8 @@ from data.benchmarks import BENCHMARKS, DEFAULT_CAM_DIRS, FOLD_BENCHMARKS, NFOLD
 from data.episodes import EPISODE_RNGS
 from model.backbone import BACKBONES
 from model.masking import MASKING_MODES
+
+AMP_CHOICES = ("fp16", "bf16")
 
 Script = Literal["train", "test"]
 FOLD_PLACEHOLDER = "{fold}"  # in test.py's --load: replaced by each --fold
@@ -97,7 +99,9 @@ def build_parser(script: Script) -> argparse.ArgumentParser:
                           f"in .log is not suffixed again); an absolute path is the run folder itself (default: "
                           f"{default_run})")
     run.add_argument("--device", type=str, default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
-    run.add_argument("--amp", action="store_true", help="autocast to float16 on CUDA")
+    run.add_argument("--amp", nargs="?", const="fp16", default=False, choices=AMP_CHOICES,
+                     help="autocast on CUDA: fp16 (float16 with a GradScaler; what --amp alone means) or bf16 "
+                          "(bfloat16, no scaler)")
     run.add_argument("--compile", action="store_true",
                      help="torch.compile the 4D-convolution learner (first steps slower while it compiles)")
     run.add_argument("--tf32", action="store_true",
@@ -115,6 +119,10 @@ def build_parser(script: Script) -> argparse.ArgumentParser:
                          help="bootstrap resamples of the episodes for the 95%% intervals of every number "
                               "(0: no intervals)")
     if training:
+        run.add_argument("--checkpoint-learner", action="store_true",
+                         help="activation checkpointing of the correlation and the 4D-convolution learner: they "
+                              "run again in backward, so the graph keeps less memory (for GPUs too small for the "
+                              "batch); same gradients, about a third more time")
         run.add_argument("--episode-rng", dest="episode_rng", type=str, default="independent", choices=EPISODE_RNGS,
                          help="training episodes: independent draws per (seed, epoch, episode), or 'released': as the "
                               "released train.py drew them with --nworker workers on PyTorch < 1.9 (every worker "

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional, Union
 
 import torch
 from torch import nn
@@ -59,10 +59,14 @@ def to_device(batch: Mapping[str, Any], device: torch.device) -> Batch:
             for key, value in batch.items()}
 
 
-def autocast(device: torch.device, enabled: bool):
-    """float16 autocast on CUDA when ``enabled`` (``--amp``), a null context otherwise."""
-    if enabled and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.float16)
+AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def autocast(device: torch.device, amp: Union[bool, str, None]):
+    """Autocast on CUDA (``--amp``): ``"bf16"`` to bfloat16, ``"fp16"`` or ``True`` to float16; a null context
+    when ``amp`` is off or the device is not CUDA."""
+    if amp and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=AMP_DTYPES["bf16" if amp == "bf16" else "fp16"])
     return contextlib.nullcontext()
 
 
@@ -111,7 +115,8 @@ def _finish(meter: IoUMeter, split: str, epoch: int, with_loss: bool = True) -> 
 
 
 def train_epoch(model: nn.Module, loader: Iterable[Batch], optimizer: torch.optim.Optimizer, meter: IoUMeter, *,
-                epoch: int, stage: int, device: torch.device, amp: bool = False, scaler: Optional[Any] = None,
+                epoch: int, stage: int, device: torch.device, amp: Union[bool, str, None] = False,
+                scaler: Optional[Any] = None,
                 log_every: int = 50, progress: bool = True,
                 loss_hook: Optional[Callable[[torch.Tensor, int], torch.Tensor]] = None) -> PassResult:
     """One training epoch (model in ``train_mode``: learner trains, backbone BN frozen).
@@ -148,8 +153,8 @@ def train_epoch(model: nn.Module, loader: Iterable[Batch], optimizer: torch.opti
 
 @torch.no_grad()
 def validate_epoch(model: nn.Module, loader: Iterable[Batch], meter: IoUMeter, *, epoch: int, stage: int,
-                   device: torch.device, amp: bool = False, log_every: int = 50, progress: bool = True,
-                   first_batch_hook: Optional[BatchHook] = None) -> PassResult:
+                   device: torch.device, amp: Union[bool, str, None] = False, log_every: int = 50,
+                   progress: bool = True, first_batch_hook: Optional[BatchHook] = None) -> PassResult:
     """One validation pass (1-shot forward with masks, loss reported as released).
 
     ``model`` may be wrapped: DataParallel is used as is (its forward splits the batch over GPUs); a DDP
@@ -177,7 +182,7 @@ def validate_epoch(model: nn.Module, loader: Iterable[Batch], meter: IoUMeter, *
 
 @torch.no_grad()
 def test_pass(model: nn.Module, loader: Iterable[Batch], meter: IoUMeter, *, nshot: int, stage: int,
-              device: torch.device, amp: bool = False, log_every: int = 1, progress: bool = True,
+              device: torch.device, amp: Union[bool, str, None] = False, log_every: int = 1, progress: bool = True,
               batch_hook: Optional[Callable[[Batch, torch.Tensor, int, torch.Tensor], None]] = None,
               score_hook: Optional[Callable[[Batch, torch.Tensor, torch.Tensor], None]] = None) -> PassResult:
     """The released test loop: ``predict_mask_nshot`` (n-shot vote), scored against the query mask.

@@ -3,11 +3,12 @@
 * A new run (``train.py`` or ``test.py`` without ``--resume``) refuses a folder that already holds anything: the
   message offers ``--resume`` or another ``--logpath``.
 * ``--resume`` needs a run of the same script in the folder (its ``args.json``, written when it started) and
-  the same flags, except those that do not change what is computed: ``--niter``, ``--nworker``, ``--device``
-  and ``--slim-checkpoints`` (training), ``--nworker``, ``--device`` and ``--bootstrap`` (testing); every
-  other difference is named in the error. Training continues from ``last.pt``; a run with finished epochs whose ``last.pt`` is
-  gone or unreadable is refused before anything is changed (:func:`engine.run_checkpoint.resume_state`). What
-  a resumed test run keeps is :mod:`engine.sweep`'s business.
+  the same flags, except those that do not change what is computed: ``--niter``, ``--nworker``, ``--device``,
+  ``--slim-checkpoints`` and ``--checkpoint-learner`` (training), ``--nworker``, ``--device`` and
+  ``--bootstrap`` (testing); every other difference is named in the error. Training continues from
+  ``last.pt``; a run with finished epochs whose ``last.pt`` is gone or unreadable is refused before anything
+  is changed (:func:`engine.run_checkpoint.resume_state`). What a resumed test run keeps is
+  :mod:`engine.sweep`'s business.
 * ``--logpath`` must be a folder that can be created and written into (checked before any work); a file is
   reported as such.
 * A resumed run first undoes what the interrupted one wrote after its last checkpoint: ``log.txt`` is cut
@@ -38,7 +39,8 @@ ARGS_NAME = "args.json"
 LOG_NAME = "log.txt"
 INTERRUPTED_LOG_NAME = "log.interrupted.txt"
 # Flags a resumed run may change: they change how fast or where it runs, not what it computes.
-RESUME_MAY_CHANGE = ("niter", "nworker", "device", "slim_checkpoints")
+# --checkpoint-learner: the same gradients with less memory, for a GPU the run outgrew
+RESUME_MAY_CHANGE = ("niter", "nworker", "device", "slim_checkpoints", "checkpoint_learner")
 TEST_RESUME_MAY_CHANGE = ("nworker", "device", "bootstrap")  # --bootstrap: intervals are recomputed for all cells
 # --logpath names the folder itself; command holds --resume; cam_manifests (what the CAM folders hold) is
 # compared with a warning

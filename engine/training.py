@@ -154,17 +154,19 @@ def build_trainer(args: argparse.Namespace, device: torch.device, state: Optiona
     """The model with its backbone frozen, Adam over the rest, the AMP scaler (``--amp`` on CUDA); restored
     from ``state`` (``last.pt``) with the RNG states when resuming. Seed the RNGs first (module init)."""
     model = build_model(args.backbone, backbone_weights=args.backbone_weights, masking=args.masking,
-                        use_original_imgsize=False)
+                        use_original_imgsize=False, checkpoint_learner=getattr(args, "checkpoint_learner", False))
     model.backbone.requires_grad_(False)  # frozen, as released (features are taken under no_grad)
     model.to(device)
     if args.compile:
         model.compile_learner()
     log_params(logger, model)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr)
-    use_amp = args.amp and device.type == "cuda"
+    use_amp = bool(args.amp) and device.type == "cuda"
     if args.amp and not use_amp:
-        logger.warning("--amp has no effect on %s (float16 autocast is used on CUDA only)", device)
-    scaler = torch.amp.GradScaler("cuda") if use_amp else None
+        logger.warning("--amp has no effect on %s (autocast is used on CUDA only)", device)
+    if use_amp:
+        model.use_channels_last()
+    scaler = torch.amp.GradScaler("cuda") if use_amp and args.amp != "bf16" else None
 
     backbone = backbone_record(model, args.backbone_weights)
     start_epoch, best_miou = 0, float("-inf")
@@ -227,7 +229,7 @@ def run_epochs(args: argparse.Namespace, trainer: Trainer, loaders: EpisodeLoade
 
     ``loss_hook`` and ``after_epoch`` are test seams (inject a loss, simulate a crash after an epoch).
     """
-    use_amp = trainer.scaler is not None
+    amp = args.amp if device.type == "cuda" else False  # "fp16" (with trainer.scaler), "bf16" or off
     resumed = trainer.start_epoch > 0
     writer = TensorBoardWriter(run_dir, enabled=info.is_main, purge_step=trainer.start_epoch if resumed else None)
     log_images = ((lambda batch, pred, epoch: writer.add_image("val/predictions", batch_panels(batch, pred), epoch))
@@ -241,10 +243,10 @@ def run_epochs(args: argparse.Namespace, trainer: Trainer, loaders: EpisodeLoade
             select_training_episodes(args, loaders, epoch, info, loaders.trn_loader.batch_size or 1)
             trn = train_epoch(trainer.net, loaders.trn_loader, trainer.optimizer,
                               IoUMeter.for_dataset(loaders.trn_set, device), epoch=epoch, stage=args.stage,
-                              device=device, amp=use_amp, scaler=trainer.scaler, loss_hook=loss_hook)
+                              device=device, amp=amp, scaler=trainer.scaler, loss_hook=loss_hook)
             fix_randseed(0)  # validation episodes are the same every epoch
             val = validate_epoch(trainer.net, loaders.val_loader, IoUMeter.for_dataset(loaders.val_set, device),
-                                 epoch=epoch, stage=args.stage, device=device, amp=use_amp,
+                                 epoch=epoch, stage=args.stage, device=device, amp=amp,
                                  first_batch_hook=log_images)
             if info.is_main:
                 if val.miou > best_miou:

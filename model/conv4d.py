@@ -5,11 +5,28 @@ A 4D kernel over (Ha, Wa, Hb, Wb) is approximated by two 2D convolutions whose k
 dims (Hb, Wb) for every query position, and the two are summed. The stride applies to the support dims only
 (the query dims keep their size); ``conv1`` therefore sees the support positions subsampled with that stride
 (HSNet's "prune").
+
+The two 2D convolutions get the very (N, C, H, W) images HSNet gives them, so the numerics are HSNet's bit for
+bit; the copies around them are fewer than HSNet's four per layer (two permuted inputs, two permuted outputs):
+
+* ``conv2``'s input (B*Ha*Wa, C, Hb, Wb) is a free view when the 6D tensor is stored as (B, Ha, Wa, C, Hb, Wb),
+  the order :func:`model.correlation.multilayer_correlation` writes the correlations in; otherwise one copy;
+* ``conv1``'s input is the (strided) pruned tensor, a copy of 1/s^2 of the input;
+* the two outputs are summed straight into a contiguous (B, O, Ha, Wa, Hb', Wb') tensor (one pass, no permuted
+  copies of the outputs), which GroupNorm then reads without a copy of its own.
+
+Both input copies can be registered with a :class:`~model.recompute.RecomputeScope` (rebuilt in backward).
+(Running the two convolutions as 3D convolutions over views of the 6D tensor would need no copy at all; it
+was measured and dropped: see ``benchmarks/NOTES.md``.)
 """
 from __future__ import annotations
 
+from typing import Any, Optional
+
 import torch
 from torch import nn
+
+from model.recompute import RecomputeScope
 
 
 class CenterPivotConv4d(nn.Module):
@@ -33,21 +50,73 @@ class CenterPivotConv4d(nn.Module):
                                padding=padding[2:])
         self.support_stride = tuple(stride[2:])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, Ha, Wa, Hb, Wb) -> (B, O, Ha, Wa, Hb', Wb')."""
+    def forward(self, x: torch.Tensor, scope: Optional[RecomputeScope] = None) -> torch.Tensor:
+        """(B, C, Ha, Wa, Hb, Wb), any memory order -> contiguous (B, O, Ha, Wa, Hb', Wb').
+
+        ``scope``: the copies the two convolutions read are registered there (rebuilt from ``x`` in backward).
+        """
         bsz, inch, ha, wa, hb, wb = x.shape
         sh, sw = self.support_stride
         pruned = x[..., ::sh, ::sw] if (sh, sw) != (1, 1) else x  # (B, C, Ha, Wa, hb', wb')
         hbp, wbp = pruned.shape[-2:]
 
         # query-dims conv: one 2D image (C, Ha, Wa) per (b, support position)
-        out1 = pruned.permute(0, 4, 5, 1, 2, 3).reshape(bsz * hbp * wbp, inch, ha, wa)
-        out1 = self.conv1(out1)  # (B*hb'*wb', O, Ha, Wa)
+        in1 = _copy_if_needed(pruned.permute(0, 4, 5, 1, 2, 3).reshape(bsz * hbp * wbp, inch, ha, wa), x, scope,
+                              _query_images, (sh, sw))
+        out1 = self.conv1(in1)  # (B*hb'*wb', O, Ha, Wa)
         outch = out1.shape[1]
-        out1 = out1.view(bsz, hbp, wbp, outch, ha, wa).permute(0, 3, 4, 5, 1, 2)  # (B, O, Ha, Wa, hb', wb')
 
         # support-dims conv: one 2D image (C, Hb, Wb) per (b, query position)
-        out2 = x.permute(0, 2, 3, 1, 4, 5).reshape(bsz * ha * wa, inch, hb, wb)
-        out2 = self.conv2(out2)  # (B*Ha*Wa, O, hb', wb')
-        out2 = out2.view(bsz, ha, wa, outch, hbp, wbp).permute(0, 3, 1, 2, 4, 5)  # (B, O, Ha, Wa, hb', wb')
-        return out1 + out2
+        in2 = _copy_if_needed(x.permute(0, 2, 3, 1, 4, 5).reshape(bsz * ha * wa, inch, hb, wb), x, scope,
+                              _support_images, None)
+        out2 = self.conv2(in2)  # (B*Ha*Wa, O, hb', wb')
+        return add_contiguous(out1.view(bsz, hbp, wbp, outch, ha, wa).permute(0, 3, 4, 5, 1, 2),
+                              out2.view(bsz, ha, wa, outch, hbp, wbp).permute(0, 3, 1, 2, 4, 5))
+
+
+def _query_images(x: torch.Tensor, stride: tuple[int, int]) -> torch.Tensor:
+    """(B*hb'*wb', C, Ha, Wa) contiguous: ``conv1``'s input."""
+    bsz, inch, ha, wa = x.shape[:4]
+    pruned = x[..., ::stride[0], ::stride[1]] if stride != (1, 1) else x
+    return pruned.permute(0, 4, 5, 1, 2, 3).reshape(-1, inch, ha, wa).contiguous()
+
+
+def _support_images(x: torch.Tensor, _: Any) -> torch.Tensor:
+    """(B*Ha*Wa, C, Hb, Wb) contiguous: ``conv2``'s input."""
+    inch, hb, wb = x.shape[1], x.shape[4], x.shape[5]
+    return x.permute(0, 2, 3, 1, 4, 5).reshape(-1, inch, hb, wb).contiguous()
+
+
+def _copy_if_needed(images: torch.Tensor, x: torch.Tensor, scope: Optional[RecomputeScope], rebuild: Any,
+                    arg: Any) -> torch.Tensor:
+    """``images`` (a view of ``x`` or a copy) as a contiguous tensor: a strided view is copied here (the
+    convolution would copy it itself, in forward and again in backward). A copy is registered with ``scope``
+    as ``rebuild(x, arg)``, which returns it contiguous."""
+    if images.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():
+        if images.is_contiguous():
+            return images
+        images = images.contiguous()
+    if scope is not None:
+        scope.recomputable(images, rebuild, x, arg)
+    return images
+
+
+class _AddContiguous(torch.autograd.Function):
+    """``a + b`` written into a new contiguous tensor whatever the inputs' memory orders (``a + b`` would
+    follow ``a``'s order); the gradient passes to both unchanged."""
+
+    @staticmethod
+    def forward(ctx: Any, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        out = torch.empty(a.shape, dtype=torch.result_type(a, b), device=a.device)
+        return torch.add(a, b, out=out)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return grad, grad
+
+
+def add_contiguous(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a + b`` (same shape, same values) as a contiguous tensor, without copying either input first."""
+    if a.is_contiguous() and b.is_contiguous():
+        return a + b
+    return _AddContiguous.apply(a, b)

@@ -9,17 +9,28 @@ channels of a 4D tensor: (B, n_layers, Ha, Wa, Hb, Wb).
 """
 from __future__ import annotations
 
-from typing import Sequence
+import functools
+from typing import Any, Optional, Sequence
 
 import torch
+
+from model.recompute import RecomputeScope
 
 EPS = 1e-5
 
 
-def l2_normalize(feat: torch.Tensor, eps: float = EPS) -> torch.Tensor:
-    """(B, C, H, W) -> (B, C, H*W), each position divided by (its channel L2 norm + eps)."""
+def l2_normalize(feat: torch.Tensor, eps: float = EPS, scope: Optional[RecomputeScope] = None) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, H*W), each position divided by (its channel L2 norm + eps).
+
+    ``scope``: the result (kept by the correlation's backward) is registered as this division, so only ``feat``
+    (or its own recipe) and the (B, 1, H*W) norms are kept.
+    """
     flat = feat.flatten(2)
-    return flat / (flat.norm(dim=1, p=2, keepdim=True) + eps)
+    denominator = flat.norm(dim=1, p=2, keepdim=True) + eps
+    unit = flat / denominator
+    if scope is not None:
+        scope.recomputable(unit, torch.div, flat, denominator)
+    return unit
 
 
 def cosine_correlation(query_unit: torch.Tensor, support_unit: torch.Tensor, hw_query: tuple[int, int],
@@ -34,38 +45,97 @@ def cosine_correlation(query_unit: torch.Tensor, support_unit: torch.Tensor, hw_
         (B, Ha, Wa, Hb, Wb), values in [0, 1].
     """
     bsz = query_unit.shape[0]
-    corr = torch.bmm(query_unit.transpose(1, 2), support_unit)  # (B, Ha*Wa, Hb*Wb)
-    return corr.clamp(min=0).view(bsz, *hw_query, *hw_support)
+    return clamp_min_zero(raw_correlation(query_unit, support_unit)).view(bsz, *hw_query, *hw_support)
 
 
-def group_correlations(corrs: Sequence[torch.Tensor], group_sizes: Sequence[int]) -> list[torch.Tensor]:
+def raw_correlation(query_unit: torch.Tensor, support_unit: torch.Tensor) -> torch.Tensor:
+    """(B, C, Ha*Wa) x (B, C, Hb*Wb) -> (B, Ha*Wa, Hb*Wb) cosine similarities, not yet clamped."""
+    return torch.bmm(query_unit.transpose(1, 2), support_unit)
+
+
+class _ClampMinZero(torch.autograd.Function):
+    """``x.clamp(min=0)`` whose backward keeps the output instead of the input.
+
+    ``clamp``'s own backward keeps ``x`` to know where the gradient passes: where ``x > 0`` (PyTorch 2.x) or
+    ``x >= 0`` (older releases; :func:`_clamp_grad_passes_at_zero` asks the installed one). ``x > 0`` is
+    ``out > 0``; for the older rule the few exact zeros of ``x`` are kept too. Here the output is kept (it is
+    the correlation the 4D convolutions keep anyway): the same gradient, bit for bit.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        out = x.clamp(min=0)
+        zeros = None
+        if ctx.needs_input_grad[0] and _clamp_grad_passes_at_zero():
+            zeros = torch.nonzero(x.eq(0).view(-1)).view(-1)
+        ctx.save_for_backward(out, zeros)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        out, zeros = ctx.saved_tensors
+        grad_input = torch.where(out > 0, grad, torch.zeros((), dtype=grad.dtype, device=grad.device))
+        if zeros is not None and zeros.numel():
+            at_zero = torch.zeros(out.numel(), dtype=torch.bool, device=out.device)
+            at_zero[zeros] = True
+            grad_input = torch.where(at_zero.view(out.shape), grad, grad_input)
+        return grad_input
+
+
+@functools.lru_cache(maxsize=None)
+def _clamp_grad_passes_at_zero() -> bool:
+    """Whether the installed PyTorch's ``clamp(min=0)`` passes the gradient at ``x == 0``."""
+    with torch.enable_grad():
+        x = torch.zeros(1, requires_grad=True)
+        x.clamp(min=0).backward(torch.ones(1))
+    return bool(x.grad.item() != 0)
+
+
+def clamp_min_zero(x: torch.Tensor) -> torch.Tensor:
+    """``x.clamp(min=0)``; in a graph, its backward keeps the output, not ``x`` (see :class:`_ClampMinZero`)."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _ClampMinZero.apply(x)
+    return x.clamp(min=0)
+
+
+def group_correlations(corrs: Sequence[torch.Tensor], group_sizes: Sequence[int],
+                       clamp: bool = False) -> list[torch.Tensor]:
     """Stack per-layer correlations into the pyramid, deepest group first.
 
     Args:
         corrs: per-layer (B, Ha, Wa, Hb, Wb), shallow to deep, ``sum(group_sizes)`` of them.
         group_sizes: layers in the l2, l3, l4 groups.
+        clamp: clamp at zero after stacking (the same values as clamping each layer first).
     Returns:
-        ``[corr_l4, corr_l3, corr_l2]``, each (B, n_layers, Ha, Wa, Hb, Wb) of that group's stride.
+        ``[corr_l4, corr_l3, corr_l2]``, each (B, n_layers, Ha, Wa, Hb, Wb) of that group's stride, stored as
+        (B, Ha, Wa, n_layers, Hb, Wb): the layout in which the 4D convolution's support-dims images
+        (B*Ha*Wa, n_layers, Hb, Wb) are a view (see :mod:`model.conv4d`).
     """
     out = []
     start = 0
     for size in group_sizes:
-        out.append(torch.stack(list(corrs[start:start + size]), dim=1))
+        stacked = torch.stack(list(corrs[start:start + size]), dim=3)  # (B, Ha, Wa, n, Hb, Wb)
+        stacked = clamp_min_zero(stacked) if clamp else stacked
+        out.append(stacked.permute(0, 3, 1, 2, 4, 5))
         start += size
     return out[::-1]
 
 
 def multilayer_correlation(query_feats: Sequence[torch.Tensor], support_feats: Sequence[torch.Tensor],
-                           group_sizes: Sequence[int]) -> list[torch.Tensor]:
+                           group_sizes: Sequence[int], scope: Optional[RecomputeScope] = None) -> list[torch.Tensor]:
     """HSNet's ``Correlation.multilayer_correlation``: ``[corr_l4, corr_l3, corr_l2]``.
+
+    Each group is stacked before it is clamped (elementwise, so the values are HSNet's): the clamp's backward
+    then keeps the pyramid itself, which the 4D convolutions keep anyway.
 
     Args:
         query_feats / support_feats: per-layer (B, C_l, H_l, W_l), shallow to deep.
         group_sizes: layers in the l2, l3, l4 groups.
+        scope: see :func:`l2_normalize`.
     """
-    corrs = [cosine_correlation(l2_normalize(q), l2_normalize(s), q.shape[-2:], s.shape[-2:])
-             for q, s in zip(query_feats, support_feats)]
-    return group_correlations(corrs, group_sizes)
+    corrs = [raw_correlation(l2_normalize(q, scope=scope), l2_normalize(s, scope=scope)).view(
+        q.shape[0], *q.shape[-2:], *s.shape[-2:]) for q, s in zip(query_feats, support_feats)]
+    return group_correlations(corrs, group_sizes, clamp=True)
 
 
 def transpose_correlation(corr: torch.Tensor) -> torch.Tensor:

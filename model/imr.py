@@ -14,10 +14,12 @@ keys); :func:`imr_step` takes them as three :class:`Gate` triples.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import torch
 from torch import nn
+
+from model.recompute import RecomputeScope
 
 STATE_CHANNELS = 128
 HIDDEN = 512
@@ -34,8 +36,8 @@ class Gate(NamedTuple):
     def __call__(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         """(B, 769, h, w) -> (B, 128, h, w)."""
         y = self.conv0(x)
-        half = y.shape[1] // 2
-        return torch.cat([self.conv1(y[:, :half]), self.conv2(y[:, half:])], dim=1)
+        first, second = torch.split(y, y.shape[1] // 2, dim=1)  # backward: one cat, not two zero-fills
+        return torch.cat([self.conv1(first), self.conv2(second)], dim=1)
 
 
 def make_gate_convs(in_channels: int) -> tuple[nn.Conv2d, nn.Conv2d, nn.Conv2d]:
@@ -47,7 +49,7 @@ def make_gate_convs(in_channels: int) -> tuple[nn.Conv2d, nn.Conv2d, nn.Conv2d]:
 
 
 def imr_step(cam: torch.Tensor, encoded: torch.Tensor, mid_feat: torch.Tensor, state: torch.Tensor, *,
-             z: Gate, r: Gate, h: Gate) -> torch.Tensor:
+             z: Gate, r: Gate, h: Gate, scope: Optional[RecomputeScope] = None) -> torch.Tensor:
     """One IMR update.
 
     Args:
@@ -55,11 +57,31 @@ def imr_step(cam: torch.Tensor, encoded: torch.Tensor, mid_feat: torch.Tensor, s
         encoded: (B, 128, h, w) 4D-conv encoding of the correlation.
         mid_feat: (B, 512, h, w) mid-level backbone feature.
         state: (B, 128, h, w) hidden state.
+        scope: the two 769-channel concatenations and ``1 - update`` are registered there (their parts are
+            kept instead; the mid-level feature once for every stage).
     Returns:
         the new state (B, 128, h, w).
     """
-    x = torch.cat([cam, encoded, mid_feat, state], dim=1)
+    x = _concat(scope, cam, encoded, mid_feat, state)
     update = torch.sigmoid(z(x))
     reset = torch.sigmoid(r(x))
-    candidate = torch.tanh(h(torch.cat([cam, encoded, mid_feat, reset * state], dim=1)))
-    return (1 - update) * state + update * candidate
+    candidate = torch.tanh(h(_concat(scope, cam, encoded, mid_feat, reset * state)))
+    keep = 1 - update
+    if scope is not None:
+        scope.recomputable(keep, _one_minus, update)
+    return keep * state + update * candidate
+
+
+def _concat(scope: Optional[RecomputeScope], *parts: torch.Tensor) -> torch.Tensor:
+    out = torch.cat(parts, dim=1)
+    if scope is not None:
+        scope.recomputable(out, _cat_channels, *parts)
+    return out
+
+
+def _cat_channels(*parts: torch.Tensor) -> torch.Tensor:
+    return torch.cat(parts, dim=1)
+
+
+def _one_minus(x: torch.Tensor) -> torch.Tensor:
+    return 1 - x

@@ -15,6 +15,12 @@ Masking modes (``masking=``, see :mod:`model.masking` for both side by side): ``
 released checkpoints were trained this way: masks compound over the stages) and ``"paper"`` (the paper's
 formulation).
 
+Memory for backward (numerics unchanged, see :mod:`model.recompute` and ``benchmarks/NOTES.md``): a training
+forward runs inside a :class:`~model.recompute.RecomputeScope`, so cheap activations (GroupNorm + ReLU outputs,
+masked features, concatenations) are rebuilt in backward instead of kept; with ``checkpoint_learner`` the
+correlations and the 4D-convolution learner of each stage are run again in backward (only the features and the
+masks are kept).
+
 Sizes come from the input: the l2 features (H/8) set the correlation/IMR resolution and the logits are
 at twice that (H/4); at 400 px these are the released 50 and 100. The learned initial state is a
 (1, 128, 50, 50) parameter (released shape, so checkpoints load); at other resolutions it is resized
@@ -23,6 +29,7 @@ differs from the feature size are resized the same way before entering the IMR c
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
@@ -33,7 +40,8 @@ from common.resize import resize_bilinear
 from model.backbone import WeightsArg, build_backbone, get_spec
 from model.imr import HIDDEN, STATE_CHANNELS, Gate, imr_step, make_gate_convs
 from model.learner import CHANNELS, HPNLearner
-from model.masking import MASKING_MODES
+from model.masking import MASKING_MODES, MaskPair, correlate_stage
+from model.recompute import RecomputeScope, checkpoint
 
 RELEASED_FEATURE_SIZE = 50  # the state parameter's spatial size (400-pixel inputs)
 
@@ -57,10 +65,15 @@ class IMRHSNet(nn.Module):
         use_original_imgsize: as released: evaluation logits stay at the decoder resolution (and are resized to
             the original query size in :meth:`predict_mask_nshot`); the training loss is then computed at
             the masks' resolution.
+        checkpoint_learner: in training, run each stage's correlations and 4D-convolution learner again in
+            backward instead of keeping their activations (``--checkpoint-learner``; same gradients).
+        recompute_activations: rebuild cheap activations in backward (the default; ``False`` keeps them, for
+            comparisons).
     """
 
     def __init__(self, backbone: str, *, backbone_weights: WeightsArg = "imagenet", masking: str = "released",
-                 use_original_imgsize: bool = False) -> None:
+                 use_original_imgsize: bool = False, checkpoint_learner: bool = False,
+                 recompute_activations: bool = True) -> None:
         super().__init__()
         if masking not in MASKING_MODES:
             raise ValueError(f"masking must be one of {tuple(MASKING_MODES)}, got {masking!r}")
@@ -68,6 +81,9 @@ class IMRHSNet(nn.Module):
         self.backbone_type = backbone
         self.masking = masking
         self.use_original_imgsize = use_original_imgsize
+        self.checkpoint_learner = checkpoint_learner
+        self.recompute_activations = recompute_activations
+        self.channels_last = False
         self._extract = spec.extract
         self.group_sizes = spec.group_sizes  # l2, l3, l4
 
@@ -102,11 +118,29 @@ class IMRHSNet(nn.Module):
         """The released ``train_mode()``: learner trains, backbone stays in eval mode."""
         return self.train(True)
 
+    def use_channels_last(self) -> "IMRHSNet":
+        """Keep the 2D convolutions' weights (backbone, IMR cell, decoder) and the input images in channels_last
+        memory order (used with ``--amp`` on CUDA, where cuDNN's tensor-core kernels work in that order). The
+        4D learner is not affected; the state-dict values are the same."""
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Conv2d) and not name.startswith("hpn_learner"):
+                module.to(memory_format=torch.channels_last)
+        self.channels_last = True
+        return self
+
     def compile_learner(self, **kwargs: Any) -> "IMRHSNet":
         """``torch.compile`` the 4D-convolution learner in place (``--compile``): the state-dict keys, and so the
-        checkpoints, stay as they are. ``kwargs`` go to :meth:`torch.nn.Module.compile`."""
+        checkpoints, stay as they are. ``kwargs`` go to :meth:`torch.nn.Module.compile`. The compiled learner
+        gets no recompute scope (inductor's own partitioner decides what backward recomputes)."""
         self.hpn_learner.compile(**kwargs)
+        self._learner_compiled = True
         return self
+
+    def encode(self, corr: Sequence[torch.Tensor], scope: Optional[RecomputeScope] = None) -> torch.Tensor:
+        """The 4D-convolution learner on one correlation pyramid -> (B, 128, h, w)."""
+        if scope is None or getattr(self, "_learner_compiled", False):
+            return self.hpn_learner(corr)
+        return self.hpn_learner(corr, scope)
 
     # ------------------------------------------------------------------ pieces
     def extract_features(self, img: torch.Tensor) -> list[torch.Tensor]:
@@ -137,24 +171,32 @@ class IMRHSNet(nn.Module):
             state = resize_bilinear(state, size)
         return state.expand(bsz, -1, -1, -1)
 
-    def imr(self, cam: torch.Tensor, encoded: torch.Tensor, mid: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+    def imr(self, cam: torch.Tensor, encoded: torch.Tensor, mid: torch.Tensor, state: torch.Tensor,
+            scope: Optional[RecomputeScope] = None) -> torch.Tensor:
         """One IMR cell update (see :mod:`model.imr`); all (B, ., h, w)."""
         return imr_step(cam, encoded, mid, state,
                         z=Gate(self.convz0, self.convz1, self.convz2),
                         r=Gate(self.convr0, self.convr1, self.convr2),
-                        h=Gate(self.convh0, self.convh1, self.convh2))
+                        h=Gate(self.convh0, self.convh1, self.convh2), scope=scope)
 
-    def decode(self, x: torch.Tensor, cam: torch.Tensor) -> torch.Tensor:
-        """(state + encoding) (B, 128, h, w) and mask (B, 1, h, w) -> logits (B, 2, 2h, 2w)."""
+    def decode(self, x: torch.Tensor, cam: torch.Tensor, scope: Optional[RecomputeScope] = None) -> torch.Tensor:
+        """(state + encoding) (B, 128, h, w) and mask (B, 1, h, w) -> logits (B, 2, 2h, 2w).
+
+        ``scope``: the upsampled decoder feature is registered as the resize it is."""
         x = self.decoder1(x)
-        x = resize_bilinear(x, (2 * x.shape[-2], 2 * x.shape[-1]))
-        logit = self.decoder2(x)
+        size = (2 * x.shape[-2], 2 * x.shape[-1])
+        upsampled = resize_bilinear(x, size)
+        if scope is not None:
+            scope.recomputable(upsampled, resize_bilinear, x, size)
+        logit = self.decoder2(upsampled)
         return self.res(torch.cat([logit, resize_bilinear(cam, logit.shape[-2:])], dim=1))
 
     def compute_objective(self, logit_mask: torch.Tensor, gt_mask: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy of (B, 2, H, W) logits against a (B, H, W) 0/1 mask, averaged over pixels."""
+        """Cross-entropy of (B, 2, H, W) logits against a (B, H, W) 0/1 mask (or its int64 (B, H*W) flattening,
+        which the loss's backward keeps: pass it once per image and stage), averaged over pixels."""
         bsz = logit_mask.shape[0]
-        return self.cross_entropy_loss(logit_mask.reshape(bsz, 2, -1), gt_mask.reshape(bsz, -1).long())
+        target = gt_mask if gt_mask.dtype == torch.long and gt_mask.dim() == 2 else gt_mask.reshape(bsz, -1).long()
+        return self.cross_entropy_loss(logit_mask.reshape(bsz, 2, -1), target)
 
     def start_branch(self, feats: Sequence[torch.Tensor], cam: torch.Tensor) -> _Branch:
         """An image's state before the first stage: mid feature, CAM at the feature size, initial state.
@@ -168,18 +210,50 @@ class IMRHSNet(nn.Module):
             mask = resize_bilinear(mask, size)
         return _Branch(mid=self.mid_feature(feats), mask=mask, state=self.initial_state(feats[0].shape[0], size))
 
-    def refine(self, branch: _Branch, corr: Sequence[torch.Tensor]) -> torch.Tensor:
+    def refine(self, branch: _Branch, corr: Sequence[torch.Tensor], scope: Optional[RecomputeScope] = None,
+               encoded: Optional[torch.Tensor] = None) -> torch.Tensor:
         """One stage for one image: encode its correlation, update its IMR state, decode its logits.
 
         Args:
             branch: the image's running state (its ``state`` is replaced by the new one).
             corr: the image's correlation pyramid of this stage (its positions as dims 2-3).
+            scope: see :mod:`model.recompute`.
+            encoded: the learner's output when it was computed already (``checkpoint_learner``); then ``corr``
+                is not used.
         Returns:
             logits (B, 2, 2h, 2w).
         """
-        encoded = self.hpn_learner(corr)
-        branch.state = self.imr(branch.mask, encoded, branch.mid, branch.state)
-        return self.decode(branch.state + encoded, branch.mask)
+        if encoded is None:
+            encoded = self.encode(corr, scope)
+        branch.state = self.imr(branch.mask, encoded, branch.mid, branch.state, scope)
+        decoder_input = branch.state + encoded
+        if scope is not None:
+            scope.recomputable(decoder_input, torch.add, branch.state, encoded)
+        return self.decode(decoder_input, branch.mask, scope)
+
+    def encode_stage(self, query_feats: Sequence[torch.Tensor], support_feats: Sequence[torch.Tensor],
+                     masks: Sequence[MaskPair], scope: Optional[RecomputeScope] = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both images' learner encodings (B, 128, h, w) of stage ``len(masks)``, from the unmasked features and
+        the masks of every stage so far (see :func:`model.masking.correlate_stage`)."""
+        corr_q, corr_s = correlate_stage(self.masking, query_feats, support_feats, self.group_sizes, masks, scope)
+        return self.encode(corr_q, scope), self.encode(corr_s, scope)
+
+    def _checkpointed_encodings(self, query_feats: Sequence[torch.Tensor], support_feats: Sequence[torch.Tensor],
+                                masks: Sequence[MaskPair]) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`encode_stage` under activation checkpointing: the features and masks are kept, the rest runs
+        again in backward (inside a recompute scope, to keep that second run's peak low too)."""
+        n_q, n_s = len(query_feats), len(support_feats)
+
+        def run(*tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            qf, sf, flat_masks = tensors[:n_q], tensors[n_q:n_q + n_s], tensors[n_q + n_s:]
+            pairs = [(flat_masks[i], flat_masks[i + 1]) for i in range(0, len(flat_masks), 2)]
+            with _scope(torch.is_grad_enabled() and self.recompute_activations) as scope:
+                return self.encode_stage(qf, sf, pairs, scope)
+
+        inputs = [*query_feats, *support_feats, *(mask for pair in masks for mask in pair)]
+        encoded_q, encoded_s = checkpoint(run, inputs, [p for p in self.hpn_learner.parameters() if p.requires_grad])
+        return encoded_q, encoded_s
 
     # ------------------------------------------------------------------ forward
     def forward(self, query_img: torch.Tensor, support_img: torch.Tensor, support_cam: torch.Tensor,
@@ -201,23 +275,51 @@ class IMRHSNet(nn.Module):
         training = query_mask is not None
         if training and support_mask is None:
             raise ValueError("training forward needs support_mask along with query_mask")
+        if self.channels_last:
+            query_img = query_img.contiguous(memory_format=torch.channels_last)
+            support_img = support_img.contiguous(memory_format=torch.channels_last)
+        grad = torch.is_grad_enabled()
+        with _scope(grad and self.recompute_activations) as scope:
+            out = self._stages(query_img, support_img, support_cam, query_cam, query_mask, support_mask, stage,
+                               scope, checkpointed=grad and self.checkpoint_learner)
+        return out
+
+    def _stages(self, query_img: torch.Tensor, support_img: torch.Tensor, support_cam: torch.Tensor,
+                query_cam: torch.Tensor, query_mask: Optional[torch.Tensor], support_mask: Optional[torch.Tensor],
+                stage: int, scope: Optional[RecomputeScope], checkpointed: bool):
+        """The body of :meth:`forward` (see there)."""
+        training = query_mask is not None
         query_feats = self.extract_features(query_img)
         support_feats = self.extract_features(support_img)
         query, support = self.start_branch(query_feats, query_cam), self.start_branch(support_feats, support_cam)
-        correlate = MASKING_MODES[self.masking](query_feats, support_feats, self.group_sizes)
-        corr_q, corr_s = correlate(query_cam, support_cam)  # first stage: the CAMs
+        masks: list[MaskPair] = [(query_cam, support_cam)]  # first stage: the CAMs
+        if checkpointed:
+            correlate = None
+        else:
+            correlate = MASKING_MODES[self.masking](query_feats, support_feats, self.group_sizes, scope)
+            corr_q, corr_s = correlate(query_cam, support_cam)
+        if training:  # int64 targets, made once (the loss's backward keeps them)
+            target_q = query_mask.reshape(query_mask.shape[0], -1).long()
+            target_s = support_mask.reshape(support_mask.shape[0], -1).long()
 
         losses: Any = 0
         for ss in range(stage):
-            logit_q = self.refine(query, corr_q)
-            logit_s = self.refine(support, corr_s)
+            if checkpointed:
+                encoded_q, encoded_s = self._checkpointed_encodings(query_feats, support_feats, masks)
+                logit_q = self.refine(query, None, scope, encoded=encoded_q)
+                logit_s = self.refine(support, None, scope, encoded=encoded_s)
+            else:
+                logit_q = self.refine(query, corr_q, scope)
+                logit_s = self.refine(support, corr_s, scope)
             if training:  # the loss sees the logits at the masks' size; the next stage keeps them at H/4
                 out_q = resize_bilinear(logit_q, query_mask.shape[-2:])
                 out_s = resize_bilinear(logit_s, support_mask.shape[-2:])
-                losses = losses + self.compute_objective(out_q, query_mask) + self.compute_objective(out_s, support_mask)
+                losses = losses + self.compute_objective(out_q, target_q) + self.compute_objective(out_s, target_s)
             if ss != stage - 1:  # the foreground probabilities become the next stage's masks
                 prob_q, prob_s = _foreground(logit_q), _foreground(logit_s)
-                corr_q, corr_s = correlate(prob_q, prob_s)
+                if correlate is not None:
+                    corr_q, corr_s = correlate(prob_q, prob_s)
+                masks.append((prob_q, prob_s))
                 query.mask = resize_bilinear(prob_q.unsqueeze(1), query.mask.shape[-2:])
                 support.mask = resize_bilinear(prob_s.unsqueeze(1), support.mask.shape[-2:])
 
@@ -250,6 +352,11 @@ class IMRHSNet(nn.Module):
         bsz = vote.shape[0]
         max_vote = vote.reshape(bsz, -1).max(dim=1).values.clamp(min=1).view(bsz, 1, 1)
         return (vote.float() / max_vote >= 0.5).float()
+
+
+def _scope(enabled: bool) -> Any:
+    """A :class:`RecomputeScope` when ``enabled``, else a null context (``as`` gives ``None``)."""
+    return RecomputeScope() if enabled else contextlib.nullcontext()
 
 
 def _foreground(logits: torch.Tensor) -> torch.Tensor:

@@ -25,27 +25,36 @@ multi-layer cosine correlation:
 * :class:`PaperMasking` (``--masking paper``, the formulation of the paper)::
 
       corr_query = C(F_q, F_s * M_s),   corr_support = C(F_s, F_q * M_q)    (nothing compounds)
+
+Both are built once per forward, as above, or replayed in one go from the masks of every stage so far
+(:func:`correlate_stage`, used by ``--checkpoint-learner``, which keeps only the unmasked features and the
+masks for backward and runs the masking again there). With a :class:`~model.recompute.RecomputeScope`, the
+masked features are registered as the products they are (the features and the masks are kept instead).
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
 from common.resize import resize_bilinear
 from model.correlation import multilayer_correlation, transpose_correlation
+from model.recompute import RecomputeScope
 
 Pyramid = list[torch.Tensor]
+MaskPair = tuple[torch.Tensor, torch.Tensor]  # (query mask, support mask), each (B, h, w)
 
-__all__ = ["MASKING_MODES", "PaperMasking", "ReleasedMasking", "mask_features"]
+__all__ = ["MASKING_MODES", "PaperMasking", "ReleasedMasking", "correlate_stage", "mask_features"]
 
 
-def mask_features(feats: Sequence[torch.Tensor], mask: torch.Tensor) -> list[torch.Tensor]:
+def mask_features(feats: Sequence[torch.Tensor], mask: torch.Tensor,
+                  scope: Optional[RecomputeScope] = None) -> list[torch.Tensor]:
     """Multiply every feature map by ``mask`` resized to its resolution (new tensors; inputs untouched).
 
     Args:
         feats: per-layer (B, C_l, H_l, W_l).
         mask: (B, h, w) foreground map (CAM or probability).
+        scope: the products are registered there as products (see :mod:`model.recompute`).
     """
     mask = mask.unsqueeze(1)
     resized: dict[tuple[int, int], torch.Tensor] = {}
@@ -54,7 +63,10 @@ def mask_features(feats: Sequence[torch.Tensor], mask: torch.Tensor) -> list[tor
         size = tuple(feat.shape[-2:])
         if size not in resized:
             resized[size] = resize_bilinear(mask.to(feat.dtype), size)
-        out.append(feat * resized[size])
+        product = feat * resized[size]
+        if scope is not None:
+            scope.recomputable(product, torch.mul, feat, resized[size])
+        out.append(product)
     return out
 
 
@@ -64,12 +76,14 @@ class _Masking:
     Args:
         query_feats / support_feats: per-layer backbone features (B, C_l, H_l, W_l), shallow to deep.
         group_sizes: layers in the l2, l3, l4 groups.
+        scope: optional :class:`~model.recompute.RecomputeScope` for the masked features and their norms.
     """
 
     def __init__(self, query_feats: Sequence[torch.Tensor], support_feats: Sequence[torch.Tensor],
-                 group_sizes: Sequence[int]) -> None:
+                 group_sizes: Sequence[int], scope: Optional[RecomputeScope] = None) -> None:
         self.query_feats, self.support_feats = list(query_feats), list(support_feats)
         self.group_sizes = group_sizes
+        self.scope = scope
 
     def __call__(self, query_mask: torch.Tensor, support_mask: torch.Tensor) -> tuple[Pyramid, Pyramid]:
         """(B, h, w) masks -> ``(corr_query, corr_support)`` of this stage."""
@@ -81,15 +95,19 @@ class ReleasedMasking(_Masking):
 
     first_stage = True
 
-    def __call__(self, query_mask: torch.Tensor, support_mask: torch.Tensor) -> tuple[Pyramid, Pyramid]:
+    def apply_masks(self, query_mask: torch.Tensor, support_mask: torch.Tensor) -> None:
+        """Multiply this stage's masks onto the kept feature lists (the compounding)."""
         if self.first_stage:  # query features x support CAM, support features x query CAM
-            self.query_feats = mask_features(self.query_feats, support_mask)
-            self.support_feats = mask_features(self.support_feats, query_mask)
+            self.query_feats = mask_features(self.query_feats, support_mask, self.scope)
+            self.support_feats = mask_features(self.support_feats, query_mask, self.scope)
             self.first_stage = False
         else:  # each image's own new mask, multiplied onto the already-masked features
-            self.query_feats = mask_features(self.query_feats, query_mask)
-            self.support_feats = mask_features(self.support_feats, support_mask)
-        corr_query = multilayer_correlation(self.query_feats, self.support_feats, self.group_sizes)
+            self.query_feats = mask_features(self.query_feats, query_mask, self.scope)
+            self.support_feats = mask_features(self.support_feats, support_mask, self.scope)
+
+    def __call__(self, query_mask: torch.Tensor, support_mask: torch.Tensor) -> tuple[Pyramid, Pyramid]:
+        self.apply_masks(query_mask, support_mask)
+        corr_query = multilayer_correlation(self.query_feats, self.support_feats, self.group_sizes, self.scope)
         return corr_query, [transpose_correlation(corr) for corr in corr_query]
 
 
@@ -97,13 +115,25 @@ class PaperMasking(_Masking):
     """The paper's masking: each prediction correlates its image with the other image masked by its current mask."""
 
     def __call__(self, query_mask: torch.Tensor, support_mask: torch.Tensor) -> tuple[Pyramid, Pyramid]:
-        masked_support = mask_features(self.support_feats, support_mask)
-        masked_query = mask_features(self.query_feats, query_mask)
-        corr_query = multilayer_correlation(self.query_feats, masked_support, self.group_sizes)
-        corr_support = multilayer_correlation(self.support_feats, masked_query, self.group_sizes)
+        masked_support = mask_features(self.support_feats, support_mask, self.scope)
+        masked_query = mask_features(self.query_feats, query_mask, self.scope)
+        corr_query = multilayer_correlation(self.query_feats, masked_support, self.group_sizes, self.scope)
+        corr_support = multilayer_correlation(self.support_feats, masked_query, self.group_sizes, self.scope)
         return corr_query, corr_support
 
 
-MaskingFactory = Callable[[Sequence[torch.Tensor], Sequence[torch.Tensor], Sequence[int]],
-                          Callable[[torch.Tensor, torch.Tensor], tuple[Pyramid, Pyramid]]]
+MaskingFactory = Callable[..., Callable[[torch.Tensor, torch.Tensor], tuple[Pyramid, Pyramid]]]
 MASKING_MODES: dict[str, MaskingFactory] = {"released": ReleasedMasking, "paper": PaperMasking}
+
+
+def correlate_stage(mode: str, query_feats: Sequence[torch.Tensor], support_feats: Sequence[torch.Tensor],
+                    group_sizes: Sequence[int], masks: Sequence[MaskPair],
+                    scope: Optional[RecomputeScope] = None) -> tuple[Pyramid, Pyramid]:
+    """The correlations of stage ``len(masks)`` from the unmasked features and the masks of every stage so far
+    (the CAMs first, then each stage's predicted probabilities): the same values as calling the ``mode``'s
+    masking object once per stage."""
+    correlate = MASKING_MODES[mode](query_feats, support_feats, group_sizes, scope)
+    if isinstance(correlate, ReleasedMasking):  # replay the compounding of the earlier stages' masks
+        for pair in masks[:-1]:
+            correlate.apply_masks(*pair)
+    return correlate(*masks[-1])

@@ -150,6 +150,67 @@ def test_fp16_cams_on_the_gpu_close_to_the_cpu():
     assert (gpu - cpu).abs().mean() < 0.02, (gpu - cpu).abs().max()
 
 
+# ---------------------------------------------------------------- issue 22: bf16, channels_last, checkpointing
+def _cuda_training_grads(model: torch.nn.Module, amp: str | None = None) -> tuple[float, dict[str, torch.Tensor]]:
+    """One training forward/backward of ``model`` on CUDA, autocast to ``amp`` ("bf16"/"fp16") if given."""
+    from engine.loops import autocast
+
+    batch = {key: value.to(CUDA) for key, value in make_inputs(4, bsz=2, size=96).items() if torch.is_tensor(value)}
+    model.zero_grad(set_to_none=True)
+    with autocast(CUDA, amp):
+        _, loss = forward_1shot(model, batch, stage=2)
+    loss.backward()
+    return float(loss), {name: p.grad.float() for name, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.fixture(scope="module")
+def cuda_vgg():
+    torch.manual_seed(0)
+    model = build_model("vgg16", backbone_weights=None).to(CUDA).train_mode()
+    model.backbone.requires_grad_(False)
+    return model
+
+
+def test_bf16_autocast_trains_without_a_scaler_close_to_fp32(cuda_vgg):
+    loss32, grads32 = _cuda_training_grads(cuda_vgg)
+    loss16, grads16 = _cuda_training_grads(cuda_vgg, amp="bf16")
+    assert loss16 == pytest.approx(loss32, rel=5e-2)
+    assert all(torch.isfinite(g).all() for g in grads16.values()) and grads16.keys() == grads32.keys()
+
+
+def test_checkpoint_learner_on_cuda_gives_the_default_gradients(cuda_vgg):
+    loss_plain, plain = _cuda_training_grads(cuda_vgg)
+    cuda_vgg.checkpoint_learner = True
+    try:
+        loss_ckpt, ckpt = _cuda_training_grads(cuda_vgg)
+    finally:
+        cuda_vgg.checkpoint_learner = False
+    assert loss_ckpt == loss_plain
+    for name in plain:
+        torch.testing.assert_close(ckpt[name], plain[name], rtol=1e-4, atol=1e-5)
+
+
+def test_channels_last_fp32_equals_the_released_outputs(golden):
+    entry = golden["vgg16"]["train_s2"]
+    torch.manual_seed(0)
+    model = build_model("vgg16", backbone_weights="none")
+    load_model_state(model, _model("vgg16", golden).state_dict())
+    model = model.to(CUDA).use_channels_last().train_mode()
+    args = {key: value.to(CUDA) for key, value in _args(entry, training=True).items()}
+    with torch.no_grad():
+        out_q, _, loss = model(**args, stage=2)
+    assert loss.item() == pytest.approx(entry["loss"], abs=ATOL)
+    torch.testing.assert_close(out_q[..., ::16, ::16].cpu(), entry["logit_q"], atol=ATOL, rtol=0)
+
+
+def test_training_with_amp_bf16_and_checkpoint_learner(tiny, tmp_path):
+    args = parse_args("train", tiny.argv("--logpath", str(tmp_path / "run"), "--bsz", "3", "--nepisodes", "4",
+                                         "--niter", "1", "--seed", "1", "--amp", "bf16", "--checkpoint-learner",
+                                         "--device", "cuda"))
+    assert train.main(args)["status"] == "finished"
+    assert not torch.load(tmp_path / "run" / "last.pt", weights_only=True)["scaler"]  # bf16: no GradScaler
+
+
 def test_precision_auto_runs_clip_in_fp16_on_the_gpu(synthetic_root, tmp_path):
     """generate_cam_coco.py with its default --precision auto on a GPU: CLIP's float16 weights (the authors'
     setting), recorded as fp16 in the folder's manifest; --amp keeps float32 weights; load_clip alike."""

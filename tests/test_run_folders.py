@@ -43,7 +43,7 @@ def test_resume_refuses_changed_flags_and_names_them(tmp_path):
     args = parse_args("train", _argv(root, tmp_path / "run", "--niter", "1"))
     stored = json.loads(json.dumps(vars(args), default=str))
     changed = parse_args("train", _argv(root, tmp_path / "run", "--niter", "3", "--nworker", "2", "--stage", "3",
-                                        "--masking", "paper", "--img-size", "96", "--resume"))
+                                        "--masking", "paper", "--img-size", "96", "--checkpoint-learner", "--resume"))
     assert flag_differences(stored, changed) == ["--img-size 64 -> 96", "--masking 'released' -> 'paper'",
                                                  "--stage 2 -> 3"]
 
