@@ -220,6 +220,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                         choices=["memory", "hooks", "flops", "time"],
                         help="what to measure (hooks: the saved-tensor-hook count, for reference)")
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per model (median reported)")
+    parser.add_argument("--size", type=int, default=400, help="image side (released: 400; the released model "
+                                                                 "runs at 400 only; smaller: a quick check)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--cuda-batches", nargs="*", type=int, default=[1, 10, 20, 40])
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: PyTorch's default)")
@@ -231,7 +233,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     released_repo = Path(args.released_repo) if args.released_repo else None
     if released_repo is None:
         print("no --released-repo / $IMR_HSNET_RELEASED: ours only")
-    print(f"400 px, batch 1 (one episode), device {device}, threads {torch.get_num_threads()}, "
+    print(f"{args.size} px, batch 1 (one episode), device {device}, threads {torch.get_num_threads()}, "
           f"torch {torch.__version__}, load average {os.getloadavg()[0]:.1f}", flush=True)
 
     results: dict[str, Any] = {"device": str(device), "threads": torch.get_num_threads(),
@@ -241,7 +243,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         reference = next(iter(models.values()))
         param_bytes = sum(p.numel() * p.element_size() for p in reference.parameters() if p.requires_grad)
         frozen_bytes = sum(p.numel() * p.element_size() for p in reference.parameters() if not p.requires_grad)
-        ep = make_episode(1, 400, device)
+        ep = make_episode(1, args.size, device)
         for stage in args.stage:
             rows: dict[str, dict[str, Any]] = {name: {} for name in models}
             for name, model in models.items():

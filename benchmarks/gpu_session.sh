@@ -6,7 +6,7 @@
 # released IMR-HSNet in .released/ (both ignored by git). Without a GPU, every step on the CPU at tiny sizes:
 #   GPU_SESSION_DRY=1 bash benchmarks/gpu_session.sh          (a test runs this; ~1-2 min on 2 cores)
 #
-# Steps, in order of value, each bounded by `timeout` (its limit, or what is left of GPU_SESSION_BUDGET):
+# Steps, in order of value, each bounded in time (its limit, or what is left of GPU_SESSION_BUDGET):
 #   cuda_tests   pytest -m cuda (fp32 = released within 1e-4, TF32, AMP, DataParallel, fp16 CAMs, ...)
 #   train_test_* episodes/s at 400 px, batch 20: released fp32 vs ours fp32 / --amp / --amp bf16 /
 #                --checkpoint-learner, peak memory of each (ResNet50, then VGG16)
@@ -31,8 +31,11 @@ LOG="$OUT/session.log"
 : > "$LOG"
 printf 'step\tstatus\tseconds\tlimit\n' > "$OUT/steps.tsv"
 
+# the dry run's steps take a CPU several times a GPU's step time: their limits are stretched (budget too)
+LIMIT_SCALE=1
 if [ "$DRY" = 1 ]; then
-    DEVICE=cpu IMG=64 BSZ=2 NWORKER=0 BATCHES=1 MEM_ARGS=(--size 64 --repeats 1)
+    LIMIT_SCALE=${GPU_SESSION_LIMIT_SCALE:-4} BUDGET=${GPU_SESSION_BUDGET:-1200}
+    DEVICE=cpu IMG=64 BSZ=2 NWORKER=0 BATCHES=1 MEM_ARGS=(--size 64 --backbone resnet50 --measure memory)
     E2E_IMG=64 E2E_EPISODES=4
     CLIP="$WORK/tiny_clip.pt"  # a CLIP of RN50's layout but tiny widths: the CPU check is about the plumbing
     "$PY" -c "import sys, torch; sys.path.insert(0, sys.argv[2]); from model.clip_gradcam import random_clip_state_dict
@@ -42,7 +45,7 @@ torch.save(random_clip_state_dict(0, vision_width=8, vision_layers=(1, 1, 1, 1),
     RELEASED=()  # the released model runs at 400 px only: too slow for a CPU check
     [ "${GPU_SESSION_DRY_RELEASED:-0}" = 1 ] && [ -d .released ] && RELEASED=(--released-repo .released)
 else
-    DEVICE=cuda IMG=400 BSZ=20 NWORKER=8 BATCHES=5 MEM_ARGS=(--cuda-batches 1 10 20 40 --repeats 1)
+    DEVICE=cuda IMG=400 BSZ=20 NWORKER=8 BATCHES=5 MEM_ARGS=(--cuda-batches 1 10 20 40 --measure memory)
     E2E_IMG=200 E2E_EPISODES=40
     CLIP=random  # RN50 at its real size, random weights (offline)
     CAM_ARGS=()
@@ -65,9 +68,30 @@ print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA d
 
 collect() { grep -h '^RESULT ' "$LOG" | cut -c8- > "$OUT/results.jsonl"; }
 
+kill_tree() {  # PID SIGNAL: the process and everything it started
+    local child
+    for child in $(pgrep -P "$1" 2>/dev/null); do kill_tree "$child" "$2"; done
+    kill "-$2" "$1" 2>/dev/null || true
+}
+
+# run_limited SECONDS CMD...: CMD (a shell function too, which `timeout` cannot run) stopped after SECONDS;
+# status 124 then, as timeout's
+run_limited() {
+    local limit=$1; shift
+    "$@" &
+    local pid=$! flag="$WORK/timed_out.$$.$RANDOM"
+    ( sleep "$limit"; touch "$flag"; kill_tree "$pid" TERM; sleep 5; kill_tree "$pid" KILL ) > /dev/null 2>&1 &
+    local watchdog=$! status=0
+    wait "$pid" || status=$?
+    kill_tree "$watchdog" TERM
+    wait "$watchdog" 2> /dev/null
+    if [ -e "$flag" ]; then rm -f "$flag"; return 124; fi
+    return "$status"
+}
+
 # step NAME LIMIT CMD...: run CMD with at most LIMIT seconds (less when the budget runs out), log it, record it
 step() {
-    local name=$1 limit=$2; shift 2
+    local name=$1 limit=$(($2 * LIMIT_SCALE)); shift 2
     local left=$((BUDGET - ($(date +%s) - START)))
     [ "$left" -lt "$limit" ] && limit=$left
     if [ "$limit" -lt 5 ]; then
@@ -76,7 +100,7 @@ step() {
     fi
     echo "=== $name (limit ${limit}s) $*" >> "$LOG"
     local begin=$(date +%s) status=0
-    timeout --kill-after=5 "$limit" "$@" >> "$LOG" 2>&1 || status=$?
+    run_limited "$limit" "$@" >> "$LOG" 2>&1 || status=$?
     printf '%s\t%s\t%s\t%s\n' "$name" "$status" "$(($(date +%s) - begin))" "$limit" >> "$OUT/steps.tsv"
     collect
 }
@@ -93,7 +117,9 @@ train_test() {  # BACKBONE
 }
 
 memory() {
-    "$PY" benchmarks/bench_memory.py --device "$DEVICE" --variants ours ours+ckpt --measure memory "${MEM_ARGS[@]}" \
+    local variants=(ours ours+ckpt)
+    [ "${#RELEASED[@]}" -gt 0 ] && variants=(released ours ours+ckpt)
+    "$PY" benchmarks/bench_memory.py --device "$DEVICE" --variants "${variants[@]}" "${RELEASED[@]}" "${MEM_ARGS[@]}" \
         --json "$WORK/memory.json" && "$PY" -c "import json, sys
 print('RESULT ' + json.dumps({'bench': 'memory', 'results': json.load(open(sys.argv[1]))}))" "$WORK/memory.json"
 }
@@ -110,7 +136,8 @@ cam() {
 e2e() {
     local data="$WORK/e2e/data" run="$WORK/e2e/run" images
     "$PY" -m data.synthetic "$data" --benchmark pascal --images-per-class 6 &&
-    "$PY" generate_cam_voc.py --datapath "$data" --clip-weights "$CLIP" --device "$DEVICE" --nworker 2 &&
+    "$PY" generate_cam_voc.py --datapath "$data" --splitpath "$data/splits" --clip-weights "$CLIP" --device "$DEVICE" \
+        --nworker 2 &&
     "$PY" train.py --datapath "$data" --splitpath "$data/splits" --backbone resnet50 --backbone-weights none \
         --img-size "$E2E_IMG" --bsz 4 --niter 1 --nepisodes "$E2E_EPISODES" --nworker 2 --device "$DEVICE" \
         --logpath "$run" &&

@@ -1,0 +1,44 @@
+"""benchmarks/gpu_session.sh in its dry mode: every step of the prepared GPU call, on the CPU at tiny sizes, so
+that the script cannot rot while no GPU is around (issue 23)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def test_dry_run_runs_every_step_and_returns_what_the_device_tool_can_carry(tmp_path):
+    out = tmp_path / "out"
+    env = dict(os.environ, GPU_SESSION_DRY="1", OUT=str(out), PYTHON=sys.executable, TMPDIR=str(tmp_path))
+    for name in ("GPU_SESSION_DRY_RELEASED", "GPU_SESSION_BUDGET", "GPU_SESSION_LIMIT_SCALE"):
+        env.pop(name, None)
+    proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_session.sh")], env=env, capture_output=True,
+                          text=True, timeout=1200)
+    log = (out / "session.log").read_text() if (out / "session.log").exists() else ""
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:] + log[-4000:]
+
+    rows = [line.split("\t") for line in (out / "steps.tsv").read_text().splitlines()[1:]]
+    status = {row[0]: row[1] for row in rows}
+    assert list(status) == ["cuda_tests", "train_test_resnet50", "train_test_vgg16", "memory", "cam", "e2e",
+                            "compile"]
+    assert all(value == "0" for name, value in status.items() if name != "compile"), status
+
+    results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    kinds = {(r["bench"], r.get("variant")) for r in results}
+    assert {("train_test", "fp32"), ("train_test", "ckpt"), ("train_test", "amp"), ("memory", None),
+            ("cam", None), ("e2e", None)} <= kinds
+    assert all("skipped" in r for r in results if r.get("variant") in ("amp", "amp-bf16"))  # CUDA only
+    assert [r for r in results if r["bench"] == "e2e"][0]["table"]
+
+    # what the device tool brings back: at most 8 files, no deeper than 2 folders, plain names
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert len(files) <= 8 and all(re.fullmatch(r"[A-Za-z0-9._-]+", p.name) for p in files)
+    assert not list(tmp_path.glob("gpu_session.*"))  # its scratch folder is removed
