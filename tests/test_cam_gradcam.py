@@ -148,7 +148,7 @@ def test_offline_default_says_where_to_put_rn50(monkeypatch, tmp_path):
     def offline(url, cache_dir=None):
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(cg, "download_pretrained_from_url", offline)
+    monkeypatch.setattr("open_clip.pretrained.download_pretrained_from_url", offline)  # the download the loader calls
     with pytest.raises(cg.ClipWeightsError) as info:
         cg.load_clip(None, cache_dir=tmp_path)
     message = str(info.value)

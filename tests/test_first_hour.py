@@ -10,6 +10,7 @@ only checked to be installed.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -67,8 +68,8 @@ def test_the_readme_first_hour_commands_run_as_written(tmp_path):
     ran = []
     for command in commands[1:]:
         argv = shlex.split(command.replace("$PWD", str(tmp_path)))
-        if argv[0] == "tensorboard":
-            import tensorboard  # noqa: F401 -- installed by make install; the server itself is not started
+        if argv[0] == "tensorboard":  # installed by make install; the server itself is not started
+            assert importlib.util.find_spec("tensorboard") is not None
             continue
         assert argv[0] == "python", command
         script = argv[1] if argv[1] != "-m" else None
@@ -80,7 +81,9 @@ def test_the_readme_first_hour_commands_run_as_written(tmp_path):
     outputs = {command.split()[1]: proc for command, proc in ran}
     assert {"-m", "generate_cam_voc.py", "train.py", "test.py", "predict.py"} <= set(outputs)
     # what the README says each one ends with
-    assert "carry no class information" in outputs["generate_cam_voc.py"].stderr.lower()
+    assert "--clip-weights random" in commands[2]  # as written; the test ran it with a tiny CLIP for speed
+    assert "carry no class information" in outputs["predict.py"].stderr.lower()  # predict.py ran `random` as is
+    assert "422 pairs: 422 computed" in outputs["generate_cam_voc.py"].stderr
     assert "Finished Training" in (tmp_path / "first_hour" / "run" / "log.txt").read_text()
     results = json.loads((tmp_path / "first_hour" / "test" / "results.json").read_text())
     assert [run["nshot"] for run in results["runs"]] == [1, 5]

@@ -5,7 +5,6 @@ import urllib.error
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from model import build_model
 from model import backbone as bb
