@@ -268,6 +268,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
             results["runs"].append({"backbone": backbone, "stage": stage, "load_average": os.getloadavg()[0],
                                     "trainable_param_bytes": param_bytes, "frozen_param_bytes": frozen_bytes,
                                     "models": rows})
+            # one line per configuration as it ends: a run stopped later keeps what it finished
+            print("RESULT " + json.dumps({"bench": "memory", "device": str(device), "size": args.size,
+                                          **results["runs"][-1]}, default=str), flush=True)
     if args.json is not None:
         atomic_write_text(json.dumps(results, indent=1), args.json)
         print(f"wrote {args.json}")

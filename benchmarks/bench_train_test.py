@@ -235,6 +235,8 @@ def main(argv=None) -> None:
     parser.add_argument("--no-released", action="store_true", help="skip the released code even if given")
     parser.add_argument("--json", type=Path, default=None, help="append every result here (JSON lines)")
     opts = parser.parse_args(argv)
+    from common.device import resolve_device
+
     torch.set_num_threads(max(1, torch.get_num_threads()))
     setting = {"device": opts.device, "backbone": opts.backbone, "bsz": opts.bsz, "nshot": opts.nshot,
                "img": opts.img_size, "train_batches": opts.train_batches, "test_batches": opts.test_batches}
@@ -272,7 +274,7 @@ def main(argv=None) -> None:
                 results["released"] = bench_released(opts, traincam, valcam)
                 emit("released", results["released"])
         for variant in variants:
-            if variant in CUDA_ONLY and opts.device == "cpu":
+            if variant in CUDA_ONLY and resolve_device(opts.device).type != "cuda":
                 emit(variant, {"skipped": "autocast runs on CUDA only"})
                 continue
             results[variant] = bench_ours(opts, traincam, valcam, variant)

@@ -52,8 +52,11 @@ else
     RELEASED=()
     [ -d .released ] && RELEASED=(--released-repo .released)
     if compgen -G ".whl/*.whl" > /dev/null; then
+        pip_status=0
         "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-            .whl/*.whl >> "$LOG" 2>&1 && export PYTHONPATH=/tmp/site
+            .whl/*.whl >> "$LOG" 2>&1 || pip_status=$?
+        printf 'install_wheels\t%s\t0\t0\n' "$pip_status" >> "$OUT/steps.tsv"
+        export PYTHONPATH=/tmp/site
     fi
 fi
 export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$REPO" PYTHONUNBUFFERED=1 IMRHSNET_PROGRESS=off
@@ -68,24 +71,26 @@ print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA d
 
 collect() { grep -h '^RESULT ' "$LOG" | cut -c8- > "$OUT/results.jsonl"; }
 
-kill_tree() {  # PID SIGNAL: the process and everything it started
-    local child
-    for child in $(pgrep -P "$1" 2>/dev/null); do kill_tree "$child" "$2"; done
-    kill "-$2" "$1" 2>/dev/null || true
-}
-
-# run_limited SECONDS CMD...: CMD (a shell function too, which `timeout` cannot run) stopped after SECONDS;
-# status 124 then, as timeout's
+# run_limited SECONDS CMD...: CMD (a shell function too, which `timeout` cannot run) stopped after SECONDS with
+# everything it started (TERM, then KILL 5 s later); status 124 then, as timeout's
 run_limited() {
     local limit=$1; shift
+    local flag="$WORK/timed_out.$$.$RANDOM" status=0 pid watchdog
+    set -m  # each background job gets its own process group: a timeout stops all it started
     "$@" &
-    local pid=$! flag="$WORK/timed_out.$$.$RANDOM"
-    ( sleep "$limit"; touch "$flag"; kill_tree "$pid" TERM; sleep 5; kill_tree "$pid" KILL ) > /dev/null 2>&1 &
-    local watchdog=$! status=0
+    pid=$!
+    ( sleep "$limit"; kill -0 "$pid" 2> /dev/null && touch "$flag" && kill -TERM -- "-$pid" && sleep 5 &&
+      kill -KILL -- "-$pid" ) > /dev/null 2>&1 &
+    watchdog=$!
+    set +m
     wait "$pid" || status=$?
-    kill_tree "$watchdog" TERM
+    kill -TERM -- "-$watchdog" 2> /dev/null
     wait "$watchdog" 2> /dev/null
-    if [ -e "$flag" ]; then rm -f "$flag"; return 124; fi
+    if [ -e "$flag" ]; then
+        rm -f "$flag"
+        kill -KILL -- "-$pid" 2> /dev/null  # whatever is left of the group
+        return 124
+    fi
     return "$status"
 }
 
@@ -94,8 +99,8 @@ step() {
     local name=$1 limit=$(($2 * LIMIT_SCALE)); shift 2
     local left=$((BUDGET - ($(date +%s) - START)))
     [ "$left" -lt "$limit" ] && limit=$left
-    if [ "$limit" -lt 5 ]; then
-        printf '%s\tskipped (budget spent)\t0\t0\n' "$name" >> "$OUT/steps.tsv"
+    if [ "$limit" -lt 5 ]; then  # counted as a failure at the end: the step did not run
+        printf '%s\tnot run (budget spent)\t0\t0\n' "$name" >> "$OUT/steps.tsv"
         return 0
     fi
     echo "=== $name (limit ${limit}s) $*" >> "$LOG"
@@ -116,12 +121,10 @@ train_test() {  # BACKBONE
         --variants fp32 amp amp-bf16 ckpt "${RELEASED[@]}"
 }
 
-memory() {
+memory() {  # a RESULT line per backbone as it ends
     local variants=(ours ours+ckpt)
     [ "${#RELEASED[@]}" -gt 0 ] && variants=(released ours ours+ckpt)
-    "$PY" benchmarks/bench_memory.py --device "$DEVICE" --variants "${variants[@]}" "${RELEASED[@]}" "${MEM_ARGS[@]}" \
-        --json "$WORK/memory.json" && "$PY" -c "import json, sys
-print('RESULT ' + json.dumps({'bench': 'memory', 'results': json.load(open(sys.argv[1]))}))" "$WORK/memory.json"
+    "$PY" benchmarks/bench_memory.py --device "$DEVICE" --variants "${variants[@]}" "${RELEASED[@]}" "${MEM_ARGS[@]}"
 }
 
 cam() {
@@ -162,7 +165,7 @@ compile_variant() {
 step cuda_tests 80 cuda_tests
 step train_test_resnet50 70 train_test resnet50
 step train_test_vgg16 60 train_test vgg16
-step memory 45 memory
+step memory 60 memory
 step cam 45 cam
 step e2e 60 e2e
 if [ "$DRY" = 1 ]; then  # inductor on a CPU compiles for minutes; tests/test_model.py checks --compile there
@@ -173,5 +176,6 @@ fi
 collect
 echo "total $(($(date +%s) - START)) s of a ${BUDGET} s budget" | tee -a "$LOG"
 column -t -s $'\t' "$OUT/steps.tsv" 2>/dev/null || cat "$OUT/steps.tsv"
-# exit status: 0 when every step that ran succeeded
-! awk -F'\t' 'NR > 1 && $2 ~ /^[0-9]+$/ && $2 != 0 { bad = 1 } END { exit !bad }' "$OUT/steps.tsv"
+# exit status: 0 when every step ran (or was skipped by design: "skipped ...") and succeeded
+failed=$(awk -F'\t' 'NR > 1 && $2 != "0" && $2 !~ /^skipped/ { print $1 }' "$OUT/steps.tsv") || failed="steps.tsv unreadable"
+[ -z "$failed" ] || { echo "failed or not run: $failed" | tr '\n' ' ' | tee -a "$LOG"; echo; exit 1; }

@@ -89,7 +89,8 @@ def build_parser(script: Script) -> argparse.ArgumentParser:
     model.add_argument("--backbone-weights", dest="backbone_weights", type=str,
                        default="imagenet" if training else "none",
                        help="initial backbone weights: 'imagenet', 'none' (random), or a torchvision state-dict "
-                            "file" + ("" if training else " (test: the --load checkpoint holds the backbone)"))
+                            "file" + ("" if training else " (test: a full --load checkpoint holds the backbone; a "
+                                                              "slim one names the weights it needs, used by default)"))
 
     run = parser.add_argument_group("run")
     default_run = (f"{LOG_ROOT}/_MMDD_HHMMSS.log, the start time" if training else
@@ -260,6 +261,10 @@ def validate_and_resolve(args: argparse.Namespace, script: Script,
     if args.splitpath:
         args.splitpath = str(_existing(parser, "--splitpath", args.splitpath, Path()))
     if args.backbone_weights.lower() == "none":
+        if getattr(args, "slim_checkpoints", False):
+            parser.error("argument --slim-checkpoints: not with --backbone-weights none: a slim best_model.pt leaves "
+                         "the backbone out, and random backbone weights cannot be rebuilt to test it (pass "
+                         "--backbone-weights imagenet or FILE, or leave --slim-checkpoints out)")
         args.backbone_weights = None
     elif args.backbone_weights != "imagenet":
         args.backbone_weights = str(_existing(parser, "--backbone-weights", args.backbone_weights, Path(),

@@ -172,7 +172,10 @@ def build_trainer(args: argparse.Namespace, device: torch.device, state: Optiona
     start_epoch, best_miou = 0, float("-inf")
     if state is not None:
         if is_slim(state):  # last.pt format 2: the backbone stays as built, which must be the run's own
-            check_backbone(model, state["backbone"], f"--resume: {ckpt.LAST_NAME}: ", sha256=backbone["sha256"])
+            check_backbone(model, state["backbone"], f"--resume: {ckpt.LAST_NAME}: ", sha256=backbone["sha256"],
+                           random_hint="its random backbone (--backbone-weights none) is rebuilt from --seed, and "
+                                       "this PyTorch built another one: resume with the PyTorch version that "
+                                       "started the run")
             missing, unexpected = model.load_state_dict(state["model"], strict=False)
             assert not unexpected and all(key.startswith(BACKBONE_PREFIX) for key in missing), (missing, unexpected)
         else:

@@ -200,14 +200,15 @@ def load_model_state(model: nn.Module, source: Union[str, Path, Mapping[str, tor
 
 
 def check_backbone(model: nn.Module, record: Mapping[str, Any], origin: str = "",
-                   sha256: Optional[str] = None) -> None:
+                   sha256: Optional[str] = None, random_hint: Optional[str] = None) -> None:
     """Raise :class:`CheckpointMismatchError` unless ``model``'s backbone is the one a slim checkpoint's
-    ``record`` names (same tensors: :func:`backbone_sha256`, or ``sha256`` when already computed)."""
+    ``record`` names (same tensors: :func:`backbone_sha256`, or ``sha256`` when already computed);
+    ``random_hint`` replaces the advice for a backbone trained from random weights."""
     have = sha256 or backbone_sha256(model)
     if have == record.get("sha256"):
         return
     weights = record.get("weights")
-    need = (f"pass --backbone-weights {weights}" if weights else
+    need = (f"pass --backbone-weights {weights}" if weights else random_hint or
             "it was trained from random backbone weights, which cannot be rebuilt here; use a full checkpoint "
             "(train.py without --slim-checkpoints writes best_model.pt with its backbone)")
     raise CheckpointMismatchError(

@@ -97,3 +97,13 @@ def test_a_random_backbone_cannot_be_rebuilt_and_the_message_says_to_use_a_full_
     same = load_model_state(build_model("resnet50", backbone_weights=None), state)
     for key, value in trained.state_dict().items():
         assert torch.equal(value, same.state_dict()[key]), key
+
+
+def test_slim_best_model_of_a_random_backbone_is_refused_before_training(tmp_path, capsys):
+    for name in ("CAM_Train", "CAM_Val"):
+        (tmp_path / name).mkdir()
+    with pytest.raises(SystemExit) as info:
+        parse_args("train", ["--datapath", str(tmp_path), "--splitpath", str(tmp_path), "--backbone-weights", "none",
+                             "--slim-checkpoints"])
+    assert info.value.code == 2
+    assert "--slim-checkpoints: not with --backbone-weights none" in capsys.readouterr().err
