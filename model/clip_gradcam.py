@@ -57,13 +57,13 @@ from torchvision.transforms import InterpolationMode
 
 import open_clip
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
-from open_clip.model import build_model_from_openai_state_dict
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from common.io import sha256_file
-from model.clip_weights import (RANDOM_WEIGHTS, ClipWeightsError, random_clip_seed, random_weights_identity,
-                                random_weights_warning, read_clip_state_dict, resolve_openai_weights)
+from model.clip_weights import (RANDOM_WEIGHTS, ClipWeightsError, build_openai_clip, random_clip_seed,
+                                random_weights_identity, random_weights_warning, read_clip_state_dict,
+                                resolve_openai_weights)
 
 logger = logging.getLogger(__name__)
 
@@ -107,18 +107,7 @@ def build_clip_from_state_dict(state_dict: dict[str, torch.Tensor], *, source: s
     if "visual.proj" in state_dict or missing:
         what = "a ViT CLIP" if "visual.proj" in state_dict else f"missing keys {missing}"
         raise ClipWeightsError(f"{source}: not an OpenAI CLIP ResNet (RN50) checkpoint ({what})")
-    # Non-persistent buffers that a TorchScript archive of an open_clip model carries; not weights.
-    state_dict = {k: v for k, v in state_dict.items() if not k.endswith("attn_mask")}
-    try:
-        cast_dtype = torch.float16 if precision == "fp16" else None
-        model = build_model_from_openai_state_dict(state_dict, quick_gelu=True, cast_dtype=cast_dtype)
-    except (RuntimeError, KeyError, AssertionError, ValueError) as exc:
-        detail = " ".join(str(exc).split())
-        raise ClipWeightsError(f"{source}: could not build CLIP RN50 from it ({type(exc).__name__}: "
-                               f"{detail[:400]})") from exc
-    if precision == "fp32":
-        model = model.float()
-    return model.eval().requires_grad_(False)
+    return build_openai_clip(state_dict, source=source, precision=precision, model_name=CLIP_MODEL_NAME)
 
 
 def resolve_clip_precision(precision: str, device: Union[str, torch.device]) -> str:

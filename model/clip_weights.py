@@ -1,5 +1,6 @@
 """What ``--clip-weights`` accepts (the CAM scripts, predict.py, demo.py), and what loading them takes for every
-CLIP the prior recipes use (RN50 for ``gradcam-rn50``, ViT-B/16 for ``clip-es``), without building CLIP itself.
+CLIP the prior recipes use (RN50 for ``gradcam-rn50``, ViT-B/16 for ``clip-es``), and the one step that builds
+either from an OpenAI state dict (:func:`build_openai_clip`, after each recipe checked the keys).
 
 An OpenAI CLIP file (``RN50.pt`` / ``ViT-B-16.pt``, TorchScript, or a state dict with its keys), or ``random`` /
 ``random:SEED``: that CLIP built from random weights (:func:`model.clip_gradcam.random_clip_state_dict`,
@@ -19,8 +20,8 @@ import torch
 from common.errors import UserInputError
 
 __all__ = ["CLIP_WEIGHTS_HELP", "DEFAULT_CACHE_DIR", "PRIOR_WEIGHTS_HELP", "RANDOM_WEIGHTS", "ClipWeightsError",
-           "random_clip_seed", "random_weights_identity", "random_weights_warning", "read_clip_state_dict",
-           "resolve_openai_weights"]
+           "build_openai_clip", "random_clip_seed", "random_weights_identity", "random_weights_warning",
+           "read_clip_state_dict", "resolve_openai_weights"]
 
 PathLike = Union[str, os.PathLike]
 RANDOM_WEIGHTS = "random"
@@ -123,3 +124,24 @@ def random_weights_identity(seed: int, state_dict: dict[str, torch.Tensor], mode
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return (f"{RANDOM_WEIGHTS}:{seed} (random CLIP {model_name} weights: these CAMs carry no class information; "
             f"tensors sha256 {digest.hexdigest()})")
+
+
+def build_openai_clip(state_dict: dict[str, torch.Tensor], *, source: str, precision: str,
+                      model_name: str) -> torch.nn.Module:
+    """An eval-mode, frozen open_clip ``CLIP`` (QuickGELU) from an OpenAI-format state dict whose keys the caller
+    checked: ``precision`` ``"fp16"`` keeps OpenAI's float16 weights (``clip.load(jit=False)`` on a GPU),
+    ``"fp32"`` makes everything float32. Raises ClipWeightsError naming ``source`` when open_clip cannot build it."""
+    from open_clip.model import build_model_from_openai_state_dict
+
+    # Non-persistent buffers that a TorchScript archive of an open_clip model carries; not weights.
+    state_dict = {k: v for k, v in state_dict.items() if not k.endswith("attn_mask")}
+    try:
+        model = build_model_from_openai_state_dict(state_dict, quick_gelu=True,
+                                                   cast_dtype=torch.float16 if precision == "fp16" else None)
+    except (RuntimeError, KeyError, AssertionError, ValueError) as exc:
+        detail = " ".join(str(exc).split())
+        raise ClipWeightsError(f"{source}: could not build CLIP {model_name} from it ({type(exc).__name__}: "
+                               f"{detail[:400]})") from exc
+    if precision == "fp32":
+        model = model.float()
+    return model.eval().requires_grad_(False)

@@ -16,12 +16,11 @@ from typing import Callable, Optional, Union
 import torch
 from torch import nn
 
-from open_clip.model import build_model_from_openai_state_dict
 
 from common.io import sha256_file
 from model.clip_gradcam import CLIP_PRECISIONS
-from model.clip_weights import (ClipWeightsError, random_clip_seed, random_weights_identity, random_weights_warning,
-                                read_clip_state_dict, resolve_openai_weights)
+from model.clip_weights import (ClipWeightsError, build_openai_clip, random_clip_seed, random_weights_identity,
+                                random_weights_warning, read_clip_state_dict, resolve_openai_weights)
 
 __all__ = ["VIT_MODEL_NAME", "build_clip_vit", "load_clip_vit", "load_clip_vit_with_identity",
            "random_clip_vit_state_dict", "resolve_vit_weights"]
@@ -51,17 +50,7 @@ def build_clip_vit(state_dict: dict[str, torch.Tensor], *, source: str = "state 
     if "visual.proj" not in state_dict or "visual.class_embedding" not in state_dict:
         what = "a ResNet CLIP" if "visual.layer1.0.conv1.weight" in state_dict else "no visual.proj/class_embedding"
         raise ClipWeightsError(f"{source}: not an OpenAI CLIP ViT checkpoint such as ViT-B-16.pt ({what})")
-    state_dict = {k: v for k, v in state_dict.items() if not k.endswith("attn_mask")}
-    try:
-        model = build_model_from_openai_state_dict(state_dict, quick_gelu=True,
-                                                   cast_dtype=torch.float16 if precision == "fp16" else None)
-    except (RuntimeError, KeyError, AssertionError, ValueError) as exc:
-        detail = " ".join(str(exc).split())
-        raise ClipWeightsError(f"{source}: could not build CLIP ViT from it ({type(exc).__name__}: "
-                               f"{detail[:400]})") from exc
-    if precision == "fp32":
-        model = model.float()
-    return model.eval().requires_grad_(False)
+    return build_openai_clip(state_dict, source=source, precision=precision, model_name="ViT")
 
 
 def _load(weights: Optional[PathLike], cache_dir: Optional[PathLike],
