@@ -105,7 +105,9 @@ def profile_step(model: torch.nn.Module, ep: dict[str, torch.Tensor], stage: int
     for event in prof.events():
         if event.name != "aten::copy_" or not event.input_shapes or not event.input_shapes[0]:
             continue
-        dims, dtype = event.input_shapes[0], event.input_dtypes[0] if event.input_dtypes else "float"
+        # FunctionEvent.input_dtypes is missing in some PyTorch versions (2.11): count float32 there
+        dtypes = getattr(event, "input_dtypes", None)
+        dims, dtype = event.input_shapes[0], dtypes[0] if dtypes else "float"
         nbytes = ITEMSIZE.get(dtype, 4)
         for dim in dims:
             nbytes *= dim
@@ -216,7 +218,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     parser.add_argument("--stage", nargs="+", type=int, default=[2], help="refinement steps (PASCAL 2, COCO 3)")
     parser.add_argument("--variants", nargs="+", default=["released", "ours", "ours+ckpt"],
                         choices=["released", "ours", "ours+ckpt"])
-    parser.add_argument("--measure", nargs="+", default=["memory", "flops", "time"],
+    parser.add_argument("--measure", nargs="*", default=["memory", "flops", "time"],
                         choices=["memory", "hooks", "flops", "time"],
                         help="what to measure (hooks: the saved-tensor-hook count, for reference)")
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per model (median reported)")
@@ -230,7 +232,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    released_repo = Path(args.released_repo) if args.released_repo else None
+    released_repo = Path(args.released_repo).resolve() if args.released_repo else None
     if released_repo is None:
         print("no --released-repo / $IMR_HSNET_RELEASED: ours only")
     print(f"{args.size} px, batch 1 (one episode), device {device}, threads {torch.get_num_threads()}, "

@@ -14,6 +14,7 @@
 #   cam          CAM pairs/s, ours fp32 and fp16 vs the released script
 #   e2e          synthetic data -> CAMs -> one training epoch -> 1/5-shot test -> predict.py, on the device
 #   compile      ours with --compile (ResNet50), last: its compile time is the least predictable
+# GPU_SESSION_SKIP="compile ..." skips the steps it names (recorded as skipped).
 # $OUT gets at most 8 files (the tool returns no more): device.txt, steps.tsv (step, exit status, seconds,
 # limit), results.jsonl (every benchmark's RESULT line), session.log (all output), cuda_tests.txt.
 # The dry run uses a CLIP of RN50's layout with tiny widths (the real size costs minutes of CPU for the CAMs).
@@ -43,14 +44,14 @@ torch.save(random_clip_state_dict(0, vision_width=8, vision_layers=(1, 1, 1, 1),
                                   text_layers=1), sys.argv[1])" "$CLIP" "$REPO"
     CAM_ARGS=(--max-pairs 4 --clip-weights "$CLIP")
     RELEASED=()  # the released model runs at 400 px only: too slow for a CPU check
-    [ "${GPU_SESSION_DRY_RELEASED:-0}" = 1 ] && [ -d .released ] && RELEASED=(--released-repo .released)
+    [ "${GPU_SESSION_DRY_RELEASED:-0}" = 1 ] && [ -d .released ] && RELEASED=(--released-repo "$REPO/.released")
 else
-    DEVICE=cuda IMG=400 BSZ=20 NWORKER=8 BATCHES=5 MEM_ARGS=(--cuda-batches 1 10 20 40 --measure memory)
+    DEVICE=cuda IMG=400 BSZ=20 NWORKER=8 BATCHES=5 MEM_ARGS=(--cuda-batches 1 10 20 40 --measure)  # max_memory_allocated only
     E2E_IMG=200 E2E_EPISODES=40
     CLIP=random  # RN50 at its real size, random weights (offline)
     CAM_ARGS=()
     RELEASED=()
-    [ -d .released ] && RELEASED=(--released-repo .released)
+    [ -d .released ] && RELEASED=(--released-repo "$REPO/.released")  # absolute: the benchmarks run it elsewhere
     if compgen -G ".whl/*.whl" > /dev/null; then
         pip_status=0
         "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
@@ -97,6 +98,10 @@ run_limited() {
 # step NAME LIMIT CMD...: run CMD with at most LIMIT seconds (less when the budget runs out), log it, record it
 step() {
     local name=$1 limit=$(($2 * LIMIT_SCALE)); shift 2
+    if [[ " ${GPU_SESSION_SKIP:-} " == *" $name "* ]]; then
+        printf '%s\tskipped (GPU_SESSION_SKIP)\t0\t0\n' "$name" >> "$OUT/steps.tsv"
+        return 0
+    fi
     local left=$((BUDGET - ($(date +%s) - START)))
     [ "$left" -lt "$limit" ] && limit=$left
     if [ "$limit" -lt 5 ]; then  # counted as a failure at the end: the step did not run
@@ -127,31 +132,34 @@ memory() {  # a RESULT line per backbone as it ends
     "$PY" benchmarks/bench_memory.py --device "$DEVICE" --variants "${variants[@]}" "${RELEASED[@]}" "${MEM_ARGS[@]}"
 }
 
-cam() {
-    local precision
-    for precision in fp32 fp16; do
-        [ "$DEVICE" = cpu ] && [ "$precision" = fp16 ] && continue  # fp16 on the CPU: slow and not the question
-        "$PY" benchmarks/bench_cam.py --device "$DEVICE" --precision "$precision" --released-pairs 4 \
-            "${CAM_ARGS[@]}" "${RELEASED[@]}" || return
-    done
+cam() {  # the released script runs CLIP in float16 on a GPU: compared with ours in fp16; ours fp32 alone after
+    if [ "$DEVICE" = cpu ]; then  # fp16 on the CPU: slow and not the question
+        "$PY" benchmarks/bench_cam.py --device cpu --precision fp32 --released-pairs 4 "${CAM_ARGS[@]}" \
+            "${RELEASED[@]}"
+        return
+    fi
+    "$PY" benchmarks/bench_cam.py --device "$DEVICE" --precision fp16 --released-pairs 4 "${CAM_ARGS[@]}" \
+        "${RELEASED[@]}" &&
+    "$PY" benchmarks/bench_cam.py --device "$DEVICE" --precision fp32 --ours-only "${CAM_ARGS[@]}"
 }
 
 e2e() {
     local data="$WORK/e2e/data" run="$WORK/e2e/run" images
-    "$PY" -m data.synthetic "$data" --benchmark pascal --images-per-class 6 &&
-    "$PY" generate_cam_voc.py --datapath "$data" --splitpath "$data/splits" --clip-weights "$CLIP" --device "$DEVICE" \
+    mark() { echo "--- e2e at $(($(date +%s) - START)) s: $1"; }
+    mark synthetic && "$PY" -m data.synthetic "$data" --benchmark pascal --images-per-class 6 &&
+    mark cams && "$PY" generate_cam_voc.py --datapath "$data" --splitpath "$data/splits" --clip-weights "$CLIP" --device "$DEVICE" \
         --nworker 2 &&
-    "$PY" train.py --datapath "$data" --splitpath "$data/splits" --backbone resnet50 --backbone-weights none \
+    mark train && "$PY" train.py --datapath "$data" --splitpath "$data/splits" --backbone resnet50 --backbone-weights none \
         --img-size "$E2E_IMG" --bsz 4 --niter 1 --nepisodes "$E2E_EPISODES" --nworker 2 --device "$DEVICE" \
         --logpath "$run" &&
-    "$PY" test.py --datapath "$data" --splitpath "$data/splits" --backbone resnet50 --load "$run/best_model.pt" \
+    mark test && "$PY" test.py --datapath "$data" --splitpath "$data/splits" --backbone resnet50 --load "$run/best_model.pt" \
         --nshot 1 5 --nepisodes "$E2E_EPISODES" --img-size "$E2E_IMG" --nworker 2 --device "$DEVICE" \
         --logpath "$WORK/e2e/test" &&
     mapfile -t images < <(ls "$data"/VOC2012/JPEGImages/*.jpg | head -2) &&
-    "$PY" predict.py --load "$run/best_model.pt" --backbone resnet50 --class-name aeroplane --support "${images[0]}" \
+    mark predict && "$PY" predict.py --load "$run/best_model.pt" --backbone resnet50 --class-name aeroplane --support "${images[0]}" \
         --query "${images[1]}" --clip-weights "$CLIP" --img-size "$E2E_IMG" --device "$DEVICE" \
         --out "$WORK/e2e/predict" &&
-    "$PY" -c "import json, sys
+    mark done && "$PY" -c "import json, sys
 r = json.load(open(sys.argv[1]))
 print('RESULT ' + json.dumps({'bench': 'e2e', 'device': sys.argv[2], 'table': r.get('table')}))" \
         "$WORK/e2e/test/results.json" "$DEVICE"
@@ -163,11 +171,11 @@ compile_variant() {
 }
 
 step cuda_tests 80 cuda_tests
-step train_test_resnet50 70 train_test resnet50
-step train_test_vgg16 60 train_test vgg16
+step train_test_resnet50 120 train_test resnet50
+step train_test_vgg16 100 train_test vgg16
 step memory 60 memory
-step cam 45 cam
-step e2e 60 e2e
+step cam 75 cam
+step e2e 100 e2e
 if [ "$DRY" = 1 ]; then  # inductor on a CPU compiles for minutes; tests/test_model.py checks --compile there
     printf 'compile\tskipped (dry run)\t0\t0\n' >> "$OUT/steps.tsv"
 else

@@ -25,7 +25,8 @@ class _ReleasedClassifier(nn.Module):
         self.register_buffer("tokens", tokens, persistent=False)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        image_features = self.model.encode_image(image)
+        # the released CLIP casts the image to its weights' dtype (float16 on a GPU) in encode_image
+        image_features = self.model.encode_image(image.to(self.model.visual.conv1.weight.dtype))
         text_features = self.model.encode_text(self.tokens)
         image_features = image_features / image_features.norm(dim=-1, keepdim=True)
         text_features = text_features / text_features.norm(dim=-1, keepdim=True)
