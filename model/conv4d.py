@@ -92,6 +92,8 @@ def _copy_if_needed(images: torch.Tensor, x: torch.Tensor, scope: Optional[Recom
     """``images`` (a view of ``x`` or a copy) as a contiguous tensor: a strided view is copied here (the
     convolution would copy it itself, in forward and again in backward). A copy is registered with ``scope``
     as ``rebuild(x, arg)``, which returns it contiguous."""
+    if torch.compiler.is_compiling():  # no scope there, and storage addresses would break the graph
+        return images.contiguous()
     if images.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():
         if images.is_contiguous():
             return images
@@ -119,4 +121,6 @@ def add_contiguous(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a + b`` (same shape, same values) as a contiguous tensor, without copying either input first."""
     if a.is_contiguous() and b.is_contiguous():
         return a + b
+    if torch.compiler.is_compiling():  # the compiler plans the layout itself (an out= add breaks its graph)
+        return (a + b).contiguous()
     return _AddContiguous.apply(a, b)

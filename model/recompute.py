@@ -120,6 +120,9 @@ class RecomputeScope:
             return False
         return True
 
+    # autograd calls the hooks from inside a torch.compile'd module too (--compile): left to Dynamo, they would
+    # be traced (storage addresses break the graph) and recompiled for every tensor until its limit
+    @torch.compiler.disable
     def _pack(self, tensor: torch.Tensor) -> Any:
         if not self.is_registered(tensor):
             return tensor
@@ -132,6 +135,7 @@ def _key(tensor: torch.Tensor) -> int:
     return tensor.untyped_storage().data_ptr()
 
 
+@torch.compiler.disable
 def _unpack(packed: Any) -> torch.Tensor:
     return packed.unpack() if isinstance(packed, _Token) else packed
 
