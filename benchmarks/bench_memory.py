@@ -160,6 +160,30 @@ def time_steps(models: dict[str, torch.nn.Module], ep: dict[str, torch.Tensor], 
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+OP_GROUPS = (("convolution backward", ("convolution_backward",)),
+             ("convolution forward", ("mkldnn_convolution", "cudnn_convolution", "_convolution", "conv2d")),
+             ("copies", ("copy_", "clone", "contiguous")),
+             ("correlation (bmm)", ("bmm",)),
+             ("group norm", ("group_norm", "native_group_norm")),
+             ("interpolation", ("upsample",)))
+
+
+def op_seconds(model: torch.nn.Module, ep: dict[str, torch.Tensor], stage: int) -> dict[str, float]:
+    """Self CPU seconds of one profiled step (after one warm-up), grouped as in ``OP_GROUPS``; the rest is
+    "other" (elementwise, reductions, autograd bookkeeping)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    train_step(model, ep, stage)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        train_step(model, ep, stage)
+    groups: dict[str, float] = collections.defaultdict(float)
+    for row in prof.key_averages():
+        name = row.key.removeprefix("aten::")
+        group = next((title for title, names in OP_GROUPS if any(n in name for n in names)), "other")
+        groups[group] += row.self_cpu_time_total / 1e6
+    return dict(groups)
+
+
 def cuda_peaks(make_model: Callable[[], torch.nn.Module], batches: list[int], stage: int,
                device: torch.device) -> dict[int, Optional[int]]:
     """``torch.cuda.max_memory_allocated`` of one training step per batch size (None: out of memory)."""
@@ -219,8 +243,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     parser.add_argument("--variants", nargs="+", default=["released", "ours", "ours+ckpt"],
                         choices=["released", "ours", "ours+ckpt"])
     parser.add_argument("--measure", nargs="*", default=["memory", "flops", "time"],
-                        choices=["memory", "hooks", "flops", "time"],
-                        help="what to measure (hooks: the saved-tensor-hook count, for reference)")
+                        choices=["memory", "hooks", "flops", "time", "ops"],
+                        help="what to measure (hooks: the saved-tensor-hook count, for reference; ops: self CPU seconds "
+                             "by operator group)")
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per model (median reported)")
     parser.add_argument("--size", type=int, default=400, help="image side (released: 400; the released model "
                                                                  "runs at 400 only; smaller: a quick check)")
@@ -255,6 +280,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                     rows[name]["saved_hooks"], rows[name]["largest_saved"] = saved_tensor_bytes(model, ep, stage)
                 if "flops" in args.measure:
                     rows[name]["flops"] = count_flops(model, ep, stage)
+                if "ops" in args.measure:
+                    rows[name]["op_seconds"] = op_seconds(model, ep, stage)
                 print(f"  measured {backbone} stage {stage} {name}", flush=True)
             if "time" in args.measure:
                 for name, seconds in time_steps(models, ep, stage, args.repeats).items():
@@ -305,6 +332,12 @@ def _print_table(backbone: str, stage: int, rows: dict[str, dict[str, Any]]) -> 
         if "cuda_max_allocated" in row:
             print(f"  {name}: cuda max allocated " + ", ".join(
                 f"batch {b}: {_mb(v)} MB" for b, v in row["cuda_max_allocated"].items()))
+        if "op_seconds" in row:
+            base = reference.get("op_seconds", {})
+            print(f"  {name} self CPU seconds by operator group: " + "; ".join(
+                f"{group} {seconds:.2f}" + (f" ({seconds / base[group]:.2f}x)" if base.get(group) and
+                                             name != "released" else "")
+                for group, seconds in sorted(row["op_seconds"].items(), key=lambda item: -item[1])))
         if "largest_copies" in row:
             print(f"  {name} largest copies: " + "; ".join(f"{count} x {shape} {nbytes / 1e6:.0f} MB"
                                                          for shape, count, nbytes in row["largest_copies"][:5]))
