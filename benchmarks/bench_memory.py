@@ -244,8 +244,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                         choices=["released", "ours", "ours+ckpt"])
     parser.add_argument("--measure", nargs="*", default=["memory", "flops", "time"],
                         choices=["memory", "hooks", "flops", "time", "ops"],
-                        help="what to measure (hooks: the saved-tensor-hook count, for reference; ops: self CPU seconds "
-                             "by operator group)")
+                        help="what to measure (hooks: the saved-tensor-hook count, for reference; ops: self CPU "
+                             "seconds by operator group)")
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per model (median reported)")
     parser.add_argument("--size", type=int, default=400, help="image side (released: 400; the released model "
                                                                  "runs at 400 only; smaller: a quick check)")

@@ -46,7 +46,8 @@ torch.save(random_clip_state_dict(0, vision_width=8, vision_layers=(1, 1, 1, 1),
     RELEASED=()  # the released model runs at 400 px only: too slow for a CPU check
     [ "${GPU_SESSION_DRY_RELEASED:-0}" = 1 ] && [ -d .released ] && RELEASED=(--released-repo "$REPO/.released")
 else
-    DEVICE=cuda IMG=400 BSZ=20 NWORKER=8 BATCHES=5 MEM_ARGS=(--cuda-batches 1 10 20 40 --measure)  # max_memory_allocated only
+    # bench_memory: max_memory_allocated only (--measure with nothing: no CPU-allocator profile)
+    DEVICE=cuda IMG=400 BSZ=20 NWORKER=8 BATCHES=5 MEM_ARGS=(--cuda-batches 1 10 20 40 --measure)
     E2E_IMG=200 E2E_EPISODES=40
     CLIP=random  # RN50 at its real size, random weights (offline)
     CAM_ARGS=()
@@ -147,18 +148,18 @@ e2e() {
     local data="$WORK/e2e/data" run="$WORK/e2e/run" images
     mark() { echo "--- e2e at $(($(date +%s) - START)) s: $1"; }
     mark synthetic && "$PY" -m data.synthetic "$data" --benchmark pascal --images-per-class 6 &&
-    mark cams && "$PY" generate_cam_voc.py --datapath "$data" --splitpath "$data/splits" --clip-weights "$CLIP" --device "$DEVICE" \
-        --nworker 2 &&
-    mark train && "$PY" train.py --datapath "$data" --splitpath "$data/splits" --backbone resnet50 --backbone-weights none \
-        --img-size "$E2E_IMG" --bsz 4 --niter 1 --nepisodes "$E2E_EPISODES" --nworker 2 --device "$DEVICE" \
-        --logpath "$run" &&
-    mark test && "$PY" test.py --datapath "$data" --splitpath "$data/splits" --backbone resnet50 --load "$run/best_model.pt" \
-        --nshot 1 5 --nepisodes "$E2E_EPISODES" --img-size "$E2E_IMG" --nworker 2 --device "$DEVICE" \
-        --logpath "$WORK/e2e/test" &&
+    mark cams && "$PY" generate_cam_voc.py --datapath "$data" --splitpath "$data/splits" --clip-weights "$CLIP" \
+        --device "$DEVICE" --nworker 2 &&
+    mark train && "$PY" train.py --datapath "$data" --splitpath "$data/splits" --backbone resnet50 \
+        --backbone-weights none --img-size "$E2E_IMG" --bsz 4 --niter 1 --nepisodes "$E2E_EPISODES" --nworker 2 \
+        --device "$DEVICE" --logpath "$run" &&
+    mark test && "$PY" test.py --datapath "$data" --splitpath "$data/splits" --backbone resnet50 \
+        --load "$run/best_model.pt" --nshot 1 5 --nepisodes "$E2E_EPISODES" --img-size "$E2E_IMG" --nworker 2 \
+        --device "$DEVICE" --logpath "$WORK/e2e/test" &&
     mapfile -t images < <(ls "$data"/VOC2012/JPEGImages/*.jpg | head -2) &&
-    mark predict && "$PY" predict.py --load "$run/best_model.pt" --backbone resnet50 --class-name aeroplane --support "${images[0]}" \
-        --query "${images[1]}" --clip-weights "$CLIP" --img-size "$E2E_IMG" --device "$DEVICE" \
-        --out "$WORK/e2e/predict" &&
+    mark predict && "$PY" predict.py --load "$run/best_model.pt" --backbone resnet50 --class-name aeroplane \
+        --support "${images[0]}" --query "${images[1]}" --clip-weights "$CLIP" --img-size "$E2E_IMG" \
+        --device "$DEVICE" --out "$WORK/e2e/predict" &&
     mark done && "$PY" -c "import json, sys
 r = json.load(open(sys.argv[1]))
 print('RESULT ' + json.dumps({'bench': 'e2e', 'device': sys.argv[2], 'table': r.get('table')}))" \

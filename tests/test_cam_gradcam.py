@@ -203,9 +203,9 @@ def test_golden_released_rn50():
 
 @pytest.mark.cuda
 def test_cuda_matches_cpu_and_amp_is_close(tiny_state, tiny_clip):
-    images, classes = _images(6, seed=11), [0, 5, 9, 14, 19, 2]
     from common.device import configure_tf32
 
+    images, classes = _images(6, seed=11), [0, 5, 9, 14, 19, 2]
     cpu = cg.compute_cams(tiny_clip, images, classes, PASCAL_CLASSES)
     gpu_model = cg.build_clip_from_state_dict(tiny_state).to("cuda")
     allowed = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32

@@ -98,8 +98,8 @@ def _test_miou(tiny, amp: bool) -> float:
                             cam_train_path=tiny.traincam, cam_val_path=tiny.valcam, splitpath=tiny.splitpath,
                             nepisodes=20)
     loader = build_dataloader(dataset, bsz=4, nworker=0, shuffle=False)
-    return run_test_pass(model, loader, IoUMeter.for_dataset(dataset, CUDA), nshot=1, stage=2, device=CUDA, amp=amp,
-                     progress=False).miou
+    return run_test_pass(model, loader, IoUMeter.for_dataset(dataset, CUDA), nshot=1, stage=2, device=CUDA,
+                         amp=amp, progress=False).miou
 
 
 def test_amp_test_miou_within_half_a_point_of_fp32(tiny):
