@@ -50,20 +50,33 @@ def write_cams(datapath: Path, out: Path, side: int = 50, seed: int = 0) -> tupl
     return roots["trn"], roots["val"]
 
 
-class Truncated:
-    """The first ``n`` batches of a loader, with ``len`` and ``dataset`` (what both loops read)."""
+class Batches:
+    """One loader's batches, its workers started once: ``take(n)`` is the next ``n`` batches with ``len`` and
+    ``dataset`` (what both loops read), so the warm-up starts the workers and the timed batches do not."""
 
-    def __init__(self, loader, n: int) -> None:
-        self.loader, self.n, self.dataset = loader, n, loader.dataset
+    def __init__(self, loader) -> None:
+        self.loader, self.dataset, self._iterator = loader, loader.dataset, iter(loader)
 
-    def __len__(self) -> int:
-        return self.n
+    def take(self, n: int) -> "Batches._Slice":
+        return Batches._Slice(self, n)
 
-    def __iter__(self):
-        for idx, batch in enumerate(self.loader):
-            if idx >= self.n:
-                return
-            yield batch
+    def _next(self):
+        try:
+            return next(self._iterator)
+        except StopIteration:  # a small (synthetic) split: start another pass
+            self._iterator = iter(self.loader)
+            return next(self._iterator)
+
+    class _Slice:
+        def __init__(self, batches: "Batches", n: int) -> None:
+            self.batches, self.n, self.dataset = batches, n, batches.dataset
+
+        def __len__(self) -> int:
+            return self.n
+
+        def __iter__(self):
+            for _ in range(self.n):
+                yield self.batches._next()
 
 
 VARIANTS = ("fp32", "amp", "amp-bf16", "ckpt", "compile")
@@ -99,14 +112,15 @@ def bench_ours(opts, traincam: Path, valcam: Path, variant: str = "fp32") -> dic
     tst = build_dataset("pascal", split="test", shot=opts.nshot, **common)
     scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
 
+    train_batches = Batches(build_dataloader(trn, bsz=opts.bsz, nworker=opts.nworker, shuffle=True, seed=0))
+    test_batches = Batches(build_dataloader(tst, bsz=opts.bsz, nworker=0, shuffle=False, seed=0))
+
     def run_train(steps: int) -> None:
-        loader = build_dataloader(trn, bsz=opts.bsz, nworker=opts.nworker, shuffle=True, seed=0)
-        train_epoch(model, Truncated(loader, steps), optimizer, IoUMeter.for_dataset(trn, device), epoch=0,
+        train_epoch(model, train_batches.take(steps), optimizer, IoUMeter.for_dataset(trn, device), epoch=0,
                     stage=2, device=device, amp=amp or False, scaler=scaler, log_every=0, progress=False)
 
     def run_test(steps: int) -> None:
-        loader = build_dataloader(tst, bsz=opts.bsz, nworker=0, shuffle=False, seed=0)
-        test_pass(model, Truncated(loader, steps), IoUMeter.for_dataset(tst, device), nshot=opts.nshot, stage=2,
+        test_pass(model, test_batches.take(steps), IoUMeter.for_dataset(tst, device), nshot=opts.nshot, stage=2,
                   device=device, amp=amp or False, log_every=0, progress=False)
 
     return _time_both(run_train, run_test, opts, device)
@@ -169,13 +183,18 @@ RELEASED_CHILD = textwrap.dedent('''
     if not cuda:
         utils.to_cuda = lambda batch: batch
         rtrain.utils.to_cuda = rtest.utils.to_cuda = utils.to_cuda
-    class Truncated:
-        def __init__(self, loader, n): self.loader, self.n, self.dataset = loader, n, loader.dataset
-        def __len__(self): return self.n
-        def __iter__(self):
-            for i, b in enumerate(self.loader):
-                if i >= self.n: return
-                yield b
+    class Batches:  # one loader, its workers started once (as ours): take(n) is the next n batches
+        def __init__(self, loader): self.loader, self.dataset, self.it = loader, loader.dataset, iter(loader)
+        def next(self):
+            try: return next(self.it)
+            except StopIteration: self.it = iter(self.loader); return next(self.it)
+        def take(self, n):
+            outer = self
+            class Slice:
+                dataset = outer.dataset
+                def __len__(self): return n
+                def __iter__(self): return (outer.next() for _ in range(n))
+            return Slice()
     utils.fix_randseed(0)
     model = nn.DataParallel(HypercorrSqueezeNetwork_imr(opts["backbone"], False))
     model = model.to("cuda" if cuda else "cpu")
@@ -185,13 +204,13 @@ RELEASED_CHILD = textwrap.dedent('''
     cams = dict(cam_train_path=opts["traincam"] + "/", cam_val_path=opts["valcam"] + "/")
     def sync():
         if cuda: torch.cuda.synchronize()
+    train_batches = Batches(FSSDataset.build_dataloader("pascal", opts["bsz"], opts["nworker"], 0, "trn", **cams))
+    test_batches = Batches(FSSDataset.build_dataloader("pascal", opts["bsz"], 0, 0, "test", opts["nshot"], **cams))
     def run_train(n):
-        dl = FSSDataset.build_dataloader("pascal", opts["bsz"], opts["nworker"], 0, "trn", **cams)
-        rtrain.train(0, model, Truncated(dl, n), optimizer, training=True, stage=2)
+        rtrain.train(0, model, train_batches.take(n), optimizer, training=True, stage=2)
     def run_test(n):
-        dl = FSSDataset.build_dataloader("pascal", opts["bsz"], 0, 0, "test", opts["nshot"], **cams)
         with torch.no_grad():
-            rtest.test(model, Truncated(dl, n), opts["nshot"], 2)
+            rtest.test(model, test_batches.take(n), opts["nshot"], 2)
     out = {}
     for key, fn, n in (("train_eps", run_train, opts["train_batches"]), ("test_eps", run_test, opts["test_batches"])):
         fn(1); sync()
