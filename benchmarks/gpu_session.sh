@@ -19,6 +19,10 @@
 # limit), results.jsonl (every benchmark's RESULT line), session.log (all output), cuda_tests.txt.
 # The dry run uses a CLIP of RN50's layout with tiny widths (the real size costs minutes of CPU for the CAMs).
 set -uo pipefail
+if ((BASH_VERSINFO[0] < 4 || (BASH_VERSINFO[0] == 4 && BASH_VERSINFO[1] < 4))); then  # mapfile, empty arrays
+    echo "benchmarks/gpu_session.sh needs bash 4.4 or newer (this is bash $BASH_VERSION)" >&2
+    exit 2
+fi
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO=$PWD
 OUT=${OUT:-/tmp/gpu_session}
