@@ -184,11 +184,23 @@ def op_seconds(model: torch.nn.Module, ep: dict[str, torch.Tensor], stage: int) 
     return dict(groups)
 
 
-def cuda_peaks(make_model: Callable[[], torch.nn.Module], batches: list[int], stage: int,
+def cuda_peaks(models: dict[str, torch.nn.Module], name: str, batches: list[int], stage: int,
                device: torch.device) -> dict[int, Optional[int]]:
-    """``torch.cuda.max_memory_allocated`` of one training step per batch size (None: out of memory)."""
+    """``torch.cuda.max_memory_allocated`` of one training step of ``models[name]`` per batch size (None: out of
+    memory), the other models moved to the CPU meanwhile so that only this one's weights count."""
+    others = [other for key, other in models.items() if key != name]
+    for other in others:
+        other.to("cpu")
+    try:
+        return _cuda_peaks(models[name], batches, stage, device)
+    finally:
+        for other in others:
+            other.to(device)
+
+
+def _cuda_peaks(model: torch.nn.Module, batches: list[int], stage: int,
+                device: torch.device) -> dict[int, Optional[int]]:
     peaks: dict[int, Optional[int]] = {}
-    model = make_model()
     for bsz in batches:
         ep = make_episode(bsz, 400, device)
         torch.cuda.empty_cache()
@@ -288,8 +300,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                     rows[name]["seconds"] = seconds
             if device.type == "cuda" and args.cuda_batches:
                 for name in models:
-                    make = (lambda n=name: build_models(backbone, released_repo, device, [n])[n])
-                    rows[name]["cuda_max_allocated"] = cuda_peaks(make, args.cuda_batches, stage, device)
+                    rows[name]["cuda_max_allocated"] = cuda_peaks(models, name, args.cuda_batches, stage, device)
             for row in rows.values():
                 if "peak_step" in row:
                     row["batch40_estimate"] = 40 * row["peak_step"] + 4 * param_bytes + frozen_bytes
