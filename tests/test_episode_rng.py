@@ -1,18 +1,23 @@
 """``--episode-rng released``: training episodes drawn as the released train.py's DataLoader workers drew them
 (PyTorch < 1.9 forked every worker with the main process's NumPy state), and the default independent draws
-left as they were."""
+left as they were.
+
+Beside the tests against our own draw function, ``tests/golden/episode_draws_released.json`` holds the draws
+of the released ``data/pascal.py`` and ``data/coco.py`` themselves, run on the same synthetic split lists with
+3 forked workers sharing one NumPy state and round-robin batches of 4 (its ``about`` says how it was made)."""
 from __future__ import annotations
 
 import functools
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from common.distributed import DistInfo, EpisodeSampler
+from common.distributed import DistInfo, EpisodeSampler, seed_for
 from data.dataset import build_dataset
 from data.episodes import Episode
 from engine import run_checkpoint, training
@@ -102,17 +107,65 @@ def test_equal_to_a_dataloader_whose_workers_share_one_numpy_state(synthetic_roo
     assert list(loader) == [[ep.as_json() for ep in batch] for batch in batches]
 
 
-def _train_args(root, cams, run_dir, *extra: str):
+def _train_args(root, cams, run_dir, *extra: str, benchmark: str = "coco", seed: int = 9):
+    cam_kw = _cam_kw(cams, benchmark)
     return parse_args("train", ["--datapath", str(root), "--splitpath", str(root / "splits"),
-                                "--traincampath", str(cams["coco"]), "--valcampath", str(cams["coco"]),
-                                "--benchmark", "coco", "--img-size", "32", "--bsz", str(BSZ), "--nepisodes", "4",
-                                "--seed", "9", "--device", "cpu", "--logpath", str(run_dir),
+                                "--traincampath", str(cam_kw["cam_train_path"]),
+                                "--valcampath", str(cam_kw["cam_val_path"]),
+                                "--benchmark", benchmark, "--img-size", "32", "--bsz", str(BSZ), "--nepisodes", "4",
+                                "--seed", str(seed), "--device", "cpu", "--logpath", str(run_dir),
                                 "--episode-rng", "released", *extra])
 
 
 def _names(batch: dict) -> list:
     return [[q, [s[i] for s in batch["support_names"]], int(batch["class_id"][i])]
             for i, q in enumerate(batch["query_name"])]
+
+
+def _released_golden(split_root: Path) -> dict:
+    """tests/golden/episode_draws_released.json: the released data/pascal.py and data/coco.py run on the
+    synthetic benchmark with forked workers sharing one NumPy state (how it was made: its "about")."""
+    golden = json.loads((Path(__file__).parent / "golden" / "episode_draws_released.json").read_text())
+    changed = [rel for rel, sha in golden["split_sha256"].items()
+               if hashlib.sha256((split_root / rel).read_bytes()).hexdigest() != sha]
+    assert not changed, (f"the synthetic split lists changed ({changed}): the golden draws were measured on the "
+                         "old ones and must be measured again with the released dataset code")
+    assert (golden["workers"], golden["batch_size"], golden["base_seed"]) == (NWORKER, BSZ, 5)
+    return golden
+
+
+def _golden_batches(golden: dict, benchmark: str, epoch: dict) -> list[list[list]]:
+    names = golden["names"][benchmark]
+    return [[[names[q], [names[s] for s in sup], c] for q, sup, c in batch] for batch in epoch["batches"]]
+
+
+@pytest.mark.parametrize("benchmark", ["pascal", "coco"])
+@pytest.mark.parametrize("shot", [1, 5])
+def test_equal_to_the_released_samplers_draws(synthetic_root, cams, benchmark, shot):
+    golden = _released_golden(synthetic_root / "splits")
+    ds = build_dataset(benchmark, datapath=synthetic_root, fold=0, split="trn", shot=shot, img_size=16, seed=5,
+                       splitpath=synthetic_root / "splits", episode_rng="released", **_cam_kw(cams, benchmark))
+    epochs = golden["draws"][f"{benchmark}_shot{shot}"]
+    assert len(epochs) == 2
+    for epoch in epochs:
+        order, batches = _epoch(ds, epoch["epoch"], stream_seed=epoch["numpy_seed"])
+        assert order == golden["orders"][benchmark][epoch["epoch"]]  # the order the released loader was given
+        assert [[ep.as_json() for ep in batch] for batch in batches] == _golden_batches(golden, benchmark, epoch)
+
+
+@pytest.mark.parametrize("benchmark", ["pascal", "coco"])
+def test_training_run_draws_equal_the_released_samplers(synthetic_root, cams, tmp_path, benchmark):
+    """train.py's path (--seed 5, --nworker 3): the epoch's order and NumPy seed are those the golden was made
+    with, so its planned batches are the released loader's."""
+    golden = _released_golden(synthetic_root / "splits")
+    args = _train_args(synthetic_root, cams, tmp_path / "run", "--nworker", str(NWORKER), benchmark=benchmark, seed=5)
+    loaders = training.build_loaders(args, DistInfo(), BSZ)
+    for epoch in golden["draws"][f"{benchmark}_shot1"]:
+        assert seed_for(args.seed, epoch["epoch"]) == epoch["numpy_seed"]
+        training.select_training_episodes(args, loaders, epoch["epoch"], DistInfo(), BSZ)
+        order = loaders.trn_sampler.indices()
+        planned = [[loaders.trn_set.episode(i).as_json() for i in order[k:k + BSZ]] for k in range(0, len(order), BSZ)]
+        assert planned == _golden_batches(golden, benchmark, epoch)
 
 
 def test_training_loader_workers_and_a_resumed_run_follow_the_draws(synthetic_root, cams, tmp_path):
