@@ -160,17 +160,35 @@ def time_steps(models: dict[str, torch.nn.Module], ep: dict[str, torch.Tensor], 
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-OP_GROUPS = (("convolution backward", ("convolution_backward",)),
+# operator groups, first match wins: a group's names are matched as parts of the operator's name (``aten::``
+# dropped); then EXACT_GROUPS by the whole name (an in-place ``_`` dropped), since short names are parts of
+# others (``add`` of ``addmm``, ``ge`` of ``gelu``, ``cat`` of ``scatter``). ``benchmarks/bench_profile.py``
+# groups the GPU's kernel time the same way.
+OP_GROUPS = (("optimizer", ("_foreach_", "_fused_adam")),
+             ("convolution backward", ("convolution_backward",)),
              ("convolution forward", ("mkldnn_convolution", "cudnn_convolution", "_convolution", "conv2d")),
              ("copies", ("copy_", "clone", "contiguous")),
              ("correlation (bmm)", ("bmm",)),
              ("group norm", ("group_norm", "native_group_norm")),
              ("interpolation", ("upsample",)))
+EXACT_GROUPS = {**dict.fromkeys(("add", "sub", "rsub", "mul", "div", "neg", "relu", "threshold_backward", "sigmoid",
+                                 "sigmoid_backward", "tanh", "tanh_backward", "gelu", "gelu_backward", "clamp",
+                                 "clamp_min", "where", "fill", "zero", "eq", "ne", "gt", "ge", "lt", "le", "exp",
+                                 "sqrt", "rsqrt", "pow", "reciprocal", "masked_fill", "addcmul", "addcdiv", "lerp",
+                                 "abs", "maximum", "minimum", "_softmax", "_softmax_backward_data"), "elementwise"),
+                **dict.fromkeys(("cat", "_cat", "stack"), "concatenation")}
+
+
+def op_group(name: str) -> str:
+    """The group of a profiled operator (``aten::add_`` -> "elementwise"); "other" for the rest (reductions,
+    the loss, dtype casts' allocation, autograd bookkeeping, views)."""
+    name = name.removeprefix("aten::")
+    group = next((title for title, names in OP_GROUPS if any(n in name for n in names)), None)
+    return group or EXACT_GROUPS.get(name.removesuffix("_"), "other")
 
 
 def op_seconds(model: torch.nn.Module, ep: dict[str, torch.Tensor], stage: int) -> dict[str, float]:
-    """Self CPU seconds of one profiled step (after one warm-up), grouped as in ``OP_GROUPS``; the rest is
-    "other" (elementwise, reductions, autograd bookkeeping)."""
+    """Self CPU seconds of one profiled step (after one warm-up), grouped by :func:`op_group`."""
     from torch.profiler import ProfilerActivity, profile
 
     train_step(model, ep, stage)
@@ -178,9 +196,7 @@ def op_seconds(model: torch.nn.Module, ep: dict[str, torch.Tensor], stage: int) 
         train_step(model, ep, stage)
     groups: dict[str, float] = collections.defaultdict(float)
     for row in prof.key_averages():
-        name = row.key.removeprefix("aten::")
-        group = next((title for title, names in OP_GROUPS if any(n in name for n in names)), "other")
-        groups[group] += row.self_cpu_time_total / 1e6
+        groups[op_group(row.key)] += row.self_cpu_time_total / 1e6
     return dict(groups)
 
 
