@@ -6,10 +6,11 @@
 
 ``--variants``: ours in float32 (``fp32``, TF32 off), ``amp`` (float16 autocast + GradScaler, channels_last),
 ``amp-bf16`` (bfloat16 autocast), ``ckpt`` (``--checkpoint-learner``), ``compile`` (``--compile``; its
-compilation happens in the warm-up batch, outside the timing); the AMP variants need CUDA and are reported as
-skipped elsewhere. Each variant is a fresh model from the same seed. On CUDA each result also has the peak
-memory (``torch.cuda.max_memory_allocated``) of its training batches. Every result is printed as one
-``RESULT {json}`` line and appended to ``--json`` (JSON lines), so a run cut off keeps what it finished.
+compilation happens in the warm-up batch, outside the timing), ``amp-bf16-compile`` (``--amp bf16
+--compile``); the AMP variants need CUDA and are reported as skipped elsewhere. Each variant is a fresh model
+from the same seed. On CUDA each result also has the peak memory (``torch.cuda.max_memory_allocated``) of its
+training batches. Every result is printed as one ``RESULT {json}`` line and appended to ``--json`` (JSON
+lines), so a run cut off keeps what it finished.
 
 Both sides run on the same synthetic PASCAL benchmark (made in a temporary folder unless --datapath is given)
 with the same random CAM files, 400 px images (the released model only runs at 400 px), the same backbone
@@ -79,8 +80,8 @@ class Batches:
                 yield self.batches._next()
 
 
-VARIANTS = ("fp32", "amp", "amp-bf16", "ckpt", "compile")
-CUDA_ONLY = {"amp": "fp16", "amp-bf16": "bf16"}
+VARIANTS = ("fp32", "amp", "amp-bf16", "ckpt", "compile", "amp-bf16-compile")
+CUDA_ONLY = {"amp": "fp16", "amp-bf16": "bf16", "amp-bf16-compile": "bf16"}
 
 
 def bench_ours(opts, traincam: Path, valcam: Path, variant: str = "fp32") -> dict[str, float]:
@@ -103,7 +104,7 @@ def bench_ours(opts, traincam: Path, valcam: Path, variant: str = "fp32") -> dic
         param.requires_grad_(False)
     if amp:
         model.use_channels_last()
-    if variant == "compile":
+    if variant in ("compile", "amp-bf16-compile"):
         model.compile_learner()
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=4e-4)
     common = dict(datapath=str(opts.datapath), fold=0, img_size=opts.img_size, cam_train_path=str(traincam),
@@ -143,7 +144,8 @@ def _time_both(run_train, run_test, opts, device) -> dict[str, float]:
     result = {"train_eps": timed(run_train, opts.train_batches)}
     if cuda:
         result["train_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
-    result["test_eps"] = timed(run_test, opts.test_batches)
+    if opts.test_batches > 0:
+        result["test_eps"] = timed(run_test, opts.test_batches)
     return result
 
 
@@ -213,6 +215,7 @@ RELEASED_CHILD = textwrap.dedent('''
             rtest.test(model, test_batches.take(n), opts["nshot"], 2)
     out = {}
     for key, fn, n in (("train_eps", run_train, opts["train_batches"]), ("test_eps", run_test, opts["test_batches"])):
+        if n == 0: continue
         fn(1); sync()
         if cuda: torch.cuda.reset_peak_memory_stats()
         t = time.perf_counter(); fn(n); sync()
@@ -249,7 +252,7 @@ def main(argv=None) -> None:
     parser.add_argument("--nshot", type=int, default=1)
     parser.add_argument("--nworker", type=int, default=0)
     parser.add_argument("--train-batches", type=int, default=3)
-    parser.add_argument("--test-batches", type=int, default=3)
+    parser.add_argument("--test-batches", type=int, default=3, help="0: time training only")
     parser.add_argument("--img-size", type=int, default=400)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--amp", action="store_true", help="ours with --amp (CUDA only); same as --variants amp")
@@ -276,8 +279,8 @@ def main(argv=None) -> None:
             print(f"{name:9s}: skipped ({result['skipped']})", flush=True)
             return
         peak = f" | train peak {result['train_peak_gib']:.2f} GiB" if "train_peak_gib" in result else ""
-        print(f"{name:9s}: train {result['train_eps']:.3f} episodes/s | test {result['test_eps']:.3f} episodes/s"
-              f"{peak}", flush=True)
+        test = f" | test {result['test_eps']:.3f} episodes/s" if "test_eps" in result else ""
+        print(f"{name:9s}: train {result['train_eps']:.3f} episodes/s{test}{peak}", flush=True)
 
     variants = ["amp"] if opts.amp and opts.variants == ["fp32"] else list(dict.fromkeys(opts.variants))
     with tempfile.TemporaryDirectory() as tmp:
@@ -309,9 +312,10 @@ def main(argv=None) -> None:
             base = results["released"]
             for variant in variants:
                 if variant in results:
-                    ratio = {k: results[variant][k] / base[k] for k in ("train_eps", "test_eps")}
-                    print(f"ratio {variant:9s}: train x{ratio['train_eps']:.2f} | test x{ratio['test_eps']:.2f} "
-                          "(ours / released)", flush=True)
+                    ratio = {k: results[variant][k] / base[k] for k in ("train_eps", "test_eps")
+                             if k in results[variant] and k in base}
+                    print(f"ratio {variant:9s}: " + " | ".join(f"{k[:-4]} x{v:.2f}" for k, v in ratio.items()) +
+                          " (ours / released)", flush=True)
                     emit(f"ratio_{variant}", ratio)
 
 
