@@ -9,7 +9,8 @@ read the other three folds' lists) plus the validation pairs; for COCO each pair
 opens the image, preprocesses it, builds a new GradCAM, runs CLIP forward *with the text tower over all
 prompts* and backward through everything, resizes with cv2 and saves. The per-pair time is measured on
 ``--released-pairs`` computations spread over the job and multiplied by the job's computation count
-(``--released-pairs 0`` times all of them).
+(``--released-pairs 0`` times all of them). The files those computations write are compared with ours for the
+same pairs (ours computed again for them, same precision): the largest and the mean absolute difference.
 
 * ``--released-repo PATH`` (a checkout of Whileherham/IMR-HSNet): its own ``clip.py``/``model_clip.py`` and
   vendored pytorch_grad_cam are run in a subprocess (``.cuda()`` made a no-op on the CPU).
@@ -126,20 +127,32 @@ def time_released_repo(repo: Path, weights: Path, device: str, classes, sample, 
     return result["seconds"] / result["n"]
 
 
-def time_reimplemented(model, classes, sample) -> float:
-    """Seconds per computation of the released procedure re-implemented with the installed pytorch-grad-cam."""
-    def one(path, cls):
+def time_reimplemented(model, classes, sample, tmp: Path) -> float:
+    """Seconds per computation of the released procedure re-implemented with the installed pytorch-grad-cam
+    (each map saved as ``tmp/released_{i}.pt``, as the released side does)."""
+    def one(path, cls, out):
         with Image.open(path) as img:
             cams = per_image_reference_cams(model, [img], [cls], classes)
-        torch.save(cams[0].clone(), tempfile.gettempdir() + "/bench_cam_ref.pt")
+        torch.save(cams[0].clone(), out)
 
-    one(*sample[0])  # warm-up
+    one(*sample[0], tmp / "released_0.pt")  # warm-up
     _sync(model)
     start = time.perf_counter()
-    for path, cls in sample:
-        one(path, cls)
+    for i, (path, cls) in enumerate(sample):
+        one(path, cls, tmp / f"released_{i}.pt")
     _sync(model)
     return (time.perf_counter() - start) / len(sample)
+
+
+def compare_with_released(recipe, sample, tmp: Path) -> dict[str, float]:
+    """Ours on the released side's timed pairs, each map against the file the released side wrote for it
+    (``tmp/released_{i}.pt``): the largest and the mean absolute difference over all pixels."""
+    pairs = [cam_job.CamPair(Path(path), int(cls), tmp / "compare" / f"{i}.pt") for i, (path, cls) in enumerate(sample)]
+    cam_job.run_cam_job(pairs, recipe, bsz=len(pairs), nworker=0, progress=False)
+    diffs = torch.stack([(torch.load(pair.out_path, map_location="cpu").float() -
+                          torch.load(tmp / f"released_{i}.pt", map_location="cpu").float()).abs()
+                         for i, pair in enumerate(pairs)])
+    return {"compared_pairs": len(pairs), "max_abs_diff": float(diffs.max()), "mean_abs_diff": float(diffs.mean())}
 
 
 def _sync(model) -> None:
@@ -202,7 +215,8 @@ def run(args: argparse.Namespace, device: torch.device, tmp: Path) -> None:
     _sync(model)
     start = time.perf_counter()
     cam = cg.ClipGradCAM(model, classes, amp=args.amp)
-    summary = cam_job.run_cam_job(pairs, GradCamRN50(cam, None), bsz=args.bsz, nworker=args.nworker, progress=False)
+    recipe = GradCamRN50(cam, None)
+    summary = cam_job.run_cam_job(pairs, recipe, bsz=args.bsz, nworker=args.nworker, progress=False)
     _sync(model)
     ours_s = time.perf_counter() - start
     assert summary.computed == len(pairs), summary
@@ -224,17 +238,20 @@ def run(args: argparse.Namespace, device: torch.device, tmp: Path) -> None:
         if args.released_repo:
             print(f"--released-repo {args.released_repo}: not a checkout of the released code")
         what = "released procedure re-implemented with the installed pytorch-grad-cam (no --released-repo)"
-        per_pair = time_reimplemented(model, classes, sample)
+        per_pair = time_reimplemented(model, classes, sample, tmp)
     released_s = per_pair * len(computations) * share
+    diff = compare_with_released(recipe, sample, tmp)
     print(f"released: {what}")
     print(f"          {len(computations)} computations ({len(computations) / len(pairs):.2f} per distinct pair); "
           f"{per_pair:.3f}s each (timed on {len(sample)}) -> job {released_s:.1f}s = "
           f"{len(pairs) / released_s:.3f} distinct pairs/s")
     print(f"speed-up: per computation {per_pair / (ours_s / len(pairs)):.1f}x, "
           f"whole job {released_s / ours_s:.1f}x")
+    print(f"files: ours ({cam.precision}) against the released side's on its {diff['compared_pairs']} timed pairs: "
+          f"max |diff| {diff['max_abs_diff']:.4g}, mean {diff['mean_abs_diff']:.4g}")
     print("RESULT " + json.dumps({**record, "side": "both", "released": what,
                                   "released_pairs_per_s": len(pairs) / released_s,
-                                  "job_speedup": released_s / ours_s}), flush=True)
+                                  "job_speedup": released_s / ours_s, **diff}), flush=True)
 
 
 if __name__ == "__main__":
