@@ -1,22 +1,28 @@
 #!/usr/bin/env bash
-# One prepared call on a lent GPU (the device tool's `run`), at most ~7 minutes, every result under $OUT as soon
-# as its step ends (a run cut off still returns what it finished):
-#   run(command="bash benchmarks/gpu_session.sh", carry=[".whl", ".released"], timeout_s=480)
+# One prepared call on a lent GPU (the device tool's `run`), at most ~8.5 minutes, every result under $OUT as soon
+# as its step ends (a run cut off still returns what it finished). The second lease (issue 37), on the 141 GB card
+# (the released training loop at batch 20 may not fit 80 GB), skipping what the first lease measured:
+#   run(command='GPU_SESSION_SKIP="memory e2e" bash benchmarks/gpu_session.sh', carry=[".whl", ".released"],
+#       timeout_s=510, kind="nvidia-h200")
 # Before it, here: `bash benchmarks/gpu_prepare.sh` (wheels the GPU image lacks -> .whl/) and a copy of the
 # released IMR-HSNet in .released/ (both ignored by git). Without a GPU, every step on the CPU at tiny sizes:
-#   GPU_SESSION_DRY=1 bash benchmarks/gpu_session.sh          (a test runs this; ~1-2 min on 2 cores)
+#   GPU_SESSION_DRY=1 bash benchmarks/gpu_session.sh          (a test runs this; minutes on 2 cores, e2e the most)
 #
 # Steps, in order of value, each bounded in time (its limit, or what is left of GPU_SESSION_BUDGET):
+#   train_test_resnet50  episodes/s at 400 px, batch 20: the released loops first (fp32, TF32 off), then ours
+#                fp32 / --amp / --amp bf16 / --checkpoint-learner, the training loop's peak memory of each
+#   train_test_vgg16     the same with VGG16, without --checkpoint-learner
+#   profile      bench_profile.py: one ResNet50 training step (batch 20, stage 2) in fp32 and bf16, the top 30
+#                kernels and the kernel time by operator group -> profile.tsv
+#   compile      ours with --amp bf16 --compile (ResNet50), training only: its compile time is the least
+#                predictable, so it has a step of its own
 #   cuda_tests   pytest -m cuda (fp32 = released within 1e-4, TF32, AMP, DataParallel, fp16 CAMs, ...)
-#   train_test_* episodes/s at 400 px, batch 20: released fp32 vs ours fp32 / --amp / --amp bf16 /
-#                --checkpoint-learner, peak memory of each (ResNet50, then VGG16)
+#   cam          CAMs in fp16: ours vs the released script, pairs/s and the files' largest difference
 #   memory       bench_memory.py: max_memory_allocated of a training step at batch 1/10/20/40, both backbones
-#   cam          CAM pairs/s, ours fp32 and fp16 vs the released script
 #   e2e          synthetic data -> CAMs -> one training epoch -> 1/5-shot test -> predict.py, on the device
-#   compile      ours with --compile (ResNet50), last: its compile time is the least predictable
-# GPU_SESSION_SKIP="compile ..." skips the steps it names (recorded as skipped).
+# GPU_SESSION_SKIP="memory e2e" skips the steps it names (recorded as skipped).
 # $OUT gets at most 8 files (the tool returns no more): device.txt, steps.tsv (step, exit status, seconds,
-# limit), results.jsonl (every benchmark's RESULT line), session.log (all output), cuda_tests.txt.
+# limit), results.jsonl (every benchmark's RESULT line), session.log (all output), cuda_tests.txt, profile.tsv.
 # The dry run uses a CLIP of RN50's layout with tiny widths (the real size costs minutes of CPU for the CAMs).
 set -uo pipefail
 if ((BASH_VERSINFO[0] < 4 || (BASH_VERSINFO[0] == 4 && BASH_VERSINFO[1] < 4))); then  # mapfile, empty arrays
@@ -29,7 +35,7 @@ OUT=${OUT:-/tmp/gpu_session}
 mkdir -p "$OUT"
 DRY=${GPU_SESSION_DRY:-0}
 PY=${PYTHON:-python3}
-BUDGET=${GPU_SESSION_BUDGET:-390}   # seconds for all steps; the install and the device check come before
+BUDGET=${GPU_SESSION_BUDGET:-450}   # seconds for all steps; the install and the device check come before
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu_session.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 LOG="$OUT/session.log"
@@ -41,6 +47,7 @@ LIMIT_SCALE=1
 if [ "$DRY" = 1 ]; then
     LIMIT_SCALE=${GPU_SESSION_LIMIT_SCALE:-4} BUDGET=${GPU_SESSION_BUDGET:-1200}
     DEVICE=cpu IMG=64 BSZ=2 NWORKER=0 BATCHES=1 MEM_ARGS=(--size 64 --backbone resnet50 --measure memory)
+    PROFILE_ARGS=(--size 64 --bsz 2 --warmup 1)
     E2E_IMG=64 E2E_EPISODES=4
     CLIP="$WORK/tiny_clip.pt"  # a CLIP of RN50's layout but tiny widths: the CPU check is about the plumbing
     "$PY" -c "import sys, torch; sys.path.insert(0, sys.argv[2]); from model.clip_gradcam import random_clip_state_dict
@@ -52,6 +59,7 @@ torch.save(random_clip_state_dict(0, vision_width=8, vision_layers=(1, 1, 1, 1),
 else
     # bench_memory: max_memory_allocated only (--measure with nothing: no CPU-allocator profile)
     DEVICE=cuda IMG=400 BSZ=20 NWORKER=8 BATCHES=5 MEM_ARGS=(--cuda-batches 1 10 20 40 --measure)
+    PROFILE_ARGS=(--size 400 --bsz 20 --warmup 2)
     E2E_IMG=200 E2E_EPISODES=40
     CLIP=random  # RN50 at its real size, random weights (offline)
     CAM_ARGS=()
@@ -125,10 +133,15 @@ cuda_tests() {
     "$PY" -m pytest -q -p no:cacheprovider -m cuda tests 2>&1 | tee "$OUT/cuda_tests.txt"
 }
 
-train_test() {  # BACKBONE
+train_test() {  # BACKBONE VARIANT...: the released loops first (bench_train_test.py runs them before ours)
     "$PY" benchmarks/bench_train_test.py --device "$DEVICE" --backbone "$1" --img-size "$IMG" --bsz "$BSZ" \
-        --nworker "$NWORKER" --train-batches "$BATCHES" --test-batches "$BATCHES" \
-        --variants fp32 amp amp-bf16 ckpt "${RELEASED[@]}"
+        --nworker "$NWORKER" --train-batches "$BATCHES" --test-batches "$BATCHES" --variants "${@:2}" \
+        "${RELEASED[@]}"
+}
+
+profile() {  # one file, both precisions (bf16 is skipped on the CPU)
+    "$PY" benchmarks/bench_profile.py --device "$DEVICE" --backbone resnet50 --stage 2 --precision fp32 bf16 \
+        --top 30 "${PROFILE_ARGS[@]}" --out "$OUT/profile.tsv"
 }
 
 memory() {  # a RESULT line per backbone as it ends
@@ -137,15 +150,11 @@ memory() {  # a RESULT line per backbone as it ends
     "$PY" benchmarks/bench_memory.py --device "$DEVICE" --variants "${variants[@]}" "${RELEASED[@]}" "${MEM_ARGS[@]}"
 }
 
-cam() {  # the released script runs CLIP in float16 on a GPU: compared with ours in fp16; ours fp32 alone after
-    if [ "$DEVICE" = cpu ]; then  # fp16 on the CPU: slow and not the question
-        "$PY" benchmarks/bench_cam.py --device cpu --precision fp32 --released-pairs 4 "${CAM_ARGS[@]}" \
-            "${RELEASED[@]}"
-        return
-    fi
-    "$PY" benchmarks/bench_cam.py --device "$DEVICE" --precision fp16 --released-pairs 4 "${CAM_ARGS[@]}" \
-        "${RELEASED[@]}" &&
-    "$PY" benchmarks/bench_cam.py --device "$DEVICE" --precision fp32 --ours-only "${CAM_ARGS[@]}"
+cam() {  # the released script runs CLIP in float16 on a GPU: compared with ours in fp16 (ours fp32: measured)
+    local precision=fp16
+    [ "$DEVICE" = cpu ] && precision=fp32  # fp16 on the CPU: slow and not the question
+    "$PY" benchmarks/bench_cam.py --device "$DEVICE" --precision "$precision" --released-pairs 4 "${CAM_ARGS[@]}" \
+        "${RELEASED[@]}"
 }
 
 e2e() {
@@ -170,22 +179,24 @@ print('RESULT ' + json.dumps({'bench': 'e2e', 'device': sys.argv[2], 'table': r.
         "$WORK/e2e/test/results.json" "$DEVICE"
 }
 
-compile_variant() {
+compile_variant() {  # training only: the test pass (no_grad) would compile a second graph
     "$PY" benchmarks/bench_train_test.py --device "$DEVICE" --backbone resnet50 --img-size "$IMG" --bsz "$BSZ" \
-        --nworker "$NWORKER" --train-batches "$BATCHES" --test-batches "$BATCHES" --variants compile
+        --nworker "$NWORKER" --train-batches "$BATCHES" --test-batches 0 --variants amp-bf16-compile
 }
 
-step cuda_tests 80 cuda_tests
-step train_test_resnet50 120 train_test resnet50
-step train_test_vgg16 100 train_test vgg16
-step memory 60 memory
-step cam 75 cam
-step e2e 100 e2e
+# limits: the H200's measured step times (benchmarks/NOTES.md, "The prepared GPU call") with some room
+step train_test_resnet50 150 train_test resnet50 fp32 amp amp-bf16 ckpt
+step train_test_vgg16 120 train_test vgg16 fp32 amp amp-bf16
+step profile 60 profile
 if [ "$DRY" = 1 ]; then  # inductor on a CPU compiles for minutes; tests/test_model.py checks --compile there
     printf 'compile\tskipped (dry run)\t0\t0\n' >> "$OUT/steps.tsv"
 else
-    step compile 90 compile_variant
+    step compile 100 compile_variant
 fi
+step cuda_tests 80 cuda_tests
+step cam 75 cam
+step memory 60 memory
+step e2e 100 e2e
 collect
 echo "total $(($(date +%s) - START)) s of a ${BUDGET} s budget" | tee -a "$LOG"
 column -t -s $'\t' "$OUT/steps.tsv" 2>/dev/null || cat "$OUT/steps.tsv"

@@ -27,16 +27,30 @@ def test_dry_run_runs_every_step_and_returns_what_the_device_tool_can_carry(tmp_
 
     rows = [line.split("\t") for line in (out / "steps.tsv").read_text().splitlines()[1:]]
     status = {row[0]: row[1] for row in rows}
-    assert list(status) == ["cuda_tests", "train_test_resnet50", "train_test_vgg16", "memory", "cam", "e2e",
-                            "compile"]
+    assert list(status) == ["train_test_resnet50", "train_test_vgg16", "profile", "compile", "cuda_tests", "cam",
+                            "memory", "e2e"]
     assert all(value == "0" for name, value in status.items() if name != "compile"), status
 
     results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     kinds = {(r["bench"], r.get("variant")) for r in results}
     assert {("train_test", "fp32"), ("train_test", "ckpt"), ("train_test", "amp"), ("memory", None),
-            ("cam", None), ("e2e", None)} <= kinds
+            ("cam", None), ("e2e", None), ("profile", None)} <= kinds
     assert all("skipped" in r for r in results if r.get("variant") in ("amp", "amp-bf16"))  # CUDA only
     assert [r for r in results if r["bench"] == "e2e"][0]["table"]
+    # the CAM files of ours against the released procedure's on the same pairs (both fp32 on the CPU)
+    cam = [r for r in results if r["bench"] == "cam" and r.get("side") == "both"][0]
+    assert cam["compared_pairs"] == 4 and cam["max_abs_diff"] < 1e-3, cam
+
+    # the profile: one training step's time by operator group and the top operators (bf16: CUDA only)
+    profiles = {r["precision"]: r for r in results if r["bench"] == "profile"}
+    assert "skipped" in profiles["bf16"] and profiles["fp32"]["total_ms"] > 0
+    rows = [line.split("\t") for line in (out / "profile.tsv").read_text().splitlines() if not line.startswith("#")]
+    assert rows[0] == ["precision", "kind", "name", "ms", "share", "calls"]
+    groups = {row[2]: float(row[4]) for row in rows if row[1] == "group"}
+    assert {"convolution forward", "convolution backward", "backbone", "correlation (bmm)", "copies",
+            "group norm", "elementwise", "interpolation", "optimizer"} <= set(groups), groups
+    assert abs(sum(groups.values()) - 1) < 0.01
+    assert len([row for row in rows if row[1] == "kernel"]) == 30
 
     # what the device tool brings back: at most 8 files, no deeper than 2 folders, plain names
     files = [p for p in out.rglob("*") if p.is_file()]
