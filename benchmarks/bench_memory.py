@@ -166,7 +166,7 @@ def time_steps(models: dict[str, torch.nn.Module], ep: dict[str, torch.Tensor], 
 # groups the GPU's kernel time the same way.
 OP_GROUPS = (("optimizer", ("_foreach_", "_fused_adam")),
              ("convolution backward", ("convolution_backward",)),
-             ("convolution forward", ("mkldnn_convolution", "cudnn_convolution", "_convolution", "conv2d")),
+             ("convolution forward", ("convolution", "conv2d")),  # mkldnn_, cudnn_, _convolution, ...
              ("copies", ("copy_", "clone", "contiguous")),
              ("correlation (bmm)", ("bmm",)),
              ("group norm", ("group_norm", "native_group_norm")),

@@ -18,6 +18,10 @@ forward with the loss under ``--amp``'s autocast and channels_last for bf16, bac
 
 Writes ``--out`` (tab-separated: precision, kind, name, ms, share, calls; kind is ``step``, ``group`` or
 ``kernel``) and one ``RESULT {json}`` line per precision.
+
+``--traffic`` measures instead the bytes each operator group reads and writes in the step (any device; every
+operator below autograd as a ``TorchDispatchMode`` sees it, its tensor inputs read once and its outputs written
+once, views free): divided by a card's memory bandwidth, the least time a memory-bound group can take there.
 """
 from __future__ import annotations
 
@@ -42,6 +46,7 @@ from engine.loops import autocast, forward_1shot  # noqa: E402
 from model import build_model  # noqa: E402
 
 RANGES = {"backbone": "backbone", "optimizer": "optimizer"}  # record_function name -> group of all under it
+_ACTIVE: list[str] = []  # the ranges the step is in now (for --traffic, which sees no record_function)
 
 
 def build_step(backbone: str, precision: str, bsz: int, size: int, stage: int,
@@ -60,7 +65,7 @@ def build_step(backbone: str, precision: str, bsz: int, size: int, stage: int,
     extract = model.extract_features
 
     def extract_features(img: torch.Tensor) -> list[torch.Tensor]:
-        with record_function("backbone"):
+        with record_function("backbone"), _active("backbone"):
             return extract(img)
 
     model.extract_features = extract_features  # an instance attribute: the forward calls this one
@@ -71,11 +76,61 @@ def build_step(backbone: str, precision: str, bsz: int, size: int, stage: int,
         optimizer.zero_grad(set_to_none=True)
         with autocast(device, amp):
             _, loss = forward_1shot(model, batch, stage)
+        if not bool(torch.isfinite(loss.detach()).all()):  # the loop's check, a host sync between the passes
+            raise RuntimeError("non-finite loss")
         loss.backward()
-        with record_function("optimizer"):
+        with record_function("optimizer"), _active("optimizer"):
             optimizer.step()
 
     return step
+
+
+class _active:
+    """Marks the step's ``RANGES`` for :func:`traffic` (a TorchDispatchMode sees no ``record_function``)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __enter__(self) -> None:
+        _ACTIVE.append(self.name)
+
+    def __exit__(self, *exc: Any) -> None:
+        _ACTIVE.pop()
+
+
+def traffic(step: Callable[[], None]) -> dict[str, float]:
+    """Bytes read and written per operator group in one ``step()``: each operator's tensor inputs once and its
+    outputs once (``copy_``: its source and destination; a view or an ``empty``: nothing), grouped as the
+    profile groups kernel time. A lower bound of the memory traffic (a convolution's workspace, GroupNorm's
+    second pass over its input and caches are not seen)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    def tensors(tree: Any) -> list[torch.Tensor]:
+        return [leaf for leaf in tree_leaves(tree) if isinstance(leaf, torch.Tensor)]
+
+    def nbytes(items: list[torch.Tensor]) -> int:
+        return sum(t.numel() * t.element_size() for t in items)
+
+    groups: dict[str, float] = collections.defaultdict(float)
+
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+            out = func(*args, **(kwargs or {}))
+            name = func._schema.name
+            inputs, outputs = tensors((args, kwargs)), tensors(out)
+            storages = {t.untyped_storage().data_ptr() for t in inputs}
+            mutable = func._schema.is_mutable
+            if func.is_view or name.startswith("aten::empty") or (
+                    outputs and not mutable and all(t.untyped_storage().data_ptr() in storages for t in outputs)):
+                return out
+            moved = nbytes(inputs[1:] + outputs) if name == "aten::copy_" else nbytes(inputs + outputs)
+            groups[RANGES.get(_ACTIVE[-1]) if _ACTIVE else op_group(name)] += moved
+            return out
+
+    with Count():
+        step()
+    return dict(sorted(groups.items(), key=lambda item: -item[1]))
 
 
 def _self_device_us(event: Any) -> float:
@@ -157,6 +212,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--warmup", type=int, default=2, help="steps before the profiled one")
     parser.add_argument("--top", type=int, default=30, help="kernels (operators on the CPU) listed")
     parser.add_argument("--out", type=Path, default=None, help="write the table here (tab-separated)")
+    parser.add_argument("--traffic", action="store_true",
+                        help="bytes read and written per operator group instead of the profile")
     args = parser.parse_args(argv)
 
     device = resolve_device(args.device)
@@ -174,6 +231,17 @@ def main(argv: Optional[list[str]] = None) -> None:
             print("RESULT " + json.dumps({**record, "skipped": "autocast runs on CUDA only"}), flush=True)
             continue
         step = build_step(args.backbone, precision, args.bsz, args.size, args.stage, device)
+        if args.traffic:
+            for _ in range(args.warmup):
+                step()
+            moved = traffic(step)
+            total = sum(moved.values())
+            print(f"{precision}: {total / 1e9:.2f} GB read and written in the step ({total / 1e9 / args.bsz:.2f} GB "
+                  "an episode)", flush=True)
+            for group, count in moved.items():
+                print(f"  {group:22s} {count / 1e9 / args.bsz:8.3f} GB an episode {100 * count / total:5.1f}%")
+            print("RESULT " + json.dumps({**record, "bench": "traffic", "bytes": moved}), flush=True)
+            continue
         result = profile_step(step, device, args.warmup, args.top)
         del step
         if cuda:
