@@ -15,18 +15,18 @@ bit; the copies around them are fewer than HSNet's four per layer (two permuted 
 * the two outputs are summed straight into a contiguous (B, O, Ha, Wa, Hb', Wb') tensor (one pass, no permuted
   copies of the outputs), which GroupNorm then reads without a copy of its own.
 
-Both input copies can be registered with a :class:`~model.recompute.RecomputeScope` (rebuilt in backward).
+Both input copies are registered with the active :class:`~model.recompute.RecomputeScope` (rebuilt in backward).
 (Running the two convolutions as 3D convolutions over views of the 6D tensor would need no copy at all; it
 was measured and dropped: see ``benchmarks/NOTES.md``.)
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import nn
 
-from model.recompute import RecomputeScope
+from model.recompute import recomputable
 
 
 class CenterPivotConv4d(nn.Module):
@@ -50,24 +50,21 @@ class CenterPivotConv4d(nn.Module):
                                padding=padding[2:])
         self.support_stride = tuple(stride[2:])
 
-    def forward(self, x: torch.Tensor, scope: Optional[RecomputeScope] = None) -> torch.Tensor:
-        """(B, C, Ha, Wa, Hb, Wb), any memory order -> contiguous (B, O, Ha, Wa, Hb', Wb').
-
-        ``scope``: the copies the two convolutions read are registered there (rebuilt from ``x`` in backward).
-        """
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, Ha, Wa, Hb, Wb), any memory order -> contiguous (B, O, Ha, Wa, Hb', Wb')."""
         bsz, inch, ha, wa, hb, wb = x.shape
         sh, sw = self.support_stride
         pruned = x[..., ::sh, ::sw] if (sh, sw) != (1, 1) else x  # (B, C, Ha, Wa, hb', wb')
         hbp, wbp = pruned.shape[-2:]
 
         # query-dims conv: one 2D image (C, Ha, Wa) per (b, support position)
-        in1 = _copy_if_needed(pruned.permute(0, 4, 5, 1, 2, 3).reshape(bsz * hbp * wbp, inch, ha, wa), x, scope,
+        in1 = _copy_if_needed(pruned.permute(0, 4, 5, 1, 2, 3).reshape(bsz * hbp * wbp, inch, ha, wa), x,
                               _query_images, (sh, sw))
         out1 = self.conv1(in1)  # (B*hb'*wb', O, Ha, Wa)
         outch = out1.shape[1]
 
         # support-dims conv: one 2D image (C, Hb, Wb) per (b, query position)
-        in2 = _copy_if_needed(x.permute(0, 2, 3, 1, 4, 5).reshape(bsz * ha * wa, inch, hb, wb), x, scope,
+        in2 = _copy_if_needed(x.permute(0, 2, 3, 1, 4, 5).reshape(bsz * ha * wa, inch, hb, wb), x,
                               _support_images, None)
         out2 = self.conv2(in2)  # (B*Ha*Wa, O, hb', wb')
         return add_contiguous(out1.view(bsz, hbp, wbp, outch, ha, wa).permute(0, 3, 4, 5, 1, 2),
@@ -87,20 +84,17 @@ def _support_images(x: torch.Tensor, _: Any) -> torch.Tensor:
     return x.permute(0, 2, 3, 1, 4, 5).reshape(-1, inch, hb, wb).contiguous()
 
 
-def _copy_if_needed(images: torch.Tensor, x: torch.Tensor, scope: Optional[RecomputeScope], rebuild: Any,
-                    arg: Any) -> torch.Tensor:
+def _copy_if_needed(images: torch.Tensor, x: torch.Tensor, rebuild: Any, arg: Any) -> torch.Tensor:
     """``images`` (a view of ``x`` or a copy) as a contiguous tensor: a strided view is copied here (the
-    convolution would copy it itself, in forward and again in backward). A copy is registered with ``scope``
-    as ``rebuild(x, arg)``, which returns it contiguous."""
+    convolution would copy it itself, in forward and again in backward). A copy is registered as
+    ``rebuild(x, arg)``, which returns it contiguous (see :func:`~model.recompute.recomputable`)."""
     if torch.compiler.is_compiling():  # no scope there, and storage addresses would break the graph
         return images.contiguous()
     if images.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():
         if images.is_contiguous():
             return images
         images = images.contiguous()
-    if scope is not None:
-        scope.recomputable(images, rebuild, x, arg)
-    return images
+    return recomputable(images, rebuild, x, arg)
 
 
 class _AddContiguous(torch.autograd.Function):

@@ -10,27 +10,24 @@ channels of a 4D tensor: (B, n_layers, Ha, Wa, Hb, Wb).
 from __future__ import annotations
 
 import functools
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 import torch
 
-from model.recompute import RecomputeScope
+from model.recompute import recomputable
 
 EPS = 1e-5
 
 
-def l2_normalize(feat: torch.Tensor, eps: float = EPS, scope: Optional[RecomputeScope] = None) -> torch.Tensor:
+def l2_normalize(feat: torch.Tensor, eps: float = EPS) -> torch.Tensor:
     """(B, C, H, W) -> (B, C, H*W), each position divided by (its channel L2 norm + eps).
 
-    ``scope``: the result (kept by the correlation's backward) is registered as this division, so only ``feat``
-    (or its own recipe) and the (B, 1, H*W) norms are kept.
+    The result (kept by the correlation's backward) is registered as this division (see :mod:`model.recompute`),
+    so only ``feat`` (or its own recipe) and the (B, 1, H*W) norms are kept.
     """
     flat = feat.flatten(2)
     denominator = flat.norm(dim=1, p=2, keepdim=True) + eps
-    unit = flat / denominator
-    if scope is not None:
-        scope.recomputable(unit, torch.div, flat, denominator)
-    return unit
+    return recomputable(flat / denominator, torch.div, flat, denominator)
 
 
 def cosine_correlation(query_unit: torch.Tensor, support_unit: torch.Tensor, hw_query: tuple[int, int],
@@ -122,7 +119,7 @@ def group_correlations(corrs: Sequence[torch.Tensor], group_sizes: Sequence[int]
 
 
 def multilayer_correlation(query_feats: Sequence[torch.Tensor], support_feats: Sequence[torch.Tensor],
-                           group_sizes: Sequence[int], scope: Optional[RecomputeScope] = None) -> list[torch.Tensor]:
+                           group_sizes: Sequence[int]) -> list[torch.Tensor]:
     """HSNet's ``Correlation.multilayer_correlation``: ``[corr_l4, corr_l3, corr_l2]``.
 
     Each group is stacked before it is clamped (elementwise, so the values are HSNet's): the clamp's backward
@@ -131,9 +128,8 @@ def multilayer_correlation(query_feats: Sequence[torch.Tensor], support_feats: S
     Args:
         query_feats / support_feats: per-layer (B, C_l, H_l, W_l), shallow to deep.
         group_sizes: layers in the l2, l3, l4 groups.
-        scope: see :func:`l2_normalize`.
     """
-    corrs = [raw_correlation(l2_normalize(q, scope=scope), l2_normalize(s, scope=scope)).view(
+    corrs = [raw_correlation(l2_normalize(q), l2_normalize(s)).view(
         q.shape[0], *q.shape[-2:], *s.shape[-2:]) for q, s in zip(query_feats, support_feats)]
     return group_correlations(corrs, group_sizes, clamp=True)
 

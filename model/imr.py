@@ -14,12 +14,12 @@ keys); :func:`imr_step` takes them as three :class:`Gate` triples.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from model.recompute import RecomputeScope
+from model.recompute import recomputable, recomputed
 
 STATE_CHANNELS = 128
 HIDDEN = 512
@@ -49,7 +49,7 @@ def make_gate_convs(in_channels: int) -> tuple[nn.Conv2d, nn.Conv2d, nn.Conv2d]:
 
 
 def imr_step(cam: torch.Tensor, encoded: torch.Tensor, mid_feat: torch.Tensor, state: torch.Tensor, *,
-             z: Gate, r: Gate, h: Gate, scope: Optional[RecomputeScope] = None) -> torch.Tensor:
+             z: Gate, r: Gate, h: Gate) -> torch.Tensor:
     """One IMR update.
 
     Args:
@@ -57,29 +57,21 @@ def imr_step(cam: torch.Tensor, encoded: torch.Tensor, mid_feat: torch.Tensor, s
         encoded: (B, 128, h, w) 4D-conv encoding of the correlation.
         mid_feat: (B, 512, h, w) mid-level backbone feature.
         state: (B, 128, h, w) hidden state.
-        scope: the two 769-channel concatenations and ``1 - update`` are registered there (their parts are
-            kept instead; the mid-level feature once for every stage).
     Returns:
         the new state (B, 128, h, w).
+
+    The two 769-channel concatenations and ``1 - update`` are registered with the active recompute scope (their
+    parts are kept instead; the mid-level feature once for every stage).
     """
-    x = _concat(scope, cam, encoded, mid_feat, state)
+    x = _concat(cam, encoded, mid_feat, state)
     update = torch.sigmoid(z(x))
     reset = torch.sigmoid(r(x))
-    candidate = torch.tanh(h(_concat(scope, cam, encoded, mid_feat, reset * state)))
-    keep = 1 - update
-    if scope is not None:
-        scope.recomputable(keep, _one_minus, update)
-    return keep * state + update * candidate
+    candidate = torch.tanh(h(_concat(cam, encoded, mid_feat, reset * state)))
+    return recomputable(1 - update, _one_minus, update) * state + update * candidate
 
 
-def _concat(scope: Optional[RecomputeScope], *parts: torch.Tensor) -> torch.Tensor:
-    out = torch.cat(parts, dim=1)
-    if scope is not None:
-        scope.recomputable(out, _cat_channels, *parts)
-    return out
-
-
-def _cat_channels(*parts: torch.Tensor) -> torch.Tensor:
+@recomputed
+def _concat(*parts: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, dim=1)
 
 

@@ -29,7 +29,6 @@ differs from the feature size are resized the same way before entering the IMR c
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
@@ -41,7 +40,7 @@ from model.backbone import WeightsArg, build_backbone, get_spec
 from model.imr import HIDDEN, STATE_CHANNELS, Gate, imr_step, make_gate_convs
 from model.learner import CHANNELS, HPNLearner
 from model.masking import MASKING_MODES, MaskPair, correlate_stage
-from model.recompute import RecomputeScope, checkpoint
+from model.recompute import RecomputeScope, checkpoint, recomputable
 
 RELEASED_FEATURE_SIZE = 50  # the state parameter's spatial size (400-pixel inputs)
 
@@ -131,16 +130,17 @@ class IMRHSNet(nn.Module):
     def compile_learner(self, **kwargs: Any) -> "IMRHSNet":
         """``torch.compile`` the 4D-convolution learner in place (``--compile``): the state-dict keys, and so the
         checkpoints, stay as they are. ``kwargs`` go to :meth:`torch.nn.Module.compile`. The compiled learner
-        gets no recompute scope (inductor's own partitioner decides what backward recomputes)."""
+        registers nothing with the recompute scope (inductor's own partitioner decides what backward recomputes)."""
         self.hpn_learner.compile(**kwargs)
         self._learner_compiled = True
         return self
 
-    def encode(self, corr: Sequence[torch.Tensor], scope: Optional[RecomputeScope] = None) -> torch.Tensor:
+    def encode(self, corr: Sequence[torch.Tensor]) -> torch.Tensor:
         """The 4D-convolution learner on one correlation pyramid -> (B, 128, h, w)."""
-        if scope is None or getattr(self, "_learner_compiled", False):
+        if not getattr(self, "_learner_compiled", False):
             return self.hpn_learner(corr)
-        return self.hpn_learner(corr, scope)
+        with RecomputeScope(enabled=False):  # see compile_learner
+            return self.hpn_learner(corr)
 
     # ------------------------------------------------------------------ pieces
     def extract_features(self, img: torch.Tensor) -> list[torch.Tensor]:
@@ -171,24 +171,20 @@ class IMRHSNet(nn.Module):
             state = resize_bilinear(state, size)
         return state.expand(bsz, -1, -1, -1)
 
-    def imr(self, cam: torch.Tensor, encoded: torch.Tensor, mid: torch.Tensor, state: torch.Tensor,
-            scope: Optional[RecomputeScope] = None) -> torch.Tensor:
+    def imr(self, cam: torch.Tensor, encoded: torch.Tensor, mid: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         """One IMR cell update (see :mod:`model.imr`); all (B, ., h, w)."""
         return imr_step(cam, encoded, mid, state,
                         z=Gate(self.convz0, self.convz1, self.convz2),
                         r=Gate(self.convr0, self.convr1, self.convr2),
-                        h=Gate(self.convh0, self.convh1, self.convh2), scope=scope)
+                        h=Gate(self.convh0, self.convh1, self.convh2))
 
-    def decode(self, x: torch.Tensor, cam: torch.Tensor, scope: Optional[RecomputeScope] = None) -> torch.Tensor:
+    def decode(self, x: torch.Tensor, cam: torch.Tensor) -> torch.Tensor:
         """(state + encoding) (B, 128, h, w) and mask (B, 1, h, w) -> logits (B, 2, 2h, 2w).
 
-        ``scope``: the upsampled decoder feature is registered as the resize it is."""
+        The upsampled decoder feature is registered as the resize it is (see :mod:`model.recompute`)."""
         x = self.decoder1(x)
         size = (2 * x.shape[-2], 2 * x.shape[-1])
-        upsampled = resize_bilinear(x, size)
-        if scope is not None:
-            scope.recomputable(upsampled, resize_bilinear, x, size)
-        logit = self.decoder2(upsampled)
+        logit = self.decoder2(recomputable(resize_bilinear(x, size), resize_bilinear, x, size))
         return self.res(torch.cat([logit, resize_bilinear(cam, logit.shape[-2:])], dim=1))
 
     def compute_objective(self, logit_mask: torch.Tensor, gt_mask: torch.Tensor) -> torch.Tensor:
@@ -210,34 +206,30 @@ class IMRHSNet(nn.Module):
             mask = resize_bilinear(mask, size)
         return _Branch(mid=self.mid_feature(feats), mask=mask, state=self.initial_state(feats[0].shape[0], size))
 
-    def refine(self, branch: _Branch, corr: Sequence[torch.Tensor], scope: Optional[RecomputeScope] = None,
+    def refine(self, branch: _Branch, corr: Optional[Sequence[torch.Tensor]],
                encoded: Optional[torch.Tensor] = None) -> torch.Tensor:
         """One stage for one image: encode its correlation, update its IMR state, decode its logits.
 
         Args:
             branch: the image's running state (its ``state`` is replaced by the new one).
             corr: the image's correlation pyramid of this stage (its positions as dims 2-3).
-            scope: see :mod:`model.recompute`.
             encoded: the learner's output when it was computed already (``checkpoint_learner``); then ``corr``
                 is not used.
         Returns:
             logits (B, 2, 2h, 2w).
         """
         if encoded is None:
-            encoded = self.encode(corr, scope)
-        branch.state = self.imr(branch.mask, encoded, branch.mid, branch.state, scope)
-        decoder_input = branch.state + encoded
-        if scope is not None:
-            scope.recomputable(decoder_input, torch.add, branch.state, encoded)
-        return self.decode(decoder_input, branch.mask, scope)
+            encoded = self.encode(corr)
+        branch.state = self.imr(branch.mask, encoded, branch.mid, branch.state)
+        decoder_input = recomputable(branch.state + encoded, torch.add, branch.state, encoded)
+        return self.decode(decoder_input, branch.mask)
 
     def encode_stage(self, query_feats: Sequence[torch.Tensor], support_feats: Sequence[torch.Tensor],
-                     masks: Sequence[MaskPair], scope: Optional[RecomputeScope] = None
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+                     masks: Sequence[MaskPair]) -> tuple[torch.Tensor, torch.Tensor]:
         """Both images' learner encodings (B, 128, h, w) of stage ``len(masks)``, from the unmasked features and
         the masks of every stage so far (see :func:`model.masking.correlate_stage`)."""
-        corr_q, corr_s = correlate_stage(self.masking, query_feats, support_feats, self.group_sizes, masks, scope)
-        return self.encode(corr_q, scope), self.encode(corr_s, scope)
+        corr_q, corr_s = correlate_stage(self.masking, query_feats, support_feats, self.group_sizes, masks)
+        return self.encode(corr_q), self.encode(corr_s)
 
     def _checkpointed_encodings(self, query_feats: Sequence[torch.Tensor], support_feats: Sequence[torch.Tensor],
                                 masks: Sequence[MaskPair]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -248,8 +240,8 @@ class IMRHSNet(nn.Module):
         def run(*tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             qf, sf, flat_masks = tensors[:n_q], tensors[n_q:n_q + n_s], tensors[n_q + n_s:]
             pairs = [(flat_masks[i], flat_masks[i + 1]) for i in range(0, len(flat_masks), 2)]
-            with _scope(torch.is_grad_enabled() and self.recompute_activations) as scope:
-                return self.encode_stage(qf, sf, pairs, scope)
+            with RecomputeScope(enabled=torch.is_grad_enabled() and self.recompute_activations):
+                return self.encode_stage(qf, sf, pairs)
 
         inputs = [*query_feats, *support_feats, *(mask for pair in masks for mask in pair)]
         encoded_q, encoded_s = checkpoint(run, inputs, [p for p in self.hpn_learner.parameters() if p.requires_grad])
@@ -279,14 +271,14 @@ class IMRHSNet(nn.Module):
             query_img = query_img.contiguous(memory_format=torch.channels_last)
             support_img = support_img.contiguous(memory_format=torch.channels_last)
         grad = torch.is_grad_enabled()
-        with _scope(grad and self.recompute_activations) as scope:
+        with RecomputeScope(enabled=grad and self.recompute_activations):
             out = self._stages(query_img, support_img, support_cam, query_cam, query_mask, support_mask, stage,
-                               scope, checkpointed=grad and self.checkpoint_learner)
+                               checkpointed=grad and self.checkpoint_learner)
         return out
 
     def _stages(self, query_img: torch.Tensor, support_img: torch.Tensor, support_cam: torch.Tensor,
                 query_cam: torch.Tensor, query_mask: Optional[torch.Tensor], support_mask: Optional[torch.Tensor],
-                stage: int, scope: Optional[RecomputeScope], checkpointed: bool):
+                stage: int, checkpointed: bool):
         """The body of :meth:`forward` (see there)."""
         training = query_mask is not None
         query_feats = self.extract_features(query_img)
@@ -296,7 +288,7 @@ class IMRHSNet(nn.Module):
         if checkpointed:
             correlate = None
         else:
-            correlate = MASKING_MODES[self.masking](query_feats, support_feats, self.group_sizes, scope)
+            correlate = MASKING_MODES[self.masking](query_feats, support_feats, self.group_sizes)
             corr_q, corr_s = correlate(query_cam, support_cam)
         if training:  # int64 targets, made once (the loss's backward keeps them)
             target_q = query_mask.reshape(query_mask.shape[0], -1).long()
@@ -306,11 +298,11 @@ class IMRHSNet(nn.Module):
         for ss in range(stage):
             if checkpointed:
                 encoded_q, encoded_s = self._checkpointed_encodings(query_feats, support_feats, masks)
-                logit_q = self.refine(query, None, scope, encoded=encoded_q)
-                logit_s = self.refine(support, None, scope, encoded=encoded_s)
+                logit_q = self.refine(query, None, encoded=encoded_q)
+                logit_s = self.refine(support, None, encoded=encoded_s)
             else:
-                logit_q = self.refine(query, corr_q, scope)
-                logit_s = self.refine(support, corr_s, scope)
+                logit_q = self.refine(query, corr_q)
+                logit_s = self.refine(support, corr_s)
             if training:  # the loss sees the logits at the masks' size; the next stage keeps them at H/4
                 out_q = resize_bilinear(logit_q, query_mask.shape[-2:])
                 out_s = resize_bilinear(logit_s, support_mask.shape[-2:])
@@ -352,11 +344,6 @@ class IMRHSNet(nn.Module):
         bsz = vote.shape[0]
         max_vote = vote.reshape(bsz, -1).max(dim=1).values.clamp(min=1).view(bsz, 1, 1)
         return (vote.float() / max_vote >= 0.5).float()
-
-
-def _scope(enabled: bool) -> Any:
-    """A :class:`RecomputeScope` when ``enabled``, else a null context (``as`` gives ``None``)."""
-    return RecomputeScope() if enabled else contextlib.nullcontext()
 
 
 def _foreground(logits: torch.Tensor) -> torch.Tensor:

@@ -8,14 +8,14 @@ so this module has no decoder.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 
 from common.resize import resize_bilinear
 from model.conv4d import CenterPivotConv4d, add_contiguous
-from model.recompute import RecomputeScope
+from model.recompute import recomputable, recomputed
 
 CHANNELS = (16, 64, 128)
 
@@ -32,19 +32,17 @@ def building_block(in_channels: int, out_channels: Sequence[int], kernel_sizes: 
     return nn.Sequential(*layers)
 
 
-def run_block(block: nn.Sequential, x: torch.Tensor, scope: Optional[RecomputeScope] = None) -> torch.Tensor:
+def run_block(block: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     """One building block: (B, C, Ha, Wa, Hb, Wb) -> contiguous (B, O, Ha, Wa, Hb', Wb').
 
-    With ``scope``, each ReLU output (kept for ReLU's and the next convolution's backward) is registered as
-    GroupNorm + ReLU of the convolution's output, which GroupNorm's backward keeps anyway.
+    Each ReLU output (kept for ReLU's and the next convolution's backward) is registered as GroupNorm + ReLU of
+    the convolution's output, which GroupNorm's backward keeps anyway (see :mod:`model.recompute`).
     """
     layers = list(block)
     for conv, norm, act in zip(layers[0::3], layers[1::3], layers[2::3], strict=True):
-        out = conv(x, scope)
-        x = norm(out)
-        if scope is not None:  # registered before the in-place ReLU saves it: the recipe gives its final value
-            scope.recomputable(x, _norm_act, out, norm, act)
-        x = act(x)
+        out = conv(x)
+        # registered before the in-place ReLU saves it: the recipe gives its final value
+        x = act(recomputable(norm(out), _norm_act, out, norm, act))
     return x
 
 
@@ -84,13 +82,11 @@ def _match(coarse: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
     return coarse
 
 
-def _mix(coarse: torch.Tensor, fine: torch.Tensor, scope: Optional[RecomputeScope] = None) -> torch.Tensor:
-    """A mixing block's input: ``coarse`` resized to ``fine``, plus ``fine``, as a contiguous tensor. With
-    ``scope`` it is registered as this very sum."""
-    mixed = add_contiguous(_match(coarse, fine), fine)
-    if scope is not None:
-        scope.recomputable(mixed, _mix, coarse, fine)
-    return mixed
+@recomputed
+def _mix(coarse: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
+    """A mixing block's input: ``coarse`` resized to ``fine``, plus ``fine``, as a contiguous tensor (registered
+    as this very sum)."""
+    return add_contiguous(_match(coarse, fine), fine)
 
 
 class HPNLearner(nn.Module):
@@ -109,17 +105,12 @@ class HPNLearner(nn.Module):
         self.encoder_layer4to3 = building_block(c3, [c3, c3, c3], [3, 3, 3], [1, 1, 1])
         self.encoder_layer3to2 = building_block(c3, [c3, c3, c3], [3, 3, 3], [1, 1, 1])
 
-    def forward(self, corr_pyramid: Sequence[torch.Tensor], scope: Optional[RecomputeScope] = None) -> torch.Tensor:
-        """``[corr_l4, corr_l3, corr_l2]`` (B, n_l, Ha_l, Wa_l, Hb_l, Wb_l) -> (B, 128, Ha_l2, Wa_l2).
+    def forward(self, corr_pyramid: Sequence[torch.Tensor]) -> torch.Tensor:
+        """``[corr_l4, corr_l3, corr_l2]`` (B, n_l, Ha_l, Wa_l, Hb_l, Wb_l) -> (B, 128, Ha_l2, Wa_l2)."""
+        sqz4 = run_block(self.encoder_layer4, corr_pyramid[0])
+        sqz3 = run_block(self.encoder_layer3, corr_pyramid[1])
+        sqz2 = run_block(self.encoder_layer2, corr_pyramid[2])
 
-        ``scope``: see :func:`run_block` (not used while ``torch.compile`` traces the learner).
-        """
-        if torch.compiler.is_compiling():
-            scope = None
-        sqz4 = run_block(self.encoder_layer4, corr_pyramid[0], scope)
-        sqz3 = run_block(self.encoder_layer3, corr_pyramid[1], scope)
-        sqz2 = run_block(self.encoder_layer2, corr_pyramid[2], scope)
-
-        mix43 = run_block(self.encoder_layer4to3, _mix(sqz4, sqz3, scope), scope)
-        mix432 = run_block(self.encoder_layer3to2, _mix(mix43, sqz2, scope), scope)  # (B, 128, Ha, Wa, Hb', Wb')
+        mix43 = run_block(self.encoder_layer4to3, _mix(sqz4, sqz3))
+        mix432 = run_block(self.encoder_layer3to2, _mix(mix43, sqz2))  # (B, 128, Ha, Wa, Hb', Wb')
         return mix432.flatten(4).mean(dim=-1)  # mean over the support positions

@@ -28,18 +28,18 @@ multi-layer cosine correlation:
 
 Both are built once per forward, as above, or replayed in one go from the masks of every stage so far
 (:func:`correlate_stage`, used by ``--checkpoint-learner``, which keeps only the unmasked features and the
-masks for backward and runs the masking again there). With a :class:`~model.recompute.RecomputeScope`, the
+masks for backward and runs the masking again there). Inside a :class:`~model.recompute.RecomputeScope`, the
 masked features are registered as the products they are (the features and the masks are kept instead).
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Callable, Sequence
 
 import torch
 
 from common.resize import resize_bilinear
 from model.correlation import multilayer_correlation, transpose_correlation
-from model.recompute import RecomputeScope
+from model.recompute import recomputable
 
 Pyramid = list[torch.Tensor]
 MaskPair = tuple[torch.Tensor, torch.Tensor]  # (query mask, support mask), each (B, h, w)
@@ -47,14 +47,13 @@ MaskPair = tuple[torch.Tensor, torch.Tensor]  # (query mask, support mask), each
 __all__ = ["MASKING_MODES", "PaperMasking", "ReleasedMasking", "correlate_stage", "mask_features"]
 
 
-def mask_features(feats: Sequence[torch.Tensor], mask: torch.Tensor,
-                  scope: Optional[RecomputeScope] = None) -> list[torch.Tensor]:
-    """Multiply every feature map by ``mask`` resized to its resolution (new tensors; inputs untouched).
+def mask_features(feats: Sequence[torch.Tensor], mask: torch.Tensor) -> list[torch.Tensor]:
+    """Multiply every feature map by ``mask`` resized to its resolution (new tensors, registered as the products
+    they are, see :mod:`model.recompute`; inputs untouched).
 
     Args:
         feats: per-layer (B, C_l, H_l, W_l).
         mask: (B, h, w) foreground map (CAM or probability).
-        scope: the products are registered there as products (see :mod:`model.recompute`).
     """
     mask = mask.unsqueeze(1)
     resized: dict[tuple[int, int], torch.Tensor] = {}
@@ -63,10 +62,7 @@ def mask_features(feats: Sequence[torch.Tensor], mask: torch.Tensor,
         size = tuple(feat.shape[-2:])
         if size not in resized:
             resized[size] = resize_bilinear(mask.to(feat.dtype), size)
-        product = feat * resized[size]
-        if scope is not None:
-            scope.recomputable(product, torch.mul, feat, resized[size])
-        out.append(product)
+        out.append(recomputable(feat * resized[size], torch.mul, feat, resized[size]))
     return out
 
 
@@ -76,14 +72,12 @@ class _Masking:
     Args:
         query_feats / support_feats: per-layer backbone features (B, C_l, H_l, W_l), shallow to deep.
         group_sizes: layers in the l2, l3, l4 groups.
-        scope: optional :class:`~model.recompute.RecomputeScope` for the masked features and their norms.
     """
 
     def __init__(self, query_feats: Sequence[torch.Tensor], support_feats: Sequence[torch.Tensor],
-                 group_sizes: Sequence[int], scope: Optional[RecomputeScope] = None) -> None:
+                 group_sizes: Sequence[int]) -> None:
         self.query_feats, self.support_feats = list(query_feats), list(support_feats)
         self.group_sizes = group_sizes
-        self.scope = scope
 
     def __call__(self, query_mask: torch.Tensor, support_mask: torch.Tensor) -> tuple[Pyramid, Pyramid]:
         """(B, h, w) masks -> ``(corr_query, corr_support)`` of this stage."""
@@ -98,16 +92,16 @@ class ReleasedMasking(_Masking):
     def apply_masks(self, query_mask: torch.Tensor, support_mask: torch.Tensor) -> None:
         """Multiply this stage's masks onto the kept feature lists (the compounding)."""
         if self.first_stage:  # query features x support CAM, support features x query CAM
-            self.query_feats = mask_features(self.query_feats, support_mask, self.scope)
-            self.support_feats = mask_features(self.support_feats, query_mask, self.scope)
+            self.query_feats = mask_features(self.query_feats, support_mask)
+            self.support_feats = mask_features(self.support_feats, query_mask)
             self.first_stage = False
         else:  # each image's own new mask, multiplied onto the already-masked features
-            self.query_feats = mask_features(self.query_feats, query_mask, self.scope)
-            self.support_feats = mask_features(self.support_feats, support_mask, self.scope)
+            self.query_feats = mask_features(self.query_feats, query_mask)
+            self.support_feats = mask_features(self.support_feats, support_mask)
 
     def __call__(self, query_mask: torch.Tensor, support_mask: torch.Tensor) -> tuple[Pyramid, Pyramid]:
         self.apply_masks(query_mask, support_mask)
-        corr_query = multilayer_correlation(self.query_feats, self.support_feats, self.group_sizes, self.scope)
+        corr_query = multilayer_correlation(self.query_feats, self.support_feats, self.group_sizes)
         return corr_query, [transpose_correlation(corr) for corr in corr_query]
 
 
@@ -115,10 +109,10 @@ class PaperMasking(_Masking):
     """The paper's masking: each prediction correlates its image with the other image masked by its current mask."""
 
     def __call__(self, query_mask: torch.Tensor, support_mask: torch.Tensor) -> tuple[Pyramid, Pyramid]:
-        masked_support = mask_features(self.support_feats, support_mask, self.scope)
-        masked_query = mask_features(self.query_feats, query_mask, self.scope)
-        corr_query = multilayer_correlation(self.query_feats, masked_support, self.group_sizes, self.scope)
-        corr_support = multilayer_correlation(self.support_feats, masked_query, self.group_sizes, self.scope)
+        masked_support = mask_features(self.support_feats, support_mask)
+        masked_query = mask_features(self.query_feats, query_mask)
+        corr_query = multilayer_correlation(self.query_feats, masked_support, self.group_sizes)
+        corr_support = multilayer_correlation(self.support_feats, masked_query, self.group_sizes)
         return corr_query, corr_support
 
 
@@ -127,12 +121,11 @@ MASKING_MODES: dict[str, MaskingFactory] = {"released": ReleasedMasking, "paper"
 
 
 def correlate_stage(mode: str, query_feats: Sequence[torch.Tensor], support_feats: Sequence[torch.Tensor],
-                    group_sizes: Sequence[int], masks: Sequence[MaskPair],
-                    scope: Optional[RecomputeScope] = None) -> tuple[Pyramid, Pyramid]:
+                    group_sizes: Sequence[int], masks: Sequence[MaskPair]) -> tuple[Pyramid, Pyramid]:
     """The correlations of stage ``len(masks)`` from the unmasked features and the masks of every stage so far
     (the CAMs first, then each stage's predicted probabilities): the same values as calling the ``mode``'s
     masking object once per stage."""
-    correlate = MASKING_MODES[mode](query_feats, support_feats, group_sizes, scope)
+    correlate = MASKING_MODES[mode](query_feats, support_feats, group_sizes)
     if isinstance(correlate, ReleasedMasking):  # replay the compounding of the earlier stages' masks
         for pair in masks[:-1]:
             correlate.apply_masks(*pair)

@@ -2,23 +2,29 @@
 
 Two tools, both exact (the backward pass runs the same kernels on bitwise the same values):
 
-* :class:`RecomputeScope` (always on in training): tensors registered with :meth:`RecomputeScope.recomputable`
-  are not kept for backward. Autograd keeps a recipe instead (a function and the tensors it reads), and the
-  recipe is re-run when the backward pass reaches a node that saved the tensor. Only cheap recipes belong here
-  (GroupNorm + ReLU, a slice, a concatenation, a bilinear resize): what they save in memory they cost in time,
-  and a recipe whose inputs are not kept anyway saves nothing.
+* :class:`RecomputeScope` (always on in training): inside ``with RecomputeScope():``, tensors registered with
+  :func:`recomputable` are not kept for backward. Autograd keeps a recipe instead (a function and the tensors
+  it reads), and the recipe is re-run when the backward pass reaches a node that saved the tensor. Only cheap
+  recipes belong here (GroupNorm + ReLU, a slice, a concatenation, a bilinear resize): what they save in memory
+  they cost in time, and a recipe whose inputs are not kept anyway saves nothing. The scope is ambient (a context
+  variable, so one per thread): the model's functions take no scope, and :func:`recomputable` does nothing outside one.
 * :func:`checkpoint` (``--checkpoint-learner``): a region's inputs are saved, its forward runs without a graph,
   and backward runs it again with one. Unlike ``torch.utils.checkpoint`` the inputs are saved through
   ``ctx.save_for_backward``, so what the region keeps is visible to saved-tensor accounting.
 """
 from __future__ import annotations
 
+import contextvars
+import functools
 import weakref
 from typing import Any, Callable, Optional, Sequence
 
 import torch
 
-__all__ = ["RecomputeScope", "checkpoint"]
+__all__ = ["RecomputeScope", "checkpoint", "recomputable", "recomputed"]
+
+# the scope of this thread's current forward (DataParallel's replicas each enter their own in their forward)
+_ACTIVE: contextvars.ContextVar[Optional["RecomputeScope"]] = contextvars.ContextVar("recompute_scope", default=None)
 
 
 class _Recipe:
@@ -74,8 +80,9 @@ class _Token:
 
 
 class RecomputeScope:
-    """``with RecomputeScope() as scope:`` the forward of a region; inside it, ``scope.recomputable(t, fn, *inputs)``
-    says that ``t == fn(*inputs)`` (bitwise) and that autograd should keep the recipe rather than ``t``.
+    """``with RecomputeScope():`` the forward of a region; inside it, ``recomputable(t, fn, *inputs)`` (or
+    ``scope.recomputable``) says that ``t == fn(*inputs)`` (bitwise) and that autograd should keep the recipe rather
+    than ``t``. ``RecomputeScope(enabled=False)`` registers nothing: inside it, an enclosing scope is suspended.
 
     ``inputs`` may hold tensors, other registered tensors (their recipe is run first: chains of cheap steps keep
     only the first input) and plain values. ``fn`` must not close over tensors (they would be kept without
@@ -83,21 +90,28 @@ class RecomputeScope:
     modified in place after registration. Views of a registered tensor (slices, reshapes) are rebuilt as views.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
         # storage address -> (weak reference to the registered tensor, recipe): the scope must not keep the
         # tensor alive (the forward's peak would be that of keeping everything); a dead reference means the
         # address may now belong to another tensor
         self._recipes: dict[int, tuple[weakref.ref, _Recipe]] = {}
         self._hooks: Optional[torch.autograd.graph.saved_tensors_hooks] = None
+        self._token: Optional[contextvars.Token] = None
 
     def __enter__(self) -> "RecomputeScope":
-        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, _unpack)
-        self._hooks.__enter__()
+        if self.enabled:
+            self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, _unpack)
+            self._hooks.__enter__()
+        self._token = _ACTIVE.set(self if self.enabled else None)
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        assert self._hooks is not None
-        self._hooks.__exit__(*exc)
+        assert self._token is not None
+        _ACTIVE.reset(self._token)
+        if self._hooks is not None:
+            self._hooks.__exit__(*exc)
+            self._hooks = None
         self._recipes.clear()
 
     def recomputable(self, tensor: torch.Tensor, fn: Callable[..., torch.Tensor], *inputs: Any) -> torch.Tensor:
@@ -129,6 +143,23 @@ class RecomputeScope:
         recipe = self._recipes[_key(tensor)][1]
         recipe.pending += 1
         return _Token(recipe, tensor)
+
+
+def recomputable(tensor: torch.Tensor, fn: Callable[..., torch.Tensor], *inputs: Any) -> torch.Tensor:
+    """``tensor``, registered as ``fn(*inputs)`` with the active :class:`RecomputeScope` (none active, or while
+    ``torch.compile`` traces, where storage addresses would break the graph: nothing is registered)."""
+    if torch.compiler.is_compiling():
+        return tensor
+    scope = _ACTIVE.get()
+    return tensor if scope is None else scope.recomputable(tensor, fn, *inputs)
+
+
+def recomputed(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """``fn`` whose result is registered as ``fn(*args)`` (see :func:`recomputable`); the recipe is ``fn`` itself."""
+    @functools.wraps(fn)
+    def registered(*args: Any) -> torch.Tensor:
+        return recomputable(fn(*args), fn, *args)
+    return registered
 
 
 def _key(tensor: torch.Tensor) -> int:
