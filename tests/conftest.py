@@ -1,4 +1,5 @@
-"""Shared fixtures: a session-wide synthetic benchmark, per-module scratch folders, and CUDA-test skipping.
+"""Shared fixtures and settings: a session-wide synthetic benchmark, per-module scratch folders, CUDA-test
+skipping, and oneDNN switched off on request (``$IMR_TEST_ONEDNN``).
 
 Training runs write checkpoints of about 0.6 GB each (the released format keeps VGG16's classifier), so
 scratch folders are removed as soon as their tests passed: function ones by ``tmp_path_retention_policy``
@@ -6,6 +7,7 @@ in ``pytest.ini``, module ones by :func:`module_tmp`. A failed test keeps its fo
 """
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Callable, Iterator
@@ -14,6 +16,14 @@ import pytest
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+ONEDNN_ENV = "IMR_TEST_ONEDNN"  # "0": the whole test session runs with oneDNN off (python -m tests.portability)
+
+
+def pytest_configure(config):
+    """Apply the CPU numerics that ``$IMR_TEST_ONEDNN`` asks for (the kernel set and threads have PyTorch's own
+    variables: ATEN_CPU_CAPABILITY, OMP_NUM_THREADS)."""
+    if os.environ.get(ONEDNN_ENV) == "0":
+        torch.backends.mkldnn.enabled = False
 
 
 def pytest_collection_modifyitems(config, items):

@@ -15,6 +15,7 @@ from data.benchmarks import CLASS_NAMES, COCO_CLASSES, PASCAL_CLASSES
 from model import clip_gradcam as cg
 from tests.clip_reference import per_image_reference_cams
 from tests.data_helpers import TINY_CLIP
+from tests.golden_spread import check_close, check_deviation
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 # A small random CLIP ResNet (full RN50 at 224 is too slow for many images on a 2-core CPU).
@@ -162,8 +163,10 @@ def _check_golden(name: str, atol: float, precision: str = "fp32") -> None:
     golden = torch.load(GOLDEN / name, map_location="cpu", weights_only=True)
     state = cg.random_clip_state_dict(golden["seed"], **golden["clip_config"])
     checksum = sum(float(v.double().abs().sum()) for v in state.values() if v.is_floating_point())
-    assert checksum == pytest.approx(golden["state_checksum"], rel=1e-9), \
-        "random_clip_state_dict no longer gives the weights the golden values were measured with"
+    # torch.randn rounds differently under another kernel set (ATEN_CPU_CAPABILITY=default: 6e-9 relative);
+    # another generator would change the weights entirely
+    check_deviation(f"{name} weights checksum (relative)", abs(checksum / golden["state_checksum"] - 1), 1e-6,
+                    "random_clip_state_dict no longer gives the weights the golden values were measured with")
     model = cg.build_clip_from_state_dict(state, precision=precision)
     for benchmark in ("pascal", "coco"):
         rows = [i for i, b in enumerate(golden["benchmark"]) if b == benchmark]
@@ -174,14 +177,20 @@ def _check_golden(name: str, atol: float, precision: str = "fp32") -> None:
         ours = cg.compute_cams(model, images, classes, CLASS_NAMES[benchmark], cam_size=golden["cam_size"])
         expected = golden["cams"][rows]
         assert (expected.amax(dim=(1, 2)) > 0.5).all(), "golden maps should be non-trivial"
-        torch.testing.assert_close(ours, expected, atol=atol, rtol=0)
+        check_close(f"{name} {benchmark} CAMs", ours, expected, atol)
 
 
+@pytest.mark.golden
 def test_golden_released_tiny():
     """A small random CLIP: released pipeline's files for synthetic PASCAL and COCO pairs."""
-    _check_golden("cam_released_tiny.pt", atol=1e-3)
+    _check_golden("cam_released_tiny.pt", atol=2e-3)  # 10x the worst deviation measured (docs/testing.md)
 
 
+@pytest.mark.golden
+@pytest.mark.skipif(torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"),
+                    reason="float16 on the scalar CPU kernels (ATEN_CPU_CAPABILITY=default) rounds otherwise: the "
+                           "maps are 0.011-0.020 (mean) and up to 0.13 from the golden, as far as fp32 maps are, so "
+                           "the golden cannot tell fp16 from fp32 there (AVX2 and AVX-512: 0 measured)")
 def test_golden_released_tiny_fp16():
     """--precision fp16: CLIP's float16 weights, the model OpenAI's clip.load(jit=False) gives on a GPU (how the
     authors' CAMs were made); golden values from the released procedure with that model, run on the CPU."""
@@ -196,6 +205,7 @@ def test_fp16_model_keeps_openai_dtypes(tiny_state):
 
 
 @pytest.mark.slow
+@pytest.mark.golden
 def test_golden_released_rn50():
     """Real RN50 shapes (random weights): released pipeline's files for 3 synthetic pairs."""
     _check_golden("cam_released_rn50.pt", atol=1e-3)

@@ -28,10 +28,11 @@ from model import clip_gradcam as cg
 from model.checkpoint import load_model_state
 from tests.data_helpers import TINY_CLIP
 from tests.model_golden_inputs import make_inputs
-from tests.test_model_golden import ATOL, GOLDEN, _args, _model
+from tests.test_model_golden import GOLDEN, _args, _model
 from tests.train_helpers import make_tiny_inputs
 
 pytestmark = [pytest.mark.cuda, pytest.mark.slow]
+ATOL = 1e-4  # GPU (TF32 off) vs the CPU golden: passed at this bound on the H200 (2026-11-27); no GPU spread yet
 CUDA = torch.device("cuda")
 
 

@@ -32,6 +32,7 @@ def _dataset(root: Path, benchmark: str, fold: int, shot: int, n: int, **kw):
                          splitpath=root / "splits", **kw)
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize("benchmark", ["pascal", "coco"])
 def test_seed0_episodes_equal_the_released_sequence(synthetic_root, benchmark):
     golden = _golden(benchmark)

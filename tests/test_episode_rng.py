@@ -139,6 +139,7 @@ def _golden_batches(golden: dict, benchmark: str, epoch: dict) -> list[list[list
     return [[[names[q], [names[s] for s in sup], c] for q, sup, c in batch] for batch in epoch["batches"]]
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize("benchmark", ["pascal", "coco"])
 @pytest.mark.parametrize("shot", [1, 5])
 def test_equal_to_the_released_samplers_draws(synthetic_root, cams, benchmark, shot):
@@ -153,6 +154,7 @@ def test_equal_to_the_released_samplers_draws(synthetic_root, cams, benchmark, s
         assert [[ep.as_json() for ep in batch] for batch in batches] == _golden_batches(golden, benchmark, epoch)
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize("benchmark", ["pascal", "coco"])
 def test_training_run_draws_equal_the_released_samplers(synthetic_root, cams, tmp_path, benchmark):
     """train.py's path (--seed 5, --nworker 3): the epoch's order and NumPy seed are those the golden was made

@@ -48,6 +48,7 @@ def _compact(dataset) -> list:
              ep.class_id] for ep in dataset.episodes]
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize("key", sorted(GOLDEN["sequences"]))
 def test_seed0_episodes_equal_hsnets_sampler(hsnet_sized_root, key):
     golden = GOLDEN["sequences"][key]

@@ -14,10 +14,15 @@ import torch
 
 from model import build_model
 from model.checkpoint import load_model_state
+from tests.golden_spread import check_close, check_deviation
 from tests.model_golden_inputs import make_inputs, random_state_dict
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "model_golden.pt"
-ATOL = 1e-4
+# Tolerances: at least 10x the worst deviation measured across CPU kernels, threads and oneDNN on/off
+# (python -m tests.portability; docs/testing.md): logits 3.1e-5, loss 1.4e-5, mean logit 8.5e-7.
+ATOL = 4e-4
+LOSS_TOL = 2e-4
+MEAN_TOL = 1e-5  # of the whole logit map's mean: rounding errors of neighbouring pixels are not independent
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +41,7 @@ def _model(backbone: str, golden: dict) -> torch.nn.Module:
     return _MODELS[backbone]
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize("backbone", ["vgg16", "resnet50"])
 def test_state_dict_layout_matches_released(backbone, golden):
     model = build_model(backbone, backbone_weights="none")
@@ -52,14 +58,17 @@ def _args(entry: dict, training: bool) -> dict:
     return args
 
 
-def _check_logits(out_q, out_s, entry):
-    torch.testing.assert_close(out_q[..., ::16, ::16], entry["logit_q"], atol=ATOL, rtol=0)
-    torch.testing.assert_close(out_s[..., ::16, ::16], entry["logit_s"], atol=ATOL, rtol=0)
-    assert out_q.double().sum().item() == pytest.approx(entry["sum_q"], abs=ATOL * out_q.numel() ** 0.5)
-    assert out_s.double().sum().item() == pytest.approx(entry["sum_s"], abs=ATOL * out_s.numel() ** 0.5)
+def _check_logits(out_q, out_s, entry, name: str):
+    check_close(f"{name} query logits", out_q[..., ::16, ::16], entry["logit_q"], ATOL)
+    check_close(f"{name} support logits", out_s[..., ::16, ::16], entry["logit_s"], ATOL)
+    check_deviation(f"{name} query mean logit", abs(out_q.double().sum().item() - entry["sum_q"]) / out_q.numel(),
+                    MEAN_TOL)
+    check_deviation(f"{name} support mean logit", abs(out_s.double().sum().item() - entry["sum_s"]) / out_s.numel(),
+                    MEAN_TOL)
 
 
 @pytest.mark.slow
+@pytest.mark.golden
 @pytest.mark.parametrize(("backbone", "stage"), [("vgg16", 2), ("resnet50", 3)])
 def test_training_outputs_match_released(backbone, stage, golden):
     entry = golden[backbone][f"train_s{stage}"]
@@ -67,24 +76,30 @@ def test_training_outputs_match_released(backbone, stage, golden):
     with torch.no_grad():
         out_q, out_s, loss = model(**_args(entry, training=True), stage=stage)
     assert out_q.shape == (2, 2, 400, 400)
-    assert loss.item() == pytest.approx(entry["loss"], abs=ATOL)
-    _check_logits(out_q, out_s, entry)
+    check_deviation(f"{backbone} train s{stage} loss", abs(loss.item() - entry["loss"]), LOSS_TOL)
+    _check_logits(out_q, out_s, entry, f"{backbone} train s{stage}")
 
 
 @pytest.mark.slow
+@pytest.mark.golden
 @pytest.mark.parametrize(("backbone", "stage"), [("resnet50", 1)])
 def test_eval_outputs_match_released(backbone, stage, golden):
     entry = golden[backbone][f"eval_s{stage}"]
     model = _model(backbone, golden).eval()
     with torch.no_grad():
         out_q, out_s = model(**_args(entry, training=False), stage=stage)
-    _check_logits(out_q, out_s, entry)
+    _check_logits(out_q, out_s, entry, f"{backbone} eval s{stage}")
 
 
 @pytest.mark.slow
+@pytest.mark.golden
 def test_5shot_vote_matches_released(golden):
     entry = golden["vgg16"]["vote5_s1"]
     model = _model("vgg16", golden).eval()
     vote = model.predict_mask_nshot(make_inputs(entry["input_seed"], bsz=1, nshot=5), nshot=5, stage=1)
-    assert vote.sum().item() == entry["fg"]
-    assert torch.equal(vote[..., ::4, ::4].bool(), entry["vote"])
+    # A pixel whose shots' logits tie flips with the CPU's rounding (ATEN_CPU_CAPABILITY=default: 1 pixel of
+    # 160,000, none of the sampled ones), so the vote is held to a few pixels rather than to all of them.
+    check_deviation("vgg16 5-shot vote: foreground pixels (relative)", abs(vote.sum().item() - entry["fg"]) / entry["fg"],
+                    1e-4)
+    check_deviation("vgg16 5-shot vote: sampled pixels that differ (fraction)",
+                    (vote[..., ::4, ::4].bool() != entry["vote"]).float().mean().item(), 1e-3)

@@ -21,6 +21,7 @@ from model.priors.clip_es import ClipESPreprocess, box_mask, build_clip_es, sink
 from model.priors.clip_es_names import CLIP_ES_BACKGROUND, clip_es_vocabulary
 from model.priors.clip_vit import build_clip_vit, load_clip_vit, random_clip_vit_state_dict
 from tests.data_helpers import TINY_CLIP, TINY_VIT
+from tests.golden_spread import check_close, check_deviation
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 
@@ -44,6 +45,7 @@ def test_registry():
         build_prior("nope", PASCAL_CLASSES)
 
 
+@pytest.mark.golden
 def test_gradcam_rn50_recipe_gives_the_released_golden_values():
     """The released recipe through the interface: the files of the released scripts (tests/golden), as
     model/clip_gradcam.py's own golden test checks them."""
@@ -58,7 +60,7 @@ def test_gradcam_rn50_recipe_gives_the_released_golden_values():
         maps = recipe(images, lists, cam_size=golden["cam_size"])
         expected = golden["cams"][rows]
         torch.testing.assert_close(maps[0][1], maps[0][0])
-        torch.testing.assert_close(torch.cat([m[:1] for m in maps]), expected, atol=1e-3, rtol=0)
+        check_close(f"gradcam-rn50 recipe {benchmark} CAMs", torch.cat([m[:1] for m in maps]), expected, 2e-3)
     settings = recipe.settings  # the keys gradcam-rn50 folders have recorded since format 2 (they resume)
     assert recipe.version == "clip-rn50-gradcam-released/1" and settings["clip_weights_sha256"] == "abc"
     assert settings["precision"] == "fp32" and settings["prompt_template"] == "a photo of a {}"
@@ -195,12 +197,20 @@ def _min_max(maps: np.ndarray) -> np.ndarray:
     return np.float32(maps / (1e-7 + maps.max(axis=(-2, -1), keepdims=True)))
 
 
+# At least 10x the worst deviation measured across CPU kernels, threads and oneDNN (docs/testing.md): the
+# patch-grid CAMs 1.1e-4, the refined ones 4.4e-4 (ViT-B/16 shapes), the saved float16 ones 2.5e-4.
+GRID_TOL = 2e-3
+REFINED_TOL = 5e-3
+
+
 def _check_clip_es_golden(name: str) -> None:
     golden = torch.load(GOLDEN / name, map_location="cpu", weights_only=True)
     state = random_clip_vit_state_dict(golden["seed"], **golden["config"])
     checksum = sum(float(v.double().abs().sum()) for v in state.values() if v.is_floating_point())
-    assert checksum == pytest.approx(golden["checksum"], rel=1e-9), \
-        "random_clip_vit_state_dict no longer gives the weights the golden values were measured with"
+    # torch.randn rounds differently under another kernel set (ATEN_CPU_CAPABILITY=default: 6e-9 relative);
+    # another generator would change the weights entirely
+    check_deviation(f"{name} weights checksum (relative)", abs(checksum / golden["checksum"] - 1), 1e-6,
+                    "random_clip_vit_state_dict no longer gives the weights the golden values were measured with")
     model = build_clip_vit(state)
     images = [Image.open(io.BytesIO(blob.numpy().tobytes())) for blob in golden["images"]]
     assert len({round(im.size[0] / im.size[1], 2) for im in images}) >= 3, "three aspect ratios"
@@ -212,18 +222,20 @@ def _check_clip_es_golden(name: str) -> None:
             # their refined CAM at the patch grid, normalised and resized to the image as their script saves it
             theirs = np.stack([cv2.resize(m, image.size) for m in _min_max(expected["grid_refined"][i].numpy())])
             assert theirs.max() > 0.9 and theirs.mean() < 0.8, "degenerate golden maps"
-            np.testing.assert_allclose(ours[i].numpy(), theirs, atol=1e-3, rtol=0, err_msg=f"{mode} image {i}")
+            check_close(f"{name} {mode} refined CAMs", ours[i], torch.from_numpy(theirs), REFINED_TOL)
             if expected["attn_highres"][i] is not None:  # their own float16 .npy content
-                np.testing.assert_allclose(ours[i].numpy(), expected["attn_highres"][i].float().numpy(), atol=1e-3)
+                check_close(f"{name} {mode} saved float16 CAMs", ours[i], expected["attn_highres"][i].float(),
+                            REFINED_TOL)
             tokens, attention = recipe._trunk(inputs[i].pixels[None])
             grid = tuple(s // 16 for s in inputs[i].pixels.shape[1:])
             cams, _ = recipe._head_cams(tokens[0], expected["labels"][i], grid)
-            np.testing.assert_allclose(cams, expected["grid_cam"][i].numpy(), atol=1e-4, rtol=0)
+            check_close(f"{name} {mode} patch-grid CAMs", torch.as_tensor(cams), expected["grid_cam"][i], GRID_TOL)
         small = recipe.compute(inputs[:1], expected["labels"][:1], cam_size=50)[0]
         expected_small = np.stack([cv2.resize(m, (50, 50)) for m in ours[0].numpy()])
         np.testing.assert_allclose(small.numpy(), expected_small, atol=1e-6)
 
 
+@pytest.mark.golden
 def test_clip_es_matches_released_code_tiny():
     """Both label modes ('image': CLIP-ES's own; 'all': its code run with all 20 classes as the image's labels),
     three aspect ratios, a small random ViT."""
@@ -231,6 +243,7 @@ def test_clip_es_matches_released_code_tiny():
 
 
 @pytest.mark.slow
+@pytest.mark.golden
 def test_clip_es_matches_released_code_vit_b16():
     """ViT-B/16's shapes (random weights), three aspect ratios, CLIP-ES's own label mode."""
     _check_clip_es_golden("clip_es_vitb16.pt")
