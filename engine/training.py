@@ -149,6 +149,11 @@ def wrap_model(model: nn.Module, device: torch.device, distributed: bool) -> nn.
     return model
 
 
+def build_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Adam:
+    """Adam at ``lr`` over the parameters that train (the frozen backbone's are left out), as released."""
+    return torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+
+
 def build_trainer(args: argparse.Namespace, device: torch.device, state: Optional[dict[str, Any]],
                   distributed: bool) -> Trainer:
     """The model with its backbone frozen, Adam over the rest, the AMP scaler (``--amp`` on CUDA); restored
@@ -160,7 +165,7 @@ def build_trainer(args: argparse.Namespace, device: torch.device, state: Optiona
     if args.compile:
         model.compile_learner()
     log_params(logger, model)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr)
+    optimizer = build_optimizer(model, args.lr)
     use_amp = bool(args.amp) and device.type == "cuda"
     if args.amp and not use_amp:
         logger.warning("--amp has no effect on %s (autocast is used on CUDA only)", device)
