@@ -5,12 +5,15 @@ episodes (class, query and supports of each); anything else is refused with one 
 What may differ is what is being compared (checkpoint, backbone, ``--stage``, ``--masking``, image size...);
 those differences are listed in the output.
 
-For every (seed, fold, shot) cell both runs are resampled with the *same* resamples
-(:func:`engine.bootstrap.plan_resamples`: fixed per cell, stratified by class, query images kept together),
-so each resample gives a paired difference B - A; the interval is the 2.5% and 97.5% quantiles of those
-differences, and ``share_b_greater`` the share of resamples in which B scores higher. A cell's value is the
-mean over the seeds; the mean column is the mean over the folds, resample by resample. Comparing a run with
-itself gives exactly 0 with the interval [0, 0].
+For every (fold, shot) both runs are resampled with the *same* resamples
+(:func:`engine.bootstrap.plan_joint_resamples`: fixed per (fold, shot) and seeds, stratified by class, query
+images kept together), so each resample gives a paired difference B - A; the interval is the 2.5% and 97.5%
+quantiles of those differences, and ``share_b_greater`` the share of resamples in which B scores higher. A
+cell's value is the mean over the seeds, and with several seeds one resample draws the same query images for
+all of them (they query the same images on PASCAL-5i and FSS-1000, so their differences are not independent);
+with one seed the plan is the cell's own (:func:`engine.bootstrap.plan_resamples`). The mean column is the
+mean over the folds, resample by resample. Comparing a run with itself gives exactly 0 with the interval
+[0, 0].
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from common.errors import UserInputError
 from common.io import atomic_write_text
 from data.benchmarks import TITLES
 from engine.bootstrap import (BASE_SEED, CONFIDENCE, DEFAULT_RESAMPLES, METHOD, mean_samples, percentile_interval,
-                              plan_resamples, resampled_metrics)
+                              plan_joint_resamples, resampled_metrics)
 from engine.episode_records import Cell, EpisodeRecords, read_run, results_path, run_cells
 from engine.paper_results import METRICS
 
@@ -119,11 +122,14 @@ def same_checkpoints(a: ComparedRun, b: ComparedRun) -> bool:
 def compare_runs(a: ComparedRun, b: ComparedRun, resamples: int = DEFAULT_RESAMPLES) -> list[Difference]:
     """B - A per metric, shot and fold, and over the folds, with paired bootstrap intervals (same resamples)."""
     check_protocol(a, b)
-    samples: dict[Cell, np.ndarray] = {}  # (R, 2) paired differences B - A, mIoU and FB-IoU
-    for cell, records_a in a.records.items():
-        plan = plan_resamples(records_a, resamples)
-        samples[cell] = resampled_metrics(b.records[cell], plan) - resampled_metrics(records_a, plan)
     seeds, folds, shots = a.seeds, list(a.document["folds"]), list(a.document["nshots"])
+    samples: dict[Cell, np.ndarray] = {}  # (R, 2) paired differences B - A, mIoU and FB-IoU
+    for fold in folds:
+        for shot in shots:
+            cells = [Cell(seed, fold, shot) for seed in seeds]
+            plan = plan_joint_resamples([a.records[cell] for cell in cells], resamples)
+            for cell in cells:
+                samples[cell] = resampled_metrics(b.records[cell], plan) - resampled_metrics(a.records[cell], plan)
     out = []
     for column, metric in enumerate(METRICS):
         for shot in shots:

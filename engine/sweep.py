@@ -37,7 +37,8 @@ from data.benchmarks import FOLD_BENCHMARKS, TITLES
 from data.dataset import OutsideValueReport, build_dataloader, build_dataset, check_cams_exist
 from data.fewshot import FewShotDataset
 from data.synthetic import MARKER as SYNTHETIC_MARKER
-from engine.bootstrap import CONFIDENCE, METHOD, BASE_SEED, bootstrap_samples, percentile_interval
+from engine.bootstrap import (CONFIDENCE, METHOD, BASE_SEED, bootstrap_samples, percentile_interval,
+                              seed_mean_samples)
 from engine.cam_provenance import check_cam_provenance
 from engine.episode_records import (EPISODES_NAME, Cell, EpisodeCollector, EpisodeRecords, RecordsError,
                                     first_difference, read_run, run_cells, write_episodes)
@@ -59,12 +60,14 @@ class ResumeError(UserInputError, ValueError):
 @dataclass
 class Sweep:
     """The cells of a test run: those planned, and of the finished ones what each measured, its per-episode
-    records and its (R, 2) bootstrap mIoU/FB-IoU samples (none with ``--bootstrap 0``)."""
+    records and its (R, 2) bootstrap mIoU/FB-IoU samples (none with ``--bootstrap 0``); with several seeds,
+    the samples of their mean per (fold, shot) (:meth:`seed_means`)."""
 
     cells: list[Cell]
     runs: dict[Cell, RunResult] = field(default_factory=dict)
     records: dict[Cell, EpisodeRecords] = field(default_factory=dict)
     samples: dict[Cell, np.ndarray] = field(default_factory=dict)
+    _seed_means: dict[tuple[int, int], tuple[tuple[int, ...], int, np.ndarray]] = field(default_factory=dict)
 
     def add(self, run: RunResult, records: EpisodeRecords, resamples: int) -> None:
         """A finished cell, bootstrapped with ``resamples`` resamples (0: not at all)."""
@@ -72,6 +75,25 @@ class Sweep:
         self.records[run.cell] = records
         if resamples:
             self.samples[run.cell] = bootstrap_samples(records, resamples)
+
+    def seed_means(self, resamples: int) -> dict[tuple[int, int], np.ndarray]:
+        """Per (fold, shot) with several finished seeds, the (R, 2) bootstrap samples of their mean (the seeds'
+        joint resamples, :func:`engine.bootstrap.seed_mean_samples`); none with ``resamples`` 0."""
+        groups: dict[tuple[int, int], list[Cell]] = {}
+        for cell in self.cells:
+            if cell in self.runs and resamples:
+                groups.setdefault((cell.fold, cell.shot), []).append(cell)
+        out = {}
+        for key, cells in groups.items():
+            if len(cells) < 2:
+                continue
+            seeds = tuple(cell.seed for cell in cells)
+            kept = self._seed_means.get(key)
+            if kept is None or kept[:2] != (seeds, resamples):  # computed once per set of finished seeds
+                kept = (seeds, resamples, seed_mean_samples([self.records[cell] for cell in cells], resamples))
+                self._seed_means[key] = kept
+            out[key] = kept[2]
+        return out
 
     def finished(self) -> list[RunResult]:
         """The finished cells' runs, in the planned order."""
@@ -345,7 +367,8 @@ def report(args: argparse.Namespace, sweep: Sweep, run_dir: Path, *, write: bool
     ``results.json`` content. Data made by :mod:`data.synthetic` get no paper numbers."""
     synthetic = (Path(args.datapath) / SYNTHETIC_MARKER).is_file()
     runs = sweep.finished()
-    rows = build_table(runs, args.benchmark, args.backbone, with_paper=not synthetic, samples=sweep.samples)
+    rows = build_table(runs, args.benchmark, args.backbone, with_paper=not synthetic, samples=sweep.samples,
+                       seed_means=sweep.seed_means(args.bootstrap))
     title, note = table_title(args.benchmark, args.backbone, synthetic=synthetic), paper_source()
     notes = comparison_notes(args, rows, synthetic) + table_notes(
         rows, note, folds=args.benchmark in FOLD_BENCHMARKS, resamples=args.bootstrap, seeds=args.seeds)

@@ -10,8 +10,9 @@ paper's mean is over all of them).
 
 With per-cell bootstrap samples (:mod:`engine.bootstrap`), our cells and the differences carry their 95%
 interval, ``61.23 [60.10, 62.30]`` (the interval of the mean column: over the per-resample means of the
-folds). With several ``--seeds``, our line is the mean over the seeds (its interval: over the per-resample
-means of the seeds' cells), followed by one line per seed and the seeds' standard deviation (``sd over
+folds). With several ``--seeds``, our line is the mean over the seeds (its interval: from the seeds' joint
+resamples, :func:`engine.bootstrap.seed_mean_samples`, which draw the same query images for every seed),
+followed by one line per seed (with its cell's interval) and the seeds' standard deviation (``sd over
 seeds``, n - 1 in the denominator).
 
 :func:`write_outputs` writes ``results.json``, ``table.md``, ``table.csv`` and ``table.png`` (the per-fold
@@ -25,7 +26,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -142,15 +143,19 @@ def _shift(interval: FoldIntervals, by: FoldValues, full: bool) -> FoldIntervals
 
 
 def build_table(runs: Sequence[RunResult], benchmark: str, backbone: str, *, with_paper: bool = True,
-                samples: Optional[dict[Cell, np.ndarray]] = None) -> list[TableRow]:
+                samples: Optional[dict[Cell, np.ndarray]] = None,
+                seed_means: Optional[Mapping[tuple[int, int], np.ndarray]] = None) -> list[TableRow]:
     """The table of ``runs`` (any folds and shots, each (seed, fold, shot) at most once), per metric then shot.
 
     ``with_paper=False`` leaves the paper's lines empty (data the paper's numbers do not apply to).
     ``samples``: (R, 2) bootstrap mIoU/FB-IoU per cell (:func:`engine.bootstrap.bootstrap_samples`); with
     them, our cells and the differences get intervals. Runs of several seeds: our line is their mean, and each
-    seed gets a line.
+    seed gets a line. ``seed_means``: per (fold, shot) with several seeds, the (R, 2) samples of their mean
+    (:func:`engine.bootstrap.seed_mean_samples` over the seeds of ``runs`` there); where one is missing, our
+    line has no interval (the seeds' own samples, drawn independently, would make it too narrow).
     """
     samples = samples or {}
+    seed_means = seed_means or {}
     seeds = list(dict.fromkeys(run.seed for run in runs))
     rows = []
     for column, metric in enumerate(METRICS):
@@ -165,7 +170,11 @@ def build_table(runs: Sequence[RunResult], benchmark: str, backbone: str, *, wit
             fold_samples = {}
             for fold in folds:
                 parts = [seed_samples[s].get(fold) for s in seeds if fold in by_seed[s]]
-                fold_samples[fold] = None if any(p is None for p in parts) else mean_samples(parts)
+                if len(parts) > 1:
+                    joint = seed_means.get((fold, shot))
+                    fold_samples[fold] = None if joint is None else joint[:, column]
+                else:
+                    fold_samples[fold] = None if parts[0] is None else mean_samples(parts)
             ours, interval = _fold_line(by_fold, fold_samples if samples else {})
             paper = paper_row(benchmark, backbone, shot, metric) if with_paper else FoldValues.empty()
             full = len(by_fold) == NFOLDS
@@ -179,7 +188,7 @@ def build_table(runs: Sequence[RunResult], benchmark: str, backbone: str, *, wit
                 for seed in seeds:
                     if by_seed[seed]:
                         per_seed[seed], seed_interval = _fold_line(by_seed[seed], seed_samples[seed] if samples else {})
-                        if intervals:
+                        if seed_interval != FoldIntervals.empty():  # even where the mean has none
                             intervals[f"seed {seed}"] = seed_interval
                 sd = FoldValues(tuple(_sd([by_seed[s][f] for s in seeds if f in by_seed[s]]) for f in range(NFOLDS)),
                                 _sd([line.mean for line in per_seed.values() if line.mean is not None]))

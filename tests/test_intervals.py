@@ -15,7 +15,8 @@ import torch
 
 import compare as compare_script
 from common.evaluation import IoUMeter
-from engine.bootstrap import bootstrap_samples, percentile_interval, plan_resamples, resampled_metrics
+from engine.bootstrap import (bootstrap_samples, mean_samples, percentile_interval, plan_joint_resamples,
+                              plan_resamples, resampled_metrics, seed_mean_samples)
 from engine.compare import CompareError, ComparedRun, compare_runs
 from engine.episode_records import Cell, EpisodeRecords, read_episodes, write_episodes
 from engine.tables import RunResult, build_table, table_as_dict, table_csv, table_markdown
@@ -142,12 +143,18 @@ def _run(seed, fold, shot, miou):
 
 def test_table_with_seeds_and_intervals():
     runs = [_run(s, f, 1, 40.0 + f + s) for f in (0, 1) for s in (0, 1, 2)]
-    samples = {r.cell: bootstrap_samples(_records(r.cell, seed=r.seed * 10 + r.fold), 200) for r in runs}
-    rows = build_table(runs, "pascal", "vgg16", samples=samples)
+    records = {r.cell: _records(r.cell, seed=r.seed * 10 + r.fold) for r in runs}
+    samples = {cell: bootstrap_samples(r, 200) for cell, r in records.items()}
+    seed_means = {(f, 1): seed_mean_samples([records[Cell(s, f, 1)] for s in (0, 1, 2)], 200) for f in (0, 1)}
+    rows = build_table(runs, "pascal", "vgg16", samples=samples, seed_means=seed_means)
     miou = rows[0]
     assert miou.ours.folds[:2] == (41.0, 42.0) and miou.ours.mean == 41.5
     assert miou.seeds[2].folds[:2] == (42.0, 43.0) and miou.seeds_sd.folds[0] == pytest.approx(1.0)
     assert all(i is not None for i in (*miou.intervals["ours"].folds[:2], miou.intervals["ours"].mean))
+    assert miou.intervals["ours"].folds[0] == percentile_interval(seed_means[0, 1][:, 0])  # the seeds' joint draws
+    means = (seed_means[0, 1][:, 0] + seed_means[1, 1][:, 0]) / 2
+    assert miou.intervals["ours"].mean == percentile_interval(means)
+    assert miou.intervals["seed 1"].folds[1] == percentile_interval(samples[Cell(1, 1, 1)][:, 0])  # its cell's
     diff = miou.intervals["diff"].folds[0]  # ours - paper, shifted by the paper's number
     assert diff == pytest.approx(tuple(v - miou.paper.folds[0] for v in miou.intervals["ours"].folds[0]))
     lines = {(r[0], r[2]): r for r in csv.reader(io.StringIO(table_csv(rows)))}
@@ -158,6 +165,75 @@ def test_table_with_seeds_and_intervals():
     as_dict = table_as_dict(rows)["miou"]["1"]
     assert as_dict["seeds"]["1"]["folds"][:2] == [41.0, 42.0] and len(as_dict["ours"]["interval"]["folds"][0]) == 2
     json.dumps(as_dict)  # plain JSON values
+
+
+def test_several_seeds_without_their_joint_samples_get_no_interval_of_the_mean():
+    """The seeds' own samples, averaged, would give too narrow an interval: the mean gets none instead."""
+    runs = [_run(s, 0, 1, 40.0 + s) for s in (0, 1)]
+    samples = {r.cell: bootstrap_samples(_records(r.cell, seed=r.seed), 100) for r in runs}
+    miou = build_table(runs, "pascal", "vgg16", samples=samples)[0]
+    assert "ours" not in miou.intervals and miou.intervals["seed 1"].folds[0] is not None
+
+
+def test_one_seed_keeps_its_cells_resamples():
+    records = _records()
+    assert np.array_equal(seed_mean_samples([records], 300), bootstrap_samples(records, 300))  # bit for bit
+    joint, own = plan_joint_resamples([records], 300), plan_resamples(records, 300)
+    assert joint.clusters == own.clusters and all(np.array_equal(a, b) for a, b in zip(joint.draws, own.draws))
+
+
+def test_seeds_querying_the_same_images_draw_them_together():
+    """PASCAL-5i and FSS-1000: every seed queries the same images. Seeds with equal counts give one seed's
+    distribution back (not one narrowed by sqrt(3), as independent draws would)."""
+    cells = [_records(Cell(s, 0, 1), n=200, queries=100, seed=0) for s in (0, 1, 2)]
+    plan = plan_joint_resamples(cells, 400)
+    assert plan.members and all(m == (0, 1, 2) for per_class in plan.members for m in per_class)
+    same = [resampled_metrics(r, plan) for r in cells]
+    assert all(np.array_equal(same[0], other) for other in same[1:])  # equal counts, equal draws
+    joint = percentile_interval(seed_mean_samples(cells, 400)[:, 0])
+    independent = percentile_interval(mean_samples(bootstrap_samples(r, 400) for r in cells)[:, 0])
+    one = percentile_interval(bootstrap_samples(cells[0], 400)[:, 0])
+    assert (joint[1] - joint[0]) / (one[1] - one[0]) == pytest.approx(1, abs=0.15)
+    assert (independent[1] - independent[0]) / (one[1] - one[0]) < 0.75  # ~1/sqrt(3)
+    assert np.array_equal(seed_mean_samples(cells, 400), seed_mean_samples(cells[::-1], 400))  # order-free
+
+
+def _own_queries(records: EpisodeRecords, prefix: str) -> EpisodeRecords:
+    return dataclasses.replace(records, query=np.array([prefix + name for name in records.query]))
+
+
+def test_seeds_with_their_own_queries_keep_each_seeds_images():
+    """COCO-20i: each seed draws its own queries. An image is drawn only in place of an image of the same
+    seeds, so every seed keeps its number of query images per class; one image shared by two seeds is drawn
+    for both."""
+    cells = [_own_queries(_records(Cell(s, 0, 1), n=40, queries=20, seed=s), f"s{s}_") for s in (0, 1, 2)]
+    shared = cells[1].query.copy()
+    shared[cells[1].query == "s1_img000"] = "s0_img000"  # seed 1 happens to query one of seed 0's images too
+    cells[1] = dataclasses.replace(cells[1], query=shared)
+    plan = plan_joint_resamples(cells, 300)
+    for union, member, draw in zip(plan.clusters, plan.members, plan.draws):
+        member = np.array([",".join(map(str, m)) for m in member])
+        assert np.array_equal(member[draw], np.broadcast_to(member, draw.shape))  # within the stratum
+        assert set(member) <= {"0", "1", "2", "0,1"}
+    assert (0, 1) in {m for per_class in plan.members for m in per_class}
+    for records in cells:
+        assert resampled_metrics(records, plan).shape == (300, 2)
+    stranger = _own_queries(_records(Cell(3, 0, 1), n=40, queries=20, seed=3), "s3_")
+    with pytest.raises(ValueError, match="seed 3, fold 0, 1-shot: the records do not have the plan's query images"):
+        resampled_metrics(stranger, plan)
+
+
+def test_compare_draws_the_same_images_for_every_seed():
+    seeds = (0, 1)
+    a_cells = {Cell(s, f, 1): _records(Cell(s, f, 1), seed=f) for s in seeds for f in (0, 1)}
+    b_cells = {c: _records(c, seed=c.fold, better_by=40 * (c.seed + 1)) for c in a_cells}
+    a, b = _test_run(a_cells, seeds=list(seeds)), _test_run(b_cells, seeds=list(seeds))
+    rows = {(r.metric, r.fold): r for r in compare_runs(a, b, resamples=200)}
+    plan = plan_joint_resamples([a_cells[Cell(s, 0, 1)] for s in seeds], 200)
+    diffs = mean_samples(resampled_metrics(b_cells[Cell(s, 0, 1)], plan) - resampled_metrics(a_cells[Cell(s, 0, 1)],
+                                                                                              plan) for s in seeds)
+    assert rows["miou", 0].interval == percentile_interval(diffs[:, 0])
+    assert all(r.interval == (0.0, 0.0) for r in compare_runs(a, a, resamples=50))
 
 
 def test_compare_script_refuses_a_run_without_records(tmp_path, capsys):

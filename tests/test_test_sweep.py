@@ -17,6 +17,7 @@ import compare as compare_script
 import test as test_script
 from engine import run_checkpoint as ckpt
 from engine import sweep
+from engine.bootstrap import percentile_interval, seed_mean_samples
 from engine.episode_records import Cell, read_run
 from tests.train_helpers import make_tiny_inputs
 
@@ -250,6 +251,9 @@ def test_several_seeds_report_each_seed_their_mean_and_spread(setup, capsys):
     assert "| seed 0 |" in table and "| seed 1 |" in table and "| sd over seeds |" in table
     _, records = read_run(run_dir)
     assert records[Cell(1, 0, 1)].metrics() == (values[1], results["runs"][1]["fb_iou"])
+    joint = seed_mean_samples([records[Cell(s, 0, 1)] for s in (0, 1)], results["bootstrap"]["resamples"])
+    assert cell["ours"]["interval"]["folds"][0] == list(percentile_interval(joint[:, 0]))  # the seeds' joint draws
+    assert cell["seeds"]["1"]["interval"]["folds"][0] == results["runs"][1]["interval"]["miou"]  # its cell's
 
 
 def test_missing_checkpoint_of_one_fold_stops_before_any_work(setup, capsys, monkeypatch):
