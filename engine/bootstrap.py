@@ -3,7 +3,8 @@
 **What is resampled.** mIoU is a mean of per-class IoUs, each pooled over that class's episodes; the released
 protocols fix how many episodes each class gets (PASCAL-5i and FSS-1000 query the split's images in turn;
 COCO-20i draws the class per episode, so its counts vary a little). So the resampling is *stratified by
-class*: each class keeps its number of episodes. Within a class, episodes that share a query image are
+class*: each class keeps its number of query images (its episode count can move a little where its images
+have different numbers of episodes). Within a class, episodes that share a query image are
 resampled together (a *cluster* bootstrap): PASCAL-5i's 1000 episodes query each of a fold's few hundred
 test images about three times with other supports, and those repeats are not independent evidence. Where
 every episode has its own query this is the plain episode bootstrap.
@@ -46,7 +47,7 @@ from engine.episode_records import Cell, EpisodeRecords
 BASE_SEED = 24  # fixed: intervals are a function of the episodes alone
 DEFAULT_RESAMPLES = 1000
 CONFIDENCE = 0.95
-METHOD = ("percentile bootstrap over episodes, stratified by class (each class keeps its episode count), "
+METHOD = ("percentile bootstrap over episodes, stratified by class (each class keeps its number of query images), "
           "episodes sharing a query image resampled together, across the seeds of a mean over seeds too")
 
 Interval = tuple[float, float]
