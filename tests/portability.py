@@ -4,6 +4,7 @@
     python -m tests.portability --grid full          # every capability x threads x oneDNN combination
     python -m tests.portability --configs default/1/on avx2/4/off --select "golden and not slow"
     python -m tests.portability --measure            # record every deviation, fail none (new tolerances)
+    python -m tests.portability tests/test_model_step.py   # one file's golden tests
 
 Each configuration runs ``pytest -m golden`` (or ``--select``) in a fresh process with ATEN_CPU_CAPABILITY,
 OMP_NUM_THREADS and ``$IMR_TEST_ONEDNN`` set, and every golden check logs its deviation
@@ -83,13 +84,14 @@ def full_grid() -> list[CpuConfig]:
             for onednn in (True, False)]
 
 
-def run_config(config: CpuConfig, select: str, log: Path, measure: bool = False) -> int:
-    """Run the selected tests under ``config``, their checks appended to ``log``; pytest's exit status.
-    ``measure``: the golden checks record without asserting."""
+def run_config(config: CpuConfig, select: str, log: Path, measure: bool = False,
+               paths: tuple[str, ...] = ()) -> int:
+    """Run the selected tests (of ``paths``, default all) under ``config``, their checks appended to ``log``;
+    pytest's exit status. ``measure``: the golden checks record without asserting."""
     env = config.env()
     env["IMR_GOLDEN_SPREAD_LOG"] = str(log)
     env["IMR_GOLDEN_MEASURE"] = "1" if measure else "0"
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", select, "--durations=0"]
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", select, "--durations=0", *paths]
     print(f"== {config.name}: {' '.join(command[1:])}", flush=True)
     result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     tail = result.stdout.strip().splitlines()[-1:] if result.stdout.strip() else []
@@ -135,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--select", default="golden", help="pytest -m expression of the tests to run")
     parser.add_argument("--measure", action="store_true",
                         help="golden checks record their deviations without failing (to set new tolerances)")
+    parser.add_argument("paths", nargs="*", help="test files to run (default: all of tests/)")
     parser.add_argument("--json", type=Path, default=None, help="also write the per-check rows as JSON here")
     args = parser.parse_args(argv)
     configs = args.configs or (full_grid() if args.grid == "full" else standard_configs())
@@ -142,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         log = Path(scratch) / "spread.jsonl"
         for config in configs:
-            if run_config(config, args.select, log, args.measure) != 0:
+            if run_config(config, args.select, log, args.measure, tuple(args.paths)) != 0:
                 failed.append(config.name)
         records = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     rows = summarise(records)
