@@ -1,5 +1,5 @@
 """Shared fixtures and settings: a session-wide synthetic benchmark, per-module scratch folders, CUDA-test
-skipping, and oneDNN switched off on request (``$IMR_TEST_ONEDNN``).
+skipping, and the CPU numerics asked for by ``$IMR_TEST_ONEDNN`` and ``$IMR_TEST_THREADS``.
 
 Training runs write checkpoints of about 0.6 GB each (the released format keeps VGG16's classifier), so
 scratch folders are removed as soon as their tests passed: function ones by ``tmp_path_retention_policy``
@@ -17,13 +17,16 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ONEDNN_ENV = "IMR_TEST_ONEDNN"  # "0": the whole test session runs with oneDNN off (python -m tests.portability)
+THREADS_ENV = "IMR_TEST_THREADS"  # N: torch.set_num_threads(N), also above the core count (OMP_NUM_THREADS is capped)
 
 
 def pytest_configure(config):
-    """Apply the CPU numerics that ``$IMR_TEST_ONEDNN`` asks for (the kernel set and threads have PyTorch's own
-    variables: ATEN_CPU_CAPABILITY, OMP_NUM_THREADS)."""
+    """Apply the CPU numerics that ``$IMR_TEST_ONEDNN`` and ``$IMR_TEST_THREADS`` ask for (the kernel set has
+    PyTorch's own variable, ATEN_CPU_CAPABILITY)."""
     if os.environ.get(ONEDNN_ENV) == "0":
         torch.backends.mkldnn.enabled = False
+    if os.environ.get(THREADS_ENV):
+        torch.set_num_threads(int(os.environ[THREADS_ENV]))
 
 
 def pytest_collection_modifyitems(config, items):

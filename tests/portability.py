@@ -58,6 +58,7 @@ class CpuConfig:
         env = dict(os.environ, ATEN_CPU_CAPABILITY=self.capability, OMP_NUM_THREADS=str(self.threads),
                    MKL_NUM_THREADS=str(self.threads))
         env["IMR_TEST_ONEDNN"] = "1" if self.onednn else "0"
+        env["IMR_TEST_THREADS"] = str(self.threads)  # PyTorch caps OMP_NUM_THREADS at the core count
         return env
 
 
