@@ -13,7 +13,7 @@ moves its parameter by up to 2 lr. Comparing the stepped parameters with one mac
 machine's rounding (it failed on other CPUs: 31 of 121 parameters off by up to 2.7e-3). The gradient is the
 well-conditioned quantity: it is held to the released model's within relative tolerances set from the spread
 measured across CPU kernels, thread counts and oneDNN on/off (``python -m tests.portability``; docs/testing.md
-lists the figures): the whole model's gradient within 2e-3 (worst seen 1.7e-4), any one parameter's within
+lists the figures): the whole model's gradient within 5e-3 (worst seen 3.9e-4, ResNet50 at AVX2), any one parameter's within
 1e-1 (worst seen 7.7e-3: a few small gradients, such as the IMR state's, amplify rounding most). The step itself is then checked where that is exact: the training code's
 optimizer and the released one (``optim.Adam([{"params": model.parameters(), "lr": lr}])``, released
 train.py) stepped from the same gradients in this process must give identical parameters.
@@ -36,7 +36,7 @@ GOLDEN = Path(__file__).resolve().parent / "golden" / "step_released.pt"
 NSAMPLES = 256
 # Tolerances: at least 10x the worst deviation measured across CPU configurations (docs/testing.md).
 LOSS_TOL = 5e-5  # absolute (the loss is about 3-4)
-GRAD_TOL = 2e-3  # all gradients together: the difference's L2 norm relative to the released gradients' norm
+GRAD_TOL = 5e-3  # all gradients together: the difference's L2 norm relative to the released gradients' norm
 PARAM_GRAD_TOL = 1e-1  # any one parameter, relative to its gradient's norm (a wrong gradient is off by O(1))
 
 
