@@ -1,7 +1,7 @@
-"""make demo: the whole IMR-HSNet method on the embedded synthetic benchmark (see engine/demo.py)."""
+"""make demo: the whole IMR-HSNet method on the embedded synthetic benchmark (see apps/demo.py)."""
 import sys
 
-from engine.demo import run
+from apps.demo import run
 
 if __name__ == "__main__":
     sys.exit(run())

@@ -6,11 +6,11 @@ Example::
     python evaluate_priors.py --benchmark pascal --fold 0 --split val --priors ../Datasets_HSN/CAM_Val \\
         --out prior_quality/pascal_val_fold0
 
-See ``engine/prior_quality.py`` (what is measured) and ``engine/prior_report.py`` (the outputs).
+See ``priors/quality.py`` (what is measured) and ``priors/report.py`` (the outputs).
 """
 import sys
 
-from engine.prior_report import main
+from priors.report import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -4,11 +4,11 @@ Example::
 
     python generate_cam_coco.py --datapath ../Datasets_HSN --clip-weights ~/.cache/clip/RN50.pt
 
-See ``engine/cam_job.py`` (which pairs, resume, failures) and ``model/clip_gradcam.py`` (the recipe).
+See ``priors/cam_job.py`` (which pairs, resume, failures) and ``priors/recipes/clip_gradcam.py`` (the recipe).
 """
 import sys
 
-from engine.cam_job import main
+from priors.cam_job import main
 
 if __name__ == "__main__":
     sys.exit(main("coco"))

@@ -12,7 +12,7 @@ refined mask), and ``predict.json`` (arguments, prompts, how the class name was 
 other name of a vocabulary's class is read as that class (``airplane`` -> PASCAL's ``aeroplane``); a name new
 to the vocabulary is scored beside its classes, with a warning.
 Images are used upright, as their EXIF orientation says (as image viewers show them).
-See :mod:`engine.predictor` for the Python API and the choices behind it.
+See :mod:`apps.predictor` for the Python API and the choices behind it.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from common.console import ensure_console_logging
 from common.errors import UserInputError
 from data.benchmarks import CLASS_NAMES
 from model.backbone import BACKBONES
-from model.clip_weights import CLIP_WEIGHTS_HELP, random_clip_seed
+from priors.clip_weights import CLIP_WEIGHTS_HELP, random_clip_seed
 from model.masking import MASKING_MODES
 
 logger = logging.getLogger("predict")
@@ -160,7 +160,7 @@ def overlay_panel(image: Any, cam: np.ndarray, mask: np.ndarray) -> np.ndarray:
 def main(args: argparse.Namespace) -> dict[str, Any]:
     """Segment ``args.class_name`` in the query images; returns what ``predict.json`` records."""
     from common.io import prepare_output_folder, remove_if_empty
-    from engine.predictor import prompt_classes
+    from apps.predictor import prompt_classes
 
     prompt_classes(args.class_name, args.vocabulary)  # an empty class name is refused before anything loads
     random_clip_seed(args.clip_weights)  # and a malformed random:SEED
@@ -182,8 +182,8 @@ def _predict(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     import torch
 
     from common.io import atomic_write_bytes, atomic_write_text
-    from engine.predictor import Segmenter
-    from model.clip_gradcam import clip_dtype
+    from apps.predictor import Segmenter
+    from priors.recipes.clip_gradcam import clip_dtype
 
     support_paths = collect_images(args.support, "--support")
     query_paths = collect_images(args.query, "--query")

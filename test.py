@@ -78,7 +78,7 @@ logger = logging.getLogger("test")
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
     """Test ``args.checkpoints`` at every fold and shot; returns what is written to ``results.json``."""
-    from engine.cam_provenance import cam_manifest_digests
+    from priors.provenance import cam_manifest_digests
     from engine.checkpoint_args import checkpoint_warnings
     from engine.sweep import report, run_sweep
 

@@ -1,6 +1,6 @@
 """Benchmark: the whole CAM job (ours) against the released per-image procedure, same weights, same machine.
 
-Ours: ``engine.cam_job.run_cam_job`` on every pair of the benchmark's split lists (each pair once, prompts
+Ours: ``priors.cam_job.run_cam_job`` on every pair of the benchmark's split lists (each pair once, prompts
 encoded once, batched trunk forward, head-only backward, parallel decoding), timed from building the
 Grad-CAM object (prompt encoding included) to the last file written.
 
@@ -42,9 +42,9 @@ from PIL import Image  # noqa: E402
 from common.device import resolve_device  # noqa: E402
 from data.benchmarks import CLASS_NAMES, FOLD_BENCHMARKS  # noqa: E402
 from data.splits import read_coco_split, read_pascal_split  # noqa: E402
-from engine import cam_job  # noqa: E402
-from model import clip_gradcam as cg  # noqa: E402
-from model.priors.gradcam_rn50 import GradCamRN50  # noqa: E402
+from priors import cam_job  # noqa: E402
+from priors.recipes import clip_gradcam as cg  # noqa: E402
+from priors.recipes.gradcam_rn50 import GradCamRN50  # noqa: E402
 from tests.clip_reference import per_image_reference_cams  # noqa: E402
 
 # Runs in a subprocess with the released repository first on sys.path (its pytorch_grad_cam is a different,

@@ -1,4 +1,4 @@
-"""What the CAM provenance check (engine/cam_provenance.py) adds to the start of train.py / test.py, against the
+"""What the CAM provenance check (priors/provenance.py) adds to the start of train.py / test.py, against the
 CAM presence check that ran before it (data/dataset.py check_cams_exist), measured in the same run.
 
     python benchmarks/bench_cam_check.py                      # synthetic PASCAL-5i, fold 0 training split
@@ -34,14 +34,15 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from common.constants import PRIOR_RECIPE_IDS  # noqa: E402
+from priors.recipes import PRIOR_RECIPE_IDS  # noqa: E402
 from common.io import names_sha256  # noqa: E402
 from data.cam_files import cam_path  # noqa: E402
 from data.cam_manifest import (CamManifest, CamSettings, ImageIdentity, ImageRecord, image_identity,  # noqa: E402
                                parse_manifest)
 from data.dataset import build_dataset, check_cams_exist  # noqa: E402
+from priors.provenance import 
 from data.synthetic import make_benchmark  # noqa: E402
-from engine.cam_provenance import check_cam_provenance  # noqa: E402
+from priors.provenance import check_cam_provenance  # noqa: E402
 from data.benchmarks import PASCAL_CLASSES  # noqa: E402
 
 

@@ -50,7 +50,7 @@ if [ "$DRY" = 1 ]; then
     PROFILE_ARGS=(--size 64 --bsz 2 --warmup 1)
     E2E_IMG=64 E2E_EPISODES=4
     CLIP="$WORK/tiny_clip.pt"  # a CLIP of RN50's layout but tiny widths: the CPU check is about the plumbing
-    "$PY" -c "import sys, torch; sys.path.insert(0, sys.argv[2]); from model.clip_gradcam import random_clip_state_dict
+    "$PY" -c "import sys, torch; sys.path.insert(0, sys.argv[2]); from priors.recipes.clip_gradcam import random_clip_state_dict
 torch.save(random_clip_state_dict(0, vision_width=8, vision_layers=(1, 1, 1, 1), embed_dim=256, text_width=64,
                                   text_layers=1), sys.argv[1])" "$CLIP" "$REPO"
     CAM_ARGS=(--max-pairs 4 --clip-weights "$CLIP")

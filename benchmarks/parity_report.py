@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from bench_model import import_released  # noqa: E402
 from data.benchmarks import CLASS_NAMES  # noqa: E402
 from model import build_model  # noqa: E402
-from model import clip_gradcam as cg  # noqa: E402
+from priors.recipes import clip_gradcam as cg  # noqa: E402
 from model.checkpoint import load_model_state  # noqa: E402
 from tests.model_golden_inputs import make_inputs, random_state_dict  # noqa: E402
 

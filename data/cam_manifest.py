@@ -3,7 +3,7 @@ check that its CAMs belong to its images.
 
 The manifest (format 2) records
 
-* ``recipe``: the id of the prior recipe, name and version (:data:`common.constants.PRIOR_RECIPE_IDS`:
+* ``recipe``: the id of the prior recipe, name and version (:data:`priors.recipes.PRIOR_RECIPE_IDS`:
   ``clip-rn50-gradcam-released/1`` for ``gradcam-rn50``, ``clip-es/1``, ``imported/1``; the version is bumped
   whenever the computation changes), and ``settings``: the recipe's settings, a flat JSON object, with
   ``cam_size`` (the saved maps' side) and ``class_names_sha256`` (the SHA-256 of the benchmark's class names) in
@@ -25,8 +25,8 @@ CAM files are then deleted first, so old and new never mix, even if the overwrit
 without a manifest (the released scripts', another tool's) or with a format-1 manifest (which does not say
 which image each CAM came from) are refused unless ``--verify-existing`` (keep those that load as well-formed
 CAMs, recording the current identity of their images) or ``--overwrite``. The CAM job then recomputes the
-CAMs of images whose identity changed (:mod:`engine.cam_job`), and ``train.py`` / ``test.py`` check the
-images they use against the manifest (:mod:`engine.cam_provenance`).
+CAMs of images whose identity changed (:mod:`priors.cam_job`), and ``train.py`` / ``test.py`` check the
+images they use against the manifest (:mod:`priors.provenance`).
 """
 from __future__ import annotations
 

@@ -1,30 +1,23 @@
-"""Building the few-shot datasets and loaders, and checking that their CAM priors exist."""
+"""Building the few-shot datasets and loaders (whether their CAM priors exist: :mod:`priors.provenance`)."""
 from __future__ import annotations
 
 import os
-import shlex
-from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from common.constants import DEFAULT_PRIOR, PRIOR_RECIPE_IDS
-from data.benchmarks import CAM_SCRIPTS, DEFAULT_CAM_DIRS
-from data.cam_files import cam_path
-from data.cam_manifest import CamManifest, CamManifestError, read_manifest
+from data.benchmarks import DEFAULT_CAM_DIRS
 from data.coco import DatasetCOCO
 from data.errors import MissingCAMError
 from data.fewshot import FewShotDataset
 from data.fss import DatasetFSS
 from data.mask_values import NOTES_KEY, OutsideValueReport
 from data.pascal import DatasetPASCAL
-from data.priors import IMPORTED_RECIPE, import_command
 from data.splits import resolve_split_root
 
-__all__ = ["DATASETS", "EpisodeLoader", "MissingCAMError", "OutsideValueReport", "build_dataloader", "build_dataset",
-           "cam_command", "check_cams_exist"]
+__all__ = ["DATASETS", "EpisodeLoader", "MissingCAMError", "OutsideValueReport", "build_dataloader", "build_dataset"]
 
 DATASETS: dict[str, Callable[..., FewShotDataset]] = {
     cls.benchmark: cls for cls in (DatasetPASCAL, DatasetCOCO, DatasetFSS)}
@@ -85,59 +78,3 @@ def build_dataloader(dataset: FewShotDataset, *, bsz: int, nworker: int, shuffle
     generator = torch.Generator().manual_seed(int(seed)) if seed is not None else None
     return EpisodeLoader(dataset, batch_size=bsz, shuffle=shuffle if sampler is None else False, sampler=sampler,
                          num_workers=nworker, generator=generator, persistent_workers=False)
-
-
-def cam_command(dataset: FewShotDataset, manifest: Optional[CamManifest] = None) -> str:
-    """The command (from the repository root) that makes the CAM files ``dataset`` reads: the CAM script, with
-    the recipe's flags when the folder's ``manifest`` names another one than the default; for a folder of
-    imported priors, the import that made it (:func:`data.priors.import_command`)."""
-    recipe = manifest.settings.recipe if manifest is not None else PRIOR_RECIPE_IDS[DEFAULT_PRIOR]
-    if recipe == IMPORTED_RECIPE:
-        split = dataset.split_name if dataset.benchmark == "fss" else dataset.split
-        return import_command(manifest.settings.settings, dataset.cam_root, dataset.datapath, dataset.split_root,
-                              split)
-    args = ["--datapath", str(dataset.datapath)]
-    if dataset.benchmark == "pascal":
-        args += ["--traincampath", str(dataset.cam_train_path), "--valcampath", str(dataset.cam_val_path)]
-    else:
-        args += ["--campath", str(dataset.cam_root)]
-    args += ["--splitpath", str(dataset.split_root)]
-    name = next((name for name, known in PRIOR_RECIPE_IDS.items() if known == recipe), DEFAULT_PRIOR)
-    if name != DEFAULT_PRIOR:
-        args += ["--prior", name]
-        if "label_mode" in manifest.settings.settings:  # clip-es
-            args += ["--clip-es-labels", str(manifest.settings.settings["label_mode"])]
-    return f"python {CAM_SCRIPTS[dataset.benchmark]} " + " ".join(shlex.quote(a) for a in args)
-
-
-def check_cams_exist(dataset: FewShotDataset) -> None:
-    """Raise :class:`MissingCAMError` unless every CAM ``dataset`` can load is on disk.
-
-    Validation/test: the images of its episode list; training: every (image, class) of the split. Each CAM
-    folder is listed once (no per-file ``stat``), so this takes about a second for all of COCO.
-    """
-    root = dataset.cam_root
-    by_dir: dict[Path, list[Path]] = defaultdict(list)
-    for name, cls in dataset.needed_cam_pairs():
-        path = cam_path(root, name, cls)
-        by_dir[path.parent].append(path)
-    missing: list[Path] = []
-    total = 0
-    for folder, paths in by_dir.items():
-        total += len(paths)
-        try:
-            present = set(os.listdir(folder))
-        except (FileNotFoundError, NotADirectoryError):
-            present = set()
-        missing += [p for p in paths if p.name not in present]
-    if missing:
-        missing.sort()
-        try:
-            manifest = read_manifest(root)  # which recipe (or import) made the folder
-        except CamManifestError:
-            manifest = None
-        verb = "import" if manifest is not None and manifest.settings.recipe == IMPORTED_RECIPE else "generate"
-        raise MissingCAMError(
-            f"{len(missing)} of {total} CAM priors needed by {dataset.benchmark} {dataset.split_name}"
-            f"{f' fold {dataset.fold}' if dataset.has_folds else ''} are missing under {root} (first: {missing[0]});\n"
-            f"{verb} them (from the repository root) with: {cam_command(dataset, manifest)}")

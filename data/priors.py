@@ -38,7 +38,6 @@ from PIL import Image
 from tqdm import tqdm
 
 from common.cli import ArgumentParser, HelpFormatter, run_cli
-from common.constants import PRIOR_RECIPE_IDS
 from common.io import atomic_torch_save, atomic_write_text, names_sha256
 from common.paths import DEFAULT_DATAPATH
 from data.benchmarks import BENCHMARKS, FSS_DIR, NFOLDS
@@ -55,7 +54,7 @@ __all__ = ["IMPORTED_RECIPE", "ImportSettings", "ImportSummary", "NAMINGS", "Pri
            "import_command", "import_priors", "main"]
 
 
-IMPORTED_RECIPE = PRIOR_RECIPE_IDS["imported"]
+IMPORTED_RECIPE = "imported/1"  # the recipe id of imported folders (the recipes' ids: priors.recipes)
 LEGACY_RECORD_NAME = "prior_import.json"  # the settings, as earlier versions recorded them (no image records)
 MISSING_NAME = "missing_priors.txt"
 SAVE_EVERY_S = 30.0  # the manifest is rewritten at most this often during an import (and at its end)

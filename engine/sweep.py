@@ -34,12 +34,13 @@ from common.logger import log_params
 from common.seed import fix_randseed
 from common.vis import Visualizer
 from data.benchmarks import FOLD_BENCHMARKS, TITLES
-from data.dataset import OutsideValueReport, build_dataloader, build_dataset, check_cams_exist
+from data.dataset import OutsideValueReport, build_dataloader, build_dataset
+from priors.provenance import check_cams_exist
 from data.fewshot import FewShotDataset
 from data.synthetic import MARKER as SYNTHETIC_MARKER
 from engine.bootstrap import (CONFIDENCE, METHOD, BASE_SEED, bootstrap_samples, percentile_interval,
                               seed_mean_samples)
-from engine.cam_provenance import check_cam_provenance
+from priors.provenance import check_cam_provenance
 from engine.episode_records import (EPISODES_NAME, Cell, EpisodeCollector, EpisodeRecords, RecordsError,
                                     first_difference, read_run, run_cells, write_episodes)
 from engine.loops import PassResult, test_pass
@@ -252,7 +253,7 @@ def run_sweep(args: argparse.Namespace, *, device: torch.device, info: DistInfo,
               warnings: Optional[list[str]] = None) -> Sweep:
     """Test every (seed, fold, shot) (:func:`planned_cells`), writing the results after each; with
     ``args.resume``, the finished cells of the run in ``run_dir`` are kept and only the others run. The
-    warnings of the CAM folders' check (:mod:`engine.cam_provenance`) are appended to ``warnings``."""
+    warnings of the CAM folders' check (:mod:`priors.provenance`) are appended to ``warnings``."""
     cells = planned_cells(args)
     datasets = build_test_datasets(args, cells)
     found: list[str] = []

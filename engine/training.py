@@ -31,12 +31,13 @@ from common.io import atomic_write_text
 from common.logger import TensorBoardWriter, log_args, log_params
 from common.seed import fix_randseed
 from common.vis import batch_panels
-from data.dataset import OutsideValueReport, build_dataloader, build_dataset, check_cams_exist
+from data.dataset import OutsideValueReport, build_dataloader, build_dataset
+from priors.provenance import check_cams_exist
 from data.fewshot import FewShotDataset
 from engine import run_checkpoint as ckpt
 from engine import run_folder
 from engine.args import args_to_json, resolve_run_dir
-from engine.cam_provenance import cam_manifest_digests, check_cam_provenance
+from priors.provenance import cam_manifest_digests, check_cam_provenance
 from engine.loops import NonFiniteLossError, train_epoch, validate_epoch
 from engine.run_folder import RunFolder
 from model import build_model

@@ -1,5 +1,5 @@
-"""IMR-HSNet model package: backbones, hypercorrelation, masking, 4D-conv learner, IMR cell, checkpoints, CLIP
-Grad-CAM. Imports ``common`` only, never ``data``."""
+"""Stage 2 of the method, IMR-HSNet: backbones, hypercorrelation, masking, 4D-conv learner, IMR cell, recompute,
+checkpoints (the priors it reads are made by :mod:`priors`). Imports ``common`` only, never ``data``."""
 from __future__ import annotations
 
 from typing import Any

@@ -13,7 +13,7 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from model.clip_gradcam import LOGIT_SCALE, PROMPT_TEMPLATE, clip_image_size, clip_preprocess, resize_cams
+from priors.recipes.clip_gradcam import LOGIT_SCALE, PROMPT_TEMPLATE, clip_image_size, clip_preprocess, resize_cams
 
 
 class _ReleasedClassifier(nn.Module):

@@ -9,10 +9,10 @@ import torch
 from data.cam_files import cam_path
 from data.splits import read_coco_split, read_pascal_split
 
-# Keyword arguments of model.clip_gradcam.random_clip_state_dict for a CLIP ResNet small enough for CPU tests
+# Keyword arguments of priors.recipes.clip_gradcam.random_clip_state_dict for a CLIP ResNet small enough for CPU tests
 # (the golden tests/golden/cam_released_tiny.pt values were measured with these shapes).
 TINY_CLIP = dict(vision_width=8, vision_layers=(1, 1, 1, 1), embed_dim=256, text_width=64, text_layers=1)
-# Of model.priors.clip_vit.random_clip_vit_state_dict: a small random CLIP ViT, 9 blocks (the CLIP-ES affinity takes
+# Of priors.recipes.clip_vit.random_clip_vit_state_dict: a small random CLIP ViT, 9 blocks (the CLIP-ES affinity takes
 # the last 8), 2 heads, patch 16, 224 px (a 14x14 grid whose positional embedding is interpolated for other sizes);
 # the golden tests/golden/clip_es_tiny.pt values were measured with these.
 TINY_VIT = dict(width=128, layers=9, embed_dim=64, text_width=64, text_layers=1)

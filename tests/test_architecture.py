@@ -1,7 +1,10 @@
-"""The shape of the code: imports point one way, and every shared fact has one home.
+"""The shape of the code: imports (and started processes) point one way, and every shared fact has one home.
 
-Layers, bottom to top: ``common`` (imports no other package of ours) -> ``data`` and ``model`` side by side
-(neither imports the other) -> ``engine`` (the run machinery) -> the scripts at the repository root.
+Layers, bottom to top (docs/code_map.md): ``common`` (imports no other package of ours) -> ``data`` and
+``model`` side by side (neither imports the other; ``model`` is IMR-HSNet only) -> ``priors`` (stage 1: label
+text -> priors) -> ``engine`` (the run machinery) -> ``apps`` (predictor, demo, pretraining, support swap) ->
+the scripts at the repository root. A module starts processes of its own layer or below only: no package runs
+a top-level script, except ``apps/demo.py``, whose job is to run the researcher's commands as they are typed.
 """
 from __future__ import annotations
 
@@ -12,13 +15,16 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("common", "data", "model", "engine")
+PACKAGES = ("common", "data", "model", "priors", "engine", "apps")
 ALLOWED = {
     "common": {"common"},
     "data": {"common", "data"},
     "model": {"common", "model"},
-    "engine": {"common", "data", "model", "engine"},
+    "priors": {"common", "data", "priors"},
+    "engine": {"common", "data", "model", "priors", "engine"},
+    "apps": {"common", "data", "model", "priors", "engine", "apps"},
 }
+SCRIPT_RUNNERS = {"apps/demo.py"}  # the demo runs train.py, test.py, ... as a researcher types them
 # Library and script code (tests and benchmarks hold expected values and settings of their own).
 SOURCES = sorted([p for pkg in PACKAGES for p in (REPO / pkg).rglob("*.py")] + list(REPO.glob("*.py")))
 
@@ -41,7 +47,62 @@ def _imported_packages(path: Path) -> set[str]:
 def test_imports_point_down(package):
     wrong = {f"{path.relative_to(REPO)} imports {sorted(_imported_packages(path) - ALLOWED[package])}"
              for path in sorted((REPO / package).rglob("*.py")) if _imported_packages(path) - ALLOWED[package]}
-    assert not wrong, "imports against the layers (common <- data, model <- engine <- scripts):\n" + "\n".join(wrong)
+    assert not wrong, ("imports against the layers (common <- data | model <- priors <- engine <- apps <- "
+                       "scripts):\n" + "\n".join(wrong))
+
+
+def _started_modules(path: Path) -> tuple[set[str], set[str]]:
+    """What ``path`` may start as a process: the top-level scripts it names (``"train.py"``) and the packages
+    of the modules it names after ``"-m"``, when it starts processes at all (subprocess, os.system/exec/spawn)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    starts = any(isinstance(node, (ast.Import, ast.ImportFrom)) and "subprocess" in
+                 ([a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""])
+                 for node in ast.walk(tree))
+    starts |= any(isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "os"
+                  and (node.attr == "system" or node.attr.startswith(("exec", "spawn", "posix_spawn")))
+                  for node in ast.walk(tree))
+    if not starts:
+        return set(), set()
+    scripts = {p.name for p in REPO.glob("*.py")}
+    strings = [node.value for node in ast.walk(tree) if isinstance(node, ast.Constant) and isinstance(node.value, str)]
+    named_scripts = {s for s in strings if Path(s).name in scripts and not s.startswith(("-", " "))}
+    modules = set()
+    for node in ast.walk(tree):  # [..., "-m", "pkg.mod", ...]
+        if isinstance(node, (ast.List, ast.Tuple)):
+            items = [e.value if isinstance(e, ast.Constant) else None for e in node.elts]
+            modules |= {str(items[i + 1]).split(".")[0] for i, item in enumerate(items[:-1])
+                        if item == "-m" and isinstance(items[i + 1], str)}
+    return named_scripts, modules
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_started_processes_point_down(package):
+    """A process start is an import by other means: no package below the scripts runs one (the demo aside),
+    and ``python -m pkg.mod`` only for a package the module may import."""
+    wrong = []
+    for path in sorted((REPO / package).rglob("*.py")):
+        scripts, modules = _started_modules(path)
+        name = str(path.relative_to(REPO))
+        if scripts and name not in SCRIPT_RUNNERS:
+            wrong.append(f"{name} runs {sorted(scripts)}")
+        if modules & set(PACKAGES) - ALLOWED[package]:
+            wrong.append(f"{name} runs python -m {sorted(modules & set(PACKAGES) - ALLOWED[package])}")
+    assert not wrong, "processes started against the layers:\n" + "\n".join(wrong)
+
+
+def test_the_layers_are_the_packages():
+    """Every package folder of the repository has its layer (a new one is placed on purpose)."""
+    folders = {p.parent.name for p in REPO.glob("*/__init__.py")}
+    assert folders <= set(PACKAGES) | {"tests", "benchmarks"}, folders - set(PACKAGES)
+
+
+def test_model_is_imrhsnet_only():
+    """Stage 2 only: no CLIP, no prior recipe, and a size that still reads in one sitting."""
+    sources = sorted((REPO / "model").rglob("*.py"))
+    clip = [str(p.relative_to(REPO)) for p in sources if re.search(r"\bopen_clip\b|\bclip\b|grad_cam", p.read_text())]
+    assert not clip, f"CLIP/prior code in model/: {clip}"
+    lines = sum(len(p.read_text().splitlines()) for p in sources)
+    assert lines <= 1800, f"model/ has {lines} lines (at most 1800)"
 
 
 def test_scripts_are_not_imported_by_the_packages():

@@ -26,9 +26,9 @@ from PIL import Image
 
 from data.benchmarks import DEFAULT_CAM_DIRS
 from model import build_model
-from model import clip_gradcam as cg
+from priors.recipes import clip_gradcam as cg
 from model.checkpoint import released_state_dict
-from model.priors.clip_vit import random_clip_vit_state_dict
+from priors.recipes.clip_vit import random_clip_vit_state_dict
 from tests.data_helpers import TINY_CLIP, TINY_VIT
 
 pytestmark = pytest.mark.slow
@@ -239,7 +239,7 @@ def eval_logpath_is_a_file(root, shared):
 
 def eval_cams_of_another_benchmark(root, shared):
     """CAM files with the right names, made for COCO's 80 class names (its manifest says so)."""
-    from common.constants import PRIOR_RECIPE_IDS
+    from priors.recipes import PRIOR_RECIPE_IDS
     from common.io import names_sha256
     from data.benchmarks import COCO_CLASSES
     from data.cam_manifest import CamManifest, CamSettings, ImageRecord, image_identity
@@ -378,7 +378,7 @@ def cam_other_clip_weights(root, shared):
 
 def cam_clip_es_into_a_released_cam_folder(root, shared):
     """``--prior clip-es`` into folders of the released recipe's CAMs: refused, naming the recipes."""
-    from engine import cam_job
+    from priors import cam_job
 
     out = ["--traincampath", str(root / "cams_trn"), "--valcampath", str(root / "cams_val")]
     assert cam_job.main("pascal", _cam_argv(root, shared.clip_weights, *out)[1:]) == 0

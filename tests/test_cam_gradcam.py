@@ -1,4 +1,4 @@
-"""model/clip_gradcam.py: loading, the batched Grad-CAM against the per-image procedure, golden released values."""
+"""priors/recipes/clip_gradcam.py: loading, the batched Grad-CAM against the per-image procedure, golden released values."""
 from __future__ import annotations
 
 import io
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from data.benchmarks import CLASS_NAMES, COCO_CLASSES, PASCAL_CLASSES
-from model import clip_gradcam as cg
+from priors.recipes import clip_gradcam as cg
 from tests.clip_reference import per_image_reference_cams
 from tests.data_helpers import TINY_CLIP
 from tests.golden_spread import check_close, check_deviation

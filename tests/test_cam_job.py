@@ -9,10 +9,10 @@ import torch
 
 from data.benchmarks import COCO_CLASSES, PASCAL_CLASSES
 from data.splits import read_coco_split, read_pascal_split
-from engine import cam_job
+from priors import cam_job
 from data.cam_manifest import MANIFEST_NAME, read_manifest
-from model import clip_gradcam as cg
-from model.priors import PriorRecipe, build_prior
+from priors.recipes import clip_gradcam as cg
+from priors.recipes import PriorRecipe, build_prior
 from tests.data_helpers import TINY_CLIP
 
 
@@ -332,7 +332,7 @@ def test_killed_process_leaves_no_truncated_file_and_resumes(synthetic_root, tmp
 # ---------------------------------------------------------------------------------------------------------
 def _settings(**changes):
     """The settings of a gradcam-rn50 folder, as the CAM job records them."""
-    from common.constants import PRIOR_RECIPE_IDS
+    from priors.recipes import PRIOR_RECIPE_IDS
     from common.io import names_sha256
     from data.cam_manifest import CamSettings
 

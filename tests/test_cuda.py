@@ -24,7 +24,7 @@ from engine.args import parse_args
 from engine.loops import forward_1shot
 from engine.loops import test_pass as run_test_pass  # not named test_*: pytest would collect it
 from model import build_model
-from model import clip_gradcam as cg
+from priors.recipes import clip_gradcam as cg
 from model.checkpoint import load_model_state
 from tests.data_helpers import TINY_CLIP
 from tests.model_golden_inputs import make_inputs
@@ -226,7 +226,7 @@ def test_precision_auto_runs_clip_in_fp16_on_the_gpu(synthetic_root, tmp_path):
     import pickle
 
     from data.splits import read_coco_split
-    from engine import cam_job
+    from priors import cam_job
     from data.cam_manifest import read_manifest
 
     weights = tmp_path / "clip.pt"

@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
-from data.dataset import build_dataloader, build_dataset, check_cams_exist
+from data.dataset import build_dataloader, build_dataset
+from priors.provenance import check_cams_exist
 from data.errors import DataError, MissingCAMError, SplitError
 from common.constants import IMAGENET_MEAN, IMAGENET_STD
 from data.readers import ImageTransform, read_cam

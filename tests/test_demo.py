@@ -13,10 +13,10 @@ import torch
 
 from data import synthetic
 from data.dataset import build_dataset
-from engine import demo, pretrain
-from engine.support_swap import WrongSupportEpisodes
+from apps import demo, pretrain
+from apps.support_swap import WrongSupportEpisodes
 from model.backbone import build_backbone
-from model import clip_gradcam as cg
+from priors.recipes import clip_gradcam as cg
 from tests.data_helpers import TINY_CLIP
 
 

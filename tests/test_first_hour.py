@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from model.clip_gradcam import random_clip_state_dict
+from priors.recipes.clip_gradcam import random_clip_state_dict
 from tests.data_helpers import TINY_CLIP
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 from data.benchmarks import NCLASS
-from data.dataset import build_dataloader, build_dataset, check_cams_exist
+from data.dataset import build_dataloader, build_dataset
+from priors.provenance import check_cams_exist
 from data.errors import DataError, MissingCAMError, SplitError
 from data.fss import fss_image_names, fss_vocabulary, prompt_name
 from data.synthetic import make_benchmark

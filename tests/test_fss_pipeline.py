@@ -18,10 +18,10 @@ import train
 from data.cam_files import cam_path
 from data.fss import fss_vocabulary, prompt_name
 from data.synthetic import make_benchmark
-from engine import cam_job
+from priors import cam_job
 from engine.args import parse_args
 from data.cam_manifest import MANIFEST_NAME
-from model import clip_gradcam as cg
+from priors.recipes import clip_gradcam as cg
 from tests.data_helpers import TINY_CLIP
 
 pytestmark = pytest.mark.slow
@@ -67,7 +67,7 @@ def test_cam_job_one_cam_per_image_for_its_class(fss, caplog):
     assert saved.shape == (50, 50)
     torch.testing.assert_close(saved, direct, atol=2e-4, rtol=0)
     # a rerun resumes: nothing left to compute
-    with caplog.at_level(logging.INFO, logger="engine.cam_job"):
+    with caplog.at_level(logging.INFO, logger="priors.cam_job"):
         assert cam_job.main("fss", argv) == 0
     assert "30 pairs: 0 computed, 30 skipped" in caplog.text
 

@@ -15,13 +15,13 @@ import predict
 from common.vis import Visualizer, episode_panel
 from data.benchmarks import COCO_CLASSES, PASCAL_CLASSES
 from engine import args as engine_args
-from engine import cam_job
+from priors import cam_job
 from engine.args import build_parser, parse_args, resolve_run_dir
 from data.cam_manifest import MANIFEST_NAME
-from engine.predictor import SYNONYMS, Segmenter, match_class_name, prompt_classes
+from apps.predictor import SYNONYMS, Segmenter, match_class_name, prompt_classes
 from model import build_model
-from model import clip_gradcam as cg
-from model.clip_weights import ClipWeightsError, random_clip_seed
+from priors.recipes import clip_gradcam as cg
+from priors.clip_weights import ClipWeightsError, random_clip_seed
 from tests.data_helpers import TINY_CLIP
 
 
@@ -158,14 +158,14 @@ def test_segmenter_returns_the_foreground_probability_on_request(segmenter):
 @pytest.mark.slow
 def test_segmenter_reads_synonyms_and_warns_about_new_names_once(segmenter, caplog):
     supports, queries = _pictures([(64, 64)]), _pictures([(64, 64)])
-    with caplog.at_level(logging.INFO, logger="engine.predictor"):
+    with caplog.at_level(logging.INFO, logger="apps.predictor"):
         result = segmenter.segment(supports, queries, "airplane")
         for _ in range(2):
             new = segmenter.segment(supports, queries, "aeroplan")
     assert result.classes == PASCAL_CLASSES and result.classes[result.class_index] == "aeroplane"
     assert result.query_probabilities == [] and result.support_probabilities == []  # the default: masks only
     assert result.class_match.how == "synonym" and new.class_match.how == "new" and len(new.classes) == 21
-    records = [r for r in caplog.records if r.name == "engine.predictor"]
+    records = [r for r in caplog.records if r.name == "apps.predictor"]
     assert [r.levelno for r in records] == [logging.INFO, logging.WARNING]  # the new name is told once
     assert "'airplane' is 'aeroplane'" in records[0].getMessage() and "new to the pascal" in records[1].getMessage()
 

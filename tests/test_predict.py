@@ -1,4 +1,4 @@
-"""predict.py and engine.predictor on drawn images with random weights (ResNet50 IMR-HSNet, a tiny random CLIP)."""
+"""predict.py and apps.predictor on drawn images with random weights (ResNet50 IMR-HSNet, a tiny random CLIP)."""
 from __future__ import annotations
 
 import json
@@ -13,9 +13,9 @@ from PIL import Image, ImageDraw, ImageOps
 
 import predict
 from data.benchmarks import COCO_CLASSES, PASCAL_CLASSES
-from engine.predictor import Segmenter, prompt_classes
+from apps.predictor import Segmenter, prompt_classes
 from model import build_model
-from model import clip_gradcam as cg
+from priors.recipes import clip_gradcam as cg
 from model.checkpoint import CheckpointMismatchError
 from tests.data_helpers import TINY_CLIP
 

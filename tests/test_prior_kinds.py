@@ -15,14 +15,14 @@ import torch
 
 import test as test_script
 import train
-from common.constants import PRIOR_RECIPE_IDS
+from priors.recipes import PRIOR_RECIPE_IDS
 from data import priors as data_priors
 from data.cam_files import cam_path
 from data.cam_manifest import MANIFEST_NAME, manifest_digest, read_manifest
 from data.splits import read_pascal_split
-from engine import cam_job
-from model import clip_gradcam as cg
-from model.priors.clip_vit import random_clip_vit_state_dict
+from priors import cam_job
+from priors.recipes import clip_gradcam as cg
+from priors.recipes.clip_vit import random_clip_vit_state_dict
 from tests.data_helpers import TINY_CLIP, TINY_VIT
 from tests.train_helpers import IMG_SIZE, TinyInputs, make_tiny_inputs
 

@@ -1,4 +1,4 @@
-"""model/priors: the recipe registry, the released recipe behind the interface, and CLIP-ES against its released
+"""priors/recipes: the recipe registry, the released recipe behind the interface, and CLIP-ES against its released
 code (golden values measured by running CLIP-ES's generate_cams_voc12.py with CPU shims on the same random
 weights; the procedure is in docs/priors.md)."""
 from __future__ import annotations
@@ -15,11 +15,11 @@ from PIL import Image
 
 from common.io import names_sha256
 from data.benchmarks import CLASS_NAMES, COCO_CLASSES, PASCAL_CLASSES
-from model import clip_gradcam as cg
-from model.priors import DEFAULT_PRIOR, PRIOR_RECIPES, build_prior
-from model.priors.clip_es import ClipESPreprocess, box_mask, build_clip_es, sinkhorn_affinity
-from model.priors.clip_es_names import CLIP_ES_BACKGROUND, clip_es_vocabulary
-from model.priors.clip_vit import build_clip_vit, load_clip_vit, random_clip_vit_state_dict
+from priors.recipes import clip_gradcam as cg
+from priors.recipes import DEFAULT_PRIOR, PRIOR_RECIPES, build_prior
+from priors.recipes.clip_es import ClipESPreprocess, box_mask, build_clip_es, sinkhorn_affinity
+from priors.recipes.clip_es_names import CLIP_ES_BACKGROUND, clip_es_vocabulary
+from priors.recipes.clip_vit import build_clip_vit, load_clip_vit, random_clip_vit_state_dict
 from tests.data_helpers import TINY_CLIP, TINY_VIT
 from tests.golden_spread import check_close, check_deviation
 
@@ -48,7 +48,7 @@ def test_registry():
 @pytest.mark.golden
 def test_gradcam_rn50_recipe_gives_the_released_golden_values():
     """The released recipe through the interface: the files of the released scripts (tests/golden), as
-    model/clip_gradcam.py's own golden test checks them."""
+    priors/recipes/clip_gradcam.py's own golden test checks them."""
     golden = torch.load(GOLDEN / "cam_released_tiny.pt", map_location="cpu", weights_only=True)
     model = cg.build_clip_from_state_dict(cg.random_clip_state_dict(golden["seed"], **golden["clip_config"]))
     for benchmark in ("pascal", "coco"):

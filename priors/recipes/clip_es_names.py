@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-__all__ = ["CLIP_ES_BACKGROUND", "CLIP_ES_BOX_THRESHOLD", "CLIP_ES_CLASS_NAMES", "CLIP_ES_PROMPT",
+__all__ = ["CLIP_ES_BACKGROUND", "CLIP_ES_BOX_THRESHOLD", "CLIP_ES_CLASS_NAMES", "CLIP_ES_PROMPT", "LABEL_MODES",
            "clip_es_vocabulary"]
+
+LABEL_MODES = ("all", "image")  # --clip-es-labels: the softmax over all class names, or the image's own labels
 
 CLIP_ES_PROMPT = "a clean origami {}."
 

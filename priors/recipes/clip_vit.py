@@ -18,8 +18,8 @@ from torch import nn
 
 
 from common.io import sha256_file
-from model.clip_gradcam import CLIP_PRECISIONS
-from model.clip_weights import (ClipWeightsError, build_openai_clip, random_clip_seed, random_weights_identity,
+from priors.recipes.clip_gradcam import CLIP_PRECISIONS
+from priors.clip_weights import (ClipWeightsError, build_openai_clip, random_clip_seed, random_weights_identity,
                                 random_weights_warning, read_clip_state_dict, resolve_openai_weights)
 
 __all__ = ["VIT_MODEL_NAME", "build_clip_vit", "load_clip_vit", "load_clip_vit_with_identity",
@@ -88,7 +88,7 @@ def load_clip_vit_with_identity(weights: Optional[PathLike] = None, *, device: U
                                 cache_dir: Optional[PathLike] = None,
                                 precision: str = "fp32") -> tuple[nn.Module, str]:
     """:func:`load_clip_vit`, and what identifies its weights in a CAM manifest: the file's SHA-256, or for random
-    weights :func:`model.clip_weights.random_weights_identity`."""
+    weights :func:`priors.clip_weights.random_weights_identity`."""
     model, identity = _load(weights, cache_dir, precision)
     return model.to(device), identity()
 

@@ -1,14 +1,14 @@
 """``clip-es``: CLIP-ES priors (Lin et al., CVPR 2023, "CLIP is Also an Efficient Segmenter"; training-free),
 computed as CLIP-ES's released ``generate_cams_voc12.py`` / ``generate_cams_coco14.py`` compute them.
 
-Per image (CLIP ViT-B/16, :mod:`model.priors.clip_vit`):
+Per image (CLIP ViT-B/16, :mod:`priors.recipes.clip_vit`):
 
 1. the image at its own aspect ratio: bicubic resize to ``ceil(H/16)*16 x ceil(W/16)*16``, CLIP mean/std; the
    positional embedding interpolated bilinearly to that grid (and, as released, rounded through float16);
 2. all transformer blocks but the last without autograd, keeping each block's head-averaged attention;
 3. the last block, ``ln_post``, the mean of the patch tokens (not the class token), the projection, and the
    softmax of ``exp(logit_scale) * cos`` over the foreground prompt names plus CLIP-ES's background names
-   (``"a clean origami {}."``, :mod:`model.priors.clip_es_names`);
+   (``"a clean origami {}."``, :mod:`priors.recipes.clip_es_names`);
 4. Grad-CAM of the class's probability on the last block's ``ln_1`` output, patch tokens only: channel weights
    = mean gradient over the patches, ReLU of the weighted sum, min-max normalised (twice, as released);
 5. the class-aware attention affinity: the mean attention of the last 8 blocks between patches, normalised
@@ -46,14 +46,13 @@ import open_clip
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
 from common.io import names_sha256
-from model.priors.base import PriorRecipe
-from model.priors.clip_es_names import CLIP_ES_PROMPT, clip_es_vocabulary
-from model.priors.clip_vit import VIT_MODEL_NAME, load_clip_vit_with_identity
+from priors.recipes.base import PriorRecipe
+from priors.recipes.clip_es_names import CLIP_ES_PROMPT, LABEL_MODES, clip_es_vocabulary
+from priors.recipes.clip_vit import VIT_MODEL_NAME, load_clip_vit_with_identity
 
 __all__ = ["ClipES", "ClipESImage", "ClipESPreprocess", "LABEL_MODES", "box_mask", "build_clip_es",
            "refine_with_affinity"]
 
-LABEL_MODES = ("all", "image")
 AFFINITY_LAYERS = 8       # the last 8 blocks' attention
 SINKHORN_ROUNDS = 3       # column-then-row normalisations (one before the loop of two, as released)
 EPS = 1e-7                # pytorch-grad-cam's min-max normalisation
@@ -184,7 +183,7 @@ class ClipES(PriorRecipe):
     """CLIP-ES refined CAMs (see the module docstring).
 
     Args:
-        model: an open_clip CLIP ViT (:func:`model.priors.clip_vit.load_clip_vit`), eval mode.
+        model: an open_clip CLIP ViT (:func:`priors.recipes.clip_vit.load_clip_vit`), eval mode.
         class_names: the benchmark's classes (class index = position).
         prompt_names: the words prompted for them (default: ``class_names``).
         background_names: CLIP-ES's background categories (empty: none).
@@ -347,11 +346,11 @@ def build_clip_es(class_names: Sequence[str], *, weights: Optional[Union[str, os
     Args:
         weights: OpenAI's ``ViT-B-16.pt`` or a state dict with its keys (None: the cache, downloaded when
             online; ``"random"`` / ``"random:SEED"``: random ViT-B/16 weights, see
-            :func:`model.priors.clip_vit.load_clip_vit`). Ignored when ``model`` is given.
+            :func:`priors.recipes.clip_vit.load_clip_vit`). Ignored when ``model`` is given.
         model: an already loaded open_clip CLIP ViT (e.g. random weights in tests).
         device, precision: where and in which precision CLIP runs (``"fp32"`` or ``"fp16"``).
         benchmark: ``"pascal"`` / ``"coco"``: CLIP-ES's class words, background words and box threshold for it
-            (:func:`model.priors.clip_es_names.clip_es_vocabulary`); else the names as given.
+            (:func:`priors.recipes.clip_es_names.clip_es_vocabulary`); else the names as given.
         label_mode: ``"all"`` (default) or ``"image"`` (CLIP-ES's own; a label leak for few-shot queries).
         weights_sha256: recorded in the settings; when weights are loaded here, their identity (the file's
             SHA-256, or what random weights record) unless given.
@@ -364,3 +363,4 @@ def build_clip_es(class_names: Sequence[str], *, weights: Optional[Union[str, os
     prompt_names, background, threshold = clip_es_vocabulary(class_names, benchmark)
     return ClipES(model, class_names, prompt_names=prompt_names, background_names=background,
                   label_mode=label_mode, box_threshold=threshold, weights_sha256=weights_sha256)
+

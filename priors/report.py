@@ -1,4 +1,4 @@
-"""``evaluate_priors.py``: the quality of a prior folder (:mod:`engine.prior_quality`) as a table
+"""``evaluate_priors.py``: the quality of a prior folder (:mod:`priors.quality`) as a table
 (``quality.md``, ``quality.csv``, ``quality.json``) and a picture of examples (``examples.png``: image | ground
 truth | prior)."""
 from __future__ import annotations
@@ -22,7 +22,7 @@ from common.paths import DEFAULT_DATAPATH
 from data.benchmarks import BENCHMARKS
 from data.dataset import build_dataset
 from data.fewshot import FewShotDataset
-from engine.prior_quality import RESOLUTIONS, class_names_of, evaluate_priors, prior_pairs, report_title
+from priors.quality import RESOLUTIONS, class_names_of, evaluate_priors, prior_pairs, report_title
 
 __all__ = ["build_parser", "examples_picture", "main", "run", "write_report"]
 

@@ -24,22 +24,79 @@ import argparse
 import hashlib
 import logging
 import os
+import shlex
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-from common.constants import PRIOR_RECIPE_IDS
 from common.io import names_sha256
 from data.cam_files import cam_path
 from data.cam_manifest import (MANIFEST_NAME, CamManifest, CamManifestError, file_sha256, manifest_digest,
-                               parse_manifest, read_manifest_text)
-from data.dataset import cam_command
+                               parse_manifest, read_manifest, read_manifest_text)
+from data.benchmarks import CAM_SCRIPTS
 from data.fewshot import FewShotDataset
 from data.fss import prior_class_names
-from data.priors import LEGACY_RECORD_NAME
+from data.errors import MissingCAMError
+from data.priors import IMPORTED_RECIPE, LEGACY_RECORD_NAME, import_command
+from priors.recipes import DEFAULT_PRIOR, PRIOR_RECIPE_IDS, RECIPES, recipe_name
 
 logger = logging.getLogger(__name__)
+
+
+def cam_command(dataset: FewShotDataset, manifest: Optional[CamManifest] = None) -> str:
+    """The command (from the repository root) that makes the CAM files ``dataset`` reads: the CAM script, with
+    the recipe's flags when the folder's ``manifest`` names another one than the default; for a folder of
+    imported priors, the import that made it (:func:`data.priors.import_command`)."""
+    recipe = manifest.settings.recipe if manifest is not None else PRIOR_RECIPE_IDS[DEFAULT_PRIOR]
+    if recipe == IMPORTED_RECIPE:
+        assert manifest is not None
+        split = dataset.split_name if dataset.benchmark == "fss" else dataset.split
+        return import_command(manifest.settings.settings, dataset.cam_root, dataset.datapath, dataset.split_root,
+                              split)
+    args = ["--datapath", str(dataset.datapath)]
+    if dataset.benchmark == "pascal":
+        args += ["--traincampath", str(dataset.cam_train_path), "--valcampath", str(dataset.cam_val_path)]
+    else:
+        args += ["--campath", str(dataset.cam_root)]
+    args += ["--splitpath", str(dataset.split_root)]
+    name = recipe_name(recipe) or DEFAULT_PRIOR
+    if name != DEFAULT_PRIOR and manifest is not None:
+        args += ["--prior", name, *RECIPES[name].command_flags(manifest.settings.settings)]
+    return f"python {CAM_SCRIPTS[dataset.benchmark]} " + " ".join(shlex.quote(a) for a in args)
+
+
+def check_cams_exist(dataset: FewShotDataset) -> None:
+    """Raise :class:`MissingCAMError` unless every CAM ``dataset`` can load is on disk.
+
+    Validation/test: the images of its episode list; training: every (image, class) of the split. Each CAM
+    folder is listed once (no per-file ``stat``), so this takes about a second for all of COCO.
+    """
+    root = dataset.cam_root
+    by_dir: dict[Path, list[Path]] = defaultdict(list)
+    for name, cls in dataset.needed_cam_pairs():
+        path = cam_path(root, name, cls)
+        by_dir[path.parent].append(path)
+    missing: list[Path] = []
+    total = 0
+    for folder, paths in by_dir.items():
+        total += len(paths)
+        try:
+            present = set(os.listdir(folder))
+        except (FileNotFoundError, NotADirectoryError):
+            present = set()
+        missing += [p for p in paths if p.name not in present]
+    if missing:
+        missing.sort()
+        try:
+            manifest = read_manifest(root)  # which recipe (or import) made the folder
+        except CamManifestError:
+            manifest = None
+        verb = "import" if manifest is not None and manifest.settings.recipe == IMPORTED_RECIPE else "generate"
+        raise MissingCAMError(
+            f"{len(missing)} of {total} CAM priors needed by {dataset.benchmark} {dataset.split_name}"
+            f"{f' fold {dataset.fold}' if dataset.has_folds else ''} are missing under {root} (first: {missing[0]});\n"
+            f"{verb} them (from the repository root) with: {cam_command(dataset, manifest)}")
 
 
 @dataclass

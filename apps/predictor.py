@@ -1,11 +1,11 @@
 """Segment a class in your own images from its label text: the Python API behind ``predict.py``.
 
 No dataset, split lists or precomputed CAM files are needed: the CAM priors are computed on the fly with the
-same CLIP Grad-CAM code as ``generate_cam_voc.py`` / ``generate_cam_coco.py`` (:mod:`model.clip_gradcam`), and
+same CLIP Grad-CAM code as ``generate_cam_voc.py`` / ``generate_cam_coco.py`` (:mod:`priors.recipes.clip_gradcam`), and
 the masks come from :meth:`model.imrhsnet.IMRHSNet.predict_mask_nshot`, i.e. the K-shot vote of ``test.py``::
 
     from PIL import Image
-    from engine.predictor import Segmenter
+    from apps.predictor import Segmenter
 
     seg = Segmenter.from_checkpoint("best_model.pt", "resnet50", clip_weights="RN50.pt")
     out = seg.segment([Image.open("a.jpg")], [Image.open("q.jpg")], "zebra")
@@ -60,7 +60,7 @@ from data.benchmarks import CLASS_NAMES
 from data.readers import ImageTransform
 from model import build_model
 from model.checkpoint import checkpoint_backbone_weights, load_model_state, read_state_dict
-from model.clip_gradcam import PROMPT_TEMPLATE, ClipGradCAM, load_clip
+from priors.recipes.clip_gradcam import PROMPT_TEMPLATE, ClipGradCAM, load_clip
 
 logger = logging.getLogger(__name__)
 
@@ -214,7 +214,7 @@ class Segmenter:
         model: an :class:`~model.imrhsnet.IMRHSNet` with its weights loaded; put in eval mode here. Build it
             with ``use_original_imgsize=True`` (as :meth:`from_checkpoint` does) so query logits are resized to
             the original size before the argmax; otherwise masks come at ``img_size`` and are resized (nearest).
-        clip_model: an open_clip CLIP ResNet from :func:`model.clip_gradcam.load_clip`.
+        clip_model: an open_clip CLIP ResNet from :func:`priors.recipes.clip_gradcam.load_clip`.
         img_size: square side the images are resized to (released: 400); CAMs are ``img_size // 8`` a side.
         stage: IMR refinement steps (released: 2 PASCAL, 3 COCO).
         vocabulary: ``"pascal"`` or ``"coco"``: the class names the user's class is scored among.
@@ -255,7 +255,7 @@ class Segmenter:
             backbone_weights: initial backbone weights before the checkpoint is loaded (``None``: random).
             device: ``"auto"`` (CUDA if present), ``"cpu"``, ``"cuda:N"`` or a torch.device.
             clip_precision: ``"auto"`` (fp16 on CUDA, as the authors' CAM files were made; fp32 on the CPU),
-                ``"fp32"`` or ``"fp16"`` (:func:`model.clip_gradcam.resolve_clip_precision`).
+                ``"fp32"`` or ``"fp16"`` (:func:`priors.recipes.clip_gradcam.resolve_clip_precision`).
         Raises:
             ValueError: unknown backbone / masking; FlagError: unknown vocabulary, empty class name;
             CheckpointError (naming the file): the checkpoint is missing or does not fit; BackboneWeightsError;

@@ -11,21 +11,22 @@ those and, per image, the classes wanted -> one map per class).
 from __future__ import annotations
 
 import abc
-from typing import Any, Callable, ClassVar, Sequence
+import argparse
+from dataclasses import dataclass, field
+import importlib
+from typing import Any, Callable, ClassVar, Mapping, Sequence, Union
 
 import torch
 from PIL import Image
 
-from common.constants import PRIOR_RECIPE_IDS
-
-__all__ = ["PriorRecipe"]
+__all__ = ["PriorRecipe", "RecipeFlag", "RecipeSpec"]
 
 
 class PriorRecipe(abc.ABC):
     """A way to turn an image and its image-level label into a coarse mask.
 
     Attributes:
-        name: the recipe's registry name (``model.priors.PRIOR_RECIPES``), e.g. ``"gradcam-rn50"``.
+        name: the recipe's registry name (``priors.recipes.RECIPES``), e.g. ``"gradcam-rn50"``.
         class_names: the benchmark's classes; class index ``c`` means ``class_names[c]``.
     """
 
@@ -39,7 +40,9 @@ class PriorRecipe(abc.ABC):
     @property
     def version(self) -> str:
         """The recipe's id with its version (``clip-es/1``): what a CAM folder's manifest records as its
-        ``recipe`` (:data:`common.constants.PRIOR_RECIPE_IDS`)."""
+        ``recipe`` (its registry entry's :attr:`RecipeSpec.recipe_id`)."""
+        from priors.recipes import PRIOR_RECIPE_IDS
+
         return PRIOR_RECIPE_IDS[self.name]
 
     @property
@@ -93,3 +96,57 @@ class PriorRecipe(abc.ABC):
         if bad:
             raise ValueError(f"class indices {bad[:5]} outside 0..{len(self.class_names) - 1}")
         return lists
+
+
+@dataclass(frozen=True)
+class RecipeFlag:
+    """A CAM-job flag of one recipe (``generate_cam_*.py``): argparse's ``add_argument`` names and keywords;
+    given with another ``--prior``, it is refused with ``only with --prior NAME`` and ``note``."""
+
+    names: tuple[str, ...]
+    options: Mapping[str, Any]
+    note: str = ""
+
+
+def _no_options(args: argparse.Namespace, benchmark: str) -> dict[str, Any]:
+    return {}
+
+
+def _no_command_flags(settings: Mapping[str, Any]) -> list[str]:
+    return []
+
+
+@dataclass(frozen=True)
+class RecipeSpec:
+    """One entry of the recipe registry (:data:`priors.recipes.RECIPES`): everything the CAM job, the run
+    checks and the docs need to know of a recipe.
+
+    Attributes:
+        name: what ``--prior`` takes.
+        recipe_id: the id its CAM folders record: the name and a version after the slash (``clip-es/1``), bumped
+            whenever the computation changes.
+        builder: ``"module:function"`` (imported on first use, so that reading the registry stays light), or
+            the function: ``build(class_names, *, weights, device, precision, weights_sha256=None, model=None,
+            **options)`` -> :class:`PriorRecipe`.
+        summary: a few words for ``--prior``'s help.
+        flags: the recipe's own CAM-job flags.
+        options: the builder's own keyword options from the CAM job's parsed flags and the benchmark.
+        command_flags: the flags that remake a folder of it, from its manifest's settings (in the hint a run
+            prints when CAM files are missing).
+    """
+
+    name: str
+    recipe_id: str
+    builder: Union[str, Callable[..., PriorRecipe]]
+    summary: str
+    flags: tuple[RecipeFlag, ...] = ()
+    options: Callable[[argparse.Namespace, str], dict[str, Any]] = field(default=_no_options)
+    command_flags: Callable[[Mapping[str, Any]], list[str]] = field(default=_no_command_flags)
+
+    def build(self, class_names: Sequence[str], **options: Any) -> PriorRecipe:
+        """The recipe over ``class_names`` (the builder imported here on first use)."""
+        builder = self.builder
+        if isinstance(builder, str):
+            module, _, function = builder.partition(":")
+            builder = getattr(importlib.import_module(module), function)
+        return builder(class_names, **options)

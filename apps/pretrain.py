@@ -13,7 +13,7 @@ A randomly initialised backbone cannot tell the synthetic classes apart, so the 
   key and shape as torchvision's; ``fc`` / ``classifier`` keep their random initialisation) that
   ``--backbone-weights FILE`` loads strictly and the few-shot training freezes, as the method requires.
 
-    python -m engine.pretrain OUT.pth --backbone resnet50 --benchmark pascal --fold 0
+    python -m apps.pretrain OUT.pth --backbone resnet50 --benchmark pascal --fold 0
 
 writes ``OUT.pth`` and ``OUT.json`` (settings, per-epoch loss and accuracy, the accuracy on held-out rendered
 images of the same classes, and the seconds spent).
@@ -186,9 +186,9 @@ def pretrain_backbone(config: PretrainConfig) -> tuple[nn.Module, dict[str, Any]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Flags of ``python -m engine.pretrain``."""
+    """Flags of ``python -m apps.pretrain``."""
     defaults = PretrainConfig()
-    parser = ArgumentParser(prog="python -m engine.pretrain", description=__doc__.splitlines()[0],
+    parser = ArgumentParser(prog="python -m apps.pretrain", description=__doc__.splitlines()[0],
                             formatter_class=HelpFormatter)
     parser.add_argument("out", type=Path, help="the torchvision state-dict file to write (OUT.json beside it)")
     parser.add_argument("--backbone", default=defaults.backbone, choices=tuple(BACKBONES))
@@ -231,7 +231,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         logger.info("wrote %s (held-out accuracy %s%%, %.0f s)", args.out, report["heldout_accuracy"],
                     report["seconds"])
 
-    return run_cli(run, "python -m engine.pretrain")
+    return run_cli(run, "python -m apps.pretrain")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""``gradcam-rn50``: the released recipe (CLIP RN50 Grad-CAM, :mod:`model.clip_gradcam`) behind the
-:class:`~model.priors.base.PriorRecipe` interface. The numbers are :class:`~model.clip_gradcam.ClipGradCAM`'s,
+"""``gradcam-rn50``: the released recipe (CLIP RN50 Grad-CAM, :mod:`priors.recipes.clip_gradcam`) behind the
+:class:`~priors.recipes.base.PriorRecipe` interface. The numbers are :class:`~priors.recipes.clip_gradcam.ClipGradCAM`'s,
 unchanged: this module only regroups a batch's (image, class) pairs into rows and back."""
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from PIL import Image
 from torch import nn
 
 from common.io import names_sha256
-from model.clip_gradcam import PROMPT_TEMPLATE, ClipGradCAM, load_clip_with_identity
-from model.priors.base import PriorRecipe
+from priors.recipes.clip_gradcam import PROMPT_TEMPLATE, ClipGradCAM, load_clip_with_identity
+from priors.recipes.base import PriorRecipe
 
 __all__ = ["GradCamRN50", "build_gradcam_rn50"]
 
 
 class GradCamRN50(PriorRecipe):
-    """The released CLIP RN50 Grad-CAM priors (see :mod:`model.clip_gradcam`).
+    """The released CLIP RN50 Grad-CAM priors (see :mod:`priors.recipes.clip_gradcam`).
 
     Args:
         cam: the batched Grad-CAM over the benchmark's prompts.
@@ -70,10 +70,10 @@ def build_gradcam_rn50(class_names: Sequence[str], *, weights: Optional[Union[st
 
     Args:
         weights: OpenAI's ``RN50.pt`` or a state dict with its keys (None: the cache, downloaded when online;
-            ``"random"`` / ``"random:SEED"``: random weights; see :func:`model.clip_gradcam.load_clip`). Ignored
+            ``"random"`` / ``"random:SEED"``: random weights; see :func:`priors.recipes.clip_gradcam.load_clip`). Ignored
             when ``model`` is given.
         model: an already loaded open_clip CLIP RN50 (e.g. random weights in tests).
-        device, precision, amp: as :func:`model.clip_gradcam.load_clip` and :class:`~model.clip_gradcam.ClipGradCAM`.
+        device, precision, amp: as :func:`priors.recipes.clip_gradcam.load_clip` and :class:`~priors.recipes.clip_gradcam.ClipGradCAM`.
         weights_sha256: recorded in the settings; when weights are loaded here, their identity (the file's
             SHA-256, or what random weights record) unless given.
     """
@@ -83,3 +83,4 @@ def build_gradcam_rn50(class_names: Sequence[str], *, weights: Optional[Union[st
     else:
         model = model.to(device)
     return GradCamRN50(ClipGradCAM(model, class_names, amp=amp), weights_sha256)
+

@@ -6,13 +6,13 @@ Every step runs the real command a researcher would run, in a subprocess:
 2. ``generate_cam_voc.py``        CLIP RN50 Grad-CAM priors for every (image, class) pair; then
    ``evaluate_priors.py``         their IoU with the ground truth on fold 0's test pairs, beside a mask
                                   covering the whole image (with a random CLIP: near that chance level);
-3. ``python -m engine.pretrain``  trains the backbone to classify fold 0's *training* classes (rendered
+3. ``python -m apps.pretrain``  trains the backbone to classify fold 0's *training* classes (rendered
                                   images; the test classes are never drawn) and saves a torchvision file;
 4. ``test.py``                    the untrained IMR-HSNet head on that frozen backbone, 1-shot and 5-shot;
 5. ``train.py``                   fold 0 at a reduced image size;
 6. ``test.py``                    the trained model, 1-shot and 5-shot;
 7. the control (in this process): the trained model, 1-shot, with each query's supports taken from another
-   class (:mod:`engine.support_swap`): the query's own class must be found far less often.
+   class (:mod:`apps.support_swap`): the query's own class must be found far less often.
 
 then prints a table, writes ``results.json``, ``qualitative.png`` (queries holding two objects, each segmented
 once with a support of either class) and ``test_episodes.png`` (query | ground truth | CAM prior | untrained |
@@ -48,7 +48,7 @@ from data.benchmarks import DEFAULT_CAM_DIRS
 from data.synthetic import MAX_DISTRACTORS
 from model.backbone import BACKBONES
 from model.checkpoint import released_state_dict
-from model.clip_weights import RANDOM_WEIGHTS, random_clip_seed
+from priors.clip_weights import RANDOM_WEIGHTS, random_clip_seed
 from model.masking import MASKING_MODES
 
 logger = logging.getLogger("demo")
@@ -118,7 +118,7 @@ def clip_is_random(args: argparse.Namespace) -> bool:
 
 def clip_weights_value(args: argparse.Namespace) -> str:
     """The CAM step's ``--clip-weights``: the demo's own, or ``random:<--seed>`` (also for a bare ``random``),
-    which the CAM script builds itself (:mod:`model.clip_weights`)."""
+    which the CAM script builds itself (:mod:`priors.clip_weights`)."""
     value = args.clip_weights
     if value is None or value == RANDOM_WEIGHTS:
         value = f"{RANDOM_WEIGHTS}:{args.seed}"
@@ -262,7 +262,7 @@ def two_object_queries(dataset: Any, limit: int) -> list[tuple[str, int, int, st
     """Up to ``limit`` test images listed under two of the fold's test classes ``a < b``, each with a support
     image of ``a`` not listed under ``b`` and one of ``b`` not listed under ``a``: (query, a, b, support_a,
     support_b), in the split file's order."""
-    from engine.support_swap import listed_classes
+    from apps.support_swap import listed_classes
 
     listed = listed_classes(dataset)
     found = []
@@ -349,7 +349,7 @@ def pretrain_step(args: argparse.Namespace, weights_dir: Path, logs: Path) -> tu
     path = weights_dir / f"{args.backbone}_pretrained_fold0.pth"
     seconds = run_step(f"3/7 backbone pretraining: {args.backbone} classifies fold 0's training classes "
                        f"({args.pretrain_epochs} epochs)",
-                       [sys.executable, "-m", "engine.pretrain", path, "--backbone", args.backbone, "--benchmark",
+                       [sys.executable, "-m", "apps.pretrain", path, "--backbone", args.backbone, "--benchmark",
                         "pascal", "--fold", 0, "--seed", args.seed, "--img-size", args.img_size,
                         "--images-per-class", args.pretrain_images_per_class, "--epochs", args.pretrain_epochs,
                         "--max-distractors", args.max_distractors, "--device", args.device], logs / "pretrain.log")
@@ -385,7 +385,7 @@ def prior_quality_step(args: argparse.Namespace, data_root: Path, val_cams: Path
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
     """Run the demo; returns the ``results.json`` content."""
-    from engine.support_swap import wrong_support_test
+    from apps.support_swap import wrong_support_test
 
     started = time.perf_counter()
     out = args.out.resolve()

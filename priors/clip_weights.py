@@ -3,8 +3,8 @@ CLIP the prior recipes use (RN50 for ``gradcam-rn50``, ViT-B/16 for ``clip-es``)
 either from an OpenAI state dict (:func:`build_openai_clip`, after each recipe checked the keys).
 
 An OpenAI CLIP file (``RN50.pt`` / ``ViT-B-16.pt``, TorchScript, or a state dict with its keys), or ``random`` /
-``random:SEED``: that CLIP built from random weights (:func:`model.clip_gradcam.random_clip_state_dict`,
-:func:`model.priors.clip_vit.random_clip_vit_state_dict`), so that the pipeline runs offline; its priors then
+``random:SEED``: that CLIP built from random weights (:func:`priors.recipes.clip_gradcam.random_clip_state_dict`,
+:func:`priors.recipes.clip_vit.random_clip_vit_state_dict`), so that the pipeline runs offline; its priors then
 carry no class information, which every use says loudly.
 """
 from __future__ import annotations

@@ -61,7 +61,7 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from common.io import sha256_file
-from model.clip_weights import (RANDOM_WEIGHTS, ClipWeightsError, build_openai_clip, random_clip_seed,
+from priors.clip_weights import (RANDOM_WEIGHTS, ClipWeightsError, build_openai_clip, random_clip_seed,
                                 random_weights_identity, random_weights_warning, read_clip_state_dict,
                                 resolve_openai_weights)
 
@@ -135,7 +135,7 @@ def random_clip_warning(weights: str) -> str:
 
 def random_clip_identity(seed: int, state_dict: dict[str, torch.Tensor]) -> str:
     """What the CAM manifest records for random RN50 weights in place of a file's SHA-256
-    (:func:`model.clip_weights.random_weights_identity`)."""
+    (:func:`priors.clip_weights.random_weights_identity`)."""
     return random_weights_identity(seed, state_dict, CLIP_MODEL_NAME)
 
 

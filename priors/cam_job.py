@@ -13,7 +13,7 @@ Which pairs (the released scripts' sets, each pair once):
   (``ab_wheel`` -> "a photo of a ab wheel"), so the softmax runs over all 1000 as the released scripts run it
   over all 20 or 80.
 
-Which recipe (``--prior``, :mod:`model.priors`): ``gradcam-rn50``, the released CLIP RN50 Grad-CAM (default), or
+Which recipe (``--prior``, :mod:`priors.recipes`): ``gradcam-rn50``, the released CLIP RN50 Grad-CAM (default), or
 ``clip-es``, CLIP-ES's refined CAMs (CLIP ViT-B/16; ``--clip-es-labels``: the softmax over all of the benchmark's
 classes, or over the image's own label list, all the classes the split lists give it).
 
@@ -61,9 +61,8 @@ from data.cam_manifest import (CamManifest, CamSettings, ImageIdentity, ImageRec
                                image_identity)
 from data.fss import fss_image_names, fss_prompts, fss_vocabulary
 from data.splits import read_coco_split, read_pascal_split, resolve_split_root
-from model.clip_weights import PRIOR_WEIGHTS_HELP, random_clip_seed
-from model.priors import DEFAULT_PRIOR, PRIOR_RECIPES, PriorRecipe, build_prior
-from model.priors.clip_es import LABEL_MODES
+from priors.clip_weights import PRIOR_WEIGHTS_HELP, random_clip_seed
+from priors.recipes import DEFAULT_PRIOR, RECIPES, PriorRecipe, build_prior
 
 logger = logging.getLogger(__name__)
 
@@ -345,8 +344,8 @@ def run_cam_job(pairs: Sequence[CamPair], recipe: PriorRecipe, *, bsz: int = 32,
 
     Args:
         pairs: from :func:`pascal_pairs` / :func:`coco_pairs` / :func:`fss_pairs` (any list of :class:`CamPair`).
-        recipe: the prior recipe (:func:`model.priors.build_prior`) over the job's prompt list; a recipe that
-            reads an image's labels (:attr:`~model.priors.PriorRecipe.reads_image_labels`) gets every class
+        recipe: the prior recipe (:func:`priors.recipes.build_prior`) over the job's prompt list; a recipe that
+            reads an image's labels (:attr:`~priors.recipes.PriorRecipe.reads_image_labels`) gets every class
             ``pairs`` give the image, also those whose file is done.
         bsz: images per forward pass (an image's pairs all go into the same pass).
         nworker: DataLoader worker processes decoding images (0: in this process).
@@ -502,21 +501,17 @@ def build_parser(benchmark: str) -> argparse.ArgumentParser:
                         help="folder holding pascal/, coco/ and fss/ split lists in HSNet's data/splits layout "
                              "(default: fetched once from HSNet's repository into <repo>/.cache/splits, SHA-256 "
                              "checked)")
-    parser.add_argument("--prior", choices=tuple(PRIOR_RECIPES), default=DEFAULT_PRIOR,
-                        help="the prior recipe: gradcam-rn50 = CLIP RN50 Grad-CAM, the released recipe; clip-es = "
-                             "CLIP-ES refined CAMs, CLIP ViT-B/16 (docs/priors.md)")
-    parser.add_argument("--clip-es-labels", dest="clip_es_labels", choices=LABEL_MODES, default=None,
-                        help="--prior clip-es: the softmax over all of the benchmark's class names (all, the "
-                             "default: no label beyond the pair's own) or over the image's own label list, all the "
-                             "classes the split lists give it (image: CLIP-ES's recipe, a label leak for few-shot "
-                             "queries)")
+    parser.add_argument("--prior", choices=tuple(RECIPES), default=DEFAULT_PRIOR,
+                        help=f"the prior recipe: {'; '.join(spec.summary for spec in RECIPES.values())} "
+                             "(docs/priors.md)")
+    for spec in RECIPES.values():
+        for flag in spec.flags:
+            parser.add_argument(*flag.names, **flag.options)
     parser.add_argument("--clip-weights", dest="clip_weights", type=str, default=None, help=PRIOR_WEIGHTS_HELP)
     parser.add_argument("--device", type=str, default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--bsz", type=int, default=32, help="images per forward/backward pass")
     parser.add_argument("--nworker", type=int, default=2, help="image-decoding worker processes (0: none)")
     parser.add_argument("--cam-size", dest="cam_size", type=int, default=50, help="side of the saved CAMs")
-    parser.add_argument("--amp", action="store_true",
-                        help="--prior gradcam-rn50: CUDA autocast (float16) for the ResNet trunk")
     parser.add_argument("--precision", choices=("auto", "fp32", "fp16"), default="auto",
                         help="fp16: CLIP's float16 weights, as OpenAI's clip.load(jit=False) keeps them on a GPU "
                              "(how the authors' CAM files were made); fp32: the released scripts' numbers on a CPU; "
@@ -545,14 +540,10 @@ def main(benchmark: str, argv: Optional[Sequence[str]] = None) -> int:
 
 
 def recipe_options(args: argparse.Namespace, benchmark: str, device: torch.device) -> dict[str, Any]:
-    """:func:`model.priors.build_prior`'s keyword options from the CAM job's flags: the weights (a file, or
+    """:func:`priors.recipes.build_prior`'s keyword options from the CAM job's flags: the weights (a file, or
     ``random``: recorded as such in the manifest, never as a file's hash), device, precision, each recipe's own."""
-    options: dict[str, Any] = {"weights": args.clip_weights, "device": device, "precision": args.precision}
-    if args.prior == "clip-es":
-        options.update(benchmark=benchmark, label_mode=args.clip_es_labels or LABEL_MODES[0])
-    else:
-        options["amp"] = args.amp
-    return options
+    return {"weights": args.clip_weights, "device": device, "precision": args.precision,
+            **RECIPES[args.prior].options(args, benchmark)}
 
 
 def cam_settings(recipe: PriorRecipe, cam_size: int) -> CamSettings:
@@ -562,7 +553,7 @@ def cam_settings(recipe: PriorRecipe, cam_size: int) -> CamSettings:
 
 def run_from_flags(benchmark: str, argv: Optional[Sequence[str]] = None) -> int:
     """The CAM job of ``benchmark`` from command-line flags; bad input raises a UserInputError."""
-    from model.clip_gradcam import resolve_clip_precision
+    from priors.recipes.clip_gradcam import resolve_clip_precision
 
     parser = build_parser(benchmark)
     args = parser.parse_args(argv)
@@ -577,10 +568,11 @@ def run_from_flags(benchmark: str, argv: Optional[Sequence[str]] = None) -> int:
     imgpath = _resolve(args.imgpath, datapath / kind.image_dir)
     if not imgpath.is_dir():
         parser.error(f"argument --imgpath: {imgpath} is not a folder (set --imgpath or --datapath)")
-    if args.amp and args.prior != "gradcam-rn50":
-        parser.error("argument --amp: only with --prior gradcam-rn50 (it autocasts the ResNet trunk)")
-    if args.clip_es_labels is not None and args.prior != "clip-es":
-        parser.error("argument --clip-es-labels: only with --prior clip-es")
+    for spec in RECIPES.values():  # a recipe's own flags, given with another recipe
+        for flag in spec.flags:
+            dest = flag.options.get("dest", flag.names[0].lstrip("-").replace("-", "_"))
+            if spec.name != args.prior and getattr(args, dest) != parser.get_default(dest):
+                parser.error(f"argument {flag.names[0]}: only with --prior {spec.name}{flag.note}")
     if args.amp and args.precision == "fp16":
         parser.error("argument --amp: not with --precision fp16 (the whole model already computes in float16)")
     device = resolve_device(args.device)
