@@ -1,39 +1,21 @@
-"""Facts about the benchmarks, each defined once: names, titles, folds, classes, class names, default CAM
-folders, the released number of validation/test episodes.
+"""Each benchmark described once: a :class:`BenchmarkSpec` per benchmark in :data:`BENCHMARK_SPECS` (as the
+backbone registry of ``model/backbone.py``): names, folds, classes and class names, HSNet's split files with
+their SHA-256, default CAM folders, the released number of validation/test episodes, where its images are and
+which (image, class) pairs get a CAM prior, and its episode dataset.
 
-Every module that needs one of these numbers or names imports it from here (the scripts' flags, the
-datasets, the split readers, the CAM job, the synthetic generator, the predictor's vocabularies).
+The module-level names below (:data:`BENCHMARKS`, :data:`NCLASS`, :data:`TITLES`, ...) are views of the specs,
+kept for the code that reads one fact. A new benchmark is a dataset module (``data/<name>.py``: a
+:class:`~data.fewshot.FewShotDataset` and its CAM pairs) and its spec here; :func:`register_benchmark` adds one
+from outside (docs/extending.md).
 """
 from __future__ import annotations
 
-BENCHMARKS: tuple[str, ...] = ("pascal", "coco", "fss")
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, Optional, Sequence, Union
+
 NFOLDS = 4  # cross-validation folds of PASCAL-5i and COCO-20i
-FOLD_BENCHMARKS: tuple[str, ...] = tuple(b for b in BENCHMARKS if b != "fss")  # FSS-1000 has fixed class splits
-NCLASS: dict[str, int] = {"pascal": 20, "coco": 80, "fss": 1000}
-TITLES: dict[str, str] = {"pascal": "PASCAL-5i", "coco": "COCO-20i", "fss": "FSS-1000"}  # as papers name them
-
-# FSS-1000 (HSNet's protocol): fixed trn/val/test class lists, no folds. A class's id is its index in the
-# sorted list of its split plus the split's offset, so trn is 0..519, val 520..759, test 760..999.
-FSS_SPLIT_CLASSES: dict[str, int] = {"trn": 520, "val": 240, "test": 240}
-FSS_CLASS_OFFSET: dict[str, int] = {"trn": 0, "val": FSS_SPLIT_CLASSES["trn"],
-                                    "test": FSS_SPLIT_CLASSES["trn"] + FSS_SPLIT_CLASSES["val"]}
-# Images of an FSS-1000 class: <datapath>/FSS-1000/<class>/{1..10}.jpg with masks {1..10}.png. HSNet's sampler
-# draws the support file names from 1..10 whatever the folder holds.
-FSS_DIR = "FSS-1000"
-FSS_IMAGES_PER_CLASS = 10
-
-# Validation/test episodes per pass when --nepisodes is not given: the released 1000 for PASCAL-5i and COCO-20i;
-# None for FSS-1000, where HSNet's dataset length is the number of images of the split (every image is the
-# query once: 240 classes x 10 images = 2400 episodes).
-EVAL_EPISODES: dict[str, int | None] = {"pascal": 1000, "coco": 1000, "fss": None}
-
-# Default CAM folders under --datapath: the released train.py defaults for PASCAL, the README's name for COCO
-# (one folder for both splits, as the released COCO dataset requires), one folder for FSS-1000 as for COCO.
-DEFAULT_CAM_DIRS: dict[str, tuple[str, str]] = {"pascal": ("CAM_Train", "CAM_Val"), "coco": ("CAM_COCO", "CAM_COCO"),
-                                                "fss": ("CAM_FSS", "CAM_FSS")}
-# The script that writes a benchmark's CAM folders.
-CAM_SCRIPTS: dict[str, str] = {"pascal": "generate_cam_voc.py", "coco": "generate_cam_coco.py",
-                               "fss": "generate_cam_fss.py"}
 
 # Class names exactly as the released generate_cam_voc.py / generate_cam_coco.py spell them in their prompts.
 PASCAL_CLASSES: tuple[str, ...] = (
@@ -69,8 +51,246 @@ COCO_CATEGORIES: tuple[tuple[int, str, str], ...] = (
     (89, "hair drier", "indoor"), (90, "toothbrush", "indoor"),
 )
 COCO_CLASSES: tuple[str, ...] = tuple(name for _, name, _ in COCO_CATEGORIES)  # the released prompt names
-# FSS-1000's class names are not here: they are HSNet's split lists, read at run time (data.fss).
-CLASS_NAMES: dict[str, tuple[str, ...]] = {"pascal": PASCAL_CLASSES, "coco": COCO_CLASSES}
+COCO_CLASSES: tuple[str, ...] = tuple(name for _, name, _ in COCO_CATEGORIES)  # the released prompt names
+
+# FSS-1000 (HSNet's protocol): fixed trn/val/test class lists, no folds. A class's id is its index in the
+# sorted list of its split plus the split's offset, so trn is 0..519, val 520..759, test 760..999.
+FSS_SPLIT_CLASSES: dict[str, int] = {"trn": 520, "val": 240, "test": 240}
+FSS_CLASS_OFFSET: dict[str, int] = {"trn": 0, "val": FSS_SPLIT_CLASSES["trn"],
+                                    "test": FSS_SPLIT_CLASSES["trn"] + FSS_SPLIT_CLASSES["val"]}
+# Images of an FSS-1000 class: <datapath>/FSS-1000/<class>/{1..10}.jpg with masks {1..10}.png. HSNet's sampler
+# draws the support file names from 1..10 whatever the folder holds.
+FSS_DIR = "FSS-1000"
+FSS_IMAGES_PER_CLASS = 10
+
+
+class CamPairSpec(NamedTuple):
+    """One (image, class) pair a benchmark's CAM job computes: ``image`` (the file, relative to the CAM job's
+    image folder), ``prompt`` (the class's position in the prompt list), saved as ``{name}--{class_id}.pt`` in
+    CAM folder ``folder`` (0: the training folder, 1: the validation folder; one folder when they are equal);
+    ``split``: the split list that names it (``python -m data.priors import --split``)."""
+
+    folder: int
+    image: str
+    prompt: int
+    name: str
+    class_id: int
+    split: str
+
+
+def _resolve(target: str) -> Any:
+    module, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    """Everything the code knows of one benchmark.
+
+    Attributes:
+        name: the ``--benchmark`` value; title: as papers name it.
+        nclass: the number of classes (class ids 0..nclass-1).
+        class_names: the prompt names in class-id order, as the released CAM scripts spell them; None when read
+            from the split lists at run time (:attr:`prompt_names`).
+        nfolds: cross-validation folds (0: fixed class lists, ``--fold`` must be 0).
+        eval_episodes: validation/test episodes of a released pass (None: every image of the split once).
+        cam_dirs: default (training, validation) CAM folders under ``--datapath`` (equal: one folder, ``--campath``).
+        cam_script: the script that writes its CAM folders (``python -m priors.cam_job NAME`` when None).
+        image_dir: the CAM job's image folder under ``--datapath`` (``--imgpath``'s default).
+        split_files: HSNet's split files (path under the split root) -> SHA-256, fetched and checked by
+            :mod:`data.splits`.
+        dataset: ``"module:Class"`` of its :class:`~data.fewshot.FewShotDataset` (imported on first use).
+        cam_pairs: ``"module:function"``: ``(image_root, split_root, splits=None) -> list[CamPairSpec]``, every
+            pair its CAM job computes, in job order (``splits``: of those split lists only).
+        prompts: ``"module:function"``: ``split_root -> class names`` in prompt order, when ``class_names`` is None.
+        fold_classes: ``fold -> test class ids`` (benchmarks with folds).
+        cam_job_help: the CAM script's ``--help`` texts (``description``, ``datapath``, ``imgpath``, ``campath``).
+    """
+
+    name: str
+    title: str
+    nclass: int
+    class_names: Optional[tuple[str, ...]]
+    nfolds: int
+    eval_episodes: Optional[int]
+    cam_dirs: tuple[str, str]
+    cam_script: Optional[str]
+    image_dir: str
+    split_files: Mapping[str, str]
+    dataset: str
+    cam_pairs: str
+    prompts: Optional[str] = None
+    fold_classes: Optional[Callable[[int], list[int]]] = None
+    cam_job_help: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def has_folds(self) -> bool:
+        """Whether ``--fold`` selects a cross-validation fold."""
+        return self.nfolds > 0
+
+    @property
+    def one_cam_folder(self) -> bool:
+        """Whether training and validation read one CAM folder (``--campath``)."""
+        return self.cam_dirs[0] == self.cam_dirs[1]
+
+    def dataset_class(self) -> Any:
+        """Its :class:`~data.fewshot.FewShotDataset` subclass."""
+        return _resolve(self.dataset)
+
+    def list_cam_pairs(self, image_root: Path, split_root: Path,
+                       splits: Optional[Sequence[str]] = None) -> list[CamPairSpec]:
+        """Every (image, class) pair its CAM job computes (``splits``: of those split lists only)."""
+        return _resolve(self.cam_pairs)(Path(image_root), Path(split_root), splits=splits)
+
+    def prompt_names(self, split_root: Union[str, Path]) -> Sequence[str]:
+        """The class names its priors are made for, in prompt order (what a CAM manifest's
+        ``class_names_sha256`` hashes)."""
+        return self.class_names if self.class_names is not None else _resolve(self.prompts)(split_root)
+
+
+def _pascal_fold_classes(fold: int) -> list[int]:
+    return [fold * 5 + i for i in range(5)]  # five consecutive classes per fold
+
+
+def _coco_fold_classes(fold: int) -> list[int]:
+    return [fold + NFOLDS * i for i in range(20)]  # every fourth class
+
+
+_FOLDED_DATA = "root holding VOC2012/ and COCO2014/; default for the paths below"
+_RECIPE = ("(the released CLIP RN50 Grad-CAM by default, CLIP-ES with --prior clip-es; batched, deduplicated across "
+           "folds, resumable)")
+
+BENCHMARK_SPECS: dict[str, BenchmarkSpec] = {spec.name: spec for spec in (
+    BenchmarkSpec(
+        name="pascal", title="PASCAL-5i", nclass=20, class_names=PASCAL_CLASSES, nfolds=NFOLDS, eval_episodes=1000,
+        cam_dirs=("CAM_Train", "CAM_Val"),  # the released train.py defaults
+        cam_script="generate_cam_voc.py", image_dir="VOC2012/JPEGImages",
+        split_files={
+        "pascal/trn/fold0.txt": "40fded8be6afbc4b70953277f2a178af8055cddd4e73fb4646b7bf19704b9da2",
+        "pascal/trn/fold1.txt": "558167c3c6fea0cda1bb7c7a275e66d5de7bc13cbc97e00c5872ac84d5f0954e",
+        "pascal/trn/fold2.txt": "d07e35f4a4ae95774c619bafb57d65d682dbd5b9f33c7f71a4f5cef8e3f99609",
+        "pascal/trn/fold3.txt": "ffe09100c0c4d9c19d074a33b0f29fe5a89a730579ba39a9f9e908186298ac17",
+        "pascal/val/fold0.txt": "748e2f4732ac502cb3aa1f3768936b394bd7ba4e611ac5bf959291a268e249df",
+        "pascal/val/fold1.txt": "afce1929e4dacbc13c07f9a26d4ce7738d415e1b18443fe173e58303836f5c14",
+        "pascal/val/fold2.txt": "50b1f5218e8f882ca65d85da5be230b978a70067e9b3e0e9fca1528f546bd7fb",
+        "pascal/val/fold3.txt": "c3825d7c52d1608d4c62c5b85d6ef3f74cf5898032bc068a94c971df17bdf71a",
+        },
+        dataset="data.pascal:DatasetPASCAL", cam_pairs="data.pascal:cam_pairs", fold_classes=_pascal_fold_classes,
+        cam_job_help={"description": f"CAM priors for every (image, class) pair of PASCAL-5i {_RECIPE}",
+                      "datapath": _FOLDED_DATA, "imgpath": "PASCAL images"}),
+    BenchmarkSpec(
+        name="coco", title="COCO-20i", nclass=80, class_names=COCO_CLASSES, nfolds=NFOLDS, eval_episodes=1000,
+        cam_dirs=("CAM_COCO", "CAM_COCO"),  # one folder for both splits, as the released COCO dataset requires
+        cam_script="generate_cam_coco.py", image_dir="COCO2014",
+        split_files={
+        "coco/trn/fold0.pkl": "5a94e113d8c150a7e20723360dd9779eaa1305ccddc28dff4501e29ed3df5c45",
+        "coco/trn/fold1.pkl": "69629cdd84fd57b3bb4e281b5bf65440f7ecf9b62eb119f1d8d7fe78b0fb02a8",
+        "coco/trn/fold2.pkl": "594adc4b8ebecf9b8b559284f334ff3dd3fa3c150317cbc6ce7917ce81a08c03",
+        "coco/trn/fold3.pkl": "07b38ccc9e15ebfd1ab6288eeaad3a5f289bbba3419807212169fd44b89cc5c5",
+        "coco/val/fold0.pkl": "96002389be83b4730d13b814398f54eb2baf5c3283598ec2288d60624d6ef9c3",
+        "coco/val/fold1.pkl": "a34deecdf2858fc436f5ea4d5a2d46b6674ce09f7ebce41c34b694116381fa56",
+        "coco/val/fold2.pkl": "0f275c5e9bf538f6ef8a95054f6daf2519b53785c4ab7fd07e633dda57dac1e5",
+        "coco/val/fold3.pkl": "927597bd78036a460abdab243330667af6ceffdb483bc3331ae55d148f00c449",
+        },
+        dataset="data.coco:DatasetCOCO", cam_pairs="data.coco:cam_pairs", fold_classes=_coco_fold_classes,
+        cam_job_help={"description": f"CAM priors for every (image, class) pair of COCO-20i {_RECIPE}",
+                      "datapath": _FOLDED_DATA, "imgpath": "COCO root holding train2014/ and val2014/",
+                      "campath": "output folder, with train2014/ and val2014/ subfolders"}),
+    BenchmarkSpec(
+        # HSNet's protocol; None: every test image once (240 classes x 10 images = 2400 episodes)
+        name="fss", title="FSS-1000", nclass=1000, class_names=None, nfolds=0, eval_episodes=None,
+        cam_dirs=("CAM_FSS", "CAM_FSS"), cam_script="generate_cam_fss.py", image_dir=FSS_DIR,
+        split_files={
+        "fss/test.txt": "26f1b9e9dd0c4a58c01db306aeb5bccb5de361d544ec1b15f219efc4b74c0bf1",
+        "fss/trn.txt": "815bce03f2502719ba3bd9c1f79111b74ec8ab63e6111830ff7312de49b1cf17",
+        "fss/val.txt": "9cac02c58602f2789b4e6393200e450e3ba1edae6673d6a87ae2063d0c547aee",
+        },
+        dataset="data.fss:DatasetFSS", cam_pairs="data.fss:cam_pairs", prompts="data.fss:fss_prompts",
+        cam_job_help={
+            "description": "CAM priors of every FSS-1000 image for its own class (the released CLIP RN50 Grad-CAM "
+                           "recipe by default, CLIP-ES with --prior clip-es; prompts over all 1000 class names with "
+                           "underscores as spaces; batched, resumable)",
+            "datapath": "root holding FSS-1000/; default for the paths below",
+            "imgpath": "FSS-1000 root holding one folder per class",
+            "campath": "output folder, with one subfolder per class"}),
+)}
+
+
+class _Names(Sequence[str]):
+    """A live, read-only tuple of the registered benchmark names (those ``keep`` accepts)."""
+
+    def __init__(self, keep: Callable[[BenchmarkSpec], bool]) -> None:
+        self._keep = keep
+
+    def _names(self) -> tuple[str, ...]:
+        return tuple(name for name, spec in BENCHMARK_SPECS.items() if self._keep(spec))
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._names()[index]
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __eq__(self, other: object) -> bool:
+        return self._names() == (tuple(other) if isinstance(other, (tuple, list, _Names)) else other)
+
+    def __hash__(self) -> int:
+        return hash(self._names())
+
+    def __repr__(self) -> str:
+        return repr(self._names())
+
+
+class _View(Mapping[str, Any]):
+    """A live, read-only dict computed from the registered specs."""
+
+    def __init__(self, items: Callable[[], dict[str, Any]]) -> None:
+        self._items = items
+
+    def __getitem__(self, key: str) -> Any:
+        return self._items()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items())
+
+    def __len__(self) -> int:
+        return len(self._items())
+
+    def __repr__(self) -> str:
+        return repr(self._items())
+
+
+def _per_benchmark(value: Callable[[BenchmarkSpec], Any], keep: Callable[[BenchmarkSpec], bool] = lambda spec: True
+                   ) -> Mapping[str, Any]:
+    return _View(lambda: {name: value(spec) for name, spec in BENCHMARK_SPECS.items() if keep(spec)})
+
+
+# Views of the specs, one fact each: they follow the registry (register_benchmark, or a test's monkeypatch).
+BENCHMARKS: Sequence[str] = _Names(lambda spec: True)
+FOLD_BENCHMARKS: Sequence[str] = _Names(lambda spec: spec.has_folds)  # FSS-1000 has fixed class splits
+NCLASS: Mapping[str, int] = _per_benchmark(lambda spec: spec.nclass)
+TITLES: Mapping[str, str] = _per_benchmark(lambda spec: spec.title)  # as papers name them
+EVAL_EPISODES: Mapping[str, Optional[int]] = _per_benchmark(lambda spec: spec.eval_episodes)
+DEFAULT_CAM_DIRS: Mapping[str, tuple[str, str]] = _per_benchmark(lambda spec: spec.cam_dirs)
+CAM_SCRIPTS: Mapping[str, str] = _per_benchmark(lambda spec: spec.cam_script or f"-m priors.cam_job {spec.name}")
+# FSS-1000's class names come from HSNet's split lists at run time (data.fss)
+CLASS_NAMES: Mapping[str, tuple[str, ...]] = _per_benchmark(lambda spec: spec.class_names,
+                                                            keep=lambda spec: spec.class_names is not None)
+# every benchmark's split files (data.splits fetches and checks them)
+SPLIT_SHA256: Mapping[str, str] = _View(lambda: {rel: sha for spec in BENCHMARK_SPECS.values()
+                                                 for rel, sha in spec.split_files.items()})
+
+
+def register_benchmark(spec: BenchmarkSpec) -> BenchmarkSpec:
+    """Add ``spec`` (a benchmark defined outside this module: a test, a plug-in); every view follows.
+
+    Raises:
+        ValueError: the name is taken.
+    """
+    if spec.name in BENCHMARK_SPECS:
+        raise ValueError(f"benchmark {spec.name!r} is already registered")
+    BENCHMARK_SPECS[spec.name] = spec
+    return spec
 
 
 def fold_classes(benchmark: str, fold: int) -> list[int]:
@@ -80,10 +300,9 @@ def fold_classes(benchmark: str, fold: int) -> list[int]:
     The training classes of a fold are all the others.
     """
     if benchmark not in FOLD_BENCHMARKS:
-        raise ValueError(f"benchmark must be one of {FOLD_BENCHMARKS} (FSS-1000 has no folds), got {benchmark!r}")
-    if not 0 <= fold < NFOLDS:
-        raise ValueError(f"fold must be in 0..{NFOLDS - 1}, got {fold}")
-    per_fold = NCLASS[benchmark] // NFOLDS
-    if benchmark == "pascal":
-        return [fold * per_fold + i for i in range(per_fold)]
-    return [fold + NFOLDS * i for i in range(per_fold)]
+        raise ValueError(f"benchmark must be one of {tuple(FOLD_BENCHMARKS)} (FSS-1000 has no folds), got "
+                         f"{benchmark!r}")
+    spec = BENCHMARK_SPECS[benchmark]
+    if not 0 <= fold < spec.nfolds:
+        raise ValueError(f"fold must be in 0..{spec.nfolds - 1}, got {fold}")
+    return spec.fold_classes(fold)

@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional, Sequence
 
 import numpy as np
 
-from data.benchmarks import NCLASS
+from data.benchmarks import NCLASS, NFOLDS, CamPairSpec
 from data.episodes import Episode, coco_eval_episodes, coco_train_episode, released_coco_episode, train_rng
 from data.fewshot import FewShotDataset
 from data.splits import read_coco_split
 
-__all__ = ["DatasetCOCO"]
+__all__ = ["DatasetCOCO", "cam_pairs"]
 
 
 class DatasetCOCO(FewShotDataset):
@@ -45,3 +46,15 @@ class DatasetCOCO(FewShotDataset):
 
     def _released_train_episode(self, rng: np.random.RandomState, index: int) -> Episode:
         return released_coco_episode(rng, self.class_ids, self.img_metadata_classwise, self.shot)
+
+
+def cam_pairs(image_root: Path, split_root: Path, splits: Optional[Sequence[str]] = None) -> list[CamPairSpec]:
+    """The CAM job's pairs: every image of every class of the ``trn`` and ``val`` pickles, into the one CAM
+    folder (image names keep their ``train2014/`` / ``val2014/`` subfolder)."""
+    pairs = []
+    for split in splits or ("trn", "val"):
+        for fold in range(NFOLDS):
+            classwise = read_coco_split(split_root, split, fold)
+            pairs += [CamPairSpec(0, name, int(cls), name, int(cls), split) for cls in sorted(classwise)
+                      for name in classwise[cls]]
+    return pairs

@@ -1,27 +1,19 @@
 """Building the few-shot datasets and loaders (whether their CAM priors exist: :mod:`priors.provenance`)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from data.benchmarks import DEFAULT_CAM_DIRS
-from data.coco import DatasetCOCO
+from data.benchmarks import BENCHMARK_SPECS, DEFAULT_CAM_DIRS
 from data.errors import MissingCAMError
 from data.fewshot import FewShotDataset
-from data.fss import DatasetFSS
 from data.mask_values import NOTES_KEY, OutsideValueReport
-from data.pascal import DatasetPASCAL
 from data.splits import resolve_split_root
 
-__all__ = ["DATASETS", "EpisodeLoader", "MissingCAMError", "OutsideValueReport", "build_dataloader", "build_dataset"]
-
-DATASETS: dict[str, Callable[..., FewShotDataset]] = {
-    cls.benchmark: cls for cls in (DatasetPASCAL, DatasetCOCO, DatasetFSS)}
-
+__all__ = ["EpisodeLoader", "MissingCAMError", "OutsideValueReport", "build_dataloader", "build_dataset"]
 
 def build_dataset(benchmark: str, *, datapath: str | Path, fold: int, split: str, shot: int = 1,
                   img_size: int = 400, cam_train_path: Optional[str | Path] = None,
@@ -41,11 +33,11 @@ def build_dataset(benchmark: str, *, datapath: str | Path, fold: int, split: str
     the class range are read as background and reported to ``mask_report`` (``strict_masks``: an error), see
     :mod:`data.mask_values`.
     """
-    if benchmark not in DATASETS:
-        raise ValueError(f"benchmark must be one of {sorted(DATASETS)}, got {benchmark!r}")
+    if benchmark not in BENCHMARK_SPECS:
+        raise ValueError(f"benchmark must be one of {sorted(BENCHMARK_SPECS)}, got {benchmark!r}")
     datapath = Path(datapath)
     train_dir, val_dir = DEFAULT_CAM_DIRS[benchmark]
-    return DATASETS[benchmark](
+    return BENCHMARK_SPECS[benchmark].dataset_class()(
         datapath, fold=fold, split=split, shot=shot, img_size=img_size,
         cam_train_path=Path(cam_train_path) if cam_train_path else datapath / train_dir,
         cam_val_path=Path(cam_val_path) if cam_val_path else datapath / val_dir,

@@ -15,18 +15,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 
-from data.benchmarks import CLASS_NAMES, FSS_CLASS_OFFSET, FSS_DIR, NCLASS
+from data.benchmarks import BENCHMARK_SPECS, FSS_CLASS_OFFSET, FSS_DIR, NCLASS, CamPairSpec
 from data.episodes import fss_support_names
 from data.errors import DataError, SplitError
 from data.fewshot import FewShotDataset
 from data.readers import read_binary_mask
 from data.splits import FSS_SPLITS, read_fss_split
 
-__all__ = ["DatasetFSS", "fss_classes", "fss_image_names", "fss_prompts", "fss_vocabulary", "prior_class_names",
+__all__ = ["DatasetFSS", "cam_pairs", "fss_classes", "fss_image_names", "fss_prompts", "fss_vocabulary", "prior_class_names",
            "prompt_name"]
 
 
@@ -67,7 +67,7 @@ def fss_prompts(split_root: Union[str, Path]) -> list[str]:
 def prior_class_names(benchmark: str, split_root: Union[str, Path]) -> Sequence[str]:
     """The class names a benchmark's priors are made for, in prompt order (what a CAM manifest's
     ``class_names_sha256`` hashes): PASCAL's 20, COCO's 80, FSS-1000's listed classes (:func:`fss_prompts`)."""
-    return CLASS_NAMES[benchmark] if benchmark in CLASS_NAMES else fss_prompts(split_root)
+    return BENCHMARK_SPECS[benchmark].prompt_names(split_root)
 
 
 def fss_image_names(fss_root: Union[str, Path], category: str) -> list[str]:
@@ -142,3 +142,12 @@ class DatasetFSS(FewShotDataset):
         if self.episodes is None:
             pairs |= set(self.img_metadata)
         return sorted(pairs)
+
+
+def cam_pairs(image_root: Path, split_root: Path, splits: Optional[Sequence[str]] = None) -> list[CamPairSpec]:
+    """The CAM job's pairs: every ``<class>/<n>.jpg`` of the trn, val and test classes, for its own class, into
+    ``<cam folder>/<class>/<n>--<class id>.pt``; the prompt is the class's position in :func:`fss_prompts`."""
+    split_of = {cls: split for split in FSS_SPLITS for _, cls in fss_classes(split_root, split)}
+    return [CamPairSpec(0, f"{name}.jpg", position, name, cls, split_of[cls])
+            for position, (category, cls) in enumerate(fss_vocabulary(split_root))
+            if splits is None or split_of[cls] in splits for name in fss_image_names(image_root, category)]

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional, Sequence
 
-from data.benchmarks import NCLASS
+from data.benchmarks import NCLASS, NFOLDS, CamPairSpec
 from data.fewshot import FewShotDataset
 from data.splits import read_pascal_split
 
-__all__ = ["DatasetPASCAL"]
+__all__ = ["DatasetPASCAL", "cam_pairs"]
 
 
 class DatasetPASCAL(FewShotDataset):
@@ -36,3 +37,12 @@ class DatasetPASCAL(FewShotDataset):
 
     def mask_path(self, name: str) -> Path:
         return self.datapath / "VOC2012" / "SegmentationClassAug" / f"{name}.png"
+
+
+def cam_pairs(image_root: Path, split_root: Path, splits: Optional[Sequence[str]] = None) -> list[CamPairSpec]:
+    """The CAM job's pairs: every line of the ``trn`` lists into the training folder, of the ``val`` lists into
+    the validation folder, in list order (the released script computes a training pair once per fold reading it;
+    the job keeps each once)."""
+    return [CamPairSpec(folder, f"{name}.jpg", cls, name, cls, split)
+            for folder, split in enumerate(("trn", "val")) if splits is None or split in splits for fold in range(NFOLDS)
+            for name, cls in read_pascal_split(split_root, split, fold)]

@@ -40,15 +40,15 @@ from tqdm import tqdm
 from common.cli import ArgumentParser, HelpFormatter, run_cli
 from common.io import atomic_torch_save, atomic_write_text, names_sha256
 from common.paths import DEFAULT_DATAPATH
-from data.benchmarks import BENCHMARKS, FSS_DIR, NFOLDS
+from data.benchmarks import BENCHMARK_SPECS, BENCHMARKS
 from data.cam_files import cam_path
 from data.cam_manifest import (MANIFEST_NAME, CamManifest, CamManifestError, CamSettings, ImageIdentity, ImageRecord,
                                has_cam_files, image_identity, read_manifest)
 from data.errors import DataError
-from data.fss import fss_classes, fss_image_names, prior_class_names
+from data.fss import prior_class_names
 from data.prior_files import (RESIZE_METHODS, VALUE_KINDS, PriorFileError, prior_file_name, read_prior,
                               resize_prior)
-from data.splits import FSS_SPLITS, SPLITS, read_coco_split, read_pascal_split, resolve_split_root
+from data.splits import FSS_SPLITS, SPLITS, resolve_split_root
 
 __all__ = ["IMPORTED_RECIPE", "ImportSettings", "ImportSummary", "NAMINGS", "PriorPair", "benchmark_pairs",
            "import_command", "import_priors", "main"]
@@ -58,7 +58,6 @@ IMPORTED_RECIPE = "imported/1"  # the recipe id of imported folders (the recipes
 LEGACY_RECORD_NAME = "prior_import.json"  # the settings, as earlier versions recorded them (no image records)
 MISSING_NAME = "missing_priors.txt"
 SAVE_EVERY_S = 30.0  # the manifest is rewritten at most this often during an import (and at its end)
-IMAGE_DIRS = {"pascal": Path("VOC2012") / "JPEGImages", "coco": Path("COCO2014"), "fss": Path(FSS_DIR)}
 # --naming presets: benchmark -> (pattern, values); None: the preset has no files for that benchmark.
 NAMINGS: dict[str, dict[str, Optional[tuple[str, str]]]] = {
     "pairs": {b: ("{image}--{class}.png", "auto") for b in BENCHMARKS},
@@ -111,27 +110,14 @@ class ImportSummary:
 # ----------------------------------------------------------------------------------------------------------
 def benchmark_pairs(benchmark: str, datapath: Path, split_root: Path, splits: Iterable[str]) -> list[PriorPair]:
     """Every (image, class) pair of ``splits``' lists (all folds; FSS-1000: every image of the listed classes
-    for its own class), each once, in list order."""
-    images = Path(datapath) / IMAGE_DIRS[benchmark]
+    for its own class), each once, in list order: the CAM job's pairs of those splits
+    (:meth:`data.benchmarks.BenchmarkSpec.list_cam_pairs`)."""
+    spec = BENCHMARK_SPECS[benchmark]
+    images = Path(datapath) / spec.image_dir
     pairs: dict[tuple[str, int], PriorPair] = {}
-
-    def add(name: str, cls: int, image: Path) -> None:
-        pairs.setdefault((name, int(cls)), PriorPair(name, int(cls), image))
-
     for split in splits:
-        if benchmark == "pascal":
-            for fold in range(NFOLDS):
-                for name, cls in read_pascal_split(split_root, split, fold):
-                    add(name, cls, images / f"{name}.jpg")
-        elif benchmark == "coco":
-            for fold in range(NFOLDS):
-                for cls, names in sorted(read_coco_split(split_root, split, fold).items()):
-                    for name in names:
-                        add(name, cls, images / name)
-        else:
-            for category, cls in fss_classes(split_root, split):
-                for name in fss_image_names(images, category):
-                    add(name, cls, images / f"{name}.jpg")
+        for pair in spec.list_cam_pairs(images, Path(split_root), splits=[split]):
+            pairs.setdefault((pair.name, pair.class_id), PriorPair(pair.name, pair.class_id, images / pair.image))
     return list(pairs.values())
 
 

@@ -30,7 +30,7 @@ from typing import Optional, Union
 
 from common.io import atomic_write_bytes, sha256_file
 from common.paths import CACHE_ROOT
-from data.benchmarks import FSS_SPLIT_CLASSES, NCLASS, NFOLDS
+from data.benchmarks import FSS_SPLIT_CLASSES, NCLASS, NFOLDS, SPLIT_SHA256  # SHA-256: each benchmark's spec
 from data.errors import SplitChecksumError, SplitError, SplitNotFoundError, UnsafePickleError
 
 logger = logging.getLogger(__name__)
@@ -51,29 +51,6 @@ __all__ = [
 HSNET_SPLITS_URL = "https://raw.githubusercontent.com/juhongm999/hsnet/main/data/splits"
 SPLITS_URL_ENV = "IMR_HSNET_SPLITS_URL"  # overrides HSNET_SPLITS_URL (tests serve the files on loopback)
 SPLITS = ("trn", "val")
-
-# SHA-256 of HSNet's split files (path under data/splits/ of github.com/juhongm999/hsnet, branch main).
-SPLIT_SHA256: dict[str, str] = {
-    "coco/trn/fold0.pkl": "5a94e113d8c150a7e20723360dd9779eaa1305ccddc28dff4501e29ed3df5c45",
-    "coco/trn/fold1.pkl": "69629cdd84fd57b3bb4e281b5bf65440f7ecf9b62eb119f1d8d7fe78b0fb02a8",
-    "coco/trn/fold2.pkl": "594adc4b8ebecf9b8b559284f334ff3dd3fa3c150317cbc6ce7917ce81a08c03",
-    "coco/trn/fold3.pkl": "07b38ccc9e15ebfd1ab6288eeaad3a5f289bbba3419807212169fd44b89cc5c5",
-    "coco/val/fold0.pkl": "96002389be83b4730d13b814398f54eb2baf5c3283598ec2288d60624d6ef9c3",
-    "coco/val/fold1.pkl": "a34deecdf2858fc436f5ea4d5a2d46b6674ce09f7ebce41c34b694116381fa56",
-    "coco/val/fold2.pkl": "0f275c5e9bf538f6ef8a95054f6daf2519b53785c4ab7fd07e633dda57dac1e5",
-    "coco/val/fold3.pkl": "927597bd78036a460abdab243330667af6ceffdb483bc3331ae55d148f00c449",
-    "fss/test.txt": "26f1b9e9dd0c4a58c01db306aeb5bccb5de361d544ec1b15f219efc4b74c0bf1",
-    "fss/trn.txt": "815bce03f2502719ba3bd9c1f79111b74ec8ab63e6111830ff7312de49b1cf17",
-    "fss/val.txt": "9cac02c58602f2789b4e6393200e450e3ba1edae6673d6a87ae2063d0c547aee",
-    "pascal/trn/fold0.txt": "40fded8be6afbc4b70953277f2a178af8055cddd4e73fb4646b7bf19704b9da2",
-    "pascal/trn/fold1.txt": "558167c3c6fea0cda1bb7c7a275e66d5de7bc13cbc97e00c5872ac84d5f0954e",
-    "pascal/trn/fold2.txt": "d07e35f4a4ae95774c619bafb57d65d682dbd5b9f33c7f71a4f5cef8e3f99609",
-    "pascal/trn/fold3.txt": "ffe09100c0c4d9c19d074a33b0f29fe5a89a730579ba39a9f9e908186298ac17",
-    "pascal/val/fold0.txt": "748e2f4732ac502cb3aa1f3768936b394bd7ba4e611ac5bf959291a268e249df",
-    "pascal/val/fold1.txt": "afce1929e4dacbc13c07f9a26d4ce7738d415e1b18443fe173e58303836f5c14",
-    "pascal/val/fold2.txt": "50b1f5218e8f882ca65d85da5be230b978a70067e9b3e0e9fca1528f546bd7fb",
-    "pascal/val/fold3.txt": "c3825d7c52d1608d4c62c5b85d6ef3f74cf5898032bc068a94c971df17bdf71a",
-}
 
 _PASCAL_LINE = re.compile(r"^(?P<name>[^\s/\\]+)__(?P<cls>\d+)$")
 

@@ -55,12 +55,11 @@ from common.errors import UserInputError
 from common.io import atomic_torch_save, prepare_output_folder, remove_if_empty
 from common.paths import DEFAULT_DATAPATH
 from common.progress import Progress
-from data.benchmarks import BENCHMARKS, CAM_SCRIPTS, CLASS_NAMES, DEFAULT_CAM_DIRS, FSS_DIR, NFOLDS
+from data.benchmarks import BENCHMARK_SPECS, BENCHMARKS, CAM_SCRIPTS
 from data.cam_files import cam_path, split_cam_path
 from data.cam_manifest import (CamManifest, CamSettings, ImageIdentity, ImageRecord, claim_folder, file_sha256,
                                image_identity)
-from data.fss import fss_image_names, fss_prompts, fss_vocabulary
-from data.splits import read_coco_split, read_pascal_split, resolve_split_root
+from data.splits import resolve_split_root
 from priors.clip_weights import PRIOR_WEIGHTS_HELP, random_clip_seed
 from priors.recipes import DEFAULT_PRIOR, RECIPES, PriorRecipe, build_prior
 
@@ -114,39 +113,30 @@ def _unique(pairs: Iterable[CamPair]) -> list[CamPair]:
     return out
 
 
+def benchmark_pairs(benchmark: str, imgpath: Path, split_root: Path, folders: Sequence[Path]) -> list[CamPair]:
+    """The pairs of ``benchmark``'s CAM job (:meth:`data.benchmarks.BenchmarkSpec.list_cam_pairs`), each once:
+    images under ``imgpath``, CAM files into ``folders`` (training, validation; one folder for a benchmark whose
+    splits share one)."""
+    imgpath = Path(imgpath)
+    return _unique(CamPair(imgpath / pair.image, int(pair.prompt), cam_path(Path(folders[pair.folder]), pair.name,
+                                                                            pair.class_id))
+                   for pair in BENCHMARK_SPECS[benchmark].list_cam_pairs(imgpath, Path(split_root)))
+
+
 def pascal_pairs(imgpath: Path, split_root: Path, train_cam_root: Path, val_cam_root: Path) -> list[CamPair]:
     """PASCAL-5i pairs: training lists -> ``train_cam_root``, validation lists -> ``val_cam_root``, deduplicated."""
-    imgpath = Path(imgpath)
-    pairs = []
-    for split, root in (("trn", Path(train_cam_root)), ("val", Path(val_cam_root))):
-        for fold in range(NFOLDS):
-            for name, cls in read_pascal_split(split_root, split, fold):
-                pairs.append(CamPair(imgpath / f"{name}.jpg", int(cls), cam_path(root, name, cls)))
-    return _unique(pairs)
+    return benchmark_pairs("pascal", imgpath, split_root, [train_cam_root, val_cam_root])
 
 
 def coco_pairs(imgpath: Path, split_root: Path, cam_root: Path) -> list[CamPair]:
     """COCO-20i pairs of the trn and val pickles, all into ``cam_root`` (names keep their split subfolder)."""
-    imgpath = Path(imgpath)
-    pairs = []
-    for split in ("trn", "val"):
-        for fold in range(NFOLDS):
-            classwise = read_coco_split(split_root, split, fold)
-            for cls in sorted(classwise):
-                for name in classwise[cls]:
-                    pairs.append(CamPair(imgpath / name, int(cls), cam_path(cam_root, name, cls)))
-    return _unique(pairs)
+    return benchmark_pairs("coco", imgpath, split_root, [cam_root])
 
 
 def fss_pairs(imgpath: Path, split_root: Path, cam_root: Path) -> list[CamPair]:
     """FSS-1000 pairs: every ``<class>/<n>.jpg`` of the trn, val and test classes, for its own class, into
-    ``cam_root/<class>/<n>--<class id>.pt``; ``class_idx`` is the class's position in :func:`fss_prompts`."""
-    imgpath = Path(imgpath)
-    pairs = []
-    for position, (category, cls) in enumerate(fss_vocabulary(split_root)):
-        for name in fss_image_names(imgpath, category):
-            pairs.append(CamPair(imgpath / f"{name}.jpg", position, cam_path(cam_root, name, cls)))
-    return pairs
+    ``cam_root/<class>/<n>--<class id>.pt``; ``class_idx`` is the class's position in :func:`data.fss.fss_prompts`."""
+    return benchmark_pairs("fss", imgpath, split_root, [cam_root])
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -429,53 +419,18 @@ class CamJobPlan:
     class_names: Sequence[str]
 
 
-@dataclass(frozen=True)
-class CamJobKind:
-    """What differs between the benchmarks' CAM scripts: help texts, the image folder, the CAM flags, and how
-    the flags become a :class:`CamJobPlan`."""
-
-    description: str           # of --help
-    datapath_help: str
-    image_dir: str             # default --imgpath under --datapath
-    imgpath_help: str
-    campath_help: Optional[str]  # one --campath; None: --traincampath and --valcampath (PASCAL)
-    plan: Callable[[argparse.Namespace, Path, Path, Path], CamJobPlan]  # (args, datapath, imgpath, split_root)
-
-
-def _pascal_plan(args: argparse.Namespace, datapath: Path, imgpath: Path, split_root: Path) -> CamJobPlan:
-    train_dir, val_dir = DEFAULT_CAM_DIRS["pascal"]
-    folders = [_resolve(args.traincampath, datapath / train_dir), _resolve(args.valcampath, datapath / val_dir)]
-    return CamJobPlan(folders, pascal_pairs(imgpath, split_root, *folders), CLASS_NAMES["pascal"])
-
-
-def _coco_plan(args: argparse.Namespace, datapath: Path, imgpath: Path, split_root: Path) -> CamJobPlan:
-    folder = _resolve(args.campath, datapath / DEFAULT_CAM_DIRS["coco"][0])
-    return CamJobPlan([folder], coco_pairs(imgpath, split_root, folder), CLASS_NAMES["coco"])
-
-
-def _fss_plan(args: argparse.Namespace, datapath: Path, imgpath: Path, split_root: Path) -> CamJobPlan:
-    folder = _resolve(args.campath, datapath / DEFAULT_CAM_DIRS["fss"][0])
-    return CamJobPlan([folder], fss_pairs(imgpath, split_root, folder), fss_prompts(split_root))
-
-
-_FOLDED_DATA = "root holding VOC2012/ and COCO2014/; default for the paths below"
-_RECIPE = ("(the released CLIP RN50 Grad-CAM by default, CLIP-ES with --prior clip-es; batched, deduplicated across "
-           "folds, resumable)")
-CAM_JOBS: dict[str, CamJobKind] = {
-    "pascal": CamJobKind(
-        f"CAM priors for every (image, class) pair of PASCAL-5i {_RECIPE}", _FOLDED_DATA,
-        "VOC2012/JPEGImages", "PASCAL images", None, _pascal_plan),
-    "coco": CamJobKind(
-        f"CAM priors for every (image, class) pair of COCO-20i {_RECIPE}", _FOLDED_DATA,
-        "COCO2014", "COCO root holding train2014/ and val2014/", "output folder, with train2014/ and val2014/ "
-        "subfolders", _coco_plan),
-    "fss": CamJobKind(
-        "CAM priors of every FSS-1000 image for its own class (the released CLIP RN50 Grad-CAM recipe by default, "
-        "CLIP-ES with --prior clip-es; prompts over all 1000 class names with underscores as spaces; batched, "
-        "resumable)",
-        "root holding FSS-1000/; default for the paths below", FSS_DIR, "FSS-1000 root holding one folder per class",
-        "output folder, with one subfolder per class", _fss_plan),
-}
+def plan_cam_job(args: argparse.Namespace, benchmark: str, datapath: Path, imgpath: Path,
+                 split_root: Path) -> CamJobPlan:
+    """The CAM job of ``benchmark`` from its flags: the output folders (``--traincampath``/``--valcampath``, or
+    ``--campath`` where the splits share one), the pairs, the prompts."""
+    spec = BENCHMARK_SPECS[benchmark]
+    if spec.one_cam_folder:
+        folders = [_resolve(args.campath, datapath / spec.cam_dirs[0])]
+    else:
+        folders = [_resolve(args.traincampath, datapath / spec.cam_dirs[0]),
+                   _resolve(args.valcampath, datapath / spec.cam_dirs[1])]
+    return CamJobPlan(folders, benchmark_pairs(benchmark, imgpath, split_root, folders),
+                      spec.prompt_names(split_root))
 
 
 def build_parser(benchmark: str) -> argparse.ArgumentParser:
@@ -483,20 +438,23 @@ def build_parser(benchmark: str) -> argparse.ArgumentParser:
     ``generate_cam_fss.py`` (``"fss"``)."""
     if benchmark not in BENCHMARKS:
         raise ValueError(f"benchmark must be one of {BENCHMARKS}, got {benchmark!r}")
-    kind = CAM_JOBS[benchmark]
-    parser = ArgumentParser(description=kind.description, formatter_class=HelpFormatter)
+    spec = BENCHMARK_SPECS[benchmark]
+    texts = {"description": f"CAM priors for every (image, class) pair of {spec.title}",
+             "datapath": "root of the benchmark's images; default for the paths below", "imgpath": "images",
+             "campath": "output folder", **spec.cam_job_help}
+    parser = ArgumentParser(description=texts["description"], formatter_class=HelpFormatter)
     parser.add_argument("--datapath", type=str, default=None,
-                        help=f"{kind.datapath_help} (default: {DEFAULT_DATAPATH})")
+                        help=f"{texts['datapath']} (default: {DEFAULT_DATAPATH})")
     parser.add_argument("--imgpath", type=str, default=None,
-                        help=f"{kind.imgpath_help} (default: <datapath>/{kind.image_dir})")
-    if kind.campath_help is None:
+                        help=f"{texts['imgpath']} (default: <datapath>/{spec.image_dir})")
+    if not spec.one_cam_folder:
         parser.add_argument("--traincampath", type=str, default=None,
-                            help=f"output folder of the training pairs' CAMs (default: <datapath>/{DEFAULT_CAM_DIRS['pascal'][0]})")
+                            help=f"output folder of the training pairs' CAMs (default: <datapath>/{spec.cam_dirs[0]})")
         parser.add_argument("--valcampath", type=str, default=None,
-                            help=f"output folder of the validation pairs' CAMs (default: <datapath>/{DEFAULT_CAM_DIRS['pascal'][1]})")
+                            help=f"output folder of the validation pairs' CAMs (default: <datapath>/{spec.cam_dirs[1]})")
     else:
         parser.add_argument("--campath", type=str, default=None,
-                            help=f"{kind.campath_help} (default: <datapath>/{DEFAULT_CAM_DIRS[benchmark][0]})")
+                            help=f"{texts['campath']} (default: <datapath>/{spec.cam_dirs[0]})")
     parser.add_argument("--splitpath", type=str, default=None,
                         help="folder holding pascal/, coco/ and fss/ split lists in HSNet's data/splits layout "
                              "(default: fetched once from HSNet's repository into <repo>/.cache/splits, SHA-256 "
@@ -504,8 +462,8 @@ def build_parser(benchmark: str) -> argparse.ArgumentParser:
     parser.add_argument("--prior", choices=tuple(RECIPES), default=DEFAULT_PRIOR,
                         help=f"the prior recipe: {'; '.join(spec.summary for spec in RECIPES.values())} "
                              "(docs/priors.md)")
-    for spec in RECIPES.values():
-        for flag in spec.flags:
+    for recipe_spec in RECIPES.values():
+        for flag in recipe_spec.flags:
             parser.add_argument(*flag.names, **flag.options)
     parser.add_argument("--clip-weights", dest="clip_weights", type=str, default=None, help=PRIOR_WEIGHTS_HELP)
     parser.add_argument("--device", type=str, default="auto", help="auto, cpu, cuda or cuda:N")
@@ -564,15 +522,15 @@ def run_from_flags(benchmark: str, argv: Optional[Sequence[str]] = None) -> int:
     if args.nworker < 0:
         parser.error("argument --nworker: must be >= 0")
     datapath = _resolve(args.datapath, DEFAULT_DATAPATH)
-    kind = CAM_JOBS[benchmark]
-    imgpath = _resolve(args.imgpath, datapath / kind.image_dir)
+    spec = BENCHMARK_SPECS[benchmark]
+    imgpath = _resolve(args.imgpath, datapath / spec.image_dir)
     if not imgpath.is_dir():
         parser.error(f"argument --imgpath: {imgpath} is not a folder (set --imgpath or --datapath)")
-    for spec in RECIPES.values():  # a recipe's own flags, given with another recipe
-        for flag in spec.flags:
+    for recipe_spec in RECIPES.values():  # a recipe's own flags, given with another recipe
+        for flag in recipe_spec.flags:
             dest = flag.options.get("dest", flag.names[0].lstrip("-").replace("-", "_"))
-            if spec.name != args.prior and getattr(args, dest) != parser.get_default(dest):
-                parser.error(f"argument {flag.names[0]}: only with --prior {spec.name}{flag.note}")
+            if recipe_spec.name != args.prior and getattr(args, dest) != parser.get_default(dest):
+                parser.error(f"argument {flag.names[0]}: only with --prior {recipe_spec.name}{flag.note}")
     if args.amp and args.precision == "fp16":
         parser.error("argument --amp: not with --precision fp16 (the whole model already computes in float16)")
     device = resolve_device(args.device)
@@ -583,10 +541,10 @@ def run_from_flags(benchmark: str, argv: Optional[Sequence[str]] = None) -> int:
                 device)
     configure_tf32(args.tf32)
     split_root = resolve_split_root(args.splitpath)
-    plan = kind.plan(args, datapath, imgpath, split_root)
+    plan = plan_cam_job(args, benchmark, datapath, imgpath, split_root)
     pairs = plan.pairs
     logger.info("%d distinct (image, class) pairs from the %s split lists in %s", len(pairs), benchmark, split_root)
-    flags = ("--traincampath", "--valcampath") if kind.campath_help is None else ("--campath",)
+    flags = ("--campath",) if spec.one_cam_folder else ("--traincampath", "--valcampath")
     folders = dict.fromkeys(plan.folders)  # (PASCAL's two folders may be one)
     created = [folder for folder, flag in zip(folders, flags) if prepare_output_folder(folder, flag)]
     try:
@@ -612,3 +570,10 @@ def run_from_flags(benchmark: str, argv: Optional[Sequence[str]] = None) -> int:
             print(f"  {path}: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+if __name__ == "__main__":  # python -m priors.cam_job BENCHMARK [flags]: a benchmark without a CAM script of its own
+    if len(sys.argv) < 2 or sys.argv[1] not in BENCHMARKS:
+        print(f"usage: python -m priors.cam_job {{{','.join(BENCHMARKS)}}} [flags]", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(main(sys.argv[1], sys.argv[2:]))

@@ -34,7 +34,7 @@ from common.io import names_sha256
 from data.cam_files import cam_path
 from data.cam_manifest import (MANIFEST_NAME, CamManifest, CamManifestError, file_sha256, manifest_digest,
                                parse_manifest, read_manifest, read_manifest_text)
-from data.benchmarks import CAM_SCRIPTS
+from data.benchmarks import BENCHMARK_SPECS, CAM_SCRIPTS
 from data.fewshot import FewShotDataset
 from data.fss import prior_class_names
 from data.errors import MissingCAMError
@@ -55,10 +55,10 @@ def cam_command(dataset: FewShotDataset, manifest: Optional[CamManifest] = None)
         return import_command(manifest.settings.settings, dataset.cam_root, dataset.datapath, dataset.split_root,
                               split)
     args = ["--datapath", str(dataset.datapath)]
-    if dataset.benchmark == "pascal":
-        args += ["--traincampath", str(dataset.cam_train_path), "--valcampath", str(dataset.cam_val_path)]
-    else:
+    if BENCHMARK_SPECS[dataset.benchmark].one_cam_folder:
         args += ["--campath", str(dataset.cam_root)]
+    else:
+        args += ["--traincampath", str(dataset.cam_train_path), "--valcampath", str(dataset.cam_val_path)]
     args += ["--splitpath", str(dataset.split_root)]
     name = recipe_name(recipe) or DEFAULT_PRIOR
     if name != DEFAULT_PRIOR and manifest is not None:

@@ -127,9 +127,10 @@ def _count(pattern: str) -> list[str]:
 @pytest.mark.parametrize("fact, pattern, expected", [
     ("the number of folds", r"\bNFOLDS\s*=", 1),
     ("the fold choices spelled out", r"choices=\[0, 1, 2, 3\]", 0),
-    ("the benchmark names", r"[\[(]\s*\"pascal\",\s*\"coco\"", 1),
-    ("the class counts", r"\"pascal\":\s*20\b", 1),
-    ("a class count as a literal", r"\bnclass\s*=\s*(20|80)\b", 0),
+    ("the benchmark names", r"[\[(]\s*\"pascal\",\s*\"coco\"", 0),
+    ("a benchmark's spec", r"\bname=\"(pascal|coco|fss)\"", 3),
+    ("the class counts", r"\bnclass=(20|80|1000)\b", 3),
+    ("a class count as a literal", r"\bnclass\s+=\s*(20|80)\b|\bnclass\s*=\s+(20|80)\b", 0),  # not a spec
     ("the ImageNet mean", r"0\.485,\s*0\.456,\s*0\.406", 1),
     ("the ImageNet std", r"0\.229,\s*0\.224,\s*0\.225", 1),
     ("the backbone names", r"^\s*\"vgg16\":", 1),

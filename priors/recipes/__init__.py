@@ -21,7 +21,7 @@ module in this folder and its entry in :data:`RECIPES` (docs/extending.md).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from data.priors import IMPORTED_RECIPE
 from priors.recipes.base import PriorRecipe, RecipeFlag, RecipeSpec
@@ -51,10 +51,28 @@ RECIPES: dict[str, RecipeSpec] = {spec.name: spec for spec in (
                                         if "label_mode" in settings else [])),
 )}
 DEFAULT_PRIOR = "gradcam-rn50"  # the released recipe
-# Views by name: the builders, and the ids CAM folders record (``imported``: priors made elsewhere).
-PRIOR_RECIPES: dict[str, Callable[..., PriorRecipe]] = {name: spec.build for name, spec in RECIPES.items()}
-PRIOR_RECIPE_IDS: dict[str, str] = {**{name: spec.recipe_id for name, spec in RECIPES.items()},
-                                    "imported": IMPORTED_RECIPE}
+
+
+class _View(Mapping[str, Any]):
+    """A live, read-only dict computed from :data:`RECIPES` (so that a registered recipe is in every view)."""
+
+    def __init__(self, items: Callable[[], dict[str, Any]]) -> None:
+        self._items = items
+
+    def __getitem__(self, key: str) -> Any:
+        return self._items()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items())
+
+    def __len__(self) -> int:
+        return len(self._items())
+
+
+# By name: the builders, and the ids CAM folders record (``imported``: priors made elsewhere).
+PRIOR_RECIPES: Mapping[str, Callable[..., PriorRecipe]] = _View(lambda: {n: s.build for n, s in RECIPES.items()})
+PRIOR_RECIPE_IDS: Mapping[str, str] = _View(lambda: {**{n: s.recipe_id for n, s in RECIPES.items()},
+                                                     "imported": IMPORTED_RECIPE})
 
 
 def register_recipe(spec: RecipeSpec) -> RecipeSpec:
@@ -66,8 +84,6 @@ def register_recipe(spec: RecipeSpec) -> RecipeSpec:
     if spec.name in PRIOR_RECIPE_IDS or spec.recipe_id in PRIOR_RECIPE_IDS.values():
         raise ValueError(f"prior recipe {spec.name!r} ({spec.recipe_id}) is already registered")
     RECIPES[spec.name] = spec
-    PRIOR_RECIPES[spec.name] = spec.build
-    PRIOR_RECIPE_IDS[spec.name] = spec.recipe_id
     return spec
 
 
