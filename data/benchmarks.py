@@ -13,7 +13,9 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, NamedTuple, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence, Union
+
+from common.views import LiveMapping
 
 NFOLDS = 4  # cross-validation folds of PASCAL-5i and COCO-20i
 
@@ -78,7 +80,10 @@ class CamPairSpec(NamedTuple):
     split: str
 
 
-def _resolve(target: str) -> Any:
+def _resolve(target: Any) -> Any:
+    """``"module:name"`` imported (on first use, so that reading the specs stays light), anything else as is."""
+    if not isinstance(target, str):
+        return target
     module, _, attribute = target.partition(":")
     return getattr(importlib.import_module(module), attribute)
 
@@ -99,10 +104,11 @@ class BenchmarkSpec:
         image_dir: the CAM job's image folder under ``--datapath`` (``--imgpath``'s default).
         split_files: HSNet's split files (path under the split root) -> SHA-256, fetched and checked by
             :mod:`data.splits`.
-        dataset: ``"module:Class"`` of its :class:`~data.fewshot.FewShotDataset` (imported on first use).
-        cam_pairs: ``"module:function"``: ``(image_root, split_root, splits=None) -> list[CamPairSpec]``, every
-            pair its CAM job computes, in job order (``splits``: of those split lists only).
-        prompts: ``"module:function"``: ``split_root -> class names`` in prompt order, when ``class_names`` is None.
+        dataset: its :class:`~data.fewshot.FewShotDataset` subclass, or ``"module:Class"`` (imported on first use).
+        cam_pairs: ``(image_root, split_root, splits=None) -> list[CamPairSpec]`` (or ``"module:function"``):
+            every pair its CAM job computes, in job order (``splits``: of those split lists only).
+        prompts: ``split_root -> class names`` in prompt order (or ``"module:function"``), when ``class_names``
+            is None.
         fold_classes: ``fold -> test class ids`` (benchmarks with folds).
         cam_job_help: the CAM script's ``--help`` texts (``description``, ``datapath``, ``imgpath``, ``campath``).
     """
@@ -117,9 +123,9 @@ class BenchmarkSpec:
     cam_script: Optional[str]
     image_dir: str
     split_files: Mapping[str, str]
-    dataset: str
-    cam_pairs: str
-    prompts: Optional[str] = None
+    dataset: Union[str, type]
+    cam_pairs: Union[str, Callable[..., list[CamPairSpec]]]
+    prompts: Union[str, Callable[[Union[str, Path]], Sequence[str]], None] = None
     fold_classes: Optional[Callable[[int], list[int]]] = None
     cam_job_help: Mapping[str, str] = field(default_factory=dict)
 
@@ -216,58 +222,17 @@ BENCHMARK_SPECS: dict[str, BenchmarkSpec] = {spec.name: spec for spec in (
 )}
 
 
-class _Names(Sequence[str]):
-    """A live, read-only tuple of the registered benchmark names (those ``keep`` accepts)."""
-
-    def __init__(self, keep: Callable[[BenchmarkSpec], bool]) -> None:
-        self._keep = keep
-
-    def _names(self) -> tuple[str, ...]:
-        return tuple(name for name, spec in BENCHMARK_SPECS.items() if self._keep(spec))
-
-    def __getitem__(self, index: Any) -> Any:
-        return self._names()[index]
-
-    def __len__(self) -> int:
-        return len(self._names())
-
-    def __eq__(self, other: object) -> bool:
-        return self._names() == (tuple(other) if isinstance(other, (tuple, list, _Names)) else other)
-
-    def __hash__(self) -> int:
-        return hash(self._names())
-
-    def __repr__(self) -> str:
-        return repr(self._names())
-
-
-class _View(Mapping[str, Any]):
-    """A live, read-only dict computed from the registered specs."""
-
-    def __init__(self, items: Callable[[], dict[str, Any]]) -> None:
-        self._items = items
-
-    def __getitem__(self, key: str) -> Any:
-        return self._items()[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._items())
-
-    def __len__(self) -> int:
-        return len(self._items())
-
-    def __repr__(self) -> str:
-        return repr(self._items())
-
-
-def _per_benchmark(value: Callable[[BenchmarkSpec], Any], keep: Callable[[BenchmarkSpec], bool] = lambda spec: True
-                   ) -> Mapping[str, Any]:
-    return _View(lambda: {name: value(spec) for name, spec in BENCHMARK_SPECS.items() if keep(spec)})
+def _per_benchmark(value: Callable[[BenchmarkSpec], Any], keep: Callable[[BenchmarkSpec], bool] = lambda spec: True,
+                   keys_repr: bool = False) -> Mapping[str, Any]:
+    return LiveMapping(lambda: {name: value(spec) for name, spec in BENCHMARK_SPECS.items() if keep(spec)},
+                       keys_repr=keys_repr)
 
 
 # Views of the specs, one fact each: they follow the registry (register_benchmark, or a test's monkeypatch).
-BENCHMARKS: Sequence[str] = _Names(lambda spec: True)
-FOLD_BENCHMARKS: Sequence[str] = _Names(lambda spec: spec.has_folds)  # FSS-1000 has fixed class splits
+# The names (a read-only collection: `in`, iteration, len; its repr is a tuple's)
+BENCHMARKS: Mapping[str, BenchmarkSpec] = _per_benchmark(lambda spec: spec, keys_repr=True)
+FOLD_BENCHMARKS: Mapping[str, BenchmarkSpec] = _per_benchmark(lambda spec: spec, lambda spec: spec.has_folds,
+                                                              keys_repr=True)  # FSS-1000 has fixed class splits
 NCLASS: Mapping[str, int] = _per_benchmark(lambda spec: spec.nclass)
 TITLES: Mapping[str, str] = _per_benchmark(lambda spec: spec.title)  # as papers name them
 EVAL_EPISODES: Mapping[str, Optional[int]] = _per_benchmark(lambda spec: spec.eval_episodes)
@@ -277,7 +242,7 @@ CAM_SCRIPTS: Mapping[str, str] = _per_benchmark(lambda spec: spec.cam_script or 
 CLASS_NAMES: Mapping[str, tuple[str, ...]] = _per_benchmark(lambda spec: spec.class_names,
                                                             keep=lambda spec: spec.class_names is not None)
 # every benchmark's split files (data.splits fetches and checks them)
-SPLIT_SHA256: Mapping[str, str] = _View(lambda: {rel: sha for spec in BENCHMARK_SPECS.values()
+SPLIT_SHA256: Mapping[str, str] = LiveMapping(lambda: {rel: sha for spec in BENCHMARK_SPECS.values()
                                                  for rel, sha in spec.split_files.items()})
 
 

@@ -21,7 +21,9 @@ module in this folder and its entry in :data:`RECIPES` (docs/extending.md).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
+
+from common.views import LiveMapping
 
 from data.priors import IMPORTED_RECIPE
 from priors.recipes.base import PriorRecipe, RecipeFlag, RecipeSpec
@@ -53,25 +55,9 @@ RECIPES: dict[str, RecipeSpec] = {spec.name: spec for spec in (
 DEFAULT_PRIOR = "gradcam-rn50"  # the released recipe
 
 
-class _View(Mapping[str, Any]):
-    """A live, read-only dict computed from :data:`RECIPES` (so that a registered recipe is in every view)."""
-
-    def __init__(self, items: Callable[[], dict[str, Any]]) -> None:
-        self._items = items
-
-    def __getitem__(self, key: str) -> Any:
-        return self._items()[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._items())
-
-    def __len__(self) -> int:
-        return len(self._items())
-
-
 # By name: the builders, and the ids CAM folders record (``imported``: priors made elsewhere).
-PRIOR_RECIPES: Mapping[str, Callable[..., PriorRecipe]] = _View(lambda: {n: s.build for n, s in RECIPES.items()})
-PRIOR_RECIPE_IDS: Mapping[str, str] = _View(lambda: {**{n: s.recipe_id for n, s in RECIPES.items()},
+PRIOR_RECIPES: Mapping[str, Callable[..., PriorRecipe]] = LiveMapping(lambda: {n: s.build for n, s in RECIPES.items()})
+PRIOR_RECIPE_IDS: Mapping[str, str] = LiveMapping(lambda: {**{n: s.recipe_id for n, s in RECIPES.items()},
                                                      "imported": IMPORTED_RECIPE})
 
 
