@@ -154,14 +154,6 @@ class BenchmarkSpec:
         return self.class_names if self.class_names is not None else _resolve(self.prompts)(split_root)
 
 
-def _pascal_fold_classes(fold: int) -> list[int]:
-    return [fold * 5 + i for i in range(5)]  # five consecutive classes per fold
-
-
-def _coco_fold_classes(fold: int) -> list[int]:
-    return [fold + NFOLDS * i for i in range(20)]  # every fourth class
-
-
 _FOLDED_DATA = "root holding VOC2012/ and COCO2014/; default for the paths below"
 _RECIPE = ("(the released CLIP RN50 Grad-CAM by default, CLIP-ES with --prior clip-es; batched, deduplicated across "
            "folds, resumable)")
@@ -181,7 +173,8 @@ BENCHMARK_SPECS: dict[str, BenchmarkSpec] = {spec.name: spec for spec in (
         "pascal/val/fold2.txt": "50b1f5218e8f882ca65d85da5be230b978a70067e9b3e0e9fca1528f546bd7fb",
         "pascal/val/fold3.txt": "c3825d7c52d1608d4c62c5b85d6ef3f74cf5898032bc068a94c971df17bdf71a",
         },
-        dataset="data.pascal:DatasetPASCAL", cam_pairs="data.pascal:cam_pairs", fold_classes=_pascal_fold_classes,
+        dataset="data.pascal:DatasetPASCAL", cam_pairs="data.pascal:cam_pairs",
+        fold_classes=lambda fold: [fold * 5 + i for i in range(5)],  # five consecutive classes
         cam_job_help={"description": f"CAM priors for every (image, class) pair of PASCAL-5i {_RECIPE}",
                       "datapath": _FOLDED_DATA, "imgpath": "PASCAL images"}),
     BenchmarkSpec(
@@ -198,7 +191,8 @@ BENCHMARK_SPECS: dict[str, BenchmarkSpec] = {spec.name: spec for spec in (
         "coco/val/fold2.pkl": "0f275c5e9bf538f6ef8a95054f6daf2519b53785c4ab7fd07e633dda57dac1e5",
         "coco/val/fold3.pkl": "927597bd78036a460abdab243330667af6ceffdb483bc3331ae55d148f00c449",
         },
-        dataset="data.coco:DatasetCOCO", cam_pairs="data.coco:cam_pairs", fold_classes=_coco_fold_classes,
+        dataset="data.coco:DatasetCOCO", cam_pairs="data.coco:cam_pairs",
+        fold_classes=lambda fold: [fold + NFOLDS * i for i in range(20)],  # every fourth class
         cam_job_help={"description": f"CAM priors for every (image, class) pair of COCO-20i {_RECIPE}",
                       "datapath": _FOLDED_DATA, "imgpath": "COCO root holding train2014/ and val2014/",
                       "campath": "output folder, with train2014/ and val2014/ subfolders"}),

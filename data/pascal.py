@@ -44,5 +44,5 @@ def cam_pairs(image_root: Path, split_root: Path, splits: Optional[Sequence[str]
     the validation folder, in list order (the released script computes a training pair once per fold reading it;
     the job keeps each once)."""
     return [CamPairSpec(folder, f"{name}.jpg", cls, name, cls, split)
-            for folder, split in enumerate(("trn", "val")) if splits is None or split in splits for fold in range(NFOLDS)
-            for name, cls in read_pascal_split(split_root, split, fold)]
+            for folder, split in enumerate(("trn", "val")) if splits is None or split in splits
+            for fold in range(NFOLDS) for name, cls in read_pascal_split(split_root, split, fold)]

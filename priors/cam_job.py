@@ -133,12 +133,6 @@ def coco_pairs(imgpath: Path, split_root: Path, cam_root: Path) -> list[CamPair]
     return benchmark_pairs("coco", imgpath, split_root, [cam_root])
 
 
-def fss_pairs(imgpath: Path, split_root: Path, cam_root: Path) -> list[CamPair]:
-    """FSS-1000 pairs: every ``<class>/<n>.jpg`` of the trn, val and test classes, for its own class, into
-    ``cam_root/<class>/<n>--<class id>.pt``; ``class_idx`` is the class's position in :func:`data.fss.fss_prompts`."""
-    return benchmark_pairs("fss", imgpath, split_root, [cam_root])
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Resume
 # ----------------------------------------------------------------------------------------------------------
@@ -333,7 +327,7 @@ def run_cam_job(pairs: Sequence[CamPair], recipe: PriorRecipe, *, bsz: int = 32,
     image as it is now).
 
     Args:
-        pairs: from :func:`pascal_pairs` / :func:`coco_pairs` / :func:`fss_pairs` (any list of :class:`CamPair`).
+        pairs: from :func:`benchmark_pairs` (any list of :class:`CamPair`).
         recipe: the prior recipe (:func:`priors.recipes.build_prior`) over the job's prompt list; a recipe that
             reads an image's labels (:attr:`~priors.recipes.PriorRecipe.reads_image_labels`) gets every class
             ``pairs`` give the image, also those whose file is done.

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import abc
 import argparse
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 import importlib
 from typing import Any, Callable, ClassVar, Mapping, Sequence, Union
 
@@ -108,14 +108,6 @@ class RecipeFlag:
     note: str = ""
 
 
-def _no_options(args: argparse.Namespace, benchmark: str) -> dict[str, Any]:
-    return {}
-
-
-def _no_command_flags(settings: Mapping[str, Any]) -> list[str]:
-    return []
-
-
 @dataclass(frozen=True)
 class RecipeSpec:
     """One entry of the recipe registry (:data:`priors.recipes.RECIPES`): everything the CAM job, the run
@@ -140,8 +132,8 @@ class RecipeSpec:
     builder: Union[str, Callable[..., PriorRecipe]]
     summary: str
     flags: tuple[RecipeFlag, ...] = ()
-    options: Callable[[argparse.Namespace, str], dict[str, Any]] = field(default=_no_options)
-    command_flags: Callable[[Mapping[str, Any]], list[str]] = field(default=_no_command_flags)
+    options: Callable[[argparse.Namespace, str], dict[str, Any]] = lambda args, benchmark: {}
+    command_flags: Callable[[Mapping[str, Any]], list[str]] = lambda settings: []
 
     def build(self, class_names: Sequence[str], **options: Any) -> PriorRecipe:
         """The recipe over ``class_names`` (the builder imported here on first use)."""
