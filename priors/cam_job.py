@@ -51,6 +51,7 @@ from torch.utils.data import DataLoader, Dataset
 from common.cli import ArgumentParser, HelpFormatter, run_cli
 from common.console import ensure_console_logging
 from common.device import configure_tf32, resolve_device
+from common.flags import add_flags
 from common.errors import UserInputError
 from common.io import atomic_torch_save, prepare_output_folder, remove_if_empty
 from common.paths import DEFAULT_DATAPATH
@@ -61,7 +62,7 @@ from data.cam_manifest import (CamManifest, CamSettings, ImageIdentity, ImageRec
                                image_identity)
 from data.fss import fss_image_names, fss_prompts, fss_vocabulary
 from data.splits import read_coco_split, read_pascal_split, resolve_split_root
-from priors.clip_weights import PRIOR_WEIGHTS_HELP, random_clip_seed
+from priors.clip_weights import CLIP_PRECISION_CHOICES, random_clip_seed
 from priors.recipes import DEFAULT_PRIOR, RECIPES, PriorRecipe, build_prior
 
 logger = logging.getLogger(__name__)
@@ -485,46 +486,30 @@ def build_parser(benchmark: str) -> argparse.ArgumentParser:
         raise ValueError(f"benchmark must be one of {BENCHMARKS}, got {benchmark!r}")
     kind = CAM_JOBS[benchmark]
     parser = ArgumentParser(description=kind.description, formatter_class=HelpFormatter)
-    parser.add_argument("--datapath", type=str, default=None,
-                        help=f"{kind.datapath_help} (default: {DEFAULT_DATAPATH})")
+    add_flags(parser, "cam", "--datapath", datapath_help=kind.datapath_help)
     parser.add_argument("--imgpath", type=str, default=None,
                         help=f"{kind.imgpath_help} (default: <datapath>/{kind.image_dir})")
     if kind.campath_help is None:
-        parser.add_argument("--traincampath", type=str, default=None,
-                            help=f"output folder of the training pairs' CAMs (default: <datapath>/{DEFAULT_CAM_DIRS['pascal'][0]})")
-        parser.add_argument("--valcampath", type=str, default=None,
-                            help=f"output folder of the validation pairs' CAMs (default: <datapath>/{DEFAULT_CAM_DIRS['pascal'][1]})")
+        train_dir, val_dir = DEFAULT_CAM_DIRS["pascal"]
+        add_flags(parser, "cam", "--traincampath", "--valcampath", train_cam_dir=train_dir, val_cam_dir=val_dir)
     else:
         parser.add_argument("--campath", type=str, default=None,
                             help=f"{kind.campath_help} (default: <datapath>/{DEFAULT_CAM_DIRS[benchmark][0]})")
-    parser.add_argument("--splitpath", type=str, default=None,
-                        help="folder holding pascal/, coco/ and fss/ split lists in HSNet's data/splits layout "
-                             "(default: fetched once from HSNet's repository into <repo>/.cache/splits, SHA-256 "
-                             "checked)")
+    add_flags(parser, "cam", "--splitpath")
     parser.add_argument("--prior", choices=tuple(RECIPES), default=DEFAULT_PRIOR,
                         help=f"the prior recipe: {'; '.join(spec.summary for spec in RECIPES.values())} "
                              "(docs/priors.md)")
     for spec in RECIPES.values():
         for flag in spec.flags:
             parser.add_argument(*flag.names, **flag.options)
-    parser.add_argument("--clip-weights", dest="clip_weights", type=str, default=None, help=PRIOR_WEIGHTS_HELP)
-    parser.add_argument("--device", type=str, default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--bsz", type=int, default=32, help="images per forward/backward pass")
-    parser.add_argument("--nworker", type=int, default=2, help="image-decoding worker processes (0: none)")
-    parser.add_argument("--cam-size", dest="cam_size", type=int, default=50, help="side of the saved CAMs")
-    parser.add_argument("--precision", choices=("auto", "fp32", "fp16"), default="auto",
-                        help="fp16: CLIP's float16 weights, as OpenAI's clip.load(jit=False) keeps them on a GPU "
-                             "(how the authors' CAM files were made); fp32: the released scripts' numbers on a CPU; "
-                             "auto: fp16 on CUDA, fp32 on the CPU (fp32 with --amp); the manifest records which")
-    parser.add_argument("--tf32", action="store_true",
-                        help="allow TF32 float32 convolutions on Ampere+ GPUs (faster; not the released numerics)")
+    add_flags(parser, "cam", "--clip-weights", "--device", "--bsz", "--nworker", "--cam-size", "--precision",
+              "--tf32", precisions=CLIP_PRECISION_CHOICES)
     parser.add_argument("--verify-existing", dest="verify_existing", action="store_true",
                         help="load existing CAM files (e.g. written by other tools) and recompute broken ones; a "
                              "folder's cam_manifest.json must match the settings")
     parser.add_argument("--overwrite", action="store_true",
                         help="recompute every CAM of folders made with other settings (their CAM files are deleted)")
-    parser.add_argument("--no-progress", dest="progress", action="store_false",
-                        help="no progress bar (on a terminal) or progress lines (otherwise)")
+    add_flags(parser, "cam", "--no-progress")
     return parser
 
 

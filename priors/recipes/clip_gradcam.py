@@ -61,9 +61,9 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from common.io import sha256_file
-from priors.clip_weights import (RANDOM_WEIGHTS, ClipWeightsError, build_openai_clip, random_clip_seed,
-                                random_weights_identity, random_weights_warning, read_clip_state_dict,
-                                resolve_openai_weights)
+from priors.clip_weights import (CLIP_PRECISION_CHOICES, CLIP_PRECISIONS, RANDOM_WEIGHTS, ClipWeightsError,
+                                build_openai_clip, random_clip_seed, random_weights_identity, random_weights_warning,
+                                read_clip_state_dict, resolve_openai_weights)
 
 logger = logging.getLogger(__name__)
 
@@ -77,8 +77,6 @@ __all__ = [
 ]
 
 PROMPT_TEMPLATE = "a photo of a {}"
-CLIP_PRECISIONS = ("fp32", "fp16")
-CLIP_PRECISION_CHOICES = ("auto",) + CLIP_PRECISIONS  # the --precision flag; "auto" is resolved per device
 LOGIT_SCALE = 100.0  # the released model multiplies by a constant 100, not by exp(logit_scale)
 CLIP_MODEL_NAME = "RN50"
 
