@@ -39,6 +39,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from common.cli import EXIT_BAD_INPUT, ArgumentParser, HelpFormatter, run_cli
+from common.constants import FEATURE_STRIDE
 from common.errors import UserInputError
 from common.flags import add_flags
 from common.device import resolve_device
@@ -358,7 +359,7 @@ def prior_quality_step(args: argparse.Namespace, data_root: Path, val_cams: Path
     run_step("2/7 quality of the CAM priors (fold 0 test pairs)",
              [sys.executable, "evaluate_priors.py", "--benchmark", "pascal", "--fold", 0, "--split", "val",
               "--priors", val_cams, "--out", out, "--datapath", data_root, "--splitpath", data_root / "splits",
-              "--cam-size", args.img_size // 8, "--no-progress"], logs / "evaluate_priors.log")
+              "--cam-size", args.img_size // FEATURE_STRIDE, "--no-progress"], logs / "evaluate_priors.log")
     report = json.loads((out / "quality.json").read_text())
     print(f"   mean IoU with the ground truth: {report['miou_best']:.1f} at the best threshold "
           f"{report['best_threshold']:.2f}, {report['miou_at_0.5']:.1f} at 0.5; a mask covering the whole image: "

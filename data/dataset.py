@@ -8,6 +8,7 @@ from typing import Any, Callable, Iterator, Optional
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from common.constants import IMG_SIZE
 from data.benchmarks import DEFAULT_CAM_DIRS
 from data.coco import DatasetCOCO
 from data.errors import MissingCAMError
@@ -24,7 +25,7 @@ DATASETS: dict[str, Callable[..., FewShotDataset]] = {
 
 
 def build_dataset(benchmark: str, *, datapath: str | Path, fold: int, split: str, shot: int = 1,
-                  img_size: int = 400, cam_train_path: Optional[str | Path] = None,
+                  img_size: int = IMG_SIZE, cam_train_path: Optional[str | Path] = None,
                   cam_val_path: Optional[str | Path] = None, splitpath: Optional[str | Path] = None,
                   use_original_imgsize: bool = False, nepisodes: Optional[int] = None, seed: Optional[int] = 0,
                   episode_rng: str = "independent", strict_masks: bool = False,

@@ -50,6 +50,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from common.cli import ArgumentParser, HelpFormatter, run_cli
 from common.console import ensure_console_logging
+from common.constants import CAM_SIZE
 from common.device import configure_tf32, resolve_device
 from common.flags import add_flags
 from common.errors import UserInputError
@@ -338,7 +339,7 @@ def image_labels(pairs: Sequence[CamPair]) -> dict[Path, list[int]]:
 
 
 def run_cam_job(pairs: Sequence[CamPair], recipe: PriorRecipe, *, bsz: int = 32, nworker: int = 2,
-                cam_size: int = 50, verify_existing: bool = False, progress: bool = True,
+                cam_size: int = CAM_SIZE, verify_existing: bool = False, progress: bool = True,
                 manifests: Optional[Mapping[Path, CamManifest]] = None) -> CamJobSummary:
     """Compute and write the CAM of every pair whose file is missing (with ``manifests``: or not made from its
     image as it is now).
