@@ -15,6 +15,22 @@ Paths: a path given on the command line is taken relative to the working directo
 the *defaults* are not: the released ``../Datasets_HSN`` meant "next to the repository", so the default data
 root is ``<repo>/../Datasets_HSN`` wherever the script is started from. Every path is made absolute, and a
 missing one is reported with the flag that names it.
+
+The flags train.py and test.py share with other scripts are declared in :mod:`common.flags` (one home, with the
+values that differ per script); the flags of these two scripts alone are declared here.
+
+Settings, each resolved once, in this order (nothing else writes to the arguments; ``args.json`` records them):
+
+* :func:`parse_args`: the flags; test.py: ``args.command`` (the command line, for ``results.json``);
+* :func:`validate_and_resolve`: every value checked (the error names the flag); the paths made absolute
+  (``datapath``, ``traincampath`` / ``valcampath``: one folder for COCO and FSS-1000, ``splitpath``,
+  ``backbone_weights``: None for ``none``); test.py: ``args.seed`` (the first of ``--seeds``),
+  ``args.checkpoints`` (fold -> checkpoint, each one checked) and ``args.load`` (absolute);
+* :func:`engine.training.decide_seed`: train.py's ``args.seed`` when ``--seed`` is left out: the run's own on
+  ``--resume``, otherwise drawn as released; the same on every rank. The ``--resume`` check
+  (:mod:`engine.run_folder`) only reads and compares;
+* :func:`engine.training.record_arguments` (train.py) and test.py's ``main``: ``args.cam_manifests``, the
+  digests of the CAM folders' manifests when the run starts (a resumed run warns when they changed).
 """
 from __future__ import annotations
 
