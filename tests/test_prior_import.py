@@ -17,7 +17,7 @@ from data.benchmarks import PASCAL_CLASSES, fold_classes
 from data.cam_files import cam_path
 from data.cam_manifest import CamSettings, image_identity, read_manifest, write_manifest
 from data.splits import read_pascal_split
-from apps import prior_report
+from priors import report as prior_report
 
 
 def _import(root: Path, out: Path, *flags: str) -> int:
