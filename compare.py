@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from common.cli import ArgumentParser, run_cli
+from common.flags import add_flags
 from common.io import prepare_output_folder
 from common.paths import LOG_ROOT
 from engine.bootstrap import DEFAULT_RESAMPLES
@@ -26,10 +27,7 @@ def build_parser() -> ArgumentParser:
     parser = ArgumentParser(description="B - A on the same test episodes, with paired bootstrap 95% intervals")
     parser.add_argument("a", help="the reference run: a test.py run folder or its results.json")
     parser.add_argument("b", help="the run compared with it")
-    parser.add_argument("--bootstrap", type=int, default=DEFAULT_RESAMPLES, metavar="N",
-                        help="paired bootstrap resamples")
-    parser.add_argument("--out", type=str, default=None,
-                        help="folder for compare.md and compare.json (default: <repo>/logs/compare_<A>_vs_<B>)")
+    add_flags(parser, "compare", "--bootstrap", "--out", resamples=DEFAULT_RESAMPLES)
     return parser
 
 

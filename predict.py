@@ -29,9 +29,10 @@ import numpy as np
 from common.cli import ArgumentParser, HelpFormatter, run_cli
 from common.console import ensure_console_logging
 from common.errors import UserInputError
+from common.flags import add_flags
 from data.benchmarks import CLASS_NAMES
 from model.backbone import BACKBONES
-from priors.clip_weights import CLIP_WEIGHTS_HELP, random_clip_seed
+from priors.clip_weights import CLIP_PRECISION_CHOICES, random_clip_seed
 from model.masking import MASKING_MODES
 
 logger = logging.getLogger("predict")
@@ -56,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="support images showing the class (files, or folders of images); K >= 1")
     inputs.add_argument("--query", nargs="+", required=True, metavar="PATH",
                         help="images to segment (files, or folders of images)")
-    inputs.add_argument("--out", required=True, help="output folder (created)")
+    add_flags(inputs, "predict", "--out")
     inputs.add_argument("--vocabulary", default="pascal", choices=tuple(CLASS_NAMES),
                         help="class names the CAM softmax scores the class among; a common other name of one of them "
                              "(airplane, tv, couch ...) is read as it, a new name is added (with a warning)")
@@ -64,21 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also write <stem>_probability.png per query: the foreground probability as 0..255")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--load", required=True, help="checkpoint (best_model.pt format)")
-    model.add_argument("--backbone", default="resnet50", choices=tuple(BACKBONES), help="feature extractor")
-    model.add_argument("--stage", type=int, default=2, help="IMR iterations (released: 2 PASCAL, 3 COCO)")
-    model.add_argument("--img-size", dest="img_size", type=int, default=400,
-                       help="square input side (CAMs are img_size/8 a side)")
-    model.add_argument("--masking", default="released", choices=tuple(MASKING_MODES),
-                       help="feature masking with CAMs: as the released code does it, or as the paper describes")
-    model.add_argument("--backbone-weights", dest="backbone_weights", default="none",
-                       help="initial backbone weights: 'imagenet', 'none' (random), or a torchvision state-dict "
-                            "file (the --load checkpoint holds the backbone)")
-    model.add_argument("--clip-weights", dest="clip_weights", default=None, help=CLIP_WEIGHTS_HELP)
-    model.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
-    model.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16"),
-                       help="CLIP's precision for the CAM priors: auto is fp16 on CUDA (how the authors' CAM files "
-                            "were made) and fp32 on the CPU")
+    add_flags(model, "predict", "--load", "--backbone", "--stage", "--img-size", "--masking", "--backbone-weights",
+              "--clip-weights", "--device", "--precision", backbones=tuple(BACKBONES), maskings=tuple(MASKING_MODES),
+              precisions=CLIP_PRECISION_CHOICES)
     return parser
 
 

@@ -45,6 +45,7 @@ def main(args: argparse.Namespace, *, loss_hook: Optional[Callable[[torch.Tensor
         with removed_on_bad_input(run, info, finished=LAST_NAME):
             state = training.load_resume_state(args, run.path, info)
             setup_logging(run.path, rank=info.rank)
+            training.decide_seed(args, run.path, info)
             training.record_arguments(args, run.path, state, info, device)
             fix_randseed(args.seed)  # the model's initial weights
             trainer = training.build_trainer(args, device, state, info.distributed)

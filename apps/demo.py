@@ -39,7 +39,9 @@ import torch
 from PIL import Image, ImageDraw
 
 from common.cli import EXIT_BAD_INPUT, ArgumentParser, HelpFormatter, run_cli
+from common.constants import FEATURE_STRIDE
 from common.errors import UserInputError
+from common.flags import add_flags
 from common.device import resolve_device
 from common.io import atomic_torch_save, atomic_write_bytes, atomic_write_text, prepare_output_folder
 from common.paths import REPO_ROOT
@@ -57,33 +59,18 @@ logger = logging.getLogger("demo")
 def build_parser() -> argparse.ArgumentParser:
     """Flags of ``demo.py``; the defaults are what ``make demo`` runs."""
     parser = ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "demo_out", help="output folder")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the data, weights and training episodes")
-    parser.add_argument("--backbone", default="resnet50", choices=tuple(BACKBONES), help="feature extractor")
-    parser.add_argument("--backbone-weights", default=None,
-                        help="torchvision state-dict file of the backbone (default: pretrained here, step 3)")
+    given = {"backbones": tuple(BACKBONES), "maskings": tuple(MASKING_MODES), "max_distractors": MAX_DISTRACTORS,
+             "distractor_counts": range(MAX_DISTRACTORS + 1)}
+    add_flags(parser, "demo", "--out", "--seed", "--backbone", "--backbone-weights", **given)
     parser.add_argument("--pretrain-epochs", type=int, default=4,
                         help="epochs of the backbone pretraining on fold 0's training classes; 0 keeps the "
                              "backbone at random init (then the head can only learn objectness)")
     parser.add_argument("--pretrain-images-per-class", type=int, default=40,
                         help="rendered pretraining images per training class")
-    parser.add_argument("--clip-weights", default=None,
-                        help="OpenAI CLIP RN50.pt (default: 'random', RN50 with random weights from --seed; "
-                             "'random:SEED' for another seed): random priors carry no class information")
-    parser.add_argument("--images-per-class", type=int, default=12, help="synthetic images per class and split")
-    parser.add_argument("--max-distractors", type=int, default=MAX_DISTRACTORS, choices=range(MAX_DISTRACTORS + 1),
-                        help="objects of other classes per synthetic image, at most (the benchmark's default)")
-    parser.add_argument("--masking", default="paper", choices=tuple(MASKING_MODES),
-                        help="IMR feature masking (see README: the demo uses the paper's)")
-    parser.add_argument("--img-size", type=int, default=96, help="input side for training and testing")
-    parser.add_argument("--niter", type=int, default=6, help="training epochs")
-    parser.add_argument("--bsz", type=int, default=4, help="training episodes per batch")
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (the released default)")
-    parser.add_argument("--stage", type=int, default=2, help="IMR refinement stages")
-    parser.add_argument("--nepisodes", type=int, default=100, help="test episodes (1-shot and 5-shot)")
+    add_flags(parser, "demo", "--clip-weights", "--images-per-class", "--max-distractors", "--masking", "--img-size",
+              "--niter", "--bsz", "--lr", "--stage", "--nepisodes", **given)
     parser.add_argument("--val-episodes", type=int, default=50, help="validation episodes after each epoch")
-    parser.add_argument("--nworker", type=int, default=2, help="data-loader workers")
-    parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
+    add_flags(parser, "demo", "--nworker", "--device")
     return parser
 
 
@@ -372,7 +359,7 @@ def prior_quality_step(args: argparse.Namespace, data_root: Path, val_cams: Path
     run_step("2/7 quality of the CAM priors (fold 0 test pairs)",
              [sys.executable, "evaluate_priors.py", "--benchmark", "pascal", "--fold", 0, "--split", "val",
               "--priors", val_cams, "--out", out, "--datapath", data_root, "--splitpath", data_root / "splits",
-              "--cam-size", args.img_size // 8, "--no-progress"], logs / "evaluate_priors.log")
+              "--cam-size", args.img_size // FEATURE_STRIDE, "--no-progress"], logs / "evaluate_priors.log")
     report = json.loads((out / "quality.json").read_text())
     print(f"   mean IoU with the ground truth: {report['miou_best']:.1f} at the best threshold "
           f"{report['best_threshold']:.2f}, {report['miou_at_0.5']:.1f} at 0.5; a mask covering the whole image: "

@@ -28,7 +28,7 @@ Choices made here (the released code has no such entry point):
   ...), and said so in the log. Any other name is new to the vocabulary: it is appended as one more prompt, with
   a warning (so that a misspelt ``aeroplan`` does not silently become a 21st class).
 * **CAM size.** CAMs are made at the released file size (50x50) and resized bilinearly (``align_corners=True``)
-  to ``img_size // 8`` when that differs, exactly as the data loader treats CAM files.
+  to ``img_size / 8`` when that differs, exactly as the data loader treats CAM files.
 * **Resolution.** Images are resized to ``img_size`` squared (bilinear, ImageNet mean/std, as in ``data/``).
   Query logits are resized to each query's original size before the argmax/vote (the released
   ``--use_original_imgsize`` path), and support logits to each support's original size.
@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from common.constants import CAM_SIZE, FEATURE_STRIDE, IMG_SIZE
 from common.device import resolve_device
 from common.errors import FlagError
 from common.progress import Progress, track
@@ -64,7 +65,7 @@ from priors.recipes.clip_gradcam import PROMPT_TEMPLATE, ClipGradCAM, load_clip
 
 logger = logging.getLogger(__name__)
 
-CAM_FILE_SIZE = 50  # side of the released CAM files (generate_cam_*.py), resized to img_size // 8 like the loader
+CAM_FILE_SIZE = CAM_SIZE  # side of the released CAM files (generate_cam_*.py), resized to img_size / 8 like the loader
 VOCABULARIES: dict[str, tuple[str, ...]] = dict(CLASS_NAMES)  # "pascal" (20 names), "coco" (80 names)
 
 __all__ = ["CAM_FILE_SIZE", "SYNONYMS", "VOCABULARIES", "ClassNameMatch", "Segmentation", "Segmenter",
@@ -181,7 +182,7 @@ class Segmentation:
         query_masks: (H_i, W_i) per query, at that query's original resolution (K-shot vote as ``test.py``).
         support_masks: (H_j, W_j) per support at its original resolution, averaged over the queries.
         support_masks_per_query: ``[i][j]`` the mask of support j predicted in the episode with query i.
-        query_cams / support_cams: (h, h) float32 CLIP Grad-CAM priors as the model saw them (h = img_size // 8).
+        query_cams / support_cams: (h, h) float32 CLIP Grad-CAM priors as the model saw them (h = img_size / 8).
         query_probabilities: (H_i, W_i) float32 foreground probability per query, the mean over the K shots of
             each shot's softmax (with ``segment(..., probabilities=True)``; empty otherwise). With one support,
             ``query_masks`` is this map > 0.5; with K > 1 the masks are the released vote of the K argmaxes.
@@ -215,12 +216,12 @@ class Segmenter:
             with ``use_original_imgsize=True`` (as :meth:`from_checkpoint` does) so query logits are resized to
             the original size before the argmax; otherwise masks come at ``img_size`` and are resized (nearest).
         clip_model: an open_clip CLIP ResNet from :func:`priors.recipes.clip_gradcam.load_clip`.
-        img_size: square side the images are resized to (released: 400); CAMs are ``img_size // 8`` a side.
+        img_size: square side the images are resized to (released: 400); CAMs are ``img_size / 8`` a side.
         stage: IMR refinement steps (released: 2 PASCAL, 3 COCO).
         vocabulary: ``"pascal"`` or ``"coco"``: the class names the user's class is scored among.
     """
 
-    def __init__(self, model: nn.Module, clip_model: nn.Module, *, img_size: int = 400, stage: int = 2,
+    def __init__(self, model: nn.Module, clip_model: nn.Module, *, img_size: int = IMG_SIZE, stage: int = 2,
                  vocabulary: str = "pascal") -> None:
         if img_size < 32:
             raise ValueError(f"img_size must be >= 32, got {img_size}")
@@ -241,7 +242,7 @@ class Segmenter:
     def from_checkpoint(cls, checkpoint: Union[str, Path], backbone: str = "resnet50", *,
                         clip_weights: Optional[Union[str, Path]] = None,
                         backbone_weights: Optional[str] = None, device: Union[str, torch.device] = "auto",
-                        img_size: int = 400, stage: int = 2, masking: str = "released",
+                        img_size: int = IMG_SIZE, stage: int = 2, masking: str = "released",
                         vocabulary: str = "pascal", clip_precision: str = "auto") -> "Segmenter":
         """Build the model, load a released-format checkpoint (``best_model.pt``) and CLIP RN50.
 
@@ -282,11 +283,11 @@ class Segmenter:
         return self._gradcams[classes]
 
     def cams(self, images: Sequence[Image.Image], class_name: str) -> torch.Tensor:
-        """CLIP Grad-CAM priors of ``class_name`` in ``images``: (N, h, h) float32 on the CPU, h = img_size // 8."""
+        """CLIP Grad-CAM priors of ``class_name`` in ``images``: (N, h, h) float32 on the CPU, h = img_size / 8."""
         classes, index = prompt_classes(class_name, self.vocabulary)
         gradcam = self._gradcam(classes)
         cams = gradcam(gradcam.preprocess_batch(list(images)), [index] * len(images), CAM_FILE_SIZE)  # (N, 50, 50)
-        side = self.img_size // 8
+        side = self.img_size // FEATURE_STRIDE
         if cams.shape[-1] != side and len(images):
             cams = resize_bilinear(cams.unsqueeze(1), (side, side)).squeeze(1)  # as data.readers.read_cam
         return cams

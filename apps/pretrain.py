@@ -40,6 +40,7 @@ from torch import nn
 from common.cli import ArgumentParser, HelpFormatter, run_cli
 from common.console import ensure_console_logging
 from common.device import resolve_device
+from common.flags import add_flags
 from common.io import OutputFolderError, atomic_torch_save, atomic_write_text, prepare_output_folder
 from data import synthetic
 from data.benchmarks import FOLD_BENCHMARKS, NCLASS, NFOLDS, fold_classes
@@ -191,21 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="python -m apps.pretrain", description=__doc__.splitlines()[0],
                             formatter_class=HelpFormatter)
     parser.add_argument("out", type=Path, help="the torchvision state-dict file to write (OUT.json beside it)")
-    parser.add_argument("--backbone", default=defaults.backbone, choices=tuple(BACKBONES))
-    parser.add_argument("--benchmark", default=defaults.benchmark, choices=FOLD_BENCHMARKS)
-    parser.add_argument("--fold", type=int, default=defaults.fold, choices=range(NFOLDS),
-                        help="its test classes are never drawn")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the images, init and order")
-    parser.add_argument("--img-size", type=int, default=defaults.img_size, help="input side (as the few-shot runs)")
-    parser.add_argument("--images-per-class", type=int, default=defaults.images_per_class)
+    given = {**asdict(defaults), "backbones": tuple(BACKBONES), "fold_benchmarks": FOLD_BENCHMARKS,
+             "folds": range(NFOLDS), "distractor_counts": range(synthetic.MAX_DISTRACTORS + 1)}
+    add_flags(parser, "pretrain", "--backbone", "--benchmark", "--fold", "--seed", "--img-size", "--images-per-class",
+              **given)
     parser.add_argument("--heldout-per-class", type=int, default=defaults.heldout_per_class)
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--bsz", type=int, default=defaults.bsz)
-    parser.add_argument("--lr", type=float, default=defaults.lr, help="peak AdamW learning rate")
-    parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--max-distractors", type=int, default=defaults.max_distractors,
-                        choices=range(synthetic.MAX_DISTRACTORS + 1),
-                        help="objects of other training classes per image, at most")
+    add_flags(parser, "pretrain", "--bsz", "--lr", "--device", "--max-distractors", **given)
     return parser
 
 

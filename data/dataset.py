@@ -7,6 +7,7 @@ from typing import Any, Iterator, Optional
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from common.constants import IMG_SIZE
 from data.benchmarks import BENCHMARK_SPECS, DEFAULT_CAM_DIRS
 from data.errors import MissingCAMError
 from data.fewshot import FewShotDataset
@@ -15,8 +16,9 @@ from data.splits import resolve_split_root
 
 __all__ = ["EpisodeLoader", "MissingCAMError", "OutsideValueReport", "build_dataloader", "build_dataset"]
 
+
 def build_dataset(benchmark: str, *, datapath: str | Path, fold: int, split: str, shot: int = 1,
-                  img_size: int = 400, cam_train_path: Optional[str | Path] = None,
+                  img_size: int = IMG_SIZE, cam_train_path: Optional[str | Path] = None,
                   cam_val_path: Optional[str | Path] = None, splitpath: Optional[str | Path] = None,
                   use_original_imgsize: bool = False, nepisodes: Optional[int] = None, seed: Optional[int] = 0,
                   episode_rng: str = "independent", strict_masks: bool = False,

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, get_worker_info
 
-from common.constants import IGNORE_LABEL
+from common.constants import FEATURE_STRIDE, IGNORE_LABEL, IMG_SIZE
 from data.benchmarks import CLASS_NAMES, EVAL_EPISODES, NFOLDS, fold_classes
 from data.cam_files import cam_path
 from data.episodes import (EPISODE_RNGS, Episode, listed_eval_episodes, listed_train_episode,
@@ -60,7 +60,7 @@ class FewShotDataset(Dataset):
     has_folds: bool = True
     train_draws_use_index: bool = True  # False where the released loader ignores the index (COCO-20i)
 
-    def __init__(self, datapath: Path | str, *, fold: int, split: str, shot: int = 1, img_size: int = 400,
+    def __init__(self, datapath: Path | str, *, fold: int, split: str, shot: int = 1, img_size: int = IMG_SIZE,
                  cam_train_path: Path | str, cam_val_path: Path | str, split_root: Path | str,
                  use_original_imgsize: bool = False, nepisodes: Optional[int] = None,
                  seed: Optional[int] = 0, episode_rng: str = "independent", strict_masks: bool = False,
@@ -80,7 +80,7 @@ class FewShotDataset(Dataset):
         self.datapath = Path(datapath)
         self.split_root = Path(split_root)
         self.img_size = int(img_size)
-        self.cam_size = self.img_size // 8
+        self.cam_size = self.img_size // FEATURE_STRIDE
         self.use_original_imgsize = use_original_imgsize
         self.cam_train_path, self.cam_val_path = Path(cam_train_path), Path(cam_val_path)
         self.transform = ImageTransform(self.img_size)

@@ -55,6 +55,7 @@ from PIL import Image
 
 from common.cli import ArgumentParser, HelpFormatter, run_cli
 from common.console import ensure_console_logging
+from common.flags import add_flags
 from common.progress import Progress
 from data.benchmarks import BENCHMARKS, FSS_DIR, FSS_IMAGES_PER_CLASS
 from data.coco_masks import paint_coco_mask
@@ -462,23 +463,28 @@ def prepare_fss(datapath: Path, split_root: Path, *, archive: Optional[Path] = N
     return target
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """CLI; returns 0 on success, 2 on a data/download error (message printed, no traceback)."""
+def build_parser() -> ArgumentParser:
+    """Flags of ``python -m data.prepare``."""
     parser = ArgumentParser(prog="python -m data.prepare", description=__doc__.splitlines()[0],
-                                     formatter_class=HelpFormatter)
+                            formatter_class=HelpFormatter)
     parser.add_argument("benchmark", choices=BENCHMARKS)
-    parser.add_argument("--datapath", type=Path, required=True, help="root to fill (VOC2012/, COCO2014/ or FSS-1000/)")
+    add_flags(parser, "prepare", "--datapath")
     parser.add_argument("--download-dir", type=Path, default=None, help="archives (default: DATAPATH/downloads)")
     parser.add_argument("--archive", type=Path, default=None,
                         help=f"fss: the FSS-1000 zip you downloaded from {FSS_DRIVE_URL} (default: "
                              f"DOWNLOAD_DIR/{FSS_ARCHIVE})")
-    parser.add_argument("--splitpath", type=Path, default=None,
-                        help="fss: a local copy of HSNet's data/splits (default: the verified cache, fetched once)")
+    add_flags(parser, "prepare", "--splitpath")
     parser.add_argument("--keep-archives", action="store_true", help="keep the archives after unpacking")
-    parser.add_argument("--nworker", type=int, default=4, help="processes building COCO masks (0: none)")
+    add_flags(parser, "prepare", "--nworker")
     parser.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds")
     parser.add_argument("--no-splits", dest="splits", action="store_false",
                         help="do not fetch HSNet's split lists into the verified cache")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """CLI; returns 0 on success, 2 on a data/download error (message printed, no traceback)."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.benchmark != "fss" and (args.archive or args.splitpath):
         parser.error(f"arguments --archive/--splitpath: only for fss ({args.benchmark} is downloaded from its "

@@ -38,6 +38,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from common.cli import ArgumentParser, HelpFormatter, run_cli
+from common.flags import add_flags
 from common.io import atomic_torch_save, atomic_write_text, names_sha256
 from common.paths import DEFAULT_DATAPATH
 from data.benchmarks import BENCHMARK_SPECS, BENCHMARKS
@@ -271,9 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="import")
     sub = commands.add_parser("import", help="import a folder of priors made elsewhere", formatter_class=HelpFormatter,
                               description="Import one prior file per (image, class) into the CAM file layout.")
-    sub.add_argument("--benchmark", choices=BENCHMARKS, required=True, help="whose split lists name the pairs")
+    add_flags(sub, "import", "--benchmark", benchmarks=BENCHMARKS)
     sub.add_argument("--source", required=True, help="folder of the prior files")
-    sub.add_argument("--out", required=True, help="output CAM folder (pass it to train.py/test.py as a CAM path)")
+    add_flags(sub, "import", "--out")
     sub.add_argument("--naming", choices=tuple(NAMINGS), default="pairs",
                      help="file naming preset: pairs = {image}--{class}.png; tlg = TLG's published pseudo-masks "
                           "(label maps)")
@@ -284,15 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="how to read the values (default: the naming's: auto for pairs, label for tlg)")
     sub.add_argument("--resize", choices=RESIZE_METHODS, default=None,
                      help="down to --cam-size (default: nearest for label maps, area otherwise)")
-    sub.add_argument("--split", nargs="+", default=None,
-                     help=f"split lists whose pairs to import (default: all: {' '.join(SPLITS)}; FSS-1000 "
-                          f"{' '.join(FSS_SPLITS)})")
-    sub.add_argument("--datapath", default=None, help=f"root of the images (default: {DEFAULT_DATAPATH})")
-    sub.add_argument("--splitpath", default=None,
-                     help="folder holding HSNet's split lists (default: fetched once into <repo>/.cache/splits)")
-    sub.add_argument("--cam-size", dest="cam_size", type=int, default=50,
-                     help="side of the saved maps (img_size / 8: 50 for the released 400 px)")
-    sub.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    add_flags(sub, "import", "--split", "--datapath", "--splitpath", "--cam-size", "--no-progress",
+              splits=f"{' '.join(SPLITS)}; FSS-1000 {' '.join(FSS_SPLITS)}")
     return parser
 
 

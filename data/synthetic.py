@@ -71,6 +71,7 @@ from pycocotools import mask as mask_utils
 
 from common.cli import ArgumentParser, run_cli
 from common.constants import IGNORE_LABEL
+from common.flags import add_flags
 from common.io import prepare_output_folder
 from data.benchmarks import (BENCHMARKS, COCO_CATEGORIES, FSS_DIR, FSS_IMAGES_PER_CLASS, FSS_SPLIT_CLASSES,
                              NFOLDS, PASCAL_CLASSES, fold_classes)
@@ -666,22 +667,25 @@ def make_benchmark(root: Path, *, seed: int = 0, images_per_class: int = 6, min_
     return root
 
 
+def build_parser() -> ArgumentParser:
+    """Flags of ``python -m data.synthetic``."""
+    parser = ArgumentParser(prog="python -m data.synthetic", description=__doc__.splitlines()[0])
+    parser.add_argument("root", type=Path, help="output folder (the --datapath of train.py/test.py)")
+    add_flags(parser, "synthetic", "--seed", "--images-per-class")
+    parser.add_argument("--min-size", type=int, default=64, help="smallest image side in pixels")
+    parser.add_argument("--max-size", type=int, default=112, help="largest image side in pixels")
+    add_flags(parser, "synthetic", "--benchmark", "--max-distractors", benchmarks=BENCHMARKS,
+              all_benchmarks=list(BENCHMARKS), max_distractors=MAX_DISTRACTORS,
+              distractor_counts=range(MAX_DISTRACTORS + 1))
+    parser.add_argument("--fss-classes", type=int, nargs=3, default=list(FSS_CLASSES), metavar=("TRN", "VAL", "TEST"),
+                        help="classes in the FSS-1000 trn, val and test lists (ten images each)")
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: ``python -m data.synthetic ROOT [--seed S] [--images-per-class N] [--min-size A] [--max-size B]
     [--benchmark pascal coco fss] [--max-distractors N] [--fss-classes TRN VAL TEST]``."""
-    parser = ArgumentParser(prog="python -m data.synthetic", description=__doc__.splitlines()[0])
-    parser.add_argument("root", type=Path, help="output folder (the --datapath of train.py/test.py)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes")
-    parser.add_argument("--images-per-class", type=int, default=6,
-                        help="images per class in each of trn and val (>= 6 for 5-shot episodes)")
-    parser.add_argument("--min-size", type=int, default=64, help="smallest image side in pixels")
-    parser.add_argument("--max-size", type=int, default=112, help="largest image side in pixels")
-    parser.add_argument("--benchmark", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS),
-                        help="which layouts to write")
-    parser.add_argument("--max-distractors", type=int, default=MAX_DISTRACTORS, choices=range(MAX_DISTRACTORS + 1),
-                        help="at most this many objects of other classes per image (0: one object per image)")
-    parser.add_argument("--fss-classes", type=int, nargs=3, default=list(FSS_CLASSES), metavar=("TRN", "VAL", "TEST"),
-                        help="classes in the FSS-1000 trn, val and test lists (ten images each)")
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.images_per_class < 2:
         parser.error("argument --images-per-class: must be >= 2 (a query and a distinct support)")

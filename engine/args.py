@@ -15,6 +15,22 @@ Paths: a path given on the command line is taken relative to the working directo
 the *defaults* are not: the released ``../Datasets_HSN`` meant "next to the repository", so the default data
 root is ``<repo>/../Datasets_HSN`` wherever the script is started from. Every path is made absolute, and a
 missing one is reported with the flag that names it.
+
+The flags train.py and test.py share with other scripts are declared in :mod:`common.flags` (one home, with the
+values that differ per script); the flags of these two scripts alone are declared here.
+
+Settings, each resolved once, in this order (nothing else writes to the arguments; ``args.json`` records them):
+
+* :func:`parse_args`: the flags; test.py: ``args.command`` (the command line, for ``results.json``);
+* :func:`validate_and_resolve`: every value checked (the error names the flag); the paths made absolute
+  (``datapath``, ``traincampath`` / ``valcampath``: one folder for COCO and FSS-1000, ``splitpath``,
+  ``backbone_weights``: None for ``none``); test.py: ``args.seed`` (the first of ``--seeds``),
+  ``args.checkpoints`` (fold -> checkpoint, each one checked) and ``args.load`` (absolute);
+* :func:`engine.training.decide_seed`: train.py's ``args.seed`` when ``--seed`` is left out: the run's own on
+  ``--resume``, otherwise drawn as released; the same on every rank. The ``--resume`` check
+  (:mod:`engine.run_folder`) only reads and compares;
+* :func:`engine.training.record_arguments` (train.py) and test.py's ``main``: ``args.cam_manifests``, the
+  digests of the CAM folders' manifests when the run starts (a resumed run warns when they changed).
 """
 from __future__ import annotations
 
@@ -27,13 +43,13 @@ from pathlib import Path
 from typing import Literal, Optional, Sequence
 
 from common.cli import ArgumentParser, HelpFormatter
+from common.flags import add_flags
 from common.paths import DEFAULT_DATAPATH, LOG_ROOT
 from data.benchmarks import BENCHMARKS, DEFAULT_CAM_DIRS, FOLD_BENCHMARKS, NFOLDS
 from data.episodes import EPISODE_RNGS
+from engine.bootstrap import DEFAULT_RESAMPLES
 from model.backbone import BACKBONES
 from model.masking import MASKING_MODES
-
-AMP_CHOICES = ("fp16", "bf16")
 
 Script = Literal["train", "test"]
 FOLD_PLACEHOLDER = "{fold}"  # in test.py's --load: replaced by each --fold
@@ -46,79 +62,15 @@ def build_parser(script: Script) -> argparse.ArgumentParser:
         description=("Train" if training else "Test") + " IMR-HSNet (few-shot segmentation from image label text)",
         formatter_class=HelpFormatter)
 
+    given = {"benchmarks": BENCHMARKS, "folds": range(NFOLDS), "backbones": tuple(BACKBONES),
+             "maskings": tuple(MASKING_MODES), "resamples": DEFAULT_RESAMPLES}
     data = parser.add_argument_group("data")
-    data.add_argument("--datapath", type=str, default=None,
-                      help=f"root holding VOC2012/, COCO2014/ and FSS-1000/ (default: {DEFAULT_DATAPATH})")
-    data.add_argument("--benchmark", type=str, default="pascal", choices=BENCHMARKS, help="few-shot benchmark")
-    if training:
-        data.add_argument("--fold", type=int, default=0, choices=range(NFOLDS),
-                          help="cross-validation fold of PASCAL-5i / COCO-20i (FSS-1000 has none: leave it out)")
-    else:
-        data.add_argument("--fold", dest="folds", type=int, nargs="+", default=[0], choices=range(NFOLDS),
-                          metavar="FOLD", help="cross-validation fold(s) of PASCAL-5i / COCO-20i (FSS-1000 has "
-                                              "none: leave it out); several (e.g. 0 1 2 3) need a --load template "
-                                              "holding {fold}")
-    data.add_argument("--traincampath", type=str, default=None,
-                      help="folder of the training images' CAMs ({name}--{class}.pt); default "
-                           "<datapath>/CAM_Train (PASCAL), <datapath>/CAM_COCO (COCO) or <datapath>/CAM_FSS "
-                           "(FSS-1000); COCO and FSS-1000 use one folder for both")
-    data.add_argument("--valcampath", type=str, default=None,
-                      help="folder of the validation/test images' CAMs; default <datapath>/CAM_Val (PASCAL) "
-                           "or the COCO / FSS-1000 CAM folder")
-    data.add_argument("--splitpath", type=str, default=None,
-                      help="folder holding pascal/, coco/ and fss/ split lists in HSNet's data/splits layout (default: "
-                           "fetched once from HSNet's repository into <repo>/.cache/splits, SHA-256 checked)")
-    data.add_argument("--img-size", dest="img_size", type=int, default=400,
-                      help="square input side (CAMs are img_size/8 a side)")
-    data.add_argument("--nepisodes", type=int, default=None,
-                      help="episodes per validation/test pass, the first N of the released sequence (default: the "
-                           "released count: 1000 on PASCAL-5i / COCO-20i, every image of the split once on FSS-1000, "
-                           "as HSNet: 2400)")
-    data.add_argument("--nworker", type=int, default=8, help="data-loader worker processes")
-    data.add_argument("--strict-masks", dest="strict_masks", action="store_true",
-                      help="stop at a mask value outside the class range (default: read it as background, as the "
-                           "released loaders do, with one warning per file and a count at the end)")
-    data.add_argument("--bsz", type=int, default=40 if training else 10,
-                      help="episodes per batch (global: split over GPUs / DDP ranks)")
-
+    add_flags(data, script, "--datapath", "--benchmark", "--fold", "--traincampath", "--valcampath", "--splitpath",
+              "--img-size", "--nepisodes", "--nworker", "--strict-masks", "--bsz", **given)
     model = parser.add_argument_group("model")
-    model.add_argument("--backbone", type=str, default="resnet50", choices=tuple(BACKBONES), help="feature extractor")
-    model.add_argument("--stage", type=int, default=2, help="IMR iterations (released: 2 PASCAL, 3 COCO)")
-    model.add_argument("--masking", type=str, default="released", choices=tuple(MASKING_MODES),
-                       help="feature masking with CAMs: as the released code does it, or as the paper describes")
-    model.add_argument("--backbone-weights", dest="backbone_weights", type=str,
-                       default="imagenet" if training else "none",
-                       help="initial backbone weights: 'imagenet', 'none' (random), or a torchvision state-dict "
-                            "file" + ("" if training else " (test: a full --load checkpoint holds the backbone; a "
-                                                              "slim one names the weights it needs, used by default)"))
-
+    add_flags(model, script, "--backbone", "--stage", "--masking", "--backbone-weights", **given)
     run = parser.add_argument_group("run")
-    default_run = (f"{LOG_ROOT}/_MMDD_HHMMSS.log, the start time" if training else
-                   f"{LOG_ROOT}/_TEST_<run of --load>_MMDD_HHMMSS.log")
-    run.add_argument("--logpath", type=str, default="",
-                     help=f"run name: relative names go to {LOG_ROOT}/<name>.log as released (a name already ending "
-                          f"in .log is not suffixed again); an absolute path is the run folder itself (default: "
-                          f"{default_run})")
-    run.add_argument("--device", type=str, default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
-    run.add_argument("--amp", nargs="?", const="fp16", default=False, choices=AMP_CHOICES,
-                     help="autocast on CUDA: fp16 (float16 with a GradScaler; what --amp alone means) or bf16 "
-                          "(bfloat16, no scaler)")
-    run.add_argument("--compile", action="store_true",
-                     help="torch.compile the 4D-convolution learner (first steps slower while it compiles)")
-    run.add_argument("--tf32", action="store_true",
-                     help="allow TF32 float32 matmuls/convolutions on Ampere+ GPUs: faster, not the released "
-                          "numerics (the released code ran without TF32)")
-    if training:
-        run.add_argument("--seed", type=int, default=None,
-                         help="base seed of the per-epoch episode draws (default: drawn at random, as released, "
-                              "and saved with the run)")
-    else:
-        run.add_argument("--seed", "--seeds", dest="seeds", type=int, nargs="+", default=[0], metavar="SEED",
-                         help="episode seed(s) (released: 0); several (e.g. 0 1 2 3 4) run the protocol once per "
-                              "seed and report each seed's number, their mean and standard deviation")
-        run.add_argument("--bootstrap", type=int, default=1000, metavar="N",
-                         help="bootstrap resamples of the episodes for the 95%% intervals of every number "
-                              "(0: no intervals)")
+    add_flags(run, script, "--logpath", "--device", "--amp", "--compile", "--tf32", "--seed", **given)
     if training:
         run.add_argument("--checkpoint-learner", action="store_true",
                          help="activation checkpointing of the correlation and the 4D-convolution learner: they "
@@ -129,18 +81,13 @@ def build_parser(script: Script) -> argparse.ArgumentParser:
                               "released train.py drew them with --nworker workers on PyTorch < 1.9 (every worker "
                               "forked the same NumPy state: COCO repeats each batch --nworker times in a row, "
                               "PASCAL's workers draw correlated supports); both reproducible from --seed")
-        run.add_argument("--lr", type=float, default=4e-4, help="Adam learning rate")
-        run.add_argument("--niter", type=int, default=400, help="number of epochs")
-        run.add_argument("--resume", action="store_true",
-                         help="continue the run in --logpath from its last.pt")
+        add_flags(run, script, "--lr", "--niter", "--resume")
         run.add_argument("--slim-checkpoints", action="store_true",
                          help="best_model.pt without the frozen backbone's tensors, like last.pt (VGG16: ~20 MB "
                               "instead of ~570 MB); test.py/predict.py then need the run's --backbone-weights "
                               "(read from the file); default: the released format, which the authors' tools read")
     else:
-        run.add_argument("--load", type=str, default=None,
-                         help="checkpoint to test (best_model.pt format); with several folds a path template "
-                              "holding {fold}, e.g. logs/pascal_f{fold}.log/best_model.pt")
+        add_flags(run, script, "--bootstrap", "--load", **given)
         run.add_argument("--nshot", dest="nshots", type=int, nargs="+", default=[1], metavar="NSHOT",
                          help="support images per episode; several (e.g. 1 5) are tested one after the other")
         run.add_argument("--visualize", action="store_true",
@@ -150,9 +97,7 @@ def build_parser(script: Script) -> argparse.ArgumentParser:
                               "spelling --use_original_imgsize works too)")
         run.add_argument("--use_original_imgsize", dest="use_original_imgsize", action="store_true",
                          help=argparse.SUPPRESS)  # the released spelling
-        run.add_argument("--resume", action="store_true",
-                         help="continue the interrupted test run in --logpath: its finished (seed, fold, shot) "
-                              "cells are kept, the others run")
+        add_flags(run, script, "--resume")
     return parser
 
 

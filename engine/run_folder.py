@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
 
-from common.distributed import DistInfo, broadcast_object, check_on_main
+from common.distributed import DistInfo, check_on_main
 from common.errors import UserInputError
 from common.io import check_not_a_file, prepare_output_folder
 from common.logger import EVENTS_DIR, setup_logging
@@ -45,6 +45,9 @@ TEST_RESUME_MAY_CHANGE = ("nworker", "device", "bootstrap")  # --bootstrap: inte
 # --logpath names the folder itself; command holds --resume; cam_manifests (what the CAM folders hold) is
 # compared with a warning
 _NOT_COMPARED = ("resume", "logpath", "command", "cam_manifests")
+# Left out (None), the run decides it when it starts (engine.training.decide_seed): a resumed run then continues
+# with its own, so leaving it out is no difference
+_DECIDED_WHEN_LEFT_OUT = ("seed",)
 
 
 class RunFolderError(UserInputError, FileExistsError):
@@ -66,10 +69,27 @@ def _is_empty(path: Path) -> bool:
 def flag_differences(stored: Mapping[str, Any], args: argparse.Namespace,
                      may_change: tuple[str, ...] = RESUME_MAY_CHANGE) -> list[str]:
     """``"--lr 0.0004 -> 0.001"`` for every flag (other than ``may_change``) whose value differs from the run's
-    ``args.json``; values are compared as JSON, flags missing on either side are skipped."""
+    ``args.json``; values are compared as JSON, flags missing on either side are skipped, and so is a left-out
+    ``--seed`` (the run's own continues)."""
     current = json.loads(json.dumps(vars(args), default=str))
     return [f"{flag_name(key)} {stored[key]!r} -> {current[key]!r}" for key in sorted(stored)
-            if key in current and key not in _NOT_COMPARED + may_change and stored[key] != current[key]]
+            if key in current and key not in _NOT_COMPARED + may_change and stored[key] != current[key]
+            and not (key in _DECIDED_WHEN_LEFT_OUT and current[key] is None)]
+
+
+def stored_args(path: Path) -> dict[str, Any]:
+    """The arguments the run in ``path`` started with (its ``args.json``).
+
+    Raises:
+        RunFolderError: no ``args.json`` in ``path``, or it cannot be read.
+    """
+    args_file = path / ARGS_NAME
+    if not args_file.is_file():
+        raise RunFolderError(f"--resume: no run in {path} (no {ARGS_NAME}); start it without --resume")
+    try:
+        return json.loads(args_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise RunFolderError(f"--resume: cannot read {args_file} ({exc})") from exc
 
 
 def _check_new(path: Path, training: bool) -> None:
@@ -78,19 +98,12 @@ def _check_new(path: Path, training: bool) -> None:
 
 
 def _check_resumable(path: Path, args: argparse.Namespace, training: bool = True) -> None:
-    args_file = path / ARGS_NAME
-    if not args_file.is_file():
-        raise RunFolderError(f"--resume: no run in {path} (no {ARGS_NAME}); start it without --resume")
-    try:
-        stored = json.loads(args_file.read_text())
-    except (OSError, ValueError) as exc:
-        raise RunFolderError(f"--resume: cannot read {args_file} ({exc})") from exc
+    """Only checks: the run in ``path`` is one of this script's, started with these flags."""
+    stored = stored_args(path)
     if training == ("nshots" in stored):  # only test.py records --nshot
         held, wanted = ("a test", "train.py") if training else ("a training", "test.py")
         raise RunFolderError(f"--resume: {path} holds {held} run, which {wanted} cannot continue; choose the "
                              "run's own script, or another --logpath")
-    if args.seed is None:
-        args.seed = stored.get("seed")  # the run's own seed continues
     may_change = RESUME_MAY_CHANGE if training else TEST_RESUME_MAY_CHANGE
     differences = flag_differences(stored, args, may_change)
     if differences:
@@ -115,8 +128,6 @@ def open_run_folder(path: Path, args: argparse.Namespace, info: DistInfo, *, tra
         prepare_output_folder(path, "--logpath")
 
     check_on_main(check)
-    if resume:
-        args.seed = broadcast_object(args.seed)
     return RunFolder(path=path, created=not existed)
 
 

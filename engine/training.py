@@ -3,12 +3,14 @@
 1. :func:`open_run_folder`: the run folder (the same on every rank), checked against the run-folder policy;
 2. :func:`load_resume_state`: ``last.pt`` when ``--resume``, with what came after it rolled back (a run it
    cannot continue is refused before anything is changed);
-3. :func:`record_arguments`: the seed decided, ``args.json`` written (with the SHA-256 of the CAM folders'
-   manifests), the arguments logged;
-4. :func:`build_trainer`: the model (frozen backbone), Adam, the AMP scaler, restored from ``last.pt``;
-5. :func:`build_loaders`: training episodes (random supports, sharded over ranks) and the fixed validation
+3. :func:`decide_seed`: the run's seed (given, the run's own on ``--resume``, or drawn as released), the same
+   on every rank;
+4. :func:`record_arguments`: ``args.json`` written (with the SHA-256 of the CAM folders' manifests), the
+   arguments logged;
+5. :func:`build_trainer`: the model (frozen backbone), Adam, the AMP scaler, restored from ``last.pt``;
+6. :func:`build_loaders`: training episodes (random supports, sharded over ranks) and the fixed validation
    episodes, their CAM files checked (present, made from these images for these classes);
-6. :func:`run_epochs`: per epoch a training pass, a validation pass, TensorBoard, ``best_model.pt`` and
+7. :func:`run_epochs`: per epoch a training pass, a validation pass, TensorBoard, ``best_model.pt`` and
    ``last.pt``; stops cleanly on a non-finite loss.
 """
 from __future__ import annotations
@@ -106,13 +108,24 @@ def load_resume_state(args: argparse.Namespace, run_dir: Path, info: DistInfo) -
     return state
 
 
+def decide_seed(args: argparse.Namespace, run_dir: Path, info: DistInfo) -> int:
+    """The run's seed, decided here and nowhere else, the same on every rank; sets ``args.seed`` (recorded in
+    ``args.json``): ``--seed`` when given; else on ``--resume`` the seed the run started with (its ``args.json``,
+    which the run-folder check has read); else drawn as released (``int(random.random() * 1e5)``), on rank 0."""
+    if args.seed is None:
+        def choose() -> int:
+            stored = run_folder.stored_args(run_dir).get("seed") if args.resume else None
+            return int(stored) if stored is not None else int(random.random() * 1e5)  # as released, but recorded
+
+        args.seed = int(broadcast_object(choose() if info.is_main else None))
+    return args.seed
+
+
 def record_arguments(args: argparse.Namespace, run_dir: Path, state: Optional[dict[str, Any]], info: DistInfo,
                      device: torch.device) -> None:
-    """Decide the seed (drawn as released when not given, the same on every rank), write ``args.json``
-    (``args_resume_epochNNN.json`` on resume, the run's ``args.json`` kept) and log the arguments; a run that
-    starts from epoch 0 records that no epoch has finished yet (``progress.json``)."""
-    if args.seed is None:
-        args.seed = int(broadcast_object(int(random.random() * 1e5)))  # as released, but recorded
+    """Write ``args.json`` (``args_resume_epochNNN.json`` on resume, the run's ``args.json`` kept), with the
+    digests of the CAM folders' manifests (``args.cam_manifests``), and log the arguments; a run that starts
+    from epoch 0 records that no epoch has finished yet (``progress.json``)."""
     args.cam_manifests = cam_manifest_digests(args, training=True)
     if info.is_main:
         start = state["epoch"] + 1 if state is not None else 0

@@ -35,6 +35,7 @@ from typing import Any, Mapping, Optional, Sequence
 import torch
 from torch import nn
 
+from common.constants import CAM_SIZE
 from common.resize import resize_bilinear
 from model.backbone import WeightsArg, build_backbone, get_spec
 from model.imr import HIDDEN, STATE_CHANNELS, Gate, imr_step, make_gate_convs
@@ -42,7 +43,7 @@ from model.learner import CHANNELS, HPNLearner
 from model.masking import MASKING_MODES, MaskPair, correlate_stage
 from model.recompute import RecomputeScope, checkpoint, recomputable
 
-RELEASED_FEATURE_SIZE = 50  # the state parameter's spatial size (400-pixel inputs)
+RELEASED_FEATURE_SIZE = CAM_SIZE  # the state parameter's spatial size (400-pixel inputs: 400 / 8)
 
 
 @dataclass

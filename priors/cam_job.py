@@ -50,7 +50,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from common.cli import ArgumentParser, HelpFormatter, run_cli
 from common.console import ensure_console_logging
+from common.constants import CAM_SIZE
 from common.device import configure_tf32, resolve_device
+from common.flags import add_flags
 from common.errors import UserInputError
 from common.io import atomic_torch_save, prepare_output_folder, remove_if_empty
 from common.paths import DEFAULT_DATAPATH
@@ -60,7 +62,7 @@ from data.cam_files import cam_path, split_cam_path
 from data.cam_manifest import (CamManifest, CamSettings, ImageIdentity, ImageRecord, claim_folder, file_sha256,
                                image_identity)
 from data.splits import resolve_split_root
-from priors.clip_weights import PRIOR_WEIGHTS_HELP, random_clip_seed
+from priors.clip_weights import CLIP_PRECISION_CHOICES, random_clip_seed
 from priors.recipes import DEFAULT_PRIOR, RECIPES, PriorRecipe, build_prior
 
 logger = logging.getLogger(__name__)
@@ -321,7 +323,7 @@ def image_labels(pairs: Sequence[CamPair]) -> dict[Path, list[int]]:
 
 
 def run_cam_job(pairs: Sequence[CamPair], recipe: PriorRecipe, *, bsz: int = 32, nworker: int = 2,
-                cam_size: int = 50, verify_existing: bool = False, progress: bool = True,
+                cam_size: int = CAM_SIZE, verify_existing: bool = False, progress: bool = True,
                 manifests: Optional[Mapping[Path, CamManifest]] = None) -> CamJobSummary:
     """Compute and write the CAM of every pair whose file is missing (with ``manifests``: or not made from its
     image as it is now).
@@ -437,46 +439,30 @@ def build_parser(benchmark: str) -> argparse.ArgumentParser:
              "datapath": "root of the benchmark's images; default for the paths below", "imgpath": "images",
              "campath": "output folder", **spec.cam_job_help}
     parser = ArgumentParser(description=texts["description"], formatter_class=HelpFormatter)
-    parser.add_argument("--datapath", type=str, default=None,
-                        help=f"{texts['datapath']} (default: {DEFAULT_DATAPATH})")
+    add_flags(parser, "cam", "--datapath", datapath_help=texts["datapath"])
     parser.add_argument("--imgpath", type=str, default=None,
                         help=f"{texts['imgpath']} (default: <datapath>/{spec.image_dir})")
     if not spec.one_cam_folder:
-        parser.add_argument("--traincampath", type=str, default=None,
-                            help=f"output folder of the training pairs' CAMs (default: <datapath>/{spec.cam_dirs[0]})")
-        parser.add_argument("--valcampath", type=str, default=None,
-                            help=f"output folder of the validation pairs' CAMs (default: <datapath>/{spec.cam_dirs[1]})")
+        add_flags(parser, "cam", "--traincampath", "--valcampath", train_cam_dir=spec.cam_dirs[0],
+                  val_cam_dir=spec.cam_dirs[1])
     else:
         parser.add_argument("--campath", type=str, default=None,
                             help=f"{texts['campath']} (default: <datapath>/{spec.cam_dirs[0]})")
-    parser.add_argument("--splitpath", type=str, default=None,
-                        help="folder holding pascal/, coco/ and fss/ split lists in HSNet's data/splits layout "
-                             "(default: fetched once from HSNet's repository into <repo>/.cache/splits, SHA-256 "
-                             "checked)")
+    add_flags(parser, "cam", "--splitpath")
     parser.add_argument("--prior", choices=tuple(RECIPES), default=DEFAULT_PRIOR,
                         help=f"the prior recipe: {'; '.join(spec.summary for spec in RECIPES.values())} "
                              "(docs/priors.md)")
     for recipe_spec in RECIPES.values():
         for flag in recipe_spec.flags:
             parser.add_argument(*flag.names, **flag.options)
-    parser.add_argument("--clip-weights", dest="clip_weights", type=str, default=None, help=PRIOR_WEIGHTS_HELP)
-    parser.add_argument("--device", type=str, default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--bsz", type=int, default=32, help="images per forward/backward pass")
-    parser.add_argument("--nworker", type=int, default=2, help="image-decoding worker processes (0: none)")
-    parser.add_argument("--cam-size", dest="cam_size", type=int, default=50, help="side of the saved CAMs")
-    parser.add_argument("--precision", choices=("auto", "fp32", "fp16"), default="auto",
-                        help="fp16: CLIP's float16 weights, as OpenAI's clip.load(jit=False) keeps them on a GPU "
-                             "(how the authors' CAM files were made); fp32: the released scripts' numbers on a CPU; "
-                             "auto: fp16 on CUDA, fp32 on the CPU (fp32 with --amp); the manifest records which")
-    parser.add_argument("--tf32", action="store_true",
-                        help="allow TF32 float32 convolutions on Ampere+ GPUs (faster; not the released numerics)")
+    add_flags(parser, "cam", "--clip-weights", "--device", "--bsz", "--nworker", "--cam-size", "--precision",
+              "--tf32", precisions=CLIP_PRECISION_CHOICES)
     parser.add_argument("--verify-existing", dest="verify_existing", action="store_true",
                         help="load existing CAM files (e.g. written by other tools) and recompute broken ones; a "
                              "folder's cam_manifest.json must match the settings")
     parser.add_argument("--overwrite", action="store_true",
                         help="recompute every CAM of folders made with other settings (their CAM files are deleted)")
-    parser.add_argument("--no-progress", dest="progress", action="store_false",
-                        help="no progress bar (on a terminal) or progress lines (otherwise)")
+    add_flags(parser, "cam", "--no-progress")
     return parser
 
 

@@ -19,22 +19,15 @@ import torch
 
 from common.errors import UserInputError
 
-__all__ = ["CLIP_WEIGHTS_HELP", "DEFAULT_CACHE_DIR", "PRIOR_WEIGHTS_HELP", "RANDOM_WEIGHTS", "ClipWeightsError",
+__all__ = ["CLIP_PRECISIONS", "CLIP_PRECISION_CHOICES", "DEFAULT_CACHE_DIR", "RANDOM_WEIGHTS", "ClipWeightsError",
            "build_openai_clip", "random_clip_seed", "random_weights_identity", "random_weights_warning",
            "read_clip_state_dict", "resolve_openai_weights"]
 
 PathLike = Union[str, os.PathLike]
 RANDOM_WEIGHTS = "random"
 DEFAULT_CACHE_DIR = Path("~/.cache/clip").expanduser()  # where OpenAI's clip and open_clip cache their weights
-CLIP_WEIGHTS_HELP = ("OpenAI CLIP RN50.pt (TorchScript) or a state dict with its keys (default: ~/.cache/clip/RN50.pt, "
-                     "downloaded when missing and online); 'random' (or 'random:SEED') builds RN50 from random "
-                     "weights to run offline, but its priors then carry NO class information (a file named "
-                     "'random': ./random)")
-PRIOR_WEIGHTS_HELP = ("the recipe's OpenAI CLIP weights: RN50.pt for --prior gradcam-rn50, ViT-B-16.pt for --prior "
-                      "clip-es (TorchScript, or a state dict with its keys; default: that file in ~/.cache/clip, "
-                      "downloaded when missing and online); 'random' (or 'random:SEED') builds that CLIP from random "
-                      "weights to run offline, but its priors then carry NO class information (a file named "
-                      "'random': ./random)")
+CLIP_PRECISIONS = ("fp32", "fp16")  # how a recipe's CLIP computes
+CLIP_PRECISION_CHOICES = ("auto",) + CLIP_PRECISIONS  # the --precision flag; "auto" is resolved per device
 
 
 class ClipWeightsError(UserInputError, RuntimeError):

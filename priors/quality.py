@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from common.constants import IGNORE_LABEL
+from common.constants import CAM_SIZE, IGNORE_LABEL
 from common.resize import resize_bilinear
 from data.benchmarks import CLASS_NAMES, TITLES
 from data.cam_files import cam_path
@@ -137,7 +137,7 @@ def _target(dataset: FewShotDataset, name: str, cls: int) -> tuple[torch.Tensor,
     return label == cls + 1, label != IGNORE_LABEL if dataset.has_ignore else torch.ones_like(label, dtype=torch.bool)
 
 
-def evaluate_priors(dataset: FewShotDataset, root: Path, *, cam_size: int = 50, resolution: str = "prior",
+def evaluate_priors(dataset: FewShotDataset, root: Path, *, cam_size: int = CAM_SIZE, resolution: str = "prior",
                     progress: bool = True, examples: int = 0) -> tuple[PriorQuality, list[dict[str, Any]]]:
     """Score every prior of the dataset's split and fold under ``root`` (``{image}--{class}.pt``).
 

@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw
 
 from common.cli import ArgumentParser, HelpFormatter, run_cli
 from common.console import ensure_console_logging
+from common.flags import add_flags
 from common.io import atomic_write_bytes, atomic_write_text
 from common.paths import DEFAULT_DATAPATH
 from data.benchmarks import BENCHMARKS
@@ -114,23 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="evaluate_priors.py", formatter_class=HelpFormatter,
                             description="IoU of a folder of CAM priors with the ground truth, per class and mean, "
                                         "at the best single threshold (0.05..0.95) and at 0.5")
-    parser.add_argument("--benchmark", choices=BENCHMARKS, default="pascal", help="whose split lists and masks")
-    parser.add_argument("--fold", type=int, default=0, help="fold (0 for FSS-1000)")
-    parser.add_argument("--split", choices=("trn", "val", "test"), default="val",
-                        help="split list whose (image, class) pairs are scored (PASCAL/COCO: val = test)")
+    add_flags(parser, "evaluate_priors", "--benchmark", "--fold", "--split", benchmarks=BENCHMARKS)
     parser.add_argument("--priors", required=True, help="the prior folder ({image}--{class}.pt files)")
-    parser.add_argument("--out", required=True, help="folder for quality.md/.csv/.json and examples.png")
-    parser.add_argument("--datapath", default=None, help=f"root of the images and masks (default: {DEFAULT_DATAPATH})")
-    parser.add_argument("--splitpath", default=None,
-                        help="folder holding HSNet's split lists (default: fetched once into <repo>/.cache/splits)")
-    parser.add_argument("--cam-size", dest="cam_size", type=int, default=50,
-                        help="side the model reads the priors at (img_size / 8); other sizes are resized as the "
-                             "loader does")
+    add_flags(parser, "evaluate_priors", "--out", "--datapath", "--splitpath", "--cam-size")
     parser.add_argument("--resolution", choices=RESOLUTIONS, default="prior",
                         help="prior: score at the prior's size (the mask resized to it); image: at the mask's size "
                              "(the prior upsampled)")
     parser.add_argument("--examples", type=int, default=8, help="rows of examples.png")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    add_flags(parser, "evaluate_priors", "--no-progress")
     return parser
 
 

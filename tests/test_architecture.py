@@ -141,6 +141,13 @@ def _count(pattern: str) -> list[str]:
     ("a private bilinear resize", r"def _resize\b", 0),
     ("the default CAM folders", r"\"CAM_Train\"", 1),
     ("the repository root", r"Path\(__file__\)\.resolve\(\)\.parents\[1\]", 1),
+    ("the released image size", r"^IMG_SIZE\s*=", 1),
+    ("the image size 400 as a default", r"img_size:\s*int\s*=\s*400\b|default=400\b", 0),
+    ("the feature stride", r"^FEATURE_STRIDE\s*=", 1),
+    ("the feature stride as a bare // 8", r"size\s*//\s*8\b", 0),
+    ("the CAM size", r"^CAM_SIZE\s*=", 1),
+    ("the CAM size as a default", r"cam_size:\s*(Optional\[int\]|int)\s*=\s*50\b", 0),
+    ("a size of 50 spelled out", r"\w*SIZE\w*\s*=\s*50\b", 0),
 ])
 def test_each_fact_has_one_home(fact, pattern, expected):
     places = _count(pattern)

@@ -2,6 +2,7 @@
 TensorBoard serving a run's scalars from the installed ``tensorboard``."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import random
@@ -19,8 +20,10 @@ import pytest
 import torch
 
 import train
+from common.distributed import DistInfo
+from engine import training
 from engine.args import parse_args
-from engine.run_folder import INTERRUPTED_LOG_NAME, RunFolderError, flag_differences
+from engine.run_folder import INTERRUPTED_LOG_NAME, RunFolderError, flag_differences, open_run_folder
 from model import build_model
 from model.checkpoint import load_model_state
 from tests.test_bad_input import make_mini_pascal
@@ -46,6 +49,36 @@ def test_resume_refuses_changed_flags_and_names_them(tmp_path):
                                         "--masking", "paper", "--img-size", "96", "--checkpoint-learner", "--resume"))
     assert flag_differences(stored, changed) == ["--img-size 64 -> 96", "--masking 'released' -> 'paper'",
                                                  "--stage 2 -> 3"]
+
+
+
+def test_a_left_out_seed_is_no_difference_and_the_resume_check_writes_nothing(tmp_path):
+    root = make_mini_pascal(tmp_path / "data")
+    stored = json.loads(json.dumps(vars(parse_args("train", _argv(root, tmp_path / "run"))), default=str))
+    argv = [a for a in _argv(root, tmp_path / "run", "--resume") if a not in ("--seed", "5")]
+    resumed = parse_args("train", argv)
+    assert resumed.seed is None and flag_differences(stored, resumed) == []
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "args.json").write_text(json.dumps(stored))
+    before = dict(vars(resumed))
+    open_run_folder(tmp_path / "run", resumed, DistInfo(), training=True)
+    assert vars(resumed) == before  # only checked
+    assert flag_differences(stored, parse_args("train", argv + ["--seed", "6"])) == ["--seed 5 -> 6"]
+
+
+def test_the_seed_is_decided_in_one_place(tmp_path):
+    """Given: kept; left out on --resume: the run's own (its args.json); left out: drawn as released."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "args.json").write_text(json.dumps({"seed": 77}))
+    assert training.decide_seed(argparse.Namespace(seed=5, resume=True), run_dir, DistInfo()) == 5
+    args = argparse.Namespace(seed=None, resume=True)
+    assert training.decide_seed(args, run_dir, DistInfo()) == 77 and args.seed == 77
+    random.seed(3)
+    released = int(random.random() * 1e5)
+    random.seed(3)
+    args = argparse.Namespace(seed=None, resume=False)
+    assert training.decide_seed(args, run_dir, DistInfo()) == released == args.seed
 
 
 def test_resume_when_the_first_epoch_never_finished(tmp_path):

@@ -25,6 +25,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from common.views import LiveMapping
 
+from common.flags import flag_options
 from data.priors import IMPORTED_RECIPE
 from priors.recipes.base import PriorRecipe, RecipeFlag, RecipeSpec
 from priors.recipes.clip_es_names import LABEL_MODES
@@ -36,9 +37,7 @@ RECIPES: dict[str, RecipeSpec] = {spec.name: spec for spec in (
     RecipeSpec(
         "gradcam-rn50", "clip-rn50-gradcam-released/1",  # the id its folders had before recipes had names
         "priors.recipes.gradcam_rn50:build_gradcam_rn50", "gradcam-rn50 = CLIP RN50 Grad-CAM, the released recipe",
-        flags=(RecipeFlag(("--amp",), {"action": "store_true", "help": "--prior gradcam-rn50: CUDA autocast "
-                                                                       "(float16) for the ResNet trunk"},
-                          note=" (it autocasts the ResNet trunk)"),),
+        flags=(RecipeFlag(("--amp",), flag_options("--amp", "cam"), note=" (it autocasts the ResNet trunk)"),),
         options=lambda args, benchmark: {"amp": args.amp}),
     RecipeSpec(
         "clip-es", "clip-es/1", "priors.recipes.clip_es:build_clip_es",

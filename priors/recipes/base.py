@@ -19,6 +19,8 @@ from typing import Any, Callable, ClassVar, Mapping, Sequence, Union
 import torch
 from PIL import Image
 
+from common.constants import CAM_SIZE
+
 __all__ = ["PriorRecipe", "RecipeFlag", "RecipeSpec"]
 
 
@@ -70,7 +72,7 @@ class PriorRecipe(abc.ABC):
 
     @abc.abstractmethod
     def compute(self, inputs: Sequence[Any], class_lists: Sequence[Sequence[int]],
-                cam_size: int = 50) -> list[torch.Tensor]:
+                cam_size: int = CAM_SIZE) -> list[torch.Tensor]:
         """The priors of a batch.
 
         Args:
@@ -83,7 +85,7 @@ class PriorRecipe(abc.ABC):
         """
 
     def __call__(self, images: Sequence[Image.Image], class_lists: Sequence[Sequence[int]],
-                 cam_size: int = 50) -> list[torch.Tensor]:
+                 cam_size: int = CAM_SIZE) -> list[torch.Tensor]:
         """:meth:`compute` on PIL images (preprocessed here, in this process)."""
         return self.compute([self.preprocess(image) for image in images], class_lists, cam_size)
 

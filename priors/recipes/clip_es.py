@@ -45,6 +45,7 @@ from torchvision.transforms import InterpolationMode
 import open_clip
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
+from common.constants import CAM_SIZE
 from common.io import names_sha256
 from priors.recipes.base import PriorRecipe
 from priors.recipes.clip_es_names import CLIP_ES_PROMPT, LABEL_MODES, clip_es_vocabulary
@@ -316,7 +317,7 @@ class ClipES(PriorRecipe):
         return torch.from_numpy(np.ascontiguousarray(np.stack(highres), dtype=np.float32))
 
     def compute(self, inputs: Sequence[ClipESImage], class_lists: Sequence[Sequence[int]],
-                cam_size: Optional[int] = 50) -> list[torch.Tensor]:
+                cam_size: Optional[int] = CAM_SIZE) -> list[torch.Tensor]:
         """Refined CAMs per image, (len(class_lists[i]), cam_size, cam_size); ``cam_size=None`` gives them at
         each image's own size, as CLIP-ES saves them (before its float16 rounding)."""
         lists = self.check_request(inputs, class_lists)

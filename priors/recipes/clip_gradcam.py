@@ -60,10 +60,11 @@ from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
+from common.constants import CAM_SIZE
 from common.io import sha256_file
-from priors.clip_weights import (RANDOM_WEIGHTS, ClipWeightsError, build_openai_clip, random_clip_seed,
-                                random_weights_identity, random_weights_warning, read_clip_state_dict,
-                                resolve_openai_weights)
+from priors.clip_weights import (CLIP_PRECISION_CHOICES, CLIP_PRECISIONS, RANDOM_WEIGHTS, ClipWeightsError,
+                                build_openai_clip, random_clip_seed, random_weights_identity, random_weights_warning,
+                                read_clip_state_dict, resolve_openai_weights)
 
 logger = logging.getLogger(__name__)
 
@@ -77,8 +78,6 @@ __all__ = [
 ]
 
 PROMPT_TEMPLATE = "a photo of a {}"
-CLIP_PRECISIONS = ("fp32", "fp16")
-CLIP_PRECISION_CHOICES = ("auto",) + CLIP_PRECISIONS  # the --precision flag; "auto" is resolved per device
 LOGIT_SCALE = 100.0  # the released model multiplies by a constant 100, not by exp(logit_scale)
 CLIP_MODEL_NAME = "RN50"
 
@@ -325,7 +324,7 @@ class ClipGradCAM:
         return feats.to(self.dtype)
 
     def cams_from_features(self, feats: torch.Tensor, class_indices: Sequence[int],
-                           cam_size: Optional[int] = 50) -> torch.Tensor:
+                           cam_size: Optional[int] = CAM_SIZE) -> torch.Tensor:
         """Grad-CAM maps from layer4 features (N, C4, h, w), one target class per row.
 
         Returns (N, cam_size, cam_size) float32 on the CPU, each min-max normalised to [0, 1] (up to the
@@ -346,13 +345,13 @@ class ClipGradCAM:
         return torch.from_numpy(cams) if cam_size is None else resize_cams(cams, cam_size)
 
     def __call__(self, images: torch.Tensor, class_indices: Sequence[int],
-                 cam_size: Optional[int] = 50) -> torch.Tensor:
+                 cam_size: Optional[int] = CAM_SIZE) -> torch.Tensor:
         """CAMs of a preprocessed batch (N, 3, S, S), class ``class_indices[i]`` for image i: (N, s, s)."""
         return self.cams_from_features(self.features(images), class_indices, cam_size)
 
 
 def compute_cams(model: nn.Module, images: Sequence[Image.Image], class_indices: Sequence[int],
-                 class_names: Sequence[str], cam_size: int = 50,
+                 class_names: Sequence[str], cam_size: int = CAM_SIZE,
                  device: Optional[Union[str, torch.device]] = None, amp: bool = False) -> torch.Tensor:
     """CLIP Grad-CAM priors of PIL ``images`` for their classes: (N, cam_size, cam_size) float32 on the CPU.
 

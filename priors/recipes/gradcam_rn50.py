@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from common.constants import CAM_SIZE
 from common.io import names_sha256
 from priors.recipes.clip_gradcam import PROMPT_TEMPLATE, ClipGradCAM, load_clip_with_identity
 from priors.recipes.base import PriorRecipe
@@ -50,7 +51,7 @@ class GradCamRN50(PriorRecipe):
         return self.cam.preprocess
 
     def compute(self, inputs: Sequence[torch.Tensor], class_lists: Sequence[Sequence[int]],
-                cam_size: int = 50) -> list[torch.Tensor]:
+                cam_size: int = CAM_SIZE) -> list[torch.Tensor]:
         """One trunk forward for the images, one head backward for all their (image, class) rows."""
         lists = self.check_request(inputs, class_lists)
         if not inputs:
