@@ -6,7 +6,10 @@
 * :class:`TensorBoardWriter` writes ``<run>/tbd/runs`` as released: per epoch ``add_scalars`` under
   ``data/loss`` (``trn_loss``, ``val_loss``), ``data/miou`` (``trn_miou``, ``val_miou``) and ``data/fb_iou``
   (``trn_fb_iou``, ``val_fb_iou``), plus a few qualitative prediction images. On resume it writes
-  TensorBoard's purge marker into each event folder so an epoch logged before a crash is shown once.
+  TensorBoard's purge marker into each event folder so an epoch logged before a crash is shown once. The
+  summaries a person watches a run by (learning rate, throughput, memory, HParams, captioned validation
+  pictures) go through :meth:`TensorBoardWriter.add_summary` / :meth:`TensorBoardWriter.add_image` under
+  their own tags (:mod:`engine.run_watch`), never the released ones.
 """
 from __future__ import annotations
 
@@ -148,6 +151,15 @@ class TensorBoardWriter:
 
             self._write(self.logdir, Event(wall_time=time.time(), step=step,
                                            summary=image_summary(tag, image, dataformats="HWC")))
+
+    def add_summary(self, summary: Any, step: int) -> None:
+        """A tensorboardX ``Summary`` proto (e.g. from :mod:`common.tb_summaries`) at ``step``, into the run's own
+        events folder (``tbd/runs``, which a resume's purge marker covers); on disk after :meth:`flush`."""
+        if self.enabled:
+            from tensorboardX.proto.event_pb2 import Event
+
+            with refused_writes_reported(self.logdir):
+                self._write(self.logdir, Event(wall_time=time.time(), step=step, summary=summary))
 
     def flush(self) -> None:
         """Write everything logged so far to disk."""
