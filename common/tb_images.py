@@ -25,7 +25,7 @@ from common.vis import apply_mask, to_uint8_image
 GROUND_TRUTH_COLOR = (40, 200, 60)  # green
 PREDICTION_COLOR = (255, 50, 50)  # red
 PRIOR_ALPHA = 0.45
-TILE = 160  # pixels per tile side: legible captions, ~60 kB of PNG per episode and epoch
+TILE = 192  # pixels per tile side: captions legible when TensorBoard scales the picture to its card
 CAPTIONS = ("support + prior", "query + ground truth", "query + prediction")
 
 
@@ -71,13 +71,21 @@ def _font(size: int) -> Any:
         return ImageFont.load_default()
 
 
+def _fitting_size(captions: Sequence[str], tile: int, start: int) -> int:
+    """The largest text size, from ``start`` down to 8, at which each caption and its swatch fit in a tile."""
+    size = start
+    while size > 8 and max(_font(size).getlength(c) for c in captions) + 3 * size + 8 > tile:
+        size -= 1
+    return size
+
+
 HEAT = "heat"  # a caption's swatch: the heat scale (low to high) instead of one colour
 
 
 def _header(width: int, tile: int, title: str, captions: Sequence[tuple[str, Union[str, Sequence[int]]]]) -> np.ndarray:
     """A white band: ``title`` on the first line; on the second, over each tile, a swatch (an RGB colour, or
     :data:`HEAT` for the heat scale) and its caption."""
-    size = max(11, tile // 13)
+    size = _fitting_size([caption for caption, _ in captions], tile, start=max(11, tile // 12))
     line = size + size // 2
     band = Image.new("RGB", (width, 2 * line), (255, 255, 255))
     draw = ImageDraw.Draw(band)
