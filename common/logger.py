@@ -5,11 +5,10 @@
   stacks them. Ranks other than 0 only print warnings and write no file.
 * :class:`TensorBoardWriter` writes ``<run>/tbd/runs`` as released: per epoch ``add_scalars`` under
   ``data/loss`` (``trn_loss``, ``val_loss``), ``data/miou`` (``trn_miou``, ``val_miou``) and ``data/fb_iou``
-  (``trn_fb_iou``, ``val_fb_iou``), plus a few qualitative prediction images. On resume it writes
-  TensorBoard's purge marker into each event folder so an epoch logged before a crash is shown once. The
-  summaries a person watches a run by (learning rate, throughput, memory, HParams, captioned validation
-  pictures) go through :meth:`TensorBoardWriter.add_summary` / :meth:`TensorBoardWriter.add_image` under
-  their own tags (:mod:`engine.run_watch`), never the released ones.
+  (``trn_fb_iou``, ``val_fb_iou``). On resume it writes TensorBoard's purge marker into each event folder so an
+  epoch logged before a crash is shown once. What a person watches a run by (learning rate, throughput,
+  memory, HParams, captioned validation pictures: ``engine/run_watch.py``) goes through
+  :meth:`TensorBoardWriter.add_summary` into ``tbd/runs`` itself, under tags of its own.
 """
 from __future__ import annotations
 

@@ -43,7 +43,7 @@ import torch
 from common.evaluation import classify_prediction
 from common.logger import TensorBoardWriter
 from common.tb_images import episode_title, watch_panel
-from common.tb_summaries import (hparam_values, markdown_table, scalar_summary, session_end_summary,
+from common.tb_summaries import (hparam_values, image_summary, markdown_table, scalar_summary, session_end_summary,
                                  session_start_summary, text_summary)
 
 logger = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ class RunWatch:
     other than 0), apart from timing passes.
 
     Args:
-        writer: the run's TensorBoard writer (its :meth:`~TensorBoardWriter.add_summary` / ``add_image``).
+        writer: the run's TensorBoard writer (its :meth:`~TensorBoardWriter.add_summary`).
         args: the run's flags (for HParams and the flags table).
         optimizer: its learning rate is logged; its steps are counted (skipped steps).
         device: for the memory tag.
@@ -226,7 +226,7 @@ class RunWatch:
                                       shown.iou, index)
                 panel = watch_panel(shown.support_img, shown.prior, shown.query_img, shown.query_mask, shown.pred,
                                     title=title)
-                self.writer.add_image(f"val/episode_{index:04d}", panel, epoch)
+                self.writer.add_summary(image_summary(f"val/episode_{index:04d}", panel), epoch)
             self.writer.flush()
         self._shown = {}
         self._last = {"epoch": epoch, "trn": trn, "val": val, "best_miou": best_miou}

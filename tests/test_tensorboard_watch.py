@@ -85,13 +85,9 @@ class _Recorder:
 
     def __init__(self) -> None:
         self.summaries: list[tuple[int, Any]] = []
-        self.images: list[tuple[str, int]] = []
 
     def add_summary(self, summary: Any, step: int) -> None:
         self.summaries.append((step, summary))
-
-    def add_image(self, tag: str, image: np.ndarray, step: int) -> None:
-        self.images.append((tag, step))
 
     def flush(self) -> None:
         pass
