@@ -4,8 +4,9 @@ One picture per shown episode, three tiles left to right, each resized to ``tile
 
 * the support image with its *prior* (the CAM the model is given in place of a mask) as a heat map,
   blue (low) to red (high), scaled to the prior's own maximum;
-* the query with its ground-truth mask in green;
-* the query with the predicted mask in red;
+* the query with its ground-truth mask in green (filled and outlined);
+* the query with the predicted mask in red (filled and outlined), and the ground truth's outline in thin green,
+  so a miss shows as a green outline with nothing red inside;
 
 under a title line (class name, the episode's foreground IoU in percent, which validation episode it is) and a
 caption with a colour swatch over each tile. Nothing here changes its inputs.
@@ -25,6 +26,7 @@ from common.vis import apply_mask, to_uint8_image
 GROUND_TRUTH_COLOR = (40, 200, 60)  # green
 PREDICTION_COLOR = (255, 50, 50)  # red
 PRIOR_ALPHA = 0.45
+MASK_ALPHA = 0.4  # masks are filled at this opacity and outlined in full colour
 TILE = 192  # pixels per tile side: captions legible when TensorBoard scales the picture to its card
 CAPTIONS = ("support + prior", "query + ground truth", "query + prediction")
 
@@ -55,6 +57,23 @@ def _binary_at(mask: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     if tuple(mask.shape[-2:]) != size:
         mask = F.interpolate(mask[None, None], size, mode="nearest")[0, 0]
     return (mask == 1).numpy().astype(np.uint8)
+
+
+def outline(mask: np.ndarray, width: int = 2) -> np.ndarray:
+    """The pixels of a (H, W) 0/1 mask within ``width`` pixels of its edge (4-neighbour erosion), as bool."""
+    inner = mask.astype(bool)
+    for _ in range(width):
+        padded = np.pad(inner, 1, constant_values=False)
+        inner = (padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2]
+                 & padded[1:-1, 2:])
+    return mask.astype(bool) & ~inner
+
+
+def _outlined(image: np.ndarray, mask: np.ndarray, color: Sequence[int], width: int = 2) -> np.ndarray:
+    """A copy of ``image`` with the outline of ``mask`` drawn in ``color``: visible on any object's colour."""
+    out = image.copy()
+    out[outline(mask, width)] = color
+    return out
 
 
 def _resized(tile: np.ndarray, side: int) -> np.ndarray:
@@ -114,13 +133,13 @@ def watch_panel(support_img: torch.Tensor, support_prior: torch.Tensor, query_im
         title: the title line, e.g. ``"aeroplane (0)   IoU 53.2   val episode 12"``.
         tile: the side of each tile in pixels.
     """
-    support = to_uint8_image(support_img)
-    query = to_uint8_image(query_img)
-    size = query.shape[:2]
-    tiles = [prior_overlay(support, support_prior),
-             apply_mask(query, _binary_at(query_mask, size), GROUND_TRUTH_COLOR),
-             apply_mask(query, _binary_at(pred_mask, size), PREDICTION_COLOR)]
-    strip = np.concatenate([_resized(t, tile) for t in tiles], axis=1)
+    support = _resized(prior_overlay(to_uint8_image(support_img), support_prior), tile)
+    query = _resized(to_uint8_image(query_img), tile)
+    truth, pred = _binary_at(query_mask, (tile, tile)), _binary_at(pred_mask, (tile, tile))
+    with_truth = _outlined(apply_mask(query, truth, GROUND_TRUTH_COLOR, alpha=MASK_ALPHA), truth, GROUND_TRUTH_COLOR)
+    with_pred = _outlined(apply_mask(query, pred, PREDICTION_COLOR, alpha=MASK_ALPHA), pred, PREDICTION_COLOR)
+    with_pred = _outlined(with_pred, truth, GROUND_TRUTH_COLOR, width=1)  # where it should have been
+    strip = np.concatenate([support, with_truth, with_pred], axis=1)
     swatches = [HEAT, GROUND_TRUTH_COLOR, PREDICTION_COLOR]
     header = _header(strip.shape[1], tile, title, list(zip(CAPTIONS, swatches)))
     return np.concatenate([header, strip], axis=0)

@@ -25,7 +25,7 @@ import torch
 import train
 from common.logger import TensorBoardWriter
 from common.paths import CACHE_ROOT
-from common.tb_images import TILE, watch_panel
+from common.tb_images import TILE, outline, watch_panel
 from common.tb_summaries import hparam_values, markdown_table, scalar_summary
 from engine import training
 from engine.args import parse_args
@@ -70,6 +70,9 @@ def test_watch_panel_is_three_captioned_tiles():
     assert not np.array_equal(untitled[: header.shape[0]], header)
     assert np.array_equal(untitled[header.shape[0]:], panel[header.shape[0]:])  # the same tiles
     assert torch.equal(inputs[0], image)  # inputs unchanged
+    square = np.zeros((7, 7), np.uint8)
+    square[1:6, 1:6] = 1
+    assert outline(square, width=1).sum() == 16 and not outline(square, width=1)[3, 3]
 
 
 def test_shown_episodes_are_spread_over_classes():
