@@ -99,7 +99,7 @@ class _Recorder:
         return {v.tag: v.simple_value for _, s in self.summaries for v in s.value if v.HasField("simple_value")}
 
 
-def test_skipped_optimizer_steps_are_counted():
+def test_skipped_optimizer_steps_are_counted_and_a_failed_run_says_so():
     # the fp16 GradScaler skips optimizer.step() when the gradients overflowed: 3 batches, 2 steps -> 1 skipped
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.Adam([param], lr=1e-3)
@@ -114,11 +114,18 @@ def test_skipped_optimizer_steps_are_counted():
             param.grad = torch.ones(1)
             optimizer.step()
     watch.log_epoch(0, result, result, best_miou=2.0, train_batches=3)
+    watch.finish("nonfinite_loss", 1)
     watch.close()
     scalars = recorder.scalars()
     assert scalars["train/nonfinite_skipped_steps"] == 1 and scalars["val/best_miou"] == 2.0
     assert scalars["train/lr"] == pytest.approx(1e-3) and scalars["train/episodes_per_s"] > 0
     assert "val/epoch_s" not in scalars  # not timed
+    from tensorboardX.proto.api_pb2 import Status
+    from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData
+
+    (end,) = [v for _, s in recorder.summaries for v in s.value if v.tag == "_hparams_/session_end_info"]
+    status = HParamsPluginData.FromString(end.metadata.plugin_data.content).session_end_info.status
+    assert status == Status.Value("STATUS_FAILURE")  # a run stopped by a non-finite loss
 
 
 def test_a_resume_drops_the_redone_epochs_of_the_new_tags_too(tmp_path):
