@@ -5,8 +5,10 @@
   stacks them. Ranks other than 0 only print warnings and write no file.
 * :class:`TensorBoardWriter` writes ``<run>/tbd/runs`` as released: per epoch ``add_scalars`` under
   ``data/loss`` (``trn_loss``, ``val_loss``), ``data/miou`` (``trn_miou``, ``val_miou``) and ``data/fb_iou``
-  (``trn_fb_iou``, ``val_fb_iou``), plus a few qualitative prediction images. On resume it writes
-  TensorBoard's purge marker into each event folder so an epoch logged before a crash is shown once.
+  (``trn_fb_iou``, ``val_fb_iou``). On resume it writes TensorBoard's purge marker into each event folder so an
+  epoch logged before a crash is shown once. What a person watches a run by (learning rate, throughput,
+  memory, HParams, captioned validation pictures: ``engine/run_watch.py``) goes through
+  :meth:`TensorBoardWriter.add_summary` into ``tbd/runs`` itself, under tags of its own.
 """
 from __future__ import annotations
 
@@ -148,6 +150,15 @@ class TensorBoardWriter:
 
             self._write(self.logdir, Event(wall_time=time.time(), step=step,
                                            summary=image_summary(tag, image, dataformats="HWC")))
+
+    def add_summary(self, summary: Any, step: int) -> None:
+        """A tensorboardX ``Summary`` proto (e.g. from :mod:`common.tb_summaries`) at ``step``, into the run's own
+        events folder (``tbd/runs``, which a resume's purge marker covers); on disk after :meth:`flush`."""
+        if self.enabled:
+            from tensorboardX.proto.event_pb2 import Event
+
+            with refused_writes_reported(self.logdir):
+                self._write(self.logdir, Event(wall_time=time.time(), step=step, summary=summary))
 
     def flush(self) -> None:
         """Write everything logged so far to disk."""

@@ -118,16 +118,6 @@ def labelled_episode_panel(support_imgs: torch.Tensor, support_masks: torch.Tens
     return labelled_panel(tiles, captions, title)
 
 
-def batch_panels(batch: Mapping[str, Any], pred_mask: torch.Tensor, limit: int = 4) -> np.ndarray:
-    """The first ``limit`` episodes of a batch stacked vertically, for TensorBoard: (N * H, (K + 2) * W, 3)."""
-    rows = [episode_panel(batch["support_imgs"][i], batch["support_masks"][i], batch["query_img"][i],
-                          batch["query_mask"][i], pred_mask[i])
-            for i in range(min(limit, pred_mask.shape[0]))]
-    width = max(row.shape[1] for row in rows)
-    rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows]
-    return np.concatenate(rows, axis=0)
-
-
 class Visualizer:
     """Writes the ``--visualize`` JPEGs of test.py into ``out_dir``; ``class_names`` (0-based class id -> name)
     names the class in each picture's title (without it, or for an id it lacks: ``class <id>``)."""

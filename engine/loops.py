@@ -154,8 +154,11 @@ def train_epoch(model: nn.Module, loader: Iterable[Batch], optimizer: torch.opti
 @torch.no_grad()
 def validate_epoch(model: nn.Module, loader: Iterable[Batch], meter: IoUMeter, *, epoch: int, stage: int,
                    device: torch.device, amp: Union[bool, str, None] = False, log_every: int = 50,
-                   progress: bool = True, first_batch_hook: Optional[BatchHook] = None) -> PassResult:
+                   progress: bool = True, batch_hook: Optional[BatchHook] = None) -> PassResult:
     """One validation pass (1-shot forward with masks, loss reported as released).
+
+    ``batch_hook(batch, pred, batch_idx)`` is called per batch with the predicted (B, H, W) masks (the run's
+    TensorBoard pictures).
 
     ``model`` may be wrapped: DataParallel is used as is (its forward splits the batch over GPUs); a DDP
     wrapper is bypassed, since every rank scores its own shard and must not synchronise per step.
@@ -170,8 +173,8 @@ def validate_epoch(model: nn.Module, loader: Iterable[Batch], meter: IoUMeter, *
         pred = logit_q.argmax(dim=1)
         area_inter, area_union = classify_prediction(pred, batch)
         meter.update(area_inter, area_union, batch["class_id"], loss.float())
-        if idx == 0 and first_batch_hook is not None:
-            first_batch_hook(batch, pred, epoch)
+        if batch_hook is not None:
+            batch_hook(batch, pred, idx)
         if log_every and idx % log_every == 0:
             _log_progress(meter, idx, total, epoch, with_loss=True)
     result = _finish(meter, "Validation", epoch)

@@ -10,8 +10,9 @@
 5. :func:`build_trainer`: the model (frozen backbone), Adam, the AMP scaler, restored from ``last.pt``;
 6. :func:`build_loaders`: training episodes (random supports, sharded over ranks) and the fixed validation
    episodes, their CAM files checked (present, made from these images for these classes);
-7. :func:`run_epochs`: per epoch a training pass, a validation pass, TensorBoard, ``best_model.pt`` and
-   ``last.pt``; stops cleanly on a non-finite loss.
+7. :func:`run_epochs`: per epoch a training pass, a validation pass, TensorBoard (the released scalars, and
+   what a person watches a run by: :mod:`engine.run_watch`), ``best_model.pt`` and ``last.pt``; stops cleanly
+   on a non-finite loss.
 """
 from __future__ import annotations
 
@@ -32,7 +33,6 @@ from common.evaluation import IoUMeter
 from common.io import atomic_write_text
 from common.logger import TensorBoardWriter, log_args, log_params
 from common.seed import fix_randseed
-from common.vis import batch_panels
 from data.dataset import OutsideValueReport, build_dataloader, build_dataset
 from priors.provenance import check_cams_exist
 from data.fewshot import FewShotDataset
@@ -42,6 +42,7 @@ from engine.args import args_to_json, resolve_run_dir
 from priors.provenance import cam_manifest_digests, check_cam_provenance
 from engine.loops import NonFiniteLossError, train_epoch, validate_epoch
 from engine.run_folder import RunFolder
+from engine.run_watch import RunWatch
 from model import build_model
 from model.checkpoint import BACKBONE_PREFIX, backbone_record, check_backbone, is_slim
 
@@ -243,6 +244,18 @@ def select_training_episodes(args: argparse.Namespace, loaders: EpisodeLoaders, 
                               stream_seed=seed_for(args.seed, epoch, info.rank))
 
 
+def _run_watch(args: argparse.Namespace, trainer: Trainer, loaders: EpisodeLoaders, writer: TensorBoardWriter,
+               info: DistInfo, device: torch.device) -> RunWatch:
+    """The run's watch summaries (:mod:`engine.run_watch`), on rank 0, showing episodes of its validation shard."""
+    val_set = loaders.val_set
+    order = EpisodeSampler(len(val_set), rank=info.rank, world_size=info.world_size).indices()  # as the loader's
+    episodes = val_set.episodes
+    classes = [episodes[i].class_id for i in order] if episodes is not None else [0] * len(order)
+    return RunWatch(writer, args, trainer.optimizer, device, val_order=order, val_classes=classes,
+                    val_batch_size=loaders.val_loader.batch_size or 1, class_names=val_set.class_names(),
+                    enabled=info.is_main)
+
+
 def run_epochs(args: argparse.Namespace, trainer: Trainer, loaders: EpisodeLoaders, run_dir: Path,
                info: DistInfo, device: torch.device, *, loss_hook: Optional[LossHook] = None,
                after_epoch: Optional[Callable[[int], None]] = None) -> dict[str, Any]:
@@ -254,22 +267,25 @@ def run_epochs(args: argparse.Namespace, trainer: Trainer, loaders: EpisodeLoade
     amp = args.amp if device.type == "cuda" else False  # "fp16" (with trainer.scaler), "bf16" or off
     resumed = trainer.start_epoch > 0
     writer = TensorBoardWriter(run_dir, enabled=info.is_main, purge_step=trainer.start_epoch if resumed else None)
-    log_images = ((lambda batch, pred, epoch: writer.add_image("val/predictions", batch_panels(batch, pred), epoch))
-                  if info.is_main else None)
-    status, epoch, best_miou = "finished", trainer.start_epoch - 1, trainer.best_miou
+    watch = _run_watch(args, trainer, loaders, writer, info, device)
+    watch.start(trainer.start_epoch)
+    status, epoch, best_miou = "aborted", trainer.start_epoch - 1, trainer.best_miou
     try:
         for epoch in range(trainer.start_epoch, args.niter):
+            watch.begin_epoch()
             # A fresh draw of training episodes every epoch (released: fix_randseed(None)), reproducible from
             # --seed so that a resumed run continues exactly where it stopped.
             fix_randseed(seed_for(args.seed, epoch))
             select_training_episodes(args, loaders, epoch, info, loaders.trn_loader.batch_size or 1)
-            trn = train_epoch(trainer.net, loaders.trn_loader, trainer.optimizer,
-                              IoUMeter.for_dataset(loaders.trn_set, device), epoch=epoch, stage=args.stage,
-                              device=device, amp=amp, scaler=trainer.scaler, loss_hook=loss_hook)
+            with watch.timed("train"):
+                trn = train_epoch(trainer.net, loaders.trn_loader, trainer.optimizer,
+                                  IoUMeter.for_dataset(loaders.trn_set, device), epoch=epoch, stage=args.stage,
+                                  device=device, amp=amp, scaler=trainer.scaler, loss_hook=loss_hook)
             fix_randseed(0)  # validation episodes are the same every epoch
-            val = validate_epoch(trainer.net, loaders.val_loader, IoUMeter.for_dataset(loaders.val_set, device),
-                                 epoch=epoch, stage=args.stage, device=device, amp=amp,
-                                 first_batch_hook=log_images)
+            with watch.timed("val"):
+                val = validate_epoch(trainer.net, loaders.val_loader, IoUMeter.for_dataset(loaders.val_set, device),
+                                     epoch=epoch, stage=args.stage, device=device, amp=amp,
+                                     batch_hook=watch.val_batch if watch.enabled else None)
             if info.is_main:
                 if val.miou > best_miou:
                     best_miou = val.miou
@@ -277,6 +293,7 @@ def run_epochs(args: argparse.Namespace, trainer: Trainer, loaders: EpisodeLoade
                                    slim_backbone=trainer.backbone if args.slim_checkpoints else None)
                     logger.info("Model saved @%d w/ val. mIoU: %5.2f.\n", epoch, val.miou)
                 writer.log_epoch(epoch, trn.as_dict(), val.as_dict())
+                watch.log_epoch(epoch, trn, val, best_miou=best_miou, train_batches=len(loaders.trn_loader))
                 ckpt.save_last(run_dir, model=trainer.model, optimizer=trainer.optimizer, epoch=epoch,
                                best_miou=best_miou, args=vars(args), backbone=trainer.backbone,
                                scaler=trainer.scaler,
@@ -285,11 +302,15 @@ def run_epochs(args: argparse.Namespace, trainer: Trainer, loaders: EpisodeLoade
             best_miou = float(broadcast_object(best_miou))
             if after_epoch is not None:
                 after_epoch(epoch)
+        status = "finished"
     except NonFiniteLossError as err:
         status = "nonfinite_loss"
         logger.error("Stopping: %s. The checkpoints in %s are those of the last good epoch (%d).",
                      err, run_dir, err.epoch - 1)
     finally:
+        if status != "aborted":  # an interrupted run is continued by --resume, which starts a new session
+            watch.finish(status, epoch + 1 if status == "finished" else epoch)
+        watch.close()
         writer.close()
     masks_note = loaders.trn_set.mask_report.summary(loaders.trn_set.mask_report.gathered())
     if masks_note and info.is_main:
