@@ -72,6 +72,10 @@ def build_parser(script: Script) -> argparse.ArgumentParser:
     run = parser.add_argument_group("run")
     add_flags(run, script, "--logpath", "--device", "--amp", "--compile", "--tf32", "--seed", **given)
     if training:
+        run.add_argument("--micro-bsz", dest="micro_bsz", type=str, default=None, metavar="M|auto",
+                         help="compute each batch of --bsz episodes as passes of at most M episodes, one optimizer "
+                              "step per batch (the same step: the released recipe on a smaller GPU; per rank under "
+                              "DDP); auto: the largest M whose step fits the GPU (the whole batch on a CPU)")
         run.add_argument("--checkpoint-learner", action="store_true",
                          help="activation checkpointing of the correlation and the 4D-convolution learner: they "
                               "run again in backward, so the graph keeps less memory (for GPUs too small for the "
@@ -166,6 +170,10 @@ def validate_and_resolve(args: argparse.Namespace, script: Script,
     _positive(parser, "--img-size", args.img_size, 32)
     if script == "train":
         _positive(parser, "--niter", args.niter)
+        if args.micro_bsz not in (None, "auto"):
+            if not args.micro_bsz.isdigit() or int(args.micro_bsz) < 1:
+                parser.error(f"argument --micro-bsz: a number >= 1 or 'auto', got {args.micro_bsz!r}")
+            args.micro_bsz = int(args.micro_bsz)
         if not args.lr > 0:
             parser.error(f"argument --lr: must be > 0, got {args.lr}")
     else:

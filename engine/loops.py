@@ -22,6 +22,7 @@ from torch import nn
 from common.distributed import all_reduce_flag, unwrap
 from common.evaluation import IoUMeter, classify_prediction
 from common.progress import Progress, track
+from engine.micro_batches import micro_batches, sync_context
 
 logger = logging.getLogger(__name__)
 
@@ -116,36 +117,44 @@ def _finish(meter: IoUMeter, split: str, epoch: int, with_loss: bool = True) -> 
 
 def train_epoch(model: nn.Module, loader: Iterable[Batch], optimizer: torch.optim.Optimizer, meter: IoUMeter, *,
                 epoch: int, stage: int, device: torch.device, amp: Union[bool, str, None] = False,
-                scaler: Optional[Any] = None,
+                scaler: Optional[Any] = None, micro_bsz: Optional[int] = None,
                 log_every: int = 50, progress: bool = True,
                 loss_hook: Optional[Callable[[torch.Tensor, int], torch.Tensor]] = None) -> PassResult:
     """One training epoch (model in ``train_mode``: learner trains, backbone BN frozen).
 
+    ``micro_bsz``: each batch as passes of at most that many episodes, one optimizer step per batch
+    (:mod:`engine.micro_batches`); the logged loss and metrics are the whole batch's.
     ``loss_hook(loss, batch_idx) -> loss`` lets tests inject a loss (e.g. NaN) without touching the model.
     """
     unwrap(model).train_mode()
     total = len(loader)  # type: ignore[arg-type]
     for idx, batch in enumerate(_progress(loader, total, f"[Epoch: {epoch:02d}] train", progress, meter, True)):
         batch = to_device(batch, device)
-        with autocast(device, amp):
-            logit_q, loss = forward_1shot(model, batch, stage)
-        if loss_hook is not None:
-            loss = loss_hook(loss, idx)
-        bad = not bool(torch.isfinite(loss.detach()).all())
-        if all_reduce_flag(bad, device):
-            raise NonFiniteLossError(epoch, idx, float(loss.detach()))
         optimizer.zero_grad(set_to_none=True)
+        parts = list(micro_batches(batch, micro_bsz))
+        logits, losses = [], []
+        for number, (part, share) in enumerate(parts):
+            with sync_context(model, last=number == len(parts) - 1):
+                with autocast(device, amp):
+                    logit_q, loss = forward_1shot(model, part, stage)
+                if loss_hook is not None:
+                    loss = loss_hook(loss, idx)
+                bad = not bool(torch.isfinite(loss.detach()).all())
+                if all_reduce_flag(bad, device):
+                    raise NonFiniteLossError(epoch, idx, float(loss.detach()))
+                weighted = loss * share if len(parts) > 1 else loss
+                (scaler.scale(weighted) if scaler is not None else weighted).backward()
+            logits.append(logit_q.detach())
+            losses.append(loss.detach() * share if len(parts) > 1 else loss.detach())
         if scaler is not None:
-            scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
         else:
-            loss.backward()
             optimizer.step()
         with torch.no_grad():
-            pred = logit_q.argmax(dim=1)
+            pred = torch.cat(logits).argmax(dim=1)
             area_inter, area_union = classify_prediction(pred, batch)
-            meter.update(area_inter, area_union, batch["class_id"], loss.detach())
+            meter.update(area_inter, area_union, batch["class_id"], sum(losses[1:], losses[0]))
         if log_every and idx % log_every == 0:
             _log_progress(meter, idx, total, epoch, with_loss=True)
     return _finish(meter, "Training", epoch)

@@ -40,7 +40,7 @@ LOG_NAME = "log.txt"
 INTERRUPTED_LOG_NAME = "log.interrupted.txt"
 # Flags a resumed run may change: they change how fast or where it runs, not what it computes.
 # --checkpoint-learner: the same gradients with less memory, for a GPU the run outgrew
-RESUME_MAY_CHANGE = ("niter", "nworker", "device", "slim_checkpoints", "checkpoint_learner")
+RESUME_MAY_CHANGE = ("niter", "nworker", "device", "slim_checkpoints", "checkpoint_learner", "micro_bsz")
 TEST_RESUME_MAY_CHANGE = ("nworker", "device", "bootstrap")  # --bootstrap: intervals are recomputed for all cells
 # --logpath names the folder itself; command holds --resume; cam_manifests (what the CAM folders hold) is
 # compared with a warning

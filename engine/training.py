@@ -40,7 +40,8 @@ from engine import run_checkpoint as ckpt
 from engine import run_folder
 from engine.args import args_to_json, resolve_run_dir
 from priors.provenance import cam_manifest_digests, check_cam_provenance
-from engine.loops import NonFiniteLossError, train_epoch, validate_epoch
+from engine.loops import NonFiniteLossError, autocast, forward_1shot, to_device, train_epoch, validate_epoch
+from engine.micro_batches import resolve_micro_bsz
 from engine.run_folder import RunFolder
 from engine.run_watch import RunWatch
 from model import build_model
@@ -256,6 +257,35 @@ def _run_watch(args: argparse.Namespace, trainer: Trainer, loaders: EpisodeLoade
                     enabled=info.is_main)
 
 
+def resolve_micro_batch(args: argparse.Namespace, trainer: Trainer, loaders: EpisodeLoaders,
+                        device: torch.device) -> Optional[int]:
+    """``--micro-bsz`` for this rank's batches (:func:`engine.micro_batches.resolve_micro_bsz`); ``auto`` on
+    CUDA tries training steps on validation episodes (their draw is fixed, so the training draws are unchanged)
+    and leaves the gradients cleared."""
+    batch_size = loaders.trn_loader.batch_size or 1
+    amp = args.amp if device.type == "cuda" else False
+
+    def try_step(size: int) -> None:  # on the bare model: no DDP communication while ranks probe alone
+        episodes = [loaders.val_set[i % len(loaders.val_set)] for i in range(size)]
+        batch = to_device(torch.utils.data.default_collate(episodes), device)
+        try:
+            with autocast(device, amp):
+                _, loss = forward_1shot(trainer.model, batch, args.stage)
+            loss.backward()
+        finally:
+            trainer.optimizer.zero_grad(set_to_none=True)
+
+    micro = resolve_micro_bsz(getattr(args, "micro_bsz", None), batch_size, device, try_step)
+    if args.micro_bsz == "auto" and torch.distributed.is_initialized():  # every rank the same passes per step
+        size = torch.tensor([micro or batch_size], device=device)
+        torch.distributed.all_reduce(size, op=torch.distributed.ReduceOp.MIN)
+        micro = None if int(size) >= batch_size else int(size)
+    if micro is not None:
+        logger.info("--micro-bsz %s: batches of %d episodes as %d passes of at most %d", args.micro_bsz, batch_size,
+                    -(-batch_size // micro), micro)
+    return micro
+
+
 def run_epochs(args: argparse.Namespace, trainer: Trainer, loaders: EpisodeLoaders, run_dir: Path,
                info: DistInfo, device: torch.device, *, loss_hook: Optional[LossHook] = None,
                after_epoch: Optional[Callable[[int], None]] = None) -> dict[str, Any]:
@@ -265,6 +295,7 @@ def run_epochs(args: argparse.Namespace, trainer: Trainer, loaders: EpisodeLoade
     ``loss_hook`` and ``after_epoch`` are test seams (inject a loss, simulate a crash after an epoch).
     """
     amp = args.amp if device.type == "cuda" else False  # "fp16" (with trainer.scaler), "bf16" or off
+    micro_bsz = resolve_micro_batch(args, trainer, loaders, device)
     resumed = trainer.start_epoch > 0
     writer = TensorBoardWriter(run_dir, enabled=info.is_main, purge_step=trainer.start_epoch if resumed else None)
     watch = _run_watch(args, trainer, loaders, writer, info, device)
@@ -280,7 +311,8 @@ def run_epochs(args: argparse.Namespace, trainer: Trainer, loaders: EpisodeLoade
             with watch.timed("train"):
                 trn = train_epoch(trainer.net, loaders.trn_loader, trainer.optimizer,
                                   IoUMeter.for_dataset(loaders.trn_set, device), epoch=epoch, stage=args.stage,
-                                  device=device, amp=amp, scaler=trainer.scaler, loss_hook=loss_hook)
+                                  device=device, amp=amp, scaler=trainer.scaler, micro_bsz=micro_bsz,
+                                  loss_hook=loss_hook)
             fix_randseed(0)  # validation episodes are the same every epoch
             with watch.timed("val"):
                 val = validate_epoch(trainer.net, loaders.val_loader, IoUMeter.for_dataset(loaders.val_set, device),
