@@ -360,7 +360,7 @@ def _run_local(grid: Path, folder: Path, options: ClusterOptions, to_submit: lis
 
     def finish(record: JobRecord, job: Any) -> bool:
         try:
-            job.result()
+            job.results()  # every task's (a job of several tasks has no single result)
             ok = True
         except Exception:  # noqa: BLE001 - any failure of the job; its log says which
             ok = False

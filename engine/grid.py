@@ -418,7 +418,7 @@ def format_status(rows: Sequence[CellStatus], width: int = 60) -> str:
 def write_tables(grid: Path, spec: GridSpec) -> Path:
     """``GRID/tables.md``: every finished test sweep's ``table.md`` under its title (the paper's layout, 95%
     intervals), a line for each sweep not finished."""
-    parts = [f"# The grid's tables ({grid})\n"]
+    parts = ["# The grid's tables\n"]
     for group in test_groups(spec):
         table = group.run_dir(grid) / "table.md"
         if group_finished(grid, group) and table.is_file():
