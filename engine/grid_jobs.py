@@ -123,6 +123,8 @@ def _join_rendezvous() -> int:
     """Export the DDP rendezvous of this job's tasks (``MASTER_ADDR``/``PORT``, ``RANK``, ``WORLD_SIZE``,
     ``LOCAL_RANK``) for :func:`common.distributed.init_distributed`; returns this task's rank."""
     env = submitit.JobEnvironment()
+    # submitit's own lines go to the job's stderr file only, not into the run's log.txt
+    logging.getLogger("submitit").propagate = False
     if env.num_tasks > 1:
         # every GPU of the node stays visible: a rank takes cuda:LOCAL_RANK (common.distributed)
         submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
