@@ -30,7 +30,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import submitit
 import torch
@@ -58,7 +58,7 @@ class PreemptionWatch:
         requeue: what rank 0 calls to requeue the job (returns whether it did).
     """
 
-    def __init__(self, grace_s: float, requeue: "callable", rank: int) -> None:
+    def __init__(self, grace_s: float, requeue: Callable[[], bool], rank: int) -> None:
         self.grace_s, self._requeue, self.rank = grace_s, requeue, rank
         self.requested = False
         self.requeued = False
