@@ -14,6 +14,7 @@ the guide: docs/cluster.md.
 """
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -21,7 +22,7 @@ from typing import Optional, Sequence
 from common.cli import ArgumentParser, run_cli
 from common.paths import LOG_ROOT
 from data.benchmarks import BENCHMARKS, NFOLDS
-from engine.cluster import EXECUTORS, ClusterOptions, echo_command, launch, status
+from engine.cluster import EXECUTORS, ClusterOptions, launch, status
 from engine.grid import GridSpec
 from model.backbone import BACKBONES
 
@@ -96,7 +97,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              qos=args.qos, constraint=args.constraint, gpus_per_job=args.gpus_per_job,
                              tasks_per_job=args.tasks_per_job, cpus_per_task=args.cpus_per_task, mem_gb=args.mem_gb,
                              max_requeues=args.max_requeues, signal_delay_s=args.signal_delay, parallel=args.parallel)
-    return launch(Path(args.grid_dir), spec, options, dry_run=args.dry_run, command=echo_command(argv))
+    return launch(Path(args.grid_dir), spec, options, dry_run=args.dry_run, command=shlex.join(["python", "launch.py", *argv]))
 
 
 def cli(argv: Optional[Sequence[str]] = None) -> int:

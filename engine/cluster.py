@@ -18,7 +18,6 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -407,6 +406,3 @@ def status(grid: Path) -> str:
     """``launch.py status GRID``: the grid's cells and test sweeps as a table."""
     return grid_lib.format_status(grid_lib.grid_status(grid.absolute(), record_states))
 
-
-def echo_command(argv: Optional[Sequence[str]] = None) -> str:
-    return shlex.join(["python", "launch.py", *(sys.argv[1:] if argv is None else argv)])
