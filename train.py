@@ -20,40 +20,18 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 from common.cli import run_cli
-from common.device import configure_tf32, resolve_device
-from common.distributed import cleanup, init_distributed, local_batch_size
-from common.logger import setup_logging
-from common.seed import fix_randseed
 from engine import training
 from engine.args import parse_args
-from engine.run_checkpoint import LAST_NAME
-from engine.run_folder import removed_on_bad_input
 
 
 def main(args: argparse.Namespace, *, loss_hook: Optional[Callable[[torch.Tensor, int], torch.Tensor]] = None,
          after_epoch: Optional[Callable[[int], None]] = None) -> dict[str, Any]:
-    """Train; returns ``{"status": "finished" | "nonfinite_loss", "best_miou", "epochs", "run_dir"}``.
+    """Train; returns ``{"status": "finished" | "nonfinite_loss", "best_miou", "epochs", "run_dir"}``
+    (:func:`engine.training.train`, which the cluster jobs of ``launch.py`` call too).
 
     ``loss_hook`` and ``after_epoch`` are test seams (inject a loss, simulate a crash after an epoch).
     """
-    device = resolve_device(args.device)
-    configure_tf32(args.tf32)
-    info, device = init_distributed(device)
-    try:
-        bsz = local_batch_size(args.bsz, info)
-        run = training.open_run_folder(args, info)
-        with removed_on_bad_input(run, info, finished=LAST_NAME):
-            state = training.load_resume_state(args, run.path, info)
-            setup_logging(run.path, rank=info.rank)
-            training.decide_seed(args, run.path, info)
-            training.record_arguments(args, run.path, state, info, device)
-            fix_randseed(args.seed)  # the model's initial weights
-            trainer = training.build_trainer(args, device, state, info.distributed)
-            loaders = training.build_loaders(args, info, bsz)
-            return training.run_epochs(args, trainer, loaders, run.path, info, device, loss_hook=loss_hook,
-                                       after_epoch=after_epoch)
-    finally:
-        cleanup()
+    return training.train(args, loss_hook=loss_hook, after_epoch=after_epoch)
 
 
 def cli(argv: Optional[Sequence[str]] = None) -> int:

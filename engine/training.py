@@ -13,6 +13,8 @@
 7. :func:`run_epochs`: per epoch a training pass, a validation pass, TensorBoard (the released scalars, and
    what a person watches a run by: :mod:`engine.run_watch`), ``best_model.pt`` and ``last.pt``; stops cleanly
    on a non-finite loss.
+
+:func:`train` runs them in that order (``train.py``, and the cluster jobs of ``launch.py``: :mod:`engine.grid_jobs`).
 """
 from __future__ import annotations
 
@@ -28,10 +30,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from common.distributed import DistInfo, EpisodeSampler, broadcast_object, check_on_main, seed_for
+from common.device import configure_tf32, resolve_device
+from common.distributed import (DistInfo, EpisodeSampler, broadcast_object, check_on_main, cleanup, init_distributed,
+                                local_batch_size, seed_for)
 from common.evaluation import IoUMeter
 from common.io import atomic_write_text
-from common.logger import TensorBoardWriter, log_args, log_params
+from common.logger import TensorBoardWriter, log_args, log_params, setup_logging
 from common.seed import fix_randseed
 from data.dataset import OutsideValueReport, build_dataloader, build_dataset
 from priors.provenance import check_cams_exist
@@ -350,3 +354,31 @@ def run_epochs(args: argparse.Namespace, trainer: Trainer, loaders: EpisodeLoade
     if status == "finished":
         logger.info("==================== Finished Training ====================")
     return {"status": status, "best_miou": best_miou, "epochs": epoch + 1, "run_dir": run_dir}
+
+
+def train(args: argparse.Namespace, *, loss_hook: Optional[LossHook] = None,
+          after_epoch: Optional[Callable[[int], None]] = None) -> dict[str, Any]:
+    """A whole training run of the resolved ``train.py`` arguments (:func:`engine.args.parse_args`), on this
+    process or as one rank of a torchrun/SLURM launch; returns :func:`run_epochs`' result.
+
+    ``loss_hook`` and ``after_epoch`` are seams: tests inject a loss or simulate a crash, cluster jobs stop at a
+    step boundary when SLURM asks them to (:mod:`engine.grid_jobs`).
+    """
+    device = resolve_device(args.device)
+    configure_tf32(args.tf32)
+    info, device = init_distributed(device)
+    try:
+        bsz = local_batch_size(args.bsz, info)
+        run = open_run_folder(args, info)
+        with run_folder.removed_on_bad_input(run, info, finished=ckpt.LAST_NAME):
+            state = load_resume_state(args, run.path, info)
+            setup_logging(run.path, rank=info.rank)
+            decide_seed(args, run.path, info)
+            record_arguments(args, run.path, state, info, device)
+            fix_randseed(args.seed)  # the model's initial weights
+            trainer = build_trainer(args, device, state, info.distributed)
+            loaders = build_loaders(args, info, bsz)
+            return run_epochs(args, trainer, loaders, run.path, info, device, loss_hook=loss_hook,
+                              after_epoch=after_epoch)
+    finally:
+        cleanup()
