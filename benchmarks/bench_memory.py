@@ -54,11 +54,14 @@ ITEMSIZE = {"float": 4, "c10::Half": 2, "c10::BFloat16": 2, "double": 8, "long i
 
 
 def train_step(model: torch.nn.Module, ep: dict[str, torch.Tensor], stage: int,
-               between: Optional[Callable[[], None]] = None) -> None:
-    """Forward with the loss, ``between()``, backward (``train_mode``, gradients set to None first)."""
+               between: Optional[Callable[[], None]] = None, autocast: Optional[torch.dtype] = None) -> None:
+    """Forward with the loss, ``between()``, backward (``train_mode``, gradients set to None first); the forward
+    under ``autocast`` to that dtype when given (CPU or CUDA, as ``--amp`` does on CUDA)."""
     model.train_mode()
     model.zero_grad(set_to_none=True)
-    out_q, out_s, loss = model(**{k: v.clone() for k, v in ep.items()}, stage=stage)
+    device_type = next(model.parameters()).device.type
+    with torch.autocast(device_type, dtype=autocast or torch.float32, enabled=autocast is not None):
+        out_q, out_s, loss = model(**{k: v.clone() for k, v in ep.items()}, stage=stage)
     del out_q, out_s
     if between is not None:
         between()
@@ -93,14 +96,15 @@ def saved_tensor_bytes(model: torch.nn.Module, ep: dict[str, torch.Tensor], stag
 
 
 def profile_step(model: torch.nn.Module, ep: dict[str, torch.Tensor], stage: int,
-                 top: int = 8) -> dict[str, Any]:
+                 top: int = 8, autocast: Optional[torch.dtype] = None) -> dict[str, Any]:
     """Held-for-backward bytes, backward peak and copy bytes of one step, from one profiled run."""
     from torch.profiler import ProfilerActivity, profile
 
     marks: dict[str, int] = {}
     activities = [ProfilerActivity.CPU]
     with profile(activities=activities, profile_memory=True, record_shapes=True) as prof:
-        train_step(model, ep, stage, between=lambda: marks.setdefault("forward_end", time.perf_counter_ns()))
+        train_step(model, ep, stage, between=lambda: marks.setdefault("forward_end", time.perf_counter_ns()),
+                   autocast=autocast)
     copies: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
     for event in prof.events():
         if event.name != "aten::copy_" or not event.input_shapes or not event.input_shapes[0]:
@@ -280,6 +284,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--cuda-batches", nargs="*", type=int, default=[1, 10, 20, 40])
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: PyTorch's default)")
+    parser.add_argument("--autocast", choices=["bf16", "fp16"], default=None,
+                        help="also measure each variant's memory with the forward under autocast to this dtype "
+                             "(bf16 works on a CPU: what --amp bf16 keeps, measured without a GPU)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args(argv)
     if args.threads:
@@ -301,9 +308,12 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         ep = make_episode(1, args.size, device)
         for stage in args.stage:
             rows: dict[str, dict[str, Any]] = {name: {} for name in models}
-            for name, model in models.items():
+            for name, model in list(models.items()):
                 if "memory" in args.measure:
                     rows[name].update(profile_step(model, ep, stage))
+                    if args.autocast:
+                        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[args.autocast]
+                        rows[f"{name} {args.autocast}"] = profile_step(model, ep, stage, autocast=dtype)
                 if "hooks" in args.measure:
                     rows[name]["saved_hooks"], rows[name]["largest_saved"] = saved_tensor_bytes(model, ep, stage)
                 if "flops" in args.measure:
@@ -338,10 +348,10 @@ def _print_table(backbone: str, stage: int, rows: dict[str, dict[str, Any]]) -> 
     print(f"\n{backbone}, stage {stage} (MB per episode; x = ours / released)")
     columns = [("held_for_backward", "held for bwd"), ("peak_step", "step peak"), ("copy_bytes", "copy"),
                ("saved_hooks", "saved (hooks)"), ("flops", "GFLOP"), ("seconds", "s / step")]
-    header = f"{'':10s}" + "".join(f"{title:>22s}" for key, title in columns if any(key in r for r in rows.values()))
+    header = f"{'':14s}" + "".join(f"{title:>22s}" for key, title in columns if any(key in r for r in rows.values()))
     print(header)
     for name, row in rows.items():
-        line = f"{name:10s}"
+        line = f"{name:14s}"
         for key, _ in columns:
             if not any(key in r for r in rows.values()):
                 continue

@@ -66,9 +66,19 @@ ddp = torch.nn.parallel.DistributedDataParallel(model)
 model.train_mode()
 _, loss = forward_1shot(ddp, local, args.stage)
 loss.backward()
+# the same global batch as --micro-bsz 1 passes per rank: gradients synchronised on the last pass only
+from common.evaluation import IoUMeter
+from engine.loops import train_epoch
+micro_model = fresh_model()
+micro_ddp = torch.nn.parallel.DistributedDataParallel(micro_model)
+optimizer = torch.optim.SGD([p for p in micro_model.parameters() if p.requires_grad], lr=0.0)
+train_epoch(micro_ddp, [local], optimizer, IoUMeter(list(range(20)), 20), epoch=0, stage=args.stage,
+            device=torch.device("cpu"), micro_bsz=1, log_every=0, progress=False)
 if info.rank == 0:
     torch.save({"batch": {k: v for k, v in batch.items() if torch.is_tensor(v)},
-                "grads": {n: p.grad for n, p in model.named_parameters() if p.grad is not None}}, out / "ddp.pt")
+                "grads": {n: p.grad for n, p in model.named_parameters() if p.grad is not None},
+                "micro_grads": {n: p.grad for n, p in micro_model.named_parameters() if p.grad is not None}},
+               out / "ddp.pt")
 dist.barrier()
 result = train.main(args)
 if info.rank == 0:
@@ -130,9 +140,10 @@ def test_torchrun_two_ranks_gloo_trains_and_averages_gradients(synthetic_root, t
     _, loss = forward_1shot(model, saved["batch"], parse_args("train", argv).stage)
     loss.backward()
     grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
-    assert set(grads) == set(saved["grads"]) and grads
+    assert set(grads) == set(saved["grads"]) == set(saved["micro_grads"]) and grads
     for name, grad in grads.items():
         torch.testing.assert_close(saved["grads"][name], grad, rtol=1e-4, atol=1e-6, msg=name)
+        torch.testing.assert_close(saved["micro_grads"][name], grad, rtol=1e-4, atol=1e-6, msg=name)  # --micro-bsz
 
 
 def _free_port() -> int:
