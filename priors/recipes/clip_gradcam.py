@@ -148,7 +148,8 @@ def _load(weights: Optional[PathLike], cache_dir: Optional[PathLike],
         model = build_clip_from_state_dict(state, source=f"--clip-weights {weights}", precision=precision)
         return model, lambda: random_clip_identity(seed, state)
     path = resolve_clip_weights(weights, cache_dir=cache_dir)
-    model = build_clip_from_state_dict(read_clip_state_dict(path, CLIP_MODEL_NAME), source=f"--clip-weights {path}", precision=precision)
+    model = build_clip_from_state_dict(read_clip_state_dict(path, CLIP_MODEL_NAME), source=f"--clip-weights {path}",
+                                       precision=precision)
     logger.info("CLIP RN50 weights: %s", path)
     return model, lambda: sha256_file(path)
 

@@ -1,5 +1,6 @@
 """``gradcam-rn50``: the released recipe (CLIP RN50 Grad-CAM, :mod:`priors.recipes.clip_gradcam`) behind the
-:class:`~priors.recipes.base.PriorRecipe` interface. The numbers are :class:`~priors.recipes.clip_gradcam.ClipGradCAM`'s,
+:class:`~priors.recipes.base.PriorRecipe` interface. The numbers are
+:class:`~priors.recipes.clip_gradcam.ClipGradCAM`'s,
 unchanged: this module only regroups a batch's (image, class) pairs into rows and back."""
 from __future__ import annotations
 
@@ -71,10 +72,11 @@ def build_gradcam_rn50(class_names: Sequence[str], *, weights: Optional[Union[st
 
     Args:
         weights: OpenAI's ``RN50.pt`` or a state dict with its keys (None: the cache, downloaded when online;
-            ``"random"`` / ``"random:SEED"``: random weights; see :func:`priors.recipes.clip_gradcam.load_clip`). Ignored
-            when ``model`` is given.
+            ``"random"`` / ``"random:SEED"``: random weights; see :func:`priors.recipes.clip_gradcam.load_clip`).
+            Ignored when ``model`` is given.
         model: an already loaded open_clip CLIP RN50 (e.g. random weights in tests).
-        device, precision, amp: as :func:`priors.recipes.clip_gradcam.load_clip` and :class:`~priors.recipes.clip_gradcam.ClipGradCAM`.
+        device, precision, amp: as :func:`priors.recipes.clip_gradcam.load_clip` and
+            :class:`~priors.recipes.clip_gradcam.ClipGradCAM`.
         weights_sha256: recorded in the settings; when weights are loaded here, their identity (the file's
             SHA-256, or what random weights record) unless given.
     """
