@@ -285,8 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="how to read the values (default: the naming's: auto for pairs, label for tlg)")
     sub.add_argument("--resize", choices=RESIZE_METHODS, default=None,
                      help="down to --cam-size (default: nearest for label maps, area otherwise)")
-    add_flags(sub, "import", "--split", "--datapath", "--splitpath", "--cam-size", "--no-progress",
-              splits=f"{' '.join(SPLITS)}; FSS-1000 {' '.join(FSS_SPLITS)}")
+    add_flags(sub, "import", "--split", "--datapath", "--splitpath", "--cam-size", "--no-progress")
     return parser
 
 

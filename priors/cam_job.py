@@ -436,15 +436,14 @@ def build_parser(benchmark: str) -> argparse.ArgumentParser:
         raise ValueError(f"benchmark must be one of {BENCHMARKS}, got {benchmark!r}")
     spec = BENCHMARK_SPECS[benchmark]
     texts = {"description": f"CAM priors for every (image, class) pair of {spec.title}",
-             "datapath": "root of the benchmark's images; default for the paths below", "imgpath": "images",
+             "imgpath": "images",
              "campath": "output folder", **spec.cam_job_help}
     parser = ArgumentParser(description=texts["description"], formatter_class=HelpFormatter)
-    add_flags(parser, "cam", "--datapath", datapath_help=texts["datapath"])
+    add_flags(parser, "cam", "--datapath")
     parser.add_argument("--imgpath", type=str, default=None,
                         help=f"{texts['imgpath']} (default: <datapath>/{spec.image_dir})")
     if not spec.one_cam_folder:
-        add_flags(parser, "cam", "--traincampath", "--valcampath", train_cam_dir=spec.cam_dirs[0],
-                  val_cam_dir=spec.cam_dirs[1])
+        add_flags(parser, "cam", "--traincampath", "--valcampath")
     else:
         parser.add_argument("--campath", type=str, default=None,
                             help=f"{texts['campath']} (default: <datapath>/{spec.cam_dirs[0]})")
