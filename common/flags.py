@@ -31,8 +31,8 @@ from typing import Any, Mapping, Union
 from common.constants import CAM_SIZE, IMG_SIZE
 from common.paths import DEFAULT_DATAPATH, LOG_ROOT, REPO_ROOT
 
-__all__ = ["EXCEPTIONS", "FLAGS", "GROUPS", "REQUIRED", "SCRIPTS", "Flag", "Given", "add_flags", "declared_options",
-           "flag_options"]
+__all__ = ["EXCEPTIONS", "FLAGS", "GROUPS", "REQUIRED", "SCRIPTS", "Flag", "Given", "add_flags", "check_minimums",
+           "declared_options", "flag_options"]
 
 SCRIPTS = {
     "train": "train.py", "test": "test.py", "cam": "generate_cam_{voc,coco,fss}.py",
@@ -61,20 +61,23 @@ REQUIRED = _Required()  # in a default table: the script requires the flag (``re
 @dataclass(frozen=True)
 class Flag:
     """One flag of several scripts: ``options``, its ``add_argument`` keywords in each of ``scripts``;
-    ``defaults``, the per-script default table (empty where one default, if any, is in ``options``)."""
+    ``defaults``, the per-script default table (empty where one default, if any, is in ``options``);
+    ``minimum``, the least value :func:`check_minimums` lets through (a table script -> its own, where they differ)."""
 
     name: str
     group: str
     scripts: tuple[str, ...]
     options: Mapping[str, Any]
     defaults: Mapping[str, Any]
+    minimum: Union[None, int, Mapping[str, int]] = None
 
 
-def flag(name: str, group: str, scripts: Union[tuple[str, ...], Mapping[str, Any]], **options: Any) -> Flag:
+def flag(name: str, group: str, scripts: Union[tuple[str, ...], Mapping[str, Any]],
+         minimum: Union[None, int, Mapping[str, int]] = None, **options: Any) -> Flag:
     """The flag ``name`` of ``scripts``: a tuple (``options`` alike in each) or a table script -> its default."""
     defaults = dict(scripts) if isinstance(scripts, Mapping) else {}
     assert group in GROUPS and set(scripts) <= set(SCRIPTS) and not (defaults and "default" in options), name
-    return Flag(name, group, tuple(scripts), options, defaults)
+    return Flag(name, group, tuple(scripts), options, defaults, minimum)
 
 
 AMP_CHOICES = ("fp16", "bf16")
@@ -107,20 +110,20 @@ _DATA = [
               "FSS-1000 CAM folder"),
     flag("--img-size", "data", {"train": IMG_SIZE, "test": IMG_SIZE, "predict": IMG_SIZE, "demo": 96,
                                 "pretrain": Given("img_size")},
-         type=int, help="square input side in pixels (the model's CAM priors are img_size/8 a side)"),
-    flag("--cam-size", "data", ("cam", "evaluate_priors", "import"), type=int, default=CAM_SIZE,
+         minimum=32, type=int, help="square input side in pixels (the model's CAM priors are img_size/8 a side)"),
+    flag("--cam-size", "data", ("cam", "evaluate_priors", "import"), minimum=1, type=int, default=CAM_SIZE,
          help=f"side of the CAM priors: img_size / 8 ({CAM_SIZE} for the released {IMG_SIZE} px); the model's loader "
               f"resizes other sizes"),
-    flag("--nepisodes", "data", {"train": None, "test": None, "demo": 100}, type=int,
+    flag("--nepisodes", "data", {"train": None, "test": None, "demo": 100}, minimum=1, type=int,
          help="episodes per validation/test pass, the first N of the released sequence (train.py / test.py when "
               "left out: the released count: 1000 on PASCAL-5i / COCO-20i, every image of the split once on "
               "FSS-1000, as HSNet: 2400)"),
-    flag("--nworker", "data", {"train": 8, "test": 8, "cam": 2, "demo": 2, "prepare": 4}, type=int,
+    flag("--nworker", "data", {"train": 8, "test": 8, "cam": 2, "demo": 2, "prepare": 4}, minimum=0, type=int,
          help="worker processes loading the data (python -m data.prepare: building COCO masks; 0: none)"),
     flag("--strict-masks", "data", ("train", "test"), action="store_true",
          help="stop at a mask value outside the class range (default: read it as background, as the released loaders "
               "do, with one warning per file and a count at the end)"),
-    flag("--bsz", "data", {"train": 40, "test": 10, "cam": 32, "demo": 4, "pretrain": Given("bsz")}, type=int,
+    flag("--bsz", "data", {"train": 40, "test": 10, "cam": 32, "demo": 4, "pretrain": Given("bsz")}, minimum=1, type=int,
          help="episodes (images for the CAM job and the pretraining) per batch; train.py / test.py: global, split "
               "over GPUs / DDP ranks"),
     flag("--images-per-class", "data", {"demo": 12, "pretrain": Given("images_per_class"), "synthetic": 6}, type=int,
@@ -138,7 +141,7 @@ _MODEL = [
          type=str, help="initial backbone weights: 'imagenet', 'none' (random), or a torchvision state-dict file; "
                         "a full --load checkpoint holds the backbone, a slim one names the weights it needs (used "
                         "when left out); demo.py, left out: pretrained there, step 3"),
-    flag("--stage", "model", ("train", "test", "predict", "demo"), type=int, default=2,
+    flag("--stage", "model", ("train", "test", "predict", "demo"), minimum=1, type=int, default=2,
          help="IMR iterations (released: 2 PASCAL, 3 COCO)"),
     flag("--masking", "model", {"train": "released", "test": "released", "predict": "released", "demo": "paper"},
          type=str, choices=Given("maskings"),
@@ -170,12 +173,12 @@ _RUN = [
     flag("--tf32", "run", ("train", "test", "cam"), action="store_true",
          help="allow TF32 float32 matmuls/convolutions on Ampere+ GPUs: faster, not the released numerics (the "
               "released code ran without TF32)"),
-    flag("--bootstrap", "run", ("test", "compare"), type=int, default=Given("resamples"), metavar="N",
+    flag("--bootstrap", "run", ("test", "compare"), minimum={"test": 0, "compare": 1}, type=int, default=Given("resamples"), metavar="N",
          help="bootstrap resamples of the episodes for the 95%% intervals (compare.py: paired; test.py: 0 for no "
               "intervals)"),
     flag("--lr", "run", {"train": 4e-4, "demo": 1e-3, "pretrain": Given("lr")}, type=float,
          help="learning rate (Adam, as released; the pretraining: AdamW's peak)"),
-    flag("--niter", "run", {"train": 400, "demo": 6}, type=int, help="training epochs"),
+    flag("--niter", "run", {"train": 400, "demo": 6}, minimum=1, type=int, help="training epochs"),
     flag("--resume", "run", ("train", "test"), action="store_true",
          help="continue the run in --logpath: training from its last.pt; a test run keeps its finished (seed, fold, "
               "shot) cells and runs the others"),
@@ -263,3 +266,13 @@ def add_flags(container: argparse._ActionsContainer, script: str, *names: str, *
     for name in names:
         options = flag_options(name, script, **given)
         container.add_argument(name, *options.pop("aliases", ()), **options)
+
+
+def check_minimums(parser: argparse.ArgumentParser, args: argparse.Namespace, script: str, *, got: bool = True) -> None:
+    """``parser.error`` for the first shared flag of ``script`` whose parsed value (None: left out) is under its
+    declared ``minimum``: ``argument --bsz: must be >= 1`` (``got``: with ``, got 0``, as train.py and test.py)."""
+    for flag in FLAGS.values():
+        least = flag.minimum.get(script) if isinstance(flag.minimum, Mapping) else flag.minimum
+        value = getattr(args, flag.name[2:].replace("-", "_"), None) if script in flag.scripts else None
+        if least is not None and value is not None and value < least:
+            parser.error(f"argument {flag.name}: must be >= {least}" + (f", got {value}" if got else ""))

@@ -52,7 +52,7 @@ from common.cli import ArgumentParser, HelpFormatter, run_cli
 from common.console import ensure_console_logging
 from common.constants import CAM_SIZE
 from common.device import configure_tf32, resolve_device
-from common.flags import add_flags
+from common.flags import add_flags, check_minimums
 from common.errors import UserInputError
 from common.io import atomic_torch_save, prepare_output_folder, remove_if_empty
 from common.paths import DEFAULT_DATAPATH
@@ -495,11 +495,7 @@ def run_from_flags(benchmark: str, argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser(benchmark)
     args = parser.parse_args(argv)
     ensure_console_logging()
-    for flag in ("bsz", "cam_size"):
-        if getattr(args, flag) < 1:
-            parser.error(f"argument --{flag.replace('_', '-')}: must be >= 1")
-    if args.nworker < 0:
-        parser.error("argument --nworker: must be >= 0")
+    check_minimums(parser, args, "cam", got=False)  # --bsz --cam-size --nworker
     datapath = _resolve(args.datapath, DEFAULT_DATAPATH)
     spec = BENCHMARK_SPECS[benchmark]
     imgpath = _resolve(args.imgpath, datapath / spec.image_dir)

@@ -140,6 +140,8 @@ def test_each_exception_and_default_table_is_needed():
         if flag.defaults:
             assert set(flag.defaults) == set(flag.scripts), name
             assert len({repr(value) for value in flag.defaults.values()}) > 1, f"{name}: one default, no table"
+        if isinstance(flag.minimum, dict):
+            assert set(flag.minimum) <= set(flag.scripts) and len(set(flag.minimum.values())) > 1, name
 
 
 def _declared_names() -> dict[str, list[str]]:
