@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from common.cli import ArgumentParser, run_cli
-from common.flags import add_flags
+from common.flags import add_flags, check_minimums
 from common.io import prepare_output_folder
 from common.paths import LOG_ROOT
 from engine.bootstrap import DEFAULT_RESAMPLES
@@ -44,8 +44,7 @@ def main(argv: Optional[Sequence[str]] = None) -> list:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.bootstrap < 1:
-        parser.error(f"argument --bootstrap: must be >= 1, got {args.bootstrap}")
+    check_minimums(parser, args, "compare")
     a, b = load_test_run(args.a, "A"), load_test_run(args.b, "B")
     check_protocol(a, b)  # before the output folder is made: a refused pair leaves nothing behind
     out = Path(args.out).expanduser().resolve() if args.out else LOG_ROOT / f"compare_{_name(args.a)}_vs_{_name(args.b)}"

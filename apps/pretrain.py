@@ -192,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="python -m apps.pretrain", description=__doc__.splitlines()[0],
                             formatter_class=HelpFormatter)
     parser.add_argument("out", type=Path, help="the torchvision state-dict file to write (OUT.json beside it)")
-    given = {**asdict(defaults), "backbones": tuple(BACKBONES), "fold_benchmarks": FOLD_BENCHMARKS,
+    given = {**asdict(defaults), "backbones": tuple(BACKBONES), "benchmarks": FOLD_BENCHMARKS,
              "folds": range(NFOLDS), "distractor_counts": range(synthetic.MAX_DISTRACTORS + 1)}
     add_flags(parser, "pretrain", "--backbone", "--benchmark", "--fold", "--seed", "--img-size", "--images-per-class",
               **given)

@@ -110,7 +110,7 @@ class BenchmarkSpec:
         prompts: ``split_root -> class names`` in prompt order (or ``"module:function"``), when ``class_names``
             is None.
         fold_classes: ``fold -> test class ids`` (benchmarks with folds).
-        cam_job_help: the CAM script's ``--help`` texts (``description``, ``datapath``, ``imgpath``, ``campath``).
+        cam_job_help: the CAM script's ``--help`` texts (``description``, ``imgpath``, ``campath``).
     """
 
     name: str
@@ -154,7 +154,6 @@ class BenchmarkSpec:
         return self.class_names if self.class_names is not None else _resolve(self.prompts)(split_root)
 
 
-_FOLDED_DATA = "root holding VOC2012/ and COCO2014/; default for the paths below"
 _RECIPE = ("(the released CLIP RN50 Grad-CAM by default, CLIP-ES with --prior clip-es; batched, deduplicated across "
            "folds, resumable)")
 
@@ -176,7 +175,7 @@ BENCHMARK_SPECS: dict[str, BenchmarkSpec] = {spec.name: spec for spec in (
         dataset="data.pascal:DatasetPASCAL", cam_pairs="data.pascal:cam_pairs",
         fold_classes=lambda fold: [fold * 5 + i for i in range(5)],  # five consecutive classes
         cam_job_help={"description": f"CAM priors for every (image, class) pair of PASCAL-5i {_RECIPE}",
-                      "datapath": _FOLDED_DATA, "imgpath": "PASCAL images"}),
+                      "imgpath": "PASCAL images"}),
     BenchmarkSpec(
         name="coco", title="COCO-20i", nclass=80, class_names=COCO_CLASSES, nfolds=NFOLDS, eval_episodes=1000,
         cam_dirs=("CAM_COCO", "CAM_COCO"),  # one folder for both splits, as the released COCO dataset requires
@@ -194,7 +193,7 @@ BENCHMARK_SPECS: dict[str, BenchmarkSpec] = {spec.name: spec for spec in (
         dataset="data.coco:DatasetCOCO", cam_pairs="data.coco:cam_pairs",
         fold_classes=lambda fold: [fold + NFOLDS * i for i in range(20)],  # every fourth class
         cam_job_help={"description": f"CAM priors for every (image, class) pair of COCO-20i {_RECIPE}",
-                      "datapath": _FOLDED_DATA, "imgpath": "COCO root holding train2014/ and val2014/",
+                      "imgpath": "COCO root holding train2014/ and val2014/",
                       "campath": "output folder, with train2014/ and val2014/ subfolders"}),
     BenchmarkSpec(
         # HSNet's protocol; None: every test image once (240 classes x 10 images = 2400 episodes)
@@ -210,7 +209,6 @@ BENCHMARK_SPECS: dict[str, BenchmarkSpec] = {spec.name: spec for spec in (
             "description": "CAM priors of every FSS-1000 image for its own class (the released CLIP RN50 Grad-CAM "
                            "recipe by default, CLIP-ES with --prior clip-es; prompts over all 1000 class names with "
                            "underscores as spaces; batched, resumable)",
-            "datapath": "root holding FSS-1000/; default for the paths below",
             "imgpath": "FSS-1000 root holding one folder per class",
             "campath": "output folder, with one subfolder per class"}),
 )}

@@ -38,7 +38,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from common.cli import ArgumentParser, HelpFormatter, run_cli
-from common.flags import add_flags
+from common.flags import add_flags, check_minimums
 from common.io import atomic_torch_save, atomic_write_text, names_sha256
 from common.paths import DEFAULT_DATAPATH
 from data.benchmarks import BENCHMARK_SPECS, BENCHMARKS
@@ -285,8 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="how to read the values (default: the naming's: auto for pairs, label for tlg)")
     sub.add_argument("--resize", choices=RESIZE_METHODS, default=None,
                      help="down to --cam-size (default: nearest for label maps, area otherwise)")
-    add_flags(sub, "import", "--split", "--datapath", "--splitpath", "--cam-size", "--no-progress",
-              splits=f"{' '.join(SPLITS)}; FSS-1000 {' '.join(FSS_SPLITS)}")
+    add_flags(sub, "import", "--split", "--datapath", "--splitpath", "--cam-size", "--no-progress")
     return parser
 
 
@@ -304,8 +303,7 @@ def settings_from_flags(args: argparse.Namespace, parser: argparse.ArgumentParse
     except (KeyError, IndexError, ValueError) as exc:
         parser.error(f"argument --pattern: {pattern!r} is not a pattern of the fields {{image}} {{stem}} {{class}} "
                      f"{{class1}} ({type(exc).__name__}: {exc})")
-    if args.cam_size < 1:
-        parser.error("argument --cam-size: must be >= 1")
+    check_minimums(parser, args, "import", got=False)
     resize = args.resize or ("nearest" if values == "label" else "area")
     source = Path(args.source).expanduser().resolve()
     if not source.is_dir():

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Literal, Optional, Sequence
 
 from common.cli import ArgumentParser, HelpFormatter
-from common.flags import add_flags
+from common.flags import add_flags, check_minimums
 from common.paths import DEFAULT_DATAPATH, LOG_ROOT
 from data.benchmarks import BENCHMARKS, DEFAULT_CAM_DIRS, FOLD_BENCHMARKS, NFOLDS
 from data.episodes import EPISODE_RNGS
@@ -105,11 +105,6 @@ def build_parser(script: Script) -> argparse.ArgumentParser:
     return parser
 
 
-def _positive(parser: argparse.ArgumentParser, flag: str, value: float, minimum: float = 1) -> None:
-    if value < minimum:
-        parser.error(f"argument {flag}: must be >= {minimum}, got {value}")
-
-
 def _existing(parser: argparse.ArgumentParser, flag: str, value: Optional[str], default: Path,
               kind: str = "folder") -> Path:
     """Absolute path of a flag's value (CWD-relative) or of its default; error naming the flag if missing."""
@@ -158,18 +153,12 @@ def validate_and_resolve(args: argparse.Namespace, script: Script,
                          parser: Optional[argparse.ArgumentParser] = None) -> argparse.Namespace:
     """Check values (errors name the flag and exit with status 2) and make every path absolute."""
     parser = parser or build_parser(script)
-    _positive(parser, "--bsz", args.bsz)
-    _positive(parser, "--stage", args.stage)
-    if args.nepisodes is not None:
-        _positive(parser, "--nepisodes", args.nepisodes)
+    check_minimums(parser, args, script)  # --bsz --stage --nepisodes --nworker --img-size --niter --bootstrap
     folds = [args.fold] if script == "train" else args.folds
     if args.benchmark not in FOLD_BENCHMARKS and folds != [0]:
         parser.error(f"argument --fold: {args.benchmark} (FSS-1000) has no folds, it has HSNet's fixed trn/val/test "
                      f"class lists; leave --fold out (got --fold {' '.join(map(str, folds))})")
-    _positive(parser, "--nworker", args.nworker, 0)
-    _positive(parser, "--img-size", args.img_size, 32)
     if script == "train":
-        _positive(parser, "--niter", args.niter)
         if args.micro_bsz not in (None, "auto"):
             if not args.micro_bsz.isdigit() or int(args.micro_bsz) < 1:
                 parser.error(f"argument --micro-bsz: a number >= 1 or 'auto', got {args.micro_bsz!r}")
@@ -177,8 +166,9 @@ def validate_and_resolve(args: argparse.Namespace, script: Script,
         if not args.lr > 0:
             parser.error(f"argument --lr: must be > 0, got {args.lr}")
     else:
-        for nshot in args.nshots:
-            _positive(parser, "--nshot", nshot)
+        below = [nshot for nshot in args.nshots if nshot < 1]
+        if below:
+            parser.error(f"argument --nshot: must be >= 1, got {below[0]}")
         _distinct(parser, "--nshot", args.nshots)
         _distinct(parser, "--fold", args.folds)
         _distinct(parser, "--seeds", args.seeds)
@@ -186,7 +176,6 @@ def validate_and_resolve(args: argparse.Namespace, script: Script,
             if not 0 <= seed < 2**32:
                 parser.error(f"argument --seeds: a seed is 0 .. 2**32 - 1 (NumPy's RandomState), got {seed}")
         args.seed = args.seeds[0]  # the first (the only one by default), for code that reads one seed
-        _positive(parser, "--bootstrap", args.bootstrap, 0)
         if args.resume and not args.logpath:
             parser.error("argument --resume: give --logpath, the folder of the test run to continue")
         if args.use_original_imgsize and args.bsz != 1:

@@ -52,7 +52,7 @@ from common.cli import ArgumentParser, HelpFormatter, run_cli
 from common.console import ensure_console_logging
 from common.constants import CAM_SIZE
 from common.device import configure_tf32, resolve_device
-from common.flags import add_flags
+from common.flags import add_flags, check_minimums
 from common.errors import UserInputError
 from common.io import atomic_torch_save, prepare_output_folder, remove_if_empty
 from common.paths import DEFAULT_DATAPATH
@@ -436,15 +436,14 @@ def build_parser(benchmark: str) -> argparse.ArgumentParser:
         raise ValueError(f"benchmark must be one of {BENCHMARKS}, got {benchmark!r}")
     spec = BENCHMARK_SPECS[benchmark]
     texts = {"description": f"CAM priors for every (image, class) pair of {spec.title}",
-             "datapath": "root of the benchmark's images; default for the paths below", "imgpath": "images",
+             "imgpath": "images",
              "campath": "output folder", **spec.cam_job_help}
     parser = ArgumentParser(description=texts["description"], formatter_class=HelpFormatter)
-    add_flags(parser, "cam", "--datapath", datapath_help=texts["datapath"])
+    add_flags(parser, "cam", "--datapath")
     parser.add_argument("--imgpath", type=str, default=None,
                         help=f"{texts['imgpath']} (default: <datapath>/{spec.image_dir})")
     if not spec.one_cam_folder:
-        add_flags(parser, "cam", "--traincampath", "--valcampath", train_cam_dir=spec.cam_dirs[0],
-                  val_cam_dir=spec.cam_dirs[1])
+        add_flags(parser, "cam", "--traincampath", "--valcampath")
     else:
         parser.add_argument("--campath", type=str, default=None,
                             help=f"{texts['campath']} (default: <datapath>/{spec.cam_dirs[0]})")
@@ -496,11 +495,7 @@ def run_from_flags(benchmark: str, argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser(benchmark)
     args = parser.parse_args(argv)
     ensure_console_logging()
-    for flag in ("bsz", "cam_size"):
-        if getattr(args, flag) < 1:
-            parser.error(f"argument --{flag.replace('_', '-')}: must be >= 1")
-    if args.nworker < 0:
-        parser.error("argument --nworker: must be >= 0")
+    check_minimums(parser, args, "cam", got=False)  # --bsz --cam-size --nworker
     datapath = _resolve(args.datapath, DEFAULT_DATAPATH)
     spec = BENCHMARK_SPECS[benchmark]
     imgpath = _resolve(args.imgpath, datapath / spec.image_dir)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from common.flags import FLAGS, SCRIPTS, Given, add_flags, flag_options
+from common.flags import EXCEPTIONS, FLAGS, REQUIRED, SCRIPTS, Given, add_flags, declared_options, flag_options
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("common", "data", "model", "priors", "engine", "apps")
@@ -63,19 +63,11 @@ def test_every_parser_of_the_repository_is_built_here(parsers):
 
 def _expected(action: argparse.Action, script: str) -> argparse.Action:
     """The action the declaration of ``action``'s flag gives in ``script``, its :class:`Given` values (which the
-    caller passes) taken from ``action`` after checking that a templated text has the template's form."""
-    declared = FLAGS[action.option_strings[0]].scripts[script]
+    caller passes) taken from ``action``."""
     attribute = {"choices": "choices", "default": "default", "help": "help"}
-    given = {}
-    for key, value in declared.items():
-        if isinstance(value, Given):
-            actual = getattr(action, attribute[key])
-            assert actual is not None, (action.option_strings, script, key)
-            if value.template != "{}":
-                match = re.fullmatch(re.escape(value.template).replace(r"\{\}", "(.+)"), actual, re.S)
-                assert match, (action.option_strings, script, actual, value.template)
-                actual = match.group(1)
-            given[value.name] = actual
+    given = {value.name: getattr(action, attribute[key])
+             for key, value in declared_options(action.option_strings[0], script).items() if isinstance(value, Given)}
+    assert None not in given.values(), (action.option_strings, script, given)
     scratch = argparse.ArgumentParser()
     add_flags(scratch, script, action.option_strings[0], **given)
     return scratch._actions[-1]
@@ -117,23 +109,39 @@ def test_a_flag_of_several_scripts_is_declared_in_common_flags_for_exactly_those
                                                     f"{sorted(taken_by[name])}"
 
 
-def test_what_several_scripts_share_is_the_same_everywhere(parsers):
-    """A flag's type and choices differ between scripts only where its declaration writes them per script; the
-    few that do (a path flag's type, a narrower list of choices) are listed here on purpose."""
-    differs = {}
+def test_a_shared_flag_has_the_same_type_help_and_default_everywhere(parsers):
+    """Across the scripts that take a flag, its parsed actions agree in every field (choices given by the caller
+    aside), the default only where the declaration has no per-script default table, a script's fields in
+    :data:`common.flags.EXCEPTIONS` only where its reason is written there."""
+    fields = tuple(f for f in FIELDS if f != "choices") + ("kind",)
     for name, flag in FLAGS.items():
-        for key in ("type", "choices", "action", "dest"):
-            values = {repr(options.get(key)) for options in flag.scripts.values()}
-            if len(values) > 1:
-                differs[(name, key)] = len(values)
-    assert set(differs) == {
-        ("--datapath", "type"), ("--splitpath", "type"), ("--out", "type"),  # python -m data.prepare, demo.py: Path
-        ("--benchmark", "choices"),  # pretraining: the benchmarks with folds
-        ("--fold", "choices"), ("--fold", "dest"),  # evaluate_priors.py: any fold; test.py: several (args.folds)
-        ("--split", "choices"),  # evaluate_priors.py: one of trn val test; the import: several, checked later
-        ("--seed", "dest"),  # test.py: several (args.seeds)
-        ("--amp", "choices"), ("--amp", "action"),  # the CAM job's: a switch of gradcam-rn50
-    }, differs
+        seen = {}
+        for script, built in parsers.items():
+            for parser in built:
+                action = _flags(parser).get(name)
+                if action is None:
+                    continue
+                excepted = set(EXCEPTIONS.get((name, script), ("", {}))[1])
+                excepted |= {"option_strings"} if "aliases" in excepted else set(fields) if "action" in excepted \
+                    else set()  # another action: a flag of another kind in that script
+                if flag.defaults:
+                    excepted |= {"default", "required"} if flag.defaults[script] is REQUIRED else {"default"}
+                for field in set(fields) - excepted:
+                    value = type(action) if field == "kind" else getattr(action, field)
+                    first = seen.setdefault(field, (script, value))
+                    assert value == first[1], f"{name}: {field} is {value!r} in {script}, {first[1]!r} in {first[0]}"
+
+
+def test_each_exception_and_default_table_is_needed():
+    """An exception says why and names a declared flag and script; a default table has two defaults at least."""
+    for (name, script), (reason, options) in EXCEPTIONS.items():
+        assert reason and options and script in FLAGS[name].scripts, (name, script)
+    for name, flag in FLAGS.items():
+        if flag.defaults:
+            assert set(flag.defaults) == set(flag.scripts), name
+            assert len({repr(value) for value in flag.defaults.values()}) > 1, f"{name}: one default, no table"
+        if isinstance(flag.minimum, dict):
+            assert set(flag.minimum) <= set(flag.scripts) and len(set(flag.minimum.values())) > 1, name
 
 
 def _declared_names() -> dict[str, list[str]]:
