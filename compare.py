@@ -8,6 +8,10 @@ seeds and episode lists (checked; anything else is a one-line error saying what 
 shot, and for the mean over the folds, it prints A, B, B - A with its paired bootstrap 95% interval (both runs
 resampled with the same episodes) and the share of resamples in which B > A, and writes ``compare.md`` and
 ``compare.json`` into ``--out``. How the resampling works: :mod:`engine.bootstrap`, :mod:`engine.compare`.
+
+Runs of different ``test.py --protocol`` presets are refused unless ``--across-protocols`` is given: then only
+the means over each run's own seeds are compared (no paired interval: the episodes differ), and the output
+says so.
 """
 from __future__ import annotations
 
@@ -28,6 +32,9 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("a", help="the reference run: a test.py run folder or its results.json")
     parser.add_argument("b", help="the run compared with it")
     add_flags(parser, "compare", "--bootstrap", "--out", resamples=DEFAULT_RESAMPLES)
+    parser.add_argument("--across-protocols", action="store_true",
+                        help="compare runs of different test.py --protocol presets: only the means over each run's "
+                             "seeds, without a paired interval (their episodes differ)")
     return parser
 
 
@@ -40,16 +47,18 @@ def _name(path: str) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> list:
     """Compare, print the table, write the files; returns the rows."""
-    from engine.compare import check_protocol, compare_markdown, compare_runs, load_test_run, write_comparison
+    from engine.compare import (across_protocols, check_protocol, compare_markdown, compare_means, compare_runs,
+                                load_test_run, write_comparison)
 
     parser = build_parser()
     args = parser.parse_args(argv)
     check_minimums(parser, args, "compare")
     a, b = load_test_run(args.a, "A"), load_test_run(args.b, "B")
-    check_protocol(a, b)  # before the output folder is made: a refused pair leaves nothing behind
+    across = args.across_protocols and across_protocols(a, b)
+    check_protocol(a, b, across_protocols=across)  # before the output folder is made: a refused pair leaves nothing
     out = Path(args.out).expanduser().resolve() if args.out else LOG_ROOT / f"compare_{_name(args.a)}_vs_{_name(args.b)}"
     prepare_output_folder(out, "--out")  # a bad --out stops before the work, like every entry point
-    rows = compare_runs(a, b, args.bootstrap)
+    rows = compare_means(a, b) if across else compare_runs(a, b, args.bootstrap)
     print(compare_markdown(a, b, rows, args.bootstrap))
     paths = write_comparison(out, a, b, rows, args.bootstrap)
     print(f"Wrote {', '.join(path.name for path in paths.values())} in {out}")

@@ -5,7 +5,7 @@
     -> ... Fold 0 mIoU: xx.xx 	 FB-IoU: yy.yy
 
 ``--nepisodes`` episodes (released: 1000; FSS-1000: every test image once, 2400, as HSNet) are drawn with
-``--seed`` (released: 0); mIoU is the mean foreground IoU over the fold's classes (FSS-1000: the test classes)
+``--seed`` (released: 0; both as ``--protocol hsnet``, the default, sets them); mIoU is the mean foreground IoU over the fold's classes (FSS-1000: the test classes)
 and FB-IoU the mean of foreground and background IoU (PASCAL ignores the 255 boundary).
 
 Several folds and shots in one command (the paper's table), one checkpoint per fold through ``{fold}``:
@@ -41,8 +41,14 @@ printed. Written into the run folder after every (seed, fold, shot) cell, for on
      "table": {"miou" | "fb_iou": {"<shot>": {"ours" | "paper" | "diff":
                                                 {"folds": [fold 0..3, null = no number], "mean": m or null,
                                                  "interval": {"folds": [[low, high] or null], "mean": ...}},
-                                              "seeds": {"<seed>": {...}}, "seeds_sd": {...}}}},
-                # "interval" on ours and diff with --bootstrap; "seeds", "seeds_sd" with several seeds
+                                              "seeds": {"<seed>": {...}}, "seeds_sd": {...},
+                                              "seeds_best": {...}}}},
+                # "interval" on ours and diff with --bootstrap; "seeds", "seeds_sd" with several seeds;
+                # "seeds_best" (the best seed per fold) with several seeds of a best-of-seeds protocol
+     "protocol": {"name", "source", "preset": its values on this benchmark ("seeds", "nepisodes",
+                  "use_original_imgsize"[, "bsz"]), "effective": the values tested with, "overridden":
+                  {flag dest: [preset's, given]}, "statistic": "mean" | "mean+best" | "mean+sd", "best_of_seeds",
+                  "sources": {value: "repository@commit file:line ..."}},
      "paper_source": where the paper's numbers come from (engine/paper_results.json),
      "cam_manifests": {"valcampath": SHA-256 of the CAM folder's cam_manifest.json, null without one},
      "warnings": ["fold 1: ... was trained with other settings than it is tested with ...", ...]}
@@ -51,6 +57,12 @@ With one fold, one shot and one seed, that run's keys (``fold nshot checkpoint c
 interval episodes per_class_iou per_class class_names seed class_ids``) are also at the top level, as in the
 ``results.json`` of earlier versions. Numbers are percentages; ours are unrounded (the table prints them with two decimals, as the final
 line does).
+
+Another paper's test protocol: ``--protocol imr-hsnet | afanet | tlg | bam | hdmnet | pi-clip | panet`` sets
+its seeds, episodes per fold, label size (original-size labels: ``--use-original-imgsize --bsz 1``) and
+statistic (bam, hdmnet, pi-clip: the best seed is shown beside the mean, labelled); each value's source (repository,
+file, line) is in :mod:`engine.protocols` and docs/evaluation.md. ``--seeds``, ``--nepisodes``,
+``--use-original-imgsize`` or ``--bsz`` given beside it override the preset, and ``results.json`` records both.
 
 An interrupted run (Ctrl-C) prints the command that continues it: the same flags with ``--resume`` (and
 ``--logpath`` naming its folder) keep the finished cells and run the others; ``--nworker``, ``--device`` and

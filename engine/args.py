@@ -48,6 +48,7 @@ from common.paths import DEFAULT_DATAPATH, LOG_ROOT
 from data.benchmarks import BENCHMARKS, DEFAULT_CAM_DIRS, FOLD_BENCHMARKS, NFOLDS
 from data.episodes import EPISODE_RNGS
 from engine.bootstrap import DEFAULT_RESAMPLES
+from engine.protocols import DEFAULT_PROTOCOL, PROTOCOLS, ProtocolError, resolve_protocol
 from model.backbone import BACKBONES
 from model.masking import MASKING_MODES
 
@@ -102,6 +103,10 @@ def build_parser(script: Script) -> argparse.ArgumentParser:
         run.add_argument("--use_original_imgsize", dest="use_original_imgsize", action="store_true",
                          help=argparse.SUPPRESS)  # the released spelling
         add_flags(run, script, "--resume")
+        run.add_argument("--protocol", type=str, default=DEFAULT_PROTOCOL, choices=tuple(PROTOCOLS),
+                         help="a paper's test protocol: its seeds, episodes per fold, label size and statistic "
+                              "(engine/protocols.py, docs/evaluation.md; default: hsnet, the released one); "
+                              "--seeds, --nepisodes, --use-original-imgsize and --bsz given beside it override it")
     return parser
 
 
@@ -149,10 +154,31 @@ def _resolve_checkpoints(parser: argparse.ArgumentParser, args: argparse.Namespa
     args.load = str(Path(args.load).expanduser().absolute()) if templated else checkpoints[args.folds[0]]
 
 
+def explicit_flags(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> set[str]:
+    """The dests of the flags ``argv`` gives (argparse fills only the attributes a namespace does not hold)."""
+    unset = object()
+    probe = argparse.Namespace(**{a.dest: unset for a in parser._actions if a.dest != argparse.SUPPRESS})
+    parser.parse_args(argv, namespace=probe)
+    return {dest for dest, value in vars(probe).items() if value is not unset}
+
+
+def _apply_protocol(parser: argparse.ArgumentParser, args: argparse.Namespace, explicit: set[str]) -> None:
+    """``--protocol``'s values where no flag set them (:func:`engine.protocols.resolve_protocol`);
+    ``args.protocol_overridden``: ``{dest: [preset's value, given value]}``."""
+    try:
+        args.protocol_overridden = resolve_protocol(args, explicit)["overridden"]
+    except ProtocolError as exc:
+        parser.error(str(exc))
+
+
 def validate_and_resolve(args: argparse.Namespace, script: Script,
-                         parser: Optional[argparse.ArgumentParser] = None) -> argparse.Namespace:
-    """Check values (errors name the flag and exit with status 2) and make every path absolute."""
+                         parser: Optional[argparse.ArgumentParser] = None,
+                         explicit: Optional[set[str]] = None) -> argparse.Namespace:
+    """Check values (errors name the flag and exit with status 2) and make every path absolute; test.py:
+    ``--protocol``'s values where the flags in ``explicit`` (dests; None: every protocol value) do not set them."""
     parser = parser or build_parser(script)
+    if script == "test" and getattr(args, "protocol", None):
+        _apply_protocol(parser, args, set(vars(args)) if explicit is None else explicit)
     check_minimums(parser, args, script)  # --bsz --stage --nepisodes --nworker --img-size --niter --bootstrap
     folds = [args.fold] if script == "train" else args.folds
     if args.benchmark not in FOLD_BENCHMARKS and folds != [0]:
@@ -218,9 +244,12 @@ def parse_args(script: Script, argv: Optional[Sequence[str]] = None) -> argparse
     """Parse, validate and resolve the flags of ``train.py`` or ``test.py``."""
     parser = build_parser(script)
     args = parser.parse_args(argv)
+    explicit = None
     if script == "test":  # recorded in results.json
-        args.command = shlex.join(["python", f"{script}.py", *(sys.argv[1:] if argv is None else argv)])
-    return validate_and_resolve(args, script, parser)
+        argv = sys.argv[1:] if argv is None else list(argv)
+        args.command = shlex.join(["python", f"{script}.py", *argv])
+        explicit = explicit_flags(parser, argv)
+    return validate_and_resolve(args, script, parser, explicit)
 
 
 def resolve_run_dir(logpath: str, *, training: bool, load: Optional[str] = None,

@@ -14,6 +14,11 @@ all of them (they query the same images on PASCAL-5i and FSS-1000, so their diff
 with one seed the plan is the cell's own (:func:`engine.bootstrap.plan_resamples`). The mean column is the
 mean over the folds, resample by resample. Comparing a run with itself gives exactly 0 with the interval
 [0, 0].
+
+Runs of different test protocols (``test.py --protocol``: other seeds, episode counts, label sizes) are refused
+unless ``across_protocols`` is asked for: then only the benchmark, folds and shots must agree, each side's
+number is its mean over its own seeds, and B - A is given without an interval (the episodes differ, so nothing
+is paired); the output says so.
 """
 from __future__ import annotations
 
@@ -34,6 +39,8 @@ from engine.paper_results import METRICS
 
 COMPARE_NAMES = {"markdown": "compare.md", "json": "compare.json"}
 PROTOCOL = ("benchmark", "folds", "nshots", "seeds")  # must be equal; the episode lists are checked too
+ACROSS_PROTOCOLS = ("benchmark", "folds", "nshots")  # what runs of different protocols must still share
+RELEASED_PROTOCOL = "hsnet"  # the protocol of runs made before --protocol existed
 SETTINGS = ("backbone", "stage", "masking", "img_size", "load")  # may differ: what the comparison is about
 
 
@@ -52,6 +59,11 @@ class ComparedRun:
     @property
     def seeds(self) -> list[int]:
         return list(self.document.get("seeds", [self.document.get("seed", 0)]))
+
+    @property
+    def protocol(self) -> str:
+        """The run's ``--protocol`` (runs made before it existed: the released one)."""
+        return (self.document.get("protocol") or {}).get("name", RELEASED_PROTOCOL)
 
     def value(self, cell: Cell, metric: str) -> float:
         """The cell's number as test.py printed it (unrounded)."""
@@ -93,8 +105,19 @@ def load_test_run(path: Union[str, Path], side: str) -> ComparedRun:
     return ComparedRun(path, document, records)
 
 
-def check_protocol(a: ComparedRun, b: ComparedRun) -> None:
-    """Refuse two runs that did not evaluate the same protocol and episodes (one line says what differs)."""
+def check_protocol(a: ComparedRun, b: ComparedRun, across_protocols: bool = False) -> None:
+    """Refuse two runs that did not evaluate the same protocol and episodes (one line says what differs);
+    ``across_protocols``: runs of different ``--protocol`` presets need only share benchmark, folds and shots."""
+    if across_protocols:
+        for key in ACROSS_PROTOCOLS:
+            if a.document.get(key) != b.document.get(key):
+                raise CompareError(f"A and B cannot be compared even across protocols: {key} {a.document.get(key)} "
+                                   f"(A) vs {b.document.get(key)} (B)")
+        return
+    if a.protocol != b.protocol:
+        raise CompareError(f"A and B were tested under other protocols: {a.protocol} (A) vs {b.protocol} (B); "
+                           "compare runs of one --protocol, or pass --across-protocols (means over seeds only, "
+                           "no paired interval)")
     for key in PROTOCOL:
         value_a = a.seeds if key == "seeds" else a.document.get(key)
         value_b = b.seeds if key == "seeds" else b.document.get(key)
@@ -117,6 +140,30 @@ def same_checkpoints(a: ComparedRun, b: ComparedRun) -> bool:
     """Whether both runs tested the same checkpoint bytes (SHA-256) in every cell."""
     return [run.get("checkpoint_sha256") for run in a.document["runs"]] == \
         [run.get("checkpoint_sha256") for run in b.document["runs"]]
+
+
+def compare_means(a: ComparedRun, b: ComparedRun) -> list[Difference]:
+    """B - A of runs of different protocols: per metric, shot and fold (and over the folds) each side's mean over
+    its own seeds; no interval (the episodes differ: nothing is paired), ``share_b_greater`` NaN."""
+    check_protocol(a, b, across_protocols=True)
+    out = []
+    for metric in METRICS:
+        for shot in a.document["nshots"]:
+            per_fold = []
+            for fold in a.document["folds"]:
+                value_a = float(np.mean([a.value(Cell(seed, fold, shot), metric) for seed in a.seeds]))
+                value_b = float(np.mean([b.value(Cell(seed, fold, shot), metric) for seed in b.seeds]))
+                per_fold.append((value_a, value_b))
+                out.append(Difference(metric, shot, fold, value_a, value_b, value_b - value_a, None, float("nan")))
+            if len(per_fold) > 1:
+                value_a, value_b = (float(np.mean(side)) for side in zip(*per_fold))
+                out.append(Difference(metric, shot, None, value_a, value_b, value_b - value_a, None, float("nan")))
+    return out
+
+
+def across_protocols(a: ComparedRun, b: ComparedRun) -> bool:
+    """Whether A and B were tested under different ``--protocol`` presets."""
+    return a.protocol != b.protocol
 
 
 def compare_runs(a: ComparedRun, b: ComparedRun, resamples: int = DEFAULT_RESAMPLES) -> list[Difference]:
@@ -158,11 +205,20 @@ def compare_markdown(a: ComparedRun, b: ComparedRun, rows: Sequence[Difference],
     doc = a.document
     seeds = ", ".join(map(str, a.seeds))
     episodes = sorted({len(r) for r in a.records.values()})
-    lines = [f"# B - A on the same episodes ({TITLES.get(doc['benchmark'], doc['benchmark'])})", "",
-             f"- A: {results_path(a.path)}", f"- B: {results_path(b.path)}",
-             f"- Protocol (the same for both, episode lists checked): folds {' '.join(map(str, doc['folds']))}, "
-             f"shots {' '.join(map(str, doc['nshots']))}, seed(s) {seeds}, "
-             f"{'/'.join(map(str, episodes))} episodes per cell."]
+    across = across_protocols(a, b)
+    title = TITLES.get(doc['benchmark'], doc['benchmark'])
+    lines = [f"# B - A across protocols ({title})" if across else f"# B - A on the same episodes ({title})", "",
+             f"- A: {results_path(a.path)}", f"- B: {results_path(b.path)}"]
+    if across:
+        lines += [f"- Protocols differ: {a.protocol} (A: seed(s) {seeds}), {b.protocol} (B: seed(s) "
+                  f"{', '.join(map(str, b.seeds))}); folds {' '.join(map(str, doc['folds']))}, shots "
+                  f"{' '.join(map(str, doc['nshots']))}.",
+                  "- Across protocols (--across-protocols): each cell is the mean over the run's own seeds; the "
+                  "episodes differ, so B - A has no paired interval and says nothing about significance."]
+    else:
+        lines.append(f"- Protocol {a.protocol} (the same for both, episode lists checked): folds "
+                     f"{' '.join(map(str, doc['folds']))}, shots {' '.join(map(str, doc['nshots']))}, seed(s) "
+                     f"{seeds}, {'/'.join(map(str, episodes))} episodes per cell.")
     for key, (value_a, value_b) in setting_differences(a, b).items():
         lines.append(f"- {key}: {value_a} (A), {value_b} (B)")
     lines.append("- Checkpoints: " + ("the same files in A and B (equal SHA-256)" if same_checkpoints(a, b)
@@ -173,24 +229,34 @@ def compare_markdown(a: ComparedRun, b: ComparedRun, rows: Sequence[Difference],
         for row in (r for r in rows if r.metric == metric):
             interval = "" if row.interval is None else f" [{row.interval[0]:+.2f}, {row.interval[1]:+.2f}]"
             fold = "mean" if row.fold is None else str(row.fold)
+            share = "n/a" if np.isnan(row.share_b_greater) else f"{row.share_b_greater:.1%}"
             lines.append(f"| {row.shot}-shot | {fold} | {row.a:.2f} | {row.b:.2f} | {row.diff:+.2f}{interval} | "
-                         f"{row.share_b_greater:.1%} |")
-    lines += ["", f"- [low, high]: paired 95% interval of B - A, {METHOD}; {resamples} resamples, the same for A "
-              "and B.",
-              "- A cell is the mean over the seeds; the mean row is the mean over the folds, resample by resample."]
+                         f"{share} |")
+    if across:
+        lines += ["", "- A cell is the mean over the run's seeds; the mean row is the mean over the folds. No "
+                  "interval: the runs were tested on other episodes."]
+    else:
+        lines += ["", f"- [low, high]: paired 95% interval of B - A, {METHOD}; {resamples} resamples, the same for "
+                  "A and B.",
+                  "- A cell is the mean over the seeds; the mean row is the mean over the folds, resample by "
+                  "resample."]
     return "\n".join(lines) + "\n"
 
 
 def compare_document(a: ComparedRun, b: ComparedRun, rows: Sequence[Difference], resamples: int) -> dict[str, Any]:
     """``compare.json``."""
     doc = a.document
+    across = across_protocols(a, b)
     return {"a": str(results_path(a.path)), "b": str(results_path(b.path)),
-            "protocol": {"benchmark": doc["benchmark"], "folds": doc["folds"], "nshots": doc["nshots"],
-                         "seeds": a.seeds, "episodes": {f"{c.seed}/{c.fold}/{c.shot}": len(r)
-                                                         for c, r in a.records.items()}},
+            "protocol": {"name": a.protocol, "benchmark": doc["benchmark"], "folds": doc["folds"],
+                         "nshots": doc["nshots"], "seeds": a.seeds,
+                         "episodes": {f"{c.seed}/{c.fold}/{c.shot}": len(r) for c, r in a.records.items()}},
+            "across_protocols": {"a": a.protocol, "b": b.protocol, "b_seeds": b.seeds,
+                                 "compared": "the means over each run's own seeds, unpaired, no interval"}
+            if across else None,
             "settings_differ": setting_differences(a, b), "same_checkpoints": same_checkpoints(a, b),
-            "bootstrap": {"resamples": resamples, "confidence": CONFIDENCE, "method": METHOD, "seed": BASE_SEED,
-                          "paired": True},
+            "bootstrap": None if across else {"resamples": resamples, "confidence": CONFIDENCE, "method": METHOD,
+                                              "seed": BASE_SEED, "paired": True},
             "rows": [row.as_dict() for row in rows]}
 
 

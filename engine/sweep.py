@@ -45,6 +45,7 @@ from engine.episode_records import (EPISODES_NAME, Cell, EpisodeCollector, Episo
                                     first_difference, read_run, run_cells, write_episodes)
 from engine.loops import PassResult, test_pass
 from engine.paper_results import paper_protocol, paper_source
+from engine.protocols import PROTOCOLS, protocol_note, protocol_record
 from engine.tables import (OUTPUT_NAMES, RunResult, TableRow, build_table, table_as_dict, table_markdown,
                            table_notes, table_title, write_outputs)
 from model import build_model
@@ -337,6 +338,7 @@ def results_document(args: argparse.Namespace, sweep: Sweep, rows: list[TableRow
         "bootstrap": {"resamples": args.bootstrap, "confidence": CONFIDENCE, "method": METHOD,
                       "seed": BASE_SEED} if args.bootstrap else None,
         "runs": [_run_entry(run, sweep.samples.get(run.cell)) for run in runs], "table": table_as_dict(rows),
+        "protocol": protocol_record(args),
         "paper_source": paper_note, "cam_manifests": getattr(args, "cam_manifests", None),
         "warnings": list(warnings or [])}
     if len(sweep.cells) == 1 and runs:  # the keys of a single run's results.json before sweeps existed
@@ -368,11 +370,14 @@ def report(args: argparse.Namespace, sweep: Sweep, run_dir: Path, *, write: bool
     ``results.json`` content. Data made by :mod:`data.synthetic` get no paper numbers."""
     synthetic = (Path(args.datapath) / SYNTHETIC_MARKER).is_file()
     runs = sweep.finished()
+    protocol = getattr(args, "protocol", None)
     rows = build_table(runs, args.benchmark, args.backbone, with_paper=not synthetic, samples=sweep.samples,
-                       seed_means=sweep.seed_means(args.bootstrap))
+                       seed_means=sweep.seed_means(args.bootstrap),
+                       best_of_seeds=bool(protocol) and PROTOCOLS[protocol].best_of_seeds)
     title, note = table_title(args.benchmark, args.backbone, synthetic=synthetic), paper_source()
     notes = comparison_notes(args, rows, synthetic) + table_notes(
-        rows, note, folds=args.benchmark in FOLD_BENCHMARKS, resamples=args.bootstrap, seeds=args.seeds)
+        rows, note, folds=args.benchmark in FOLD_BENCHMARKS, resamples=args.bootstrap, seeds=args.seeds,
+        protocol=protocol_note(protocol_record(args)))
     document = results_document(args, sweep, rows, paper_note=note, synthetic=synthetic, warnings=warnings)
     if write:
         # the records first: results.json names only cells whose episodes are on disk

@@ -41,7 +41,10 @@ OUTPUT_NAMES = {"results": "results.json", "markdown": "table.md", "csv": "table
 LINES = ("ours", "paper", "diff")  # the three lines of a shot
 LINE_TITLES = {"ours": "ours", "paper": "paper", "diff": "ours - paper"}
 SD_LINE = "sd over seeds"
-CSV_LINES = {SD_LINE: "seeds_sd"}  # a line's name in table.csv where it differs (``seed S`` -> ``seedS``)
+# The best seed per fold (its mean column: the mean of the folds' best seeds), shown only for the protocols whose
+# repositories print it (engine.protocols: BAM, HDMNet, PI-CLIP); an optimistic statistic, never our line
+BEST_LINE = "best seed (protocol's, optimistic)"
+CSV_LINES = {SD_LINE: "seeds_sd", BEST_LINE: "seeds_best"}  # a line's name in table.csv where it differs (``seed S`` -> ``seedS``)
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,7 @@ class TableRow:
     intervals: dict[str, FoldIntervals] = field(default_factory=dict)  # "ours", "diff", "seed S": 95% intervals
     seeds: dict[int, FoldValues] = field(default_factory=dict)  # per seed, with several --seeds
     seeds_sd: Optional[FoldValues] = None  # the seeds' standard deviation, with several --seeds
+    seeds_best: Optional[FoldValues] = None  # the best seed per fold, for the protocols that report it
 
     def line(self, name: str) -> FoldValues:
         """``"ours"``, ``"paper"``, ``"diff"``, ``"seed S"`` or ``"sd over seeds"``."""
@@ -101,11 +105,15 @@ class TableRow:
         if name == SD_LINE:
             assert self.seeds_sd is not None
             return self.seeds_sd
+        if name == BEST_LINE:
+            assert self.seeds_best is not None
+            return self.seeds_best
         return {"ours": self.ours, "paper": self.paper, "diff": self.diff}[name]
 
     def lines(self) -> list[str]:
         """The row's lines, in print order."""
-        return [*LINES, *(f"seed {s}" for s in self.seeds), *([SD_LINE] if self.seeds_sd is not None else [])]
+        return [*LINES, *(f"seed {s}" for s in self.seeds), *([SD_LINE] if self.seeds_sd is not None else []),
+                *([BEST_LINE] if self.seeds_best is not None else [])]
 
 
 def _minus(a: Optional[float], b: Optional[float]) -> Optional[float]:
@@ -144,7 +152,8 @@ def _shift(interval: FoldIntervals, by: FoldValues, full: bool) -> FoldIntervals
 
 def build_table(runs: Sequence[RunResult], benchmark: str, backbone: str, *, with_paper: bool = True,
                 samples: Optional[dict[Cell, np.ndarray]] = None,
-                seed_means: Optional[Mapping[tuple[int, int], np.ndarray]] = None) -> list[TableRow]:
+                seed_means: Optional[Mapping[tuple[int, int], np.ndarray]] = None,
+                best_of_seeds: bool = False) -> list[TableRow]:
     """The table of ``runs`` (any folds and shots, each (seed, fold, shot) at most once), per metric then shot.
 
     ``with_paper=False`` leaves the paper's lines empty (data the paper's numbers do not apply to).
@@ -153,6 +162,7 @@ def build_table(runs: Sequence[RunResult], benchmark: str, backbone: str, *, wit
     seed gets a line. ``seed_means``: per (fold, shot) with several seeds, the (R, 2) samples of their mean
     (:func:`engine.bootstrap.seed_mean_samples` over the seeds of ``runs`` there); where one is missing, our
     line has no interval (the seeds' own samples, drawn independently, would make it too narrow).
+    ``best_of_seeds``: with several seeds, a line with the best seed per fold (the protocols that report it).
     """
     samples = samples or {}
     seed_means = seed_means or {}
@@ -183,7 +193,7 @@ def build_table(runs: Sequence[RunResult], benchmark: str, backbone: str, *, wit
             intervals = {}
             if interval != FoldIntervals.empty():
                 intervals = {"ours": interval, "diff": _shift(interval, paper, full)}
-            per_seed, sd = {}, None
+            per_seed, sd, best = {}, None, None
             if len(seeds) > 1:
                 for seed in seeds:
                     if by_seed[seed]:
@@ -192,7 +202,10 @@ def build_table(runs: Sequence[RunResult], benchmark: str, backbone: str, *, wit
                             intervals[f"seed {seed}"] = seed_interval
                 sd = FoldValues(tuple(_sd([by_seed[s][f] for s in seeds if f in by_seed[s]]) for f in range(NFOLDS)),
                                 _sd([line.mean for line in per_seed.values() if line.mean is not None]))
-            rows.append(TableRow(metric, shot, ours, paper, diff, intervals, per_seed, sd))
+                if best_of_seeds:
+                    best_folds = {f: max(by_seed[s][f] for s in seeds if f in by_seed[s]) for f in folds}
+                    best = FoldValues(tuple(best_folds.get(f) for f in range(NFOLDS)), _mean(list(best_folds.values())))
+            rows.append(TableRow(metric, shot, ours, paper, diff, intervals, per_seed, sd, best))
     return rows
 
 
@@ -290,15 +303,17 @@ def table_as_dict(rows: Sequence[TableRow]) -> dict[str, dict[str, dict[str, dic
         if row.seeds:
             cell["seeds"] = {str(seed): entry(row, f"seed {seed}") for seed in row.seeds}
             cell["seeds_sd"] = entry(row, SD_LINE)
+        if row.seeds_best is not None:
+            cell["seeds_best"] = entry(row, BEST_LINE)
         table.setdefault(row.metric, {})[str(row.shot)] = cell
     return table
 
 
 def table_notes(rows: Sequence[TableRow], paper_note: str, *, folds: bool = True, resamples: int = 0,
-                seeds: Sequence[int] = ()) -> list[str]:
+                seeds: Sequence[int] = (), protocol: Optional[str] = None) -> list[str]:
     """Notes under the table: what the intervals are (``resamples`` > 0), what our line is over several
     ``seeds``, which folds our mean covers (``folds``: the benchmark has folds), what an empty cell means, the
-    paper's source."""
+    paper's source; ``protocol``: the note on the test protocol (:func:`engine.protocols.protocol_note`)."""
     run = sorted({f for row in rows for f, v in enumerate(row.ours.folds) if v is not None})
     notes = []
     if resamples and any(row.intervals for row in rows):
@@ -306,6 +321,12 @@ def table_notes(rows: Sequence[TableRow], paper_note: str, *, folds: bool = True
     if len(seeds) > 1:
         notes.append(f"ours: the mean over the episode seeds {', '.join(map(str, seeds))}, each of which has its "
                      "line; sd over seeds: their standard deviation (n - 1).")
+    if any(row.seeds_best is not None for row in rows):
+        notes.append(f"{BEST_LINE}: per fold the highest of the seeds' numbers (its mean column: the mean of "
+                     "those), as the protocol's repository prints it; it is biased upwards (the maximum of noisy "
+                     "numbers), so compare the mean.")
+    if protocol:
+        notes.append(protocol)
     if folds and len(run) < NFOLDS:
         notes.append(f"Our mean is over fold(s) {', '.join(map(str, run))} only; the paper's is over all "
                      f"{NFOLDS} folds, so no difference of the means is given.")
