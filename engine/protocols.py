@@ -158,6 +158,10 @@ def resolve_protocol(args: argparse.Namespace, explicit: set[str]) -> dict[str, 
         ProtocolError: the preset does not define ``args.benchmark``, or an explicit flag contradicts it.
     """
     protocol = PROTOCOLS[args.protocol]
+    if args.benchmark not in protocol.episodes and args.protocol == DEFAULT_PROTOCOL and "protocol" not in explicit:
+        # a benchmark no paper defines (a registered one): its own spec's episodes and seed 0, as without presets
+        return {"name": protocol.name, "preset": {}, "overridden": {}, "statistic": protocol.statistic,
+                "best_of_seeds": protocol.best_of_seeds, "sources": dict(protocol.sources)}
     if args.benchmark not in protocol.episodes:
         defined = ", ".join(TITLES.get(b, b) for b in protocol.episodes)
         raise ProtocolError(f"argument --protocol: {protocol.name} defines no {TITLES.get(args.benchmark, args.benchmark)} "
