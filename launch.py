@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from common.cli import ArgumentParser, run_cli
+from common.flags import add_flags, check_minimums
 from common.paths import LOG_ROOT
 from data.benchmarks import BENCHMARKS, NFOLDS
 from engine.cluster import EXECUTORS, ClusterOptions, launch, status
@@ -37,16 +38,15 @@ def build_parser() -> ArgumentParser:
                                description="Submit one training job per cell and a test job after them. Flags not "
                                            "listed here are train.py's, given to every cell.")
     cells = grid.add_argument_group("the grid")
-    cells.add_argument("--benchmark", nargs="+", default=["pascal"], choices=BENCHMARKS)
-    cells.add_argument("--backbone", nargs="+", default=["resnet50"], choices=tuple(BACKBONES))
-    cells.add_argument("--fold", nargs="+", type=int, default=list(range(NFOLDS)), choices=range(NFOLDS))
+    add_flags(cells, "launch", "--benchmark", "--backbone", "--fold", benchmarks=BENCHMARKS,
+              backbones=tuple(BACKBONES), folds=range(NFOLDS), all_folds=list(range(NFOLDS)))
     cells.add_argument("--grid-dir", default=str(LOG_ROOT / "grid"),
                        help="the grid's folder: runs/, tests/, tables.md, jobs.json, submitit/")
-    cells.add_argument("--nshot", nargs="+", type=int, default=[1, 5], help="shots of the test sweep")
+    add_flags(cells, "launch", "--nshot")
     cells.add_argument("--test-nepisodes", type=int, default=None,
                        help="test episodes per (fold, shot) (default: test.py's, the released 1000)")
     cells.add_argument("--test-bsz", type=int, default=None, help="test.py --bsz (default: test.py's)")
-    cells.add_argument("--bootstrap", type=int, default=None, help="test.py --bootstrap (default: test.py's)")
+    add_flags(cells, "launch", "--bootstrap")
 
     where = grid.add_argument_group("where the jobs run")
     where.add_argument("--executor", choices=EXECUTORS, default="slurm",
@@ -86,12 +86,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(train_flags)}")
         print(status(Path(args.grid_dir)))
         return 0
+    check_minimums(parser, args, "launch")
     for value, flag in ((args.gpus_per_job, "--gpus-per-job"), (args.cpus_per_task - 1, "--cpus-per-task"),
                         (args.max_requeues, "--max-requeues"), (args.parallel - 1, "--parallel")):
         if value < 0:
             parser.error(f"argument {flag}: must be >= {0 if flag in ('--gpus-per-job', '--max-requeues') else 1}")
     spec = GridSpec(benchmarks=tuple(args.benchmark), backbones=tuple(args.backbone), folds=tuple(args.fold),
-                    train_flags=tuple(train_flags), nshots=tuple(args.nshot), test_nepisodes=args.test_nepisodes,
+                    train_flags=tuple(train_flags), nshots=tuple(args.nshots), test_nepisodes=args.test_nepisodes,
                     test_bsz=args.test_bsz, bootstrap=args.bootstrap)
     options = ClusterOptions(executor=args.executor, partition=args.partition, time=args.time, account=args.account,
                              qos=args.qos, constraint=args.constraint, gpus_per_job=args.gpus_per_job,

@@ -19,7 +19,8 @@ default tables and :data:`EXCEPTIONS`, and no flag declared twice.
 
 Scripts (:data:`SCRIPTS`): ``train`` / ``test`` (train.py, test.py), ``cam`` (generate_cam_{voc,coco,fss}.py),
 ``evaluate_priors``, ``predict``, ``demo``, ``compare``, ``pretrain`` (python -m apps.pretrain), ``import``
-(python -m data.priors import), ``prepare`` (python -m data.prepare), ``synthetic`` (python -m data.synthetic).
+(python -m data.priors import), ``prepare`` (python -m data.prepare), ``synthetic`` (python -m data.synthetic),
+``launch`` (launch.py grid, whose grid axes take several values: one cell each).
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ SCRIPTS = {
     "train": "train.py", "test": "test.py", "cam": "generate_cam_{voc,coco,fss}.py",
     "evaluate_priors": "evaluate_priors.py", "predict": "predict.py", "demo": "demo.py", "compare": "compare.py",
     "pretrain": "python -m apps.pretrain", "import": "python -m data.priors import",
-    "prepare": "python -m data.prepare", "synthetic": "python -m data.synthetic",
+    "prepare": "python -m data.prepare", "synthetic": "python -m data.synthetic", "launch": "launch.py grid",
 }
 GROUPS = ("data", "model", "run", "clip")
 
@@ -89,11 +90,15 @@ _DATA = [
          default=None, help=f"root holding the benchmarks' images (VOC2012/, COCO2014/, FSS-1000/), the default for "
                             f"the paths below (default: {DEFAULT_DATAPATH})"),
     flag("--benchmark", "data", {"train": "pascal", "test": "pascal", "evaluate_priors": "pascal",
-                                 "import": REQUIRED, "pretrain": Given("benchmark"), "synthetic": None},
+                                 "import": REQUIRED, "pretrain": Given("benchmark"), "synthetic": None,
+                                 "launch": ["pascal"]},
          type=str, choices=Given("benchmarks"), help="few-shot benchmark: its classes, split lists and masks"),
-    flag("--fold", "data", {"train": 0, "test": None, "evaluate_priors": 0, "pretrain": Given("fold")}, type=int,
+    flag("--fold", "data", {"train": 0, "test": None, "evaluate_priors": 0, "pretrain": Given("fold"),
+                            "launch": Given("all_folds")}, type=int,
          choices=Given("folds"), help="cross-validation fold of PASCAL-5i / COCO-20i (FSS-1000 has none: leave it "
                                       "out); its test classes are never trained on"),
+    flag("--nshot", "data", {"test": [1], "launch": [1, 5]}, dest="nshots", type=int, nargs="+", metavar="NSHOT",
+         help="support images per episode; several (e.g. 1 5) are tested one after the other"),
     flag("--split", "data", {"evaluate_priors": "val", "import": None}, type=str,
          help="split list whose (image, class) pairs are used (PASCAL/COCO: val = test); the import takes several, "
               "all of the benchmark's when left out"),
@@ -135,7 +140,7 @@ _DATA = [
 
 _MODEL = [
     flag("--backbone", "model", {"train": "resnet50", "test": "resnet50", "predict": "resnet50", "demo": "resnet50",
-                                 "pretrain": Given("backbone")},
+                                 "pretrain": Given("backbone"), "launch": ["resnet50"]},
          type=str, choices=Given("backbones"), help="feature extractor"),
     flag("--backbone-weights", "model", {"train": "imagenet", "test": "none", "predict": "none", "demo": None},
          type=str, help="initial backbone weights: 'imagenet', 'none' (random), or a torchvision state-dict file; "
@@ -173,7 +178,8 @@ _RUN = [
     flag("--tf32", "run", ("train", "test", "cam"), action="store_true",
          help="allow TF32 float32 matmuls/convolutions on Ampere+ GPUs: faster, not the released numerics (the "
               "released code ran without TF32)"),
-    flag("--bootstrap", "run", ("test", "compare"), minimum={"test": 0, "compare": 1}, type=int, default=Given("resamples"), metavar="N",
+    flag("--bootstrap", "run", ("test", "compare", "launch"), minimum={"test": 0, "compare": 1, "launch": 0}, type=int,
+         default=Given("resamples"), metavar="N",
          help="bootstrap resamples of the episodes for the 95%% intervals (compare.py: paired; test.py: 0 for no "
               "intervals)"),
     flag("--lr", "run", {"train": 4e-4, "demo": 1e-3, "pretrain": Given("lr")}, type=float,
@@ -218,6 +224,14 @@ EXCEPTIONS: dict[tuple[str, str], tuple[str, Mapping[str, Any]]] = {
         "aliases": ("--seeds",), "dest": "seeds", "nargs": "+", "default": [0], "metavar": "SEED",
         "help": "episode seed(s) (released: 0); several (e.g. 0 1 2 3 4) run the protocol once per seed and report "
                 "each seed's number, their mean and standard deviation"}),
+    ("--benchmark", "launch"): ("a grid axis: several benchmarks, a cell each", {
+        "nargs": "+", "help": "the grid's benchmarks, a training job each"}),
+    ("--backbone", "launch"): ("a grid axis: several backbones, a cell each", {
+        "nargs": "+", "help": "the grid's backbones, a training job each"}),
+    ("--fold", "launch"): ("a grid axis: several folds, a cell each", {
+        "nargs": "+", "help": "the grid's folds, a training job each (and a checkpoint of the test job)"}),
+    ("--bootstrap", "launch"): ("passed on to the test job's test.py only when given", {
+        "default": None, "help": "test.py --bootstrap of the test job (default: test.py's)"}),
     ("--amp", "cam"): ("the gradcam-rn50 recipe's switch (priors.recipes: refused with another --prior)", {
         "action": "store_true", "nargs": None, "const": None, "default": None, "choices": None,
         "help": "--prior gradcam-rn50: CUDA autocast (float16) for the ResNet trunk"}),

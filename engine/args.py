@@ -93,8 +93,7 @@ def build_parser(script: Script) -> argparse.ArgumentParser:
                               "(read from the file); default: the released format, which the authors' tools read")
     else:
         add_flags(run, script, "--bootstrap", "--load", **given)
-        run.add_argument("--nshot", dest="nshots", type=int, nargs="+", default=[1], metavar="NSHOT",
-                         help="support images per episode; several (e.g. 1 5) are tested one after the other")
+        add_flags(run, script, "--nshot")
         run.add_argument("--visualize", action="store_true",
                          help="write support/query/prediction images to <run folder>/vis")
         run.add_argument("--use-original-imgsize", dest="use_original_imgsize", action="store_true",

@@ -18,7 +18,8 @@ PACKAGES = ("common", "data", "model", "priors", "engine", "apps")
 # Library and script code (tests and benchmarks have parsers of their own)
 SOURCES = sorted([p for pkg in PACKAGES for p in (REPO / pkg).rglob("*.py")] + list(REPO.glob("*.py")))
 PARSER_FILES = {"engine/args.py", "priors/cam_job.py", "priors/report.py", "predict.py", "apps/demo.py",
-                "apps/pretrain.py", "data/priors.py", "data/prepare.py", "data/synthetic.py", "compare.py"}
+                "apps/pretrain.py", "data/priors.py", "data/prepare.py", "data/synthetic.py", "compare.py",
+                "launch.py"}
 
 
 def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
@@ -29,6 +30,7 @@ def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentP
 def _parsers() -> dict[str, list[argparse.ArgumentParser]]:
     """Every script's parser(s), keyed as in :data:`common.flags.SCRIPTS`."""
     import compare
+    import launch
     import predict
     from apps import demo, pretrain
     from data import prepare, synthetic
@@ -42,7 +44,8 @@ def _parsers() -> dict[str, list[argparse.ArgumentParser]]:
             "evaluate_priors": [report.build_parser()], "predict": [predict.build_parser()],
             "demo": [demo.build_parser()], "compare": [compare.build_parser()],
             "pretrain": [pretrain.build_parser()], "import": [_subparser(data_priors.build_parser(), "import")],
-            "prepare": [prepare.build_parser()], "synthetic": [synthetic.build_parser()]}
+            "prepare": [prepare.build_parser()], "synthetic": [synthetic.build_parser()],
+            "launch": [_subparser(launch.build_parser(), "grid")]}
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +61,7 @@ def _flags(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
 def test_every_parser_of_the_repository_is_built_here(parsers):
     assert set(parsers) == set(SCRIPTS)
     files = {str(p.relative_to(REPO)) for p in SOURCES if re.search(r"\bArgumentParser\(", p.read_text())}
-    assert files - {"common/cli.py"} - set(GRID_AXES) == PARSER_FILES, \
+    assert files - {"common/cli.py"} == PARSER_FILES, \
         "a new parser: add it to _parsers() and common.flags.SCRIPTS"
 
 
@@ -145,9 +148,6 @@ def test_each_exception_and_default_table_is_needed():
             assert set(flag.minimum) <= set(flag.scripts) and len(set(flag.minimum.values())) > 1, name
 
 
-# launch.py grid's axes share names with train.py/test.py flags but are other flags: lists of values, one grid cell
-# (or one test.py setting passed on) each. Not yet in common/flags.py (issue 36 landed after the flags' home).
-GRID_AXES = {"launch.py": ("--benchmark", "--backbone", "--fold", "--nshot", "--bootstrap")}
 
 
 def _declared_names() -> dict[str, list[str]]:
@@ -169,8 +169,7 @@ def _declared_names() -> dict[str, list[str]]:
             else:
                 continue
             for arg in names:
-                if isinstance(arg, ast.Constant) and isinstance(arg.value, str) and arg.value.startswith("-") \
-                        and arg.value not in GRID_AXES.get(str(path.relative_to(REPO)), ()):
+                if isinstance(arg, ast.Constant) and isinstance(arg.value, str) and arg.value.startswith("-"):
                     places[arg.value].append(f"{path.relative_to(REPO)}:{node.lineno}")
     return places
 
