@@ -142,15 +142,6 @@ class TensorBoardWriter:
                                 Event(wall_time=time.time(), step=epoch, summary=scalar(main_tag, values[key])))
             self.flush()
 
-    def add_image(self, tag: str, image: np.ndarray, step: int) -> None:
-        """An (H, W, 3) uint8 image."""
-        if self.enabled:
-            from tensorboardX.proto.event_pb2 import Event
-            from tensorboardX.summary import image as image_summary
-
-            self._write(self.logdir, Event(wall_time=time.time(), step=step,
-                                           summary=image_summary(tag, image, dataformats="HWC")))
-
     def add_summary(self, summary: Any, step: int) -> None:
         """A tensorboardX ``Summary`` proto (e.g. from :mod:`common.tb_summaries`) at ``step``, into the run's own
         events folder (``tbd/runs``, which a resume's purge marker covers); on disk after :meth:`flush`."""

@@ -30,21 +30,6 @@ def l2_normalize(feat: torch.Tensor, eps: float = EPS) -> torch.Tensor:
     return recomputable(flat / denominator, torch.div, flat, denominator)
 
 
-def cosine_correlation(query_unit: torch.Tensor, support_unit: torch.Tensor, hw_query: tuple[int, int],
-                       hw_support: tuple[int, int]) -> torch.Tensor:
-    """Clamped correlation of two normalised feature maps.
-
-    Args:
-        query_unit: (B, C, Ha*Wa) from :func:`l2_normalize`.
-        support_unit: (B, C, Hb*Wb) from :func:`l2_normalize`.
-        hw_query: (Ha, Wa); hw_support: (Hb, Wb).
-    Returns:
-        (B, Ha, Wa, Hb, Wb), values in [0, 1].
-    """
-    bsz = query_unit.shape[0]
-    return clamp_min_zero(raw_correlation(query_unit, support_unit)).view(bsz, *hw_query, *hw_support)
-
-
 def raw_correlation(query_unit: torch.Tensor, support_unit: torch.Tensor) -> torch.Tensor:
     """(B, C, Ha*Wa) x (B, C, Hb*Wb) -> (B, Ha*Wa, Hb*Wb) cosine similarities, not yet clamped."""
     return torch.bmm(query_unit.transpose(1, 2), support_unit)
