@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-import numpy as np
 import torch
 
 from common.console import ConsoleHandler
