@@ -110,12 +110,18 @@ def _slurm_requeue(max_requeues: int) -> bool:
         print(f"grid job: requeued {restarts} times already (--max-requeues {max_requeues}): not requeued again; "
               "run launch.py grid again to continue", file=sys.stderr, flush=True)
         return False
+    # said before the call: SLURM stops the job's steps as it requeues it, which may kill this process (and
+    # scontrol, its child) before anything after the call is printed
+    print(f"grid job: requeueing job {job_id} (restart {restarts + 1} of at most {max_requeues})", file=sys.stderr,
+          flush=True)
     done = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60)
+    if done.returncode < 0:  # stopped by a signal: the requeue is under way (it stops the job's steps)
+        print(f"grid job: scontrol requeue {job_id} was stopped by signal {-done.returncode} as the job was "
+              "requeued", file=sys.stderr, flush=True)
+        return True
     if done.returncode:
         print(f"grid job: scontrol requeue {job_id} failed: {done.stderr.strip()}", file=sys.stderr, flush=True)
         return False
-    print(f"grid job: requeued job {job_id} (restart {restarts + 1} of at most {max_requeues})", file=sys.stderr,
-          flush=True)
     return True
 
 

@@ -188,6 +188,12 @@ def test_a_job_is_requeued_at_most_max_requeues_times(monkeypatch, capsys):
     monkeypatch.setenv("SLURM_RESTART_COUNT", "3")
     assert not grid_jobs._slurm_requeue(3) and len(ran) == 1
     assert "requeued 3 times already (--max-requeues 3)" in capsys.readouterr().err
+    # SLURM stops the job's steps as it requeues the job: scontrol, a child of the job, may die of a signal
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
+    monkeypatch.setattr(grid_jobs.subprocess, "run", lambda cmd, **kw: type("Done", (), {"returncode": -15,
+                                                                                         "stderr": ""})())
+    assert grid_jobs._slurm_requeue(3)
+    assert "grid job: requeueing job 42 (restart 1 of at most 3)" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -105,7 +105,7 @@ def test_a_grid_on_slurm_survives_a_requeue_and_a_preemption_and_equals_the_loca
         restarts = re.search(r"Restarts=(\d+)", _slurm(slurm_env, "scontrol", "show", "job", job)).group(1)
         assert restarts == ("0" if name == "test" else "1"), name
     signalled = (on_slurm / "submitit" / f"{jobs['pascal_resnet50_fold1']}_0_log.err").read_text()
-    assert "got SIGUSR2: stopping at the next training step" in signalled and "grid job: requeued job" in signalled
+    assert "got SIGUSR2: stopping at the next training step" in signalled and "grid job: requeueing job" in signalled
 
     for name in interrupt:
         run, ref = on_slurm / "runs" / name, local / "runs" / name
