@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Optional, Union
 
 import torch
@@ -24,6 +25,22 @@ from torch import nn
 logger = logging.getLogger(__name__)
 
 MicroBsz = Union[int, str, None]
+
+
+@dataclass(frozen=True)
+class MicroBatchChoice:
+    """What ``--micro-bsz`` resolved to: ``size`` episodes per pass (None: the whole batch in one pass) and, for
+    ``auto`` on CUDA, the peak memory its probe step reached (what a pass is expected to need)."""
+
+    size: Optional[int]
+    step_peak_gib: Optional[float] = None
+
+    def record(self, requested: MicroBsz, batch_size: int) -> dict[str, Any]:
+        """The choice as the run records it (``micro_bsz_chosen`` in its arguments file); ``batch_size``: the
+        episodes of a batch on this rank (``--bsz`` over the DDP ranks)."""
+        per_pass = self.size or batch_size
+        return {"requested": requested, "batch_per_rank": batch_size, "episodes_per_pass": per_pass,
+                "passes": math.ceil(batch_size / per_pass), "step_peak_gib": self.step_peak_gib}
 
 
 def micro_batches(batch: Mapping[str, Any], size: Optional[int]) -> Iterator[tuple[dict[str, Any], float]]:
@@ -54,21 +71,21 @@ def candidates(batch_size: int) -> list[int]:
 
 
 def resolve_micro_bsz(value: MicroBsz, batch_size: int, device: torch.device,
-                      try_step: Callable[[int], None]) -> Optional[int]:
-    """The micro-batch size to train with: None (the whole batch) for no ``--micro-bsz`` or ``auto`` on a CPU;
-    ``min(M, B)`` for a number; for ``auto`` on CUDA the first of :func:`candidates` for which ``try_step(M)``
-    (one forward/backward of M episodes) raises no out-of-memory error.
+                      try_step: Callable[[int], None]) -> MicroBatchChoice:
+    """The micro-batch size to train with: the whole batch (size None) for no ``--micro-bsz`` or ``auto`` on a
+    CPU; ``min(M, B)`` for a number; for ``auto`` on CUDA the first of :func:`candidates` for which
+    ``try_step(M)`` (one forward/backward of M episodes) raises no out-of-memory error, with that step's peak.
 
     Raises:
         torch.cuda.OutOfMemoryError: not even one episode fits.
     """
     if value is None:
-        return None
+        return MicroBatchChoice(None)
     if value != "auto":
-        return None if int(value) >= batch_size else int(value)
+        return MicroBatchChoice(None if int(value) >= batch_size else int(value))
     if device.type != "cuda":
         logger.info("--micro-bsz auto: the whole batch of %d on %s", batch_size, device)
-        return None
+        return MicroBatchChoice(None)
     for size in candidates(batch_size):
         try:
             torch.cuda.reset_peak_memory_stats(device)
@@ -82,5 +99,5 @@ def resolve_micro_bsz(value: MicroBsz, batch_size: int, device: torch.device,
         peak = torch.cuda.max_memory_allocated(device) / 2**30
         logger.info("--micro-bsz auto: %d episodes per pass (%d passes per batch of %d); a step's peak: %.1f GiB",
                     size, math.ceil(batch_size / size), batch_size, peak)
-        return None if size >= batch_size else size
-    return 1
+        return MicroBatchChoice(None if size >= batch_size else size, round(peak, 3))
+    raise AssertionError("candidates() ends with 1, which returns or raises")

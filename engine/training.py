@@ -45,7 +45,7 @@ from engine import run_folder
 from engine.args import args_to_json, resolve_run_dir
 from priors.provenance import cam_manifest_digests, check_cam_provenance
 from engine.loops import NonFiniteLossError, autocast, forward_1shot, to_device, train_epoch, validate_epoch
-from engine.micro_batches import resolve_micro_bsz
+from engine.micro_batches import MicroBatchChoice, resolve_micro_bsz
 from engine.run_folder import RunFolder
 from engine.run_watch import RunWatch
 from model import build_model
@@ -127,6 +127,11 @@ def decide_seed(args: argparse.Namespace, run_dir: Path, info: DistInfo) -> int:
     return args.seed
 
 
+def arguments_file_name(args: argparse.Namespace, start_epoch: int) -> str:
+    """This run part's arguments file: ``args.json`` for a new run, ``args_resume_epochNNN.json`` on resume."""
+    return f"args_resume_epoch{start_epoch:03d}.json" if args.resume else run_folder.ARGS_NAME
+
+
 def record_arguments(args: argparse.Namespace, run_dir: Path, state: Optional[dict[str, Any]], info: DistInfo,
                      device: torch.device) -> None:
     """Write ``args.json`` (``args_resume_epochNNN.json`` on resume, the run's ``args.json`` kept), with the
@@ -134,8 +139,7 @@ def record_arguments(args: argparse.Namespace, run_dir: Path, state: Optional[di
     from epoch 0 records that no epoch has finished yet (``progress.json``)."""
     args.cam_manifests = cam_manifest_digests(args, training=True)
     if info.is_main:
-        start = state["epoch"] + 1 if state is not None else 0
-        name = f"args_resume_epoch{start:03d}.json" if args.resume else "args.json"
+        name = arguments_file_name(args, state["epoch"] + 1 if state is not None else 0)
         if args.resume:
             _warn_if_cams_changed(run_dir, args.cam_manifests)
         atomic_write_text(args_to_json(args), run_dir / name)
@@ -261,11 +265,12 @@ def _run_watch(args: argparse.Namespace, trainer: Trainer, loaders: EpisodeLoade
                     enabled=info.is_main)
 
 
-def resolve_micro_batch(args: argparse.Namespace, trainer: Trainer, loaders: EpisodeLoaders,
-                        device: torch.device) -> Optional[int]:
+def resolve_micro_batch(args: argparse.Namespace, trainer: Trainer, loaders: EpisodeLoaders, run_dir: Path,
+                        info: DistInfo, device: torch.device) -> Optional[int]:
     """``--micro-bsz`` for this rank's batches (:func:`engine.micro_batches.resolve_micro_bsz`); ``auto`` on
     CUDA tries training steps on validation episodes (their draw is fixed, so the training draws are unchanged)
-    and leaves the gradients cleared."""
+    and leaves the gradients cleared. The choice is logged and added to this run part's arguments file
+    (``micro_bsz_chosen``)."""
     batch_size = loaders.trn_loader.batch_size or 1
     amp = args.amp if device.type == "cuda" else False
 
@@ -279,14 +284,21 @@ def resolve_micro_batch(args: argparse.Namespace, trainer: Trainer, loaders: Epi
         finally:
             trainer.optimizer.zero_grad(set_to_none=True)
 
-    micro = resolve_micro_bsz(getattr(args, "micro_bsz", None), batch_size, device, try_step)
+    choice = resolve_micro_bsz(getattr(args, "micro_bsz", None), batch_size, device, try_step)
+    micro = choice.size
     if args.micro_bsz == "auto" and torch.distributed.is_initialized():  # every rank the same passes per step
         size = torch.tensor([micro or batch_size], device=device)
         torch.distributed.all_reduce(size, op=torch.distributed.ReduceOp.MIN)
         micro = None if int(size) >= batch_size else int(size)
+        choice = MicroBatchChoice(micro, choice.step_peak_gib if micro == choice.size else None)
     if micro is not None:
         logger.info("--micro-bsz %s: batches of %d episodes as %d passes of at most %d", args.micro_bsz, batch_size,
                     -(-batch_size // micro), micro)
+    if args.micro_bsz is not None and info.is_main:
+        record_file = run_dir / arguments_file_name(args, trainer.start_epoch)
+        recorded = json.loads(record_file.read_text())
+        recorded["micro_bsz_chosen"] = choice.record(args.micro_bsz, batch_size)
+        atomic_write_text(json.dumps(recorded, indent=2, sort_keys=True) + "\n", record_file)
     return micro
 
 
@@ -299,7 +311,7 @@ def run_epochs(args: argparse.Namespace, trainer: Trainer, loaders: EpisodeLoade
     ``loss_hook`` and ``after_epoch`` are test seams (inject a loss, simulate a crash after an epoch).
     """
     amp = args.amp if device.type == "cuda" else False  # "fp16" (with trainer.scaler), "bf16" or off
-    micro_bsz = resolve_micro_batch(args, trainer, loaders, device)
+    micro_bsz = resolve_micro_batch(args, trainer, loaders, run_dir, info, device)
     resumed = trainer.start_epoch > 0
     writer = TensorBoardWriter(run_dir, enabled=info.is_main, purge_step=trainer.start_epoch if resumed else None)
     watch = _run_watch(args, trainer, loaders, writer, info, device)

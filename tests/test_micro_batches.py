@@ -3,6 +3,7 @@ as the whole batch (GroupNorm learner, frozen eval-mode backbone), up to the ord
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ import train
 from data.dataset import build_dataloader, build_dataset
 from engine.args import parse_args
 from engine.loops import train_epoch
-from engine.micro_batches import candidates, micro_batches, resolve_micro_bsz
+from engine.micro_batches import MicroBatchChoice, candidates, micro_batches, resolve_micro_bsz
 from engine.training import build_optimizer
 from common.evaluation import IoUMeter
 from model import build_model
@@ -74,10 +75,10 @@ def test_micro_batches_cover_the_batch_once_with_their_shares(batch):
 
 
 def test_auto_is_the_whole_batch_on_a_cpu_and_the_largest_that_fits_on_cuda(monkeypatch):
-    assert resolve_micro_bsz("auto", 40, torch.device("cpu"), lambda size: None) is None
-    assert resolve_micro_bsz(None, 40, torch.device("cpu"), lambda size: None) is None
-    assert resolve_micro_bsz(5, 40, torch.device("cpu"), lambda size: None) == 5
-    assert resolve_micro_bsz(64, 40, torch.device("cpu"), lambda size: None) is None
+    assert resolve_micro_bsz("auto", 40, torch.device("cpu"), lambda size: None).size is None
+    assert resolve_micro_bsz(None, 40, torch.device("cpu"), lambda size: None).size is None
+    assert resolve_micro_bsz(5, 40, torch.device("cpu"), lambda size: None).size == 5
+    assert resolve_micro_bsz(64, 40, torch.device("cpu"), lambda size: None).size is None
     assert candidates(8) == [8, 4, 3, 2, 1] and candidates(40)[:4] == [40, 20, 14, 10]
     for name in ("reset_peak_memory_stats", "empty_cache"):
         monkeypatch.setattr(torch.cuda, name, lambda *a, **k: None)
@@ -89,7 +90,10 @@ def test_auto_is_the_whole_batch_on_a_cpu_and_the_largest_that_fits_on_cuda(monk
         if size > 10:
             raise torch.cuda.OutOfMemoryError("simulated")
 
-    assert resolve_micro_bsz("auto", 40, torch.device("cuda"), step) == 10 and tried == [40, 20, 14, 10]
+    choice = resolve_micro_bsz("auto", 40, torch.device("cuda"), step)
+    assert choice == MicroBatchChoice(10, 3.0) and tried == [40, 20, 14, 10]
+    assert choice.record("auto", 40) == {"requested": "auto", "batch_per_rank": 40, "episodes_per_pass": 10,
+                                         "passes": 4, "step_peak_gib": 3.0}
     with pytest.raises(torch.cuda.OutOfMemoryError):
         resolve_micro_bsz("auto", 4, torch.device("cuda"), lambda size: (_ for _ in ()).throw(
             torch.cuda.OutOfMemoryError("simulated")))
@@ -112,6 +116,9 @@ def test_a_short_run_logs_the_same_with_micro_batches(synthetic_root, tmp_path):
                                              "4", "--seed", "1", "--logpath", str(run), *extra))
         result = train.main(args)
         runs[name] = (read_scalar_events(run / "tbd"), result["best_miou"])
+        chosen = json.loads((run / "args.json").read_text()).get("micro_bsz_chosen")
+        assert chosen == ({"requested": 3, "batch_per_rank": 4, "episodes_per_pass": 3, "passes": 2,
+                           "step_peak_gib": None} if extra else None)
         for checkpoint in run.glob("*.pt"):
             checkpoint.unlink()
     (whole, best_whole), (micro, best_micro) = runs["whole"], runs["micro"]
