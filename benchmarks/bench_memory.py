@@ -204,6 +204,49 @@ def op_seconds(model: torch.nn.Module, ep: dict[str, torch.Tensor], stage: int) 
     return dict(groups)
 
 
+def autocast_output_dtypes(model: torch.nn.Module, ep: dict[str, torch.Tensor], stage: int,
+                           dtype: torch.dtype) -> dict[str, dict[str, int]]:
+    """Which operators of one forward (with the loss) under autocast to ``dtype`` write float32 and which
+    ``dtype`` outputs: ``{"float32": {"module: op": bytes}, "bfloat16": {...}}``, summed over calls, views left
+    out (they allocate nothing). Autocast casts before the operator runs, so the dtypes seen below it are the
+    ones a GPU's ``--amp`` computes and keeps."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    totals: dict[str, dict[str, int]] = collections.defaultdict(lambda: collections.defaultdict(int))
+    names = {module: name or "model" for name, module in model.named_modules()}
+    stack: list[str] = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            inputs = {t.untyped_storage().data_ptr() for t in torch.utils._pytree.tree_leaves((args, kwargs))
+                      if isinstance(t, torch.Tensor)}
+            for tensor in (out if isinstance(out, (tuple, list)) else (out,)):
+                if (isinstance(tensor, torch.Tensor) and tensor.is_floating_point()
+                        and tensor.untyped_storage().data_ptr() not in inputs):
+                    where = f"{stack[-1] if stack else 'model'}: {func.overloadpacket.__name__}"
+                    totals[str(tensor.dtype).replace("torch.", "")][where] += tensor.numel() * tensor.element_size()
+            return out
+
+    def enter(module, inputs):
+        stack.append(names.get(module, type(module).__name__))
+
+    def leave(module, inputs, output):
+        stack.pop()
+
+    hooks = [torch.nn.modules.module.register_module_forward_pre_hook(enter),
+             torch.nn.modules.module.register_module_forward_hook(leave, always_call=True)]
+    model.train_mode()
+    device_type = next(model.parameters()).device.type
+    try:
+        with torch.autocast(device_type, dtype=dtype), Record():
+            model(**{k: v.clone() for k, v in ep.items()}, stage=stage)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return {key: dict(sorted(ops.items(), key=lambda item: -item[1])) for key, ops in totals.items()}
+
+
 def cuda_peaks(models: dict[str, torch.nn.Module], name: str, batches: list[int], stage: int,
                device: torch.device) -> dict[int, Optional[int]]:
     """``torch.cuda.max_memory_allocated`` of one training step of ``models[name]`` per batch size (None: out of
@@ -275,14 +318,18 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     parser.add_argument("--variants", nargs="+", default=["released", "ours", "ours+ckpt"],
                         choices=["released", "ours", "ours+ckpt"])
     parser.add_argument("--measure", nargs="*", default=["memory", "flops", "time"],
-                        choices=["memory", "hooks", "flops", "time", "ops"],
+                        choices=["memory", "hooks", "flops", "time", "ops", "dtypes"],
                         help="what to measure (hooks: the saved-tensor-hook count, for reference; ops: self CPU "
-                             "seconds by operator group)")
+                             "seconds by operator group; dtypes: with --autocast, the output bytes of each "
+                             "operator of the forward that stay float32 and that autocast lowers)")
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per model (median reported)")
     parser.add_argument("--size", type=int, default=400, help="image side (released: 400; the released model "
                                                                  "runs at 400 only; smaller: a quick check)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--cuda-batches", nargs="*", type=int, default=[1, 10, 20, 40])
+    parser.add_argument("--cudnn-deterministic", choices=["off", "on", "both"], default="off",
+                        help="CUDA: the steps' cuDNN algorithms (on: the deterministic ones, as the training loop "
+                             "uses them; both: a peak for each, to see what they cost)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: PyTorch's default)")
     parser.add_argument("--autocast", choices=["bf16", "fp16"], default=None,
                         help="also measure each variant's memory with the forward under autocast to this dtype "
@@ -320,13 +367,22 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                     rows[name]["flops"] = count_flops(model, ep, stage)
                 if "ops" in args.measure:
                     rows[name]["op_seconds"] = op_seconds(model, ep, stage)
+                if "dtypes" in args.measure and args.autocast:
+                    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[args.autocast]
+                    rows[name]["autocast_dtypes"] = found = autocast_output_dtypes(model, ep, stage, dtype)
+                    _print_dtypes(f"{backbone} stage {stage} {name}", found)
                 print(f"  measured {backbone} stage {stage} {name}", flush=True)
             if "time" in args.measure:
                 for name, seconds in time_steps(models, ep, stage, args.repeats).items():
                     rows[name]["seconds"] = seconds
             if device.type == "cuda" and args.cuda_batches:
-                for name in models:
-                    rows[name]["cuda_max_allocated"] = cuda_peaks(models, name, args.cuda_batches, stage, device)
+                for deterministic in {"off": [False], "on": [True], "both": [False, True]}[args.cudnn_deterministic]:
+                    # the training loop runs with cuDNN's deterministic algorithms (fix_randseed, as released)
+                    torch.backends.cudnn.deterministic = deterministic
+                    key = "cuda_max_allocated" + ("_deterministic" if deterministic else "")
+                    for name in models:
+                        rows[name][key] = cuda_peaks(models, name, args.cuda_batches, stage, device)
+                torch.backends.cudnn.deterministic = False
             for row in rows.values():
                 if "peak_step" in row:
                     row["batch40_estimate"] = 40 * row["peak_step"] + 4 * param_bytes + frozen_bytes
@@ -341,6 +397,13 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         atomic_write_text(json.dumps(results, indent=1), args.json)
         print(f"wrote {args.json}")
     return results
+
+
+def _print_dtypes(title: str, found: dict[str, dict[str, int]]) -> None:
+    print(f"\n{title}: forward output bytes by dtype under autocast (operators, largest first)")
+    for dtype, ops in found.items():
+        listed = ", ".join(f"{op} {_mb(size).strip()}" for op, size in list(ops.items())[:12])
+        print(f"  {dtype:9s} {_mb(sum(ops.values()))} MB in all: {listed}")
 
 
 def _print_table(backbone: str, stage: int, rows: dict[str, dict[str, Any]]) -> None:
@@ -366,9 +429,10 @@ def _print_table(backbone: str, stage: int, rows: dict[str, dict[str, Any]]) -> 
         if "batch40_estimate" in row:
             print(f"  {name}: batch 40 on one GPU needs about {row['batch40_estimate'] / 1e9:.1f} GB "
                   "(40 x the step's peak + weights, gradients, Adam moments, frozen backbone)")
-        if "cuda_max_allocated" in row:
-            print(f"  {name}: cuda max allocated " + ", ".join(
-                f"batch {b}: {_mb(v)} MB" for b, v in row["cuda_max_allocated"].items()))
+        for key, what in (("cuda_max_allocated", ""), ("cuda_max_allocated_deterministic", " (deterministic cuDNN)")):
+            if key in row:
+                print(f"  {name}: cuda max allocated{what} " + ", ".join(
+                    f"batch {b}: {_mb(v)} MB" for b, v in row[key].items()))
         if "op_seconds" in row:
             base = reference.get("op_seconds", {})
             print(f"  {name} self CPU seconds by operator group: " + "; ".join(

@@ -22,6 +22,7 @@ child process (its packages are named like ours) with shims only: ``.cuda()`` is
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import subprocess
 import sys
@@ -29,6 +30,7 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -84,8 +86,10 @@ VARIANTS = ("fp32", "amp", "amp-bf16", "ckpt", "compile", "amp-bf16-compile")
 CUDA_ONLY = {"amp": "fp16", "amp-bf16": "bf16", "amp-bf16-compile": "bf16"}
 
 
-def bench_ours(opts, traincam: Path, valcam: Path, variant: str = "fp32") -> dict[str, float]:
-    """Training and test episodes/s of our loops with ``variant`` (see ``VARIANTS``)."""
+def bench_ours(opts, traincam: Path, valcam: Path, variant: str = "fp32",
+               micro_bsz: Optional[int] = None) -> dict[str, float]:
+    """Training and test episodes/s of our loops with ``variant`` (see ``VARIANTS``), each training batch as
+    passes of ``micro_bsz`` episodes when given (``train.py --micro-bsz``)."""
     from common.device import configure_tf32, resolve_device
     from engine.loops import test_pass, train_epoch
     from common.evaluation import IoUMeter
@@ -118,22 +122,33 @@ def bench_ours(opts, traincam: Path, valcam: Path, variant: str = "fp32") -> dic
 
     def run_train(steps: int) -> None:
         train_epoch(model, train_batches.take(steps), optimizer, IoUMeter.for_dataset(trn, device), epoch=0,
-                    stage=2, device=device, amp=amp or False, scaler=scaler, log_every=0, progress=False)
+                    stage=2, device=device, amp=amp or False, scaler=scaler, micro_bsz=micro_bsz, log_every=0,
+                    progress=False)
 
     def run_test(steps: int) -> None:
         test_pass(model, test_batches.take(steps), IoUMeter.for_dataset(tst, device), nshot=opts.nshot, stage=2,
                   device=device, amp=amp or False, log_every=0, progress=False)
 
-    return _time_both(run_train, run_test, opts, device)
+    return _time_both(run_train, None if micro_bsz else run_test, opts, device)  # micro-batches: training only
 
 
 def _time_both(run_train, run_test, opts, device) -> dict[str, float]:
+    """Episodes/s after a warm-up batch; on CUDA also, for the training loop: the warm-up (first) step's peak,
+    the loop's peak, what stays allocated after it (weights, gradients, Adam's moments, ...) and the most the
+    caching allocator reserved, in GiB: where the loop's memory over a single step goes."""
     cuda = device.type == "cuda"
+    gib = 2**30
+    result: dict[str, float] = {}
 
-    def timed(fn, steps):
+    def timed(fn, steps, first_peak_key=None):
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
         fn(1)  # warm-up
         if cuda:
             torch.cuda.synchronize()
+            if first_peak_key:
+                result[first_peak_key] = torch.cuda.max_memory_allocated() / gib
             torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
         fn(steps)
@@ -141,10 +156,12 @@ def _time_both(run_train, run_test, opts, device) -> dict[str, float]:
             torch.cuda.synchronize()
         return steps * opts.bsz / (time.perf_counter() - start)
 
-    result = {"train_eps": timed(run_train, opts.train_batches)}
+    result["train_eps"] = timed(run_train, opts.train_batches, "train_first_step_peak_gib")
     if cuda:
-        result["train_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
-    if opts.test_batches > 0:
+        result["train_peak_gib"] = torch.cuda.max_memory_allocated() / gib
+        result["train_held_after_gib"] = torch.cuda.memory_allocated() / gib
+        result["train_reserved_peak_gib"] = torch.cuda.max_memory_reserved() / gib
+    if opts.test_batches > 0 and run_test is not None:
         result["test_eps"] = timed(run_test, opts.test_batches)
     return result
 
@@ -257,6 +274,9 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--amp", action="store_true", help="ours with --amp (CUDA only); same as --variants amp")
     parser.add_argument("--variants", nargs="+", default=["fp32"], choices=VARIANTS, help="ours: which settings")
+    parser.add_argument("--micro-bsz", nargs="+", type=int, default=[0], metavar="M",
+                        help="ours: each variant with its training batches as passes of M episodes (train.py "
+                             "--micro-bsz); 0: the whole batch. Reported against the variant's whole batch")
     parser.add_argument("--no-released", action="store_true", help="skip the released code even if given")
     parser.add_argument("--json", type=Path, default=None, help="append every result here (JSON lines)")
     opts = parser.parse_args(argv)
@@ -306,12 +326,29 @@ def main(argv=None) -> None:
             if variant in CUDA_ONLY and resolve_device(opts.device).type != "cuda":
                 emit(variant, {"skipped": "autocast runs on CUDA only"})
                 continue
-            results[variant] = bench_ours(opts, traincam, valcam, variant)
-            emit(variant, results[variant])
+            for micro in opts.micro_bsz:
+                name = f"{variant}/micro{micro}" if micro else variant
+                try:
+                    results[name] = bench_ours(opts, traincam, valcam, variant, micro_bsz=micro or None)
+                except torch.cuda.OutOfMemoryError:
+                    results[name] = {"skipped": "out of memory"}
+                if "skipped" in results[name]:
+                    gc.collect()  # the failed step's tensors, freed with its frames, back to the device
+                    torch.cuda.empty_cache()
+                    emit(name, results.pop(name))
+                    continue
+                emit(name, results[name])
+                whole = results.get(variant)
+                if micro and whole is not None:
+                    ratio = {key: results[name][key] / whole[key] for key in ("train_eps", "train_peak_gib")
+                             if key in whole}
+                    print(f"ratio {name}: " + " | ".join(f"{k} x{v:.2f}" for k, v in ratio.items()) +
+                          " (micro-batches / whole batch)", flush=True)
+                    emit(f"ratio_{name}", ratio)
         if "released" in results:
             base = results["released"]
-            for variant in variants:
-                if variant in results:
+            for variant in results:
+                if variant != "released" and not variant.startswith("ratio"):
                     ratio = {k: results[variant][k] / base[k] for k in ("train_eps", "test_eps")
                              if k in results[variant] and k in base}
                     print(f"ratio {variant:9s}: " + " | ".join(f"{k[:-4]} x{v:.2f}" for k, v in ratio.items()) +

@@ -3,7 +3,7 @@
 # as its step ends (a run cut off still returns what it finished). The second lease (issue 37), on the 141 GB card
 # (the released training loop at batch 20 may not fit 80 GB), skipping what the first lease measured:
 #   run(command='GPU_SESSION_SKIP="memory e2e" bash benchmarks/gpu_session.sh', carry=[".whl", ".released"],
-#       timeout_s=510, kind="nvidia-h200")
+#       timeout_s=600, kind="nvidia-h200")
 # Before it, here: `bash benchmarks/gpu_prepare.sh` (wheels the GPU image lacks -> .whl/) and a copy of the
 # released IMR-HSNet in .released/ (both ignored by git). Without a GPU, every step on the CPU at tiny sizes:
 #   GPU_SESSION_DRY=1 bash benchmarks/gpu_session.sh          (a test runs this; minutes on 2 cores, e2e the most)
@@ -12,13 +12,18 @@
 #   train_test_resnet50  episodes/s at 400 px, batch 20: the released loops first (fp32, TF32 off), then ours
 #                fp32 / --amp / --amp bf16 / --checkpoint-learner, the training loop's peak memory of each
 #   train_test_vgg16     the same with VGG16, without --checkpoint-learner
+#   micro_bsz    the released PASCAL step (ResNet50, 400 px, batch 40) whole and as train.py --micro-bsz 20 / 10,
+#                fp32, --amp bf16 and --checkpoint-learner: each loop's peak (README "Which GPU"), the first
+#                step's peak, what stays allocated and what the allocator reserved (the loop's memory over a
+#                single step), episodes/s against the whole batch (out of memory: reported, not fatal)
 #   profile      bench_profile.py: one ResNet50 training step (batch 20, stage 2) in fp32 and bf16, the top 30
 #                kernels and the kernel time by operator group -> profile.tsv
 #   compile      ours with --amp bf16 --compile (ResNet50), training only: its compile time is the least
 #                predictable, so it has a step of its own
 #   cuda_tests   pytest -m cuda (fp32 = released within 1e-4, TF32, AMP, DataParallel, fp16 CAMs, ...)
 #   cam          CAMs in fp16: ours vs the released script, pairs/s and the files' largest difference
-#   memory       bench_memory.py: max_memory_allocated of a training step at batch 1/10/20/40, both backbones
+#   memory       bench_memory.py: max_memory_allocated of a training step at batch 1/10/20/40, both backbones,
+#                with cuDNN's default and its deterministic algorithms (the training loop's: is that its extra?)
 #   e2e          synthetic data -> CAMs -> one training epoch -> 1/5-shot test -> predict.py, on the device
 # GPU_SESSION_SKIP="memory e2e" skips the steps it names (recorded as skipped).
 # $OUT gets at most 8 files (the tool returns no more): device.txt, steps.tsv (step, exit status, seconds,
@@ -35,7 +40,7 @@ OUT=${OUT:-/tmp/gpu_session}
 mkdir -p "$OUT"
 DRY=${GPU_SESSION_DRY:-0}
 PY=${PYTHON:-python3}
-BUDGET=${GPU_SESSION_BUDGET:-450}   # seconds for all steps; the install and the device check come before
+BUDGET=${GPU_SESSION_BUDGET:-540}   # seconds for all steps; the install and the device check come before
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu_session.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 LOG="$OUT/session.log"
@@ -46,7 +51,7 @@ printf 'step\tstatus\tseconds\tlimit\n' > "$OUT/steps.tsv"
 LIMIT_SCALE=1
 if [ "$DRY" = 1 ]; then
     LIMIT_SCALE=${GPU_SESSION_LIMIT_SCALE:-4} BUDGET=${GPU_SESSION_BUDGET:-1200}
-    DEVICE=cpu IMG=64 BSZ=2 NWORKER=0 BATCHES=1 MEM_ARGS=(--size 64 --backbone resnet50 --measure memory)
+    DEVICE=cpu IMG=64 BSZ=2 NWORKER=0 BATCHES=1 MICRO_BSZ=(4 0 2) MEM_ARGS=(--size 64 --backbone resnet50 --measure memory)
     PROFILE_ARGS=(--size 64 --bsz 2 --warmup 1)
     E2E_IMG=64 E2E_EPISODES=4
     CLIP="$WORK/tiny_clip.pt"  # a CLIP of RN50's layout but tiny widths: the CPU check is about the plumbing
@@ -58,7 +63,8 @@ torch.save(random_clip_state_dict(0, vision_width=8, vision_layers=(1, 1, 1, 1),
     [ "${GPU_SESSION_DRY_RELEASED:-0}" = 1 ] && [ -d .released ] && RELEASED=(--released-repo "$REPO/.released")
 else
     # bench_memory: max_memory_allocated only (--measure with nothing: no CPU-allocator profile)
-    DEVICE=cuda IMG=400 BSZ=20 NWORKER=8 BATCHES=5 MEM_ARGS=(--cuda-batches 1 10 20 40 --measure)
+    DEVICE=cuda IMG=400 BSZ=20 NWORKER=8 BATCHES=5 MICRO_BSZ=(40 0 20 10)
+    MEM_ARGS=(--cuda-batches 1 10 20 40 --cudnn-deterministic both --measure)
     PROFILE_ARGS=(--size 400 --bsz 20 --warmup 2)
     E2E_IMG=200 E2E_EPISODES=40
     CLIP=random  # RN50 at its real size, random weights (offline)
@@ -139,6 +145,12 @@ train_test() {  # BACKBONE VARIANT...: the released loops first (bench_train_tes
         "${RELEASED[@]}"
 }
 
+micro_bsz() {  # MICRO_BSZ: the batch, then the micro-batch sizes (0: the whole batch)
+    "$PY" benchmarks/bench_train_test.py --device "$DEVICE" --backbone resnet50 --img-size "$IMG" \
+        --bsz "${MICRO_BSZ[0]}" --nworker "$NWORKER" --train-batches 2 --test-batches 0 \
+        --variants fp32 amp-bf16 ckpt --micro-bsz "${MICRO_BSZ[@]:1}"
+}
+
 profile() {  # one file, both precisions (bf16 is skipped on the CPU)
     "$PY" benchmarks/bench_profile.py --device "$DEVICE" --backbone resnet50 --stage 2 --precision fp32 bf16 \
         --top 30 "${PROFILE_ARGS[@]}" --out "$OUT/profile.tsv"
@@ -186,6 +198,7 @@ compile_variant() {  # training only: the test pass (no_grad) would compile a se
 
 # limits: the H200's measured step times (benchmarks/NOTES.md, "The prepared GPU call") with some room
 step train_test_resnet50 150 train_test resnet50 fp32 amp amp-bf16 ckpt
+step micro_bsz 150 micro_bsz
 step train_test_vgg16 120 train_test vgg16 fp32 amp amp-bf16
 step profile 60 profile
 if [ "$DRY" = 1 ]; then  # inductor on a CPU compiles for minutes; tests/test_model.py checks --compile there

@@ -27,7 +27,7 @@ def test_dry_run_runs_every_step_and_returns_what_the_device_tool_can_carry(tmp_
 
     rows = [line.split("\t") for line in (out / "steps.tsv").read_text().splitlines()[1:]]
     status = {row[0]: row[1] for row in rows}
-    assert list(status) == ["train_test_resnet50", "train_test_vgg16", "profile", "compile", "cuda_tests", "cam",
+    assert list(status) == ["train_test_resnet50", "micro_bsz", "train_test_vgg16", "profile", "compile", "cuda_tests", "cam",
                             "memory", "e2e"]
     assert all(value == "0" for name, value in status.items() if name != "compile"), status
 
@@ -36,6 +36,8 @@ def test_dry_run_runs_every_step_and_returns_what_the_device_tool_can_carry(tmp_
     assert {("train_test", "fp32"), ("train_test", "ckpt"), ("train_test", "amp"), ("memory", None),
             ("cam", None), ("e2e", None), ("profile", None)} <= kinds
     assert all("skipped" in r for r in results if r.get("variant") in ("amp", "amp-bf16"))  # CUDA only
+    micro = {r["variant"] for r in results if r["bench"] == "train_test" and r["bsz"] == 4}
+    assert {"fp32", "fp32/micro2", "ratio_fp32/micro2", "ckpt/micro2"} <= micro, micro
     assert [r for r in results if r["bench"] == "e2e"][0]["table"]
     # the CAM files of ours against the released procedure's on the same pairs (both fp32 on the CPU)
     cam = [r for r in results if r["bench"] == "cam" and r.get("side") == "both"][0]
