@@ -147,3 +147,32 @@ def test_bad_protocol_input_is_one_line_and_exit_2(setup, capsys, extra, needle)
     errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
     assert len(errors) == 1 and needle in errors[0], errors
     assert not (root / "bad").exists()
+
+
+def test_the_protocol_table_shares_test_passes_between_presets():
+    from benchmarks.bench_protocols import pass_kinds
+
+    kinds = pass_kinds(list(PROTOCOLS.values()), "pascal")
+    assert kinds == {(1000, False): [0, 6776, 1234, 1235, 1236, 1237, 1238], (1000, True): list(TEN_SEEDS)}
+    assert pass_kinds([PROTOCOLS["tlg"], PROTOCOLS["hdmnet"]], "coco") == {(5000, False): [6776],
+                                                                          (10000, True): list(TEN_SEEDS)}
+
+
+def test_best_minus_mean_is_zero_for_equal_seeds_and_positive_otherwise():
+    import numpy as np
+
+    from benchmarks.bench_protocols import best_minus_mean_samples
+    from engine.episode_records import Cell, EpisodeRecords
+
+    def records(seed, hits):
+        n = len(hits)
+        inter = np.stack([np.full(n, 50), np.asarray(hits)], axis=1).astype(np.int64)
+        union = np.stack([np.full(n, 100), np.full(n, 10)], axis=1).astype(np.int64)
+        return EpisodeRecords(Cell(seed, 0, 1), (0, 1), np.array([0, 1] * (n // 2)),
+                              np.array([f"q{i}" for i in range(n)]), np.array([["s"]] * n), inter, union)
+
+    same = [records(seed, [5, 6, 7, 8]) for seed in (1, 2, 3)]
+    assert np.allclose(best_minus_mean_samples(same, 50), 0)
+    spread = [records(1, [5, 6, 7, 8]), records(2, [9, 9, 9, 9]), records(3, [1, 2, 1, 2])]
+    samples = best_minus_mean_samples(spread, 200)
+    assert (samples >= 0).all() and samples.mean() > 0
