@@ -329,15 +329,16 @@ def main(argv=None) -> None:
             for micro in opts.micro_bsz:
                 name = f"{variant}/micro{micro}" if micro else variant
                 try:
-                    results[name] = bench_ours(opts, traincam, valcam, variant, micro_bsz=micro or None)
+                    result = bench_ours(opts, traincam, valcam, variant, micro_bsz=micro or None)
                 except torch.cuda.OutOfMemoryError:
-                    results[name] = {"skipped": "out of memory"}
-                if "skipped" in results[name]:
+                    result = None
+                if result is None:
                     gc.collect()  # the failed step's tensors, freed with its frames, back to the device
                     torch.cuda.empty_cache()
-                    emit(name, results.pop(name))
+                    emit(name, {"skipped": "out of memory"})
                     continue
-                emit(name, results[name])
+                results[name] = result
+                emit(name, result)
                 whole = results.get(variant)
                 if micro and whole is not None:
                     ratio = {key: results[name][key] / whole[key] for key in ("train_eps", "train_peak_gib")
@@ -348,7 +349,7 @@ def main(argv=None) -> None:
         if "released" in results:
             base = results["released"]
             for variant in results:
-                if variant != "released" and not variant.startswith("ratio"):
+                if variant != "released":
                     ratio = {k: results[variant][k] / base[k] for k in ("train_eps", "test_eps")
                              if k in results[variant] and k in base}
                     print(f"ratio {variant:9s}: " + " | ".join(f"{k[:-4]} x{v:.2f}" for k, v in ratio.items()) +
