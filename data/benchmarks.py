@@ -53,7 +53,6 @@ COCO_CATEGORIES: tuple[tuple[int, str, str], ...] = (
     (89, "hair drier", "indoor"), (90, "toothbrush", "indoor"),
 )
 COCO_CLASSES: tuple[str, ...] = tuple(name for _, name, _ in COCO_CATEGORIES)  # the released prompt names
-COCO_CLASSES: tuple[str, ...] = tuple(name for _, name, _ in COCO_CATEGORIES)  # the released prompt names
 
 # FSS-1000 (HSNet's protocol): fixed trn/val/test class lists, no folds. A class's id is its index in the
 # sorted list of its split plus the split's offset, so trn is 0..519, val 520..759, test 760..999.
