@@ -1,6 +1,10 @@
 """Shared fixtures and settings: a session-wide synthetic benchmark, per-module scratch folders, CUDA-test
 skipping, and the CPU numerics asked for by ``$IMR_TEST_ONEDNN`` and ``$IMR_TEST_THREADS``.
 
+Under pytest-xdist (``make test`` runs ``PYTEST_WORKERS`` processes) each worker gets an equal share of the cores
+as its PyTorch threads, and its subprocesses the same through ``OMP_NUM_THREADS``: two workers of two threads each
+on a 2-core CPU would spin against each other. The golden values hold at any thread count (docs/testing.md).
+
 Training runs write checkpoints of about 0.6 GB each (the released format keeps VGG16's classifier), so
 scratch folders are removed as soon as their tests passed: function ones by ``tmp_path_retention_policy``
 in ``pytest.ini``, module ones by :func:`module_tmp`. A failed test keeps its folders for a post-mortem.
@@ -18,6 +22,7 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ONEDNN_ENV = "IMR_TEST_ONEDNN"  # "0": the whole test session runs with oneDNN off (python -m tests.portability)
 THREADS_ENV = "IMR_TEST_THREADS"  # N: torch.set_num_threads(N), also above the core count (OMP_NUM_THREADS is capped)
+WORKERS_ENV = "PYTEST_XDIST_WORKER_COUNT"  # set by pytest-xdist in each worker
 
 
 def pytest_configure(config):
@@ -27,6 +32,10 @@ def pytest_configure(config):
         torch.backends.mkldnn.enabled = False
     if os.environ.get(THREADS_ENV):
         torch.set_num_threads(int(os.environ[THREADS_ENV]))
+    elif os.environ.get(WORKERS_ENV):
+        threads = max(1, (os.cpu_count() or 1) // int(os.environ[WORKERS_ENV]))
+        torch.set_num_threads(threads)
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
 
 
 def pytest_collection_modifyitems(config, items):
