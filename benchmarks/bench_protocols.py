@@ -1,6 +1,6 @@
 """How much the test protocol alone moves a number: one checkpoint under every ``test.py --protocol`` preset.
 
-    python benchmarks/bench_protocols.py --out protocols_out -- --load demo_out/runs/train/best_model.pt \\
+    python benchmarks/bench_protocols.py --out protocols_out -- --load demo_out/train/best_model.pt \\
         --datapath demo_out/data --splitpath demo_out/data/splits --traincampath demo_out/data/CAM_Train \\
         --valcampath demo_out/data/CAM_Val --backbone resnet50 --img-size 96 --stage 2 --masking paper
 
