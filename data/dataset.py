@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from common.constants import IMG_SIZE
+from common.workers import check_worker_tempdir
 from data.benchmarks import BENCHMARK_SPECS, DEFAULT_CAM_DIRS
 from data.errors import MissingCAMError
 from data.fewshot import FewShotDataset
@@ -68,7 +69,11 @@ def build_dataloader(dataset: FewShotDataset, *, bsz: int, nworker: int, shuffle
     ``nworker`` or the global RNGs (unless ``dataset`` draws its training episodes as released).
 
     ``shuffle`` (ignored with a ``sampler``) permutes episode order with a generator seeded by ``seed``.
+
+    Raises:
+        common.workers.WorkerTempDirError: workers (``nworker`` > 0) could not pass batches back from ``$TMPDIR``.
     """
+    check_worker_tempdir(nworker)
     generator = torch.Generator().manual_seed(int(seed)) if seed is not None else None
     return EpisodeLoader(dataset, batch_size=bsz, shuffle=shuffle if sampler is None else False, sampler=sampler,
                          num_workers=nworker, generator=generator, persistent_workers=False)

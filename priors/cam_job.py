@@ -57,6 +57,7 @@ from common.errors import UserInputError
 from common.io import atomic_torch_save, prepare_output_folder, remove_if_empty
 from common.paths import DEFAULT_DATAPATH
 from common.progress import Progress
+from common.workers import check_worker_tempdir
 from data.benchmarks import BENCHMARK_SPECS, BENCHMARKS, CAM_SCRIPTS
 from data.cam_files import cam_path, split_cam_path
 from data.cam_manifest import (CamManifest, CamSettings, ImageIdentity, ImageRecord, claim_folder, file_sha256,
@@ -359,6 +360,7 @@ def run_cam_job(pairs: Sequence[CamPair], recipe: PriorRecipe, *, bsz: int = 32,
     paths = list(groups)
     for folder in {p.out_path.parent for p in pending}:
         folder.mkdir(parents=True, exist_ok=True)
+    check_worker_tempdir(nworker if paths else 0)
     loader = DataLoader(_ImageGroups(paths, recipe.preprocess), batch_size=bsz, shuffle=False,
                         num_workers=nworker, collate_fn=_collate,
                         pin_memory=recipe.device.type == "cuda", persistent_workers=False)

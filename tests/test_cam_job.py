@@ -488,3 +488,24 @@ def test_the_script_recomputes_the_cams_of_a_regenerated_benchmark(tmp_path, tin
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert f"{total} pairs: {total} computed" in rerun.stderr and ", 0 skipped" in rerun.stderr, rerun.stderr[-2000:]
     assert "replacing stale files" in rerun.stderr
+
+
+def test_a_tmpdir_too_long_for_the_workers_is_one_line_not_a_hang(synthetic_root, tmp_path, tiny_weights, repo_root):
+    """With workers, a $TMPDIR too long for their socket used to hang the CAM job for ever (each batch dropped
+    in a worker's feeder thread); now it stops at once with one line naming TMPDIR (exit status 2)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.test_workers import long_tempdir
+
+    root, _ = _copy_voc(synthetic_root, tmp_path / "data", 2)
+    argv = [sys.executable, str(repo_root / "generate_cam_voc.py"), "--datapath", str(root), "--splitpath",
+            str(root / "splits"), "--clip-weights", str(tiny_weights), "--device", "cpu", "--nworker", "1",
+            "--no-progress"]
+    env = dict(os.environ, PYTHONPATH=str(repo_root), TMPDIR=str(long_tempdir(tmp_path)))
+    proc = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert "--nworker 1: DataLoader workers cannot pass tensors back" in proc.stderr
+    assert "Set TMPDIR to a shorter folder (e.g. TMPDIR=/tmp) or pass --nworker 0" in proc.stderr
