@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,9 +17,19 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def test_dry_run_runs_every_step_and_returns_what_the_device_tool_can_carry(tmp_path):
+@pytest.fixture
+def short_tmpdir():
+    """A scratch $TMPDIR with a short path: the steps' DataLoader workers open a UNIX socket under it
+    (common.workers), and a pytest folder under a long user name or an xdist worker's folder can be too long."""
+    base = tempfile.gettempdir()
+    path = Path(tempfile.mkdtemp(prefix="gs.", dir=base if len(base) <= 40 else "/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_dry_run_runs_every_step_and_returns_what_the_device_tool_can_carry(tmp_path, short_tmpdir):
     out = tmp_path / "out"
-    env = dict(os.environ, GPU_SESSION_DRY="1", OUT=str(out), PYTHON=sys.executable, TMPDIR=str(tmp_path))
+    env = dict(os.environ, GPU_SESSION_DRY="1", OUT=str(out), PYTHON=sys.executable, TMPDIR=str(short_tmpdir))
     for name in ("GPU_SESSION_DRY_RELEASED", "GPU_SESSION_BUDGET", "GPU_SESSION_LIMIT_SCALE"):
         env.pop(name, None)
     proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_session.sh")], env=env, capture_output=True,
@@ -57,4 +69,4 @@ def test_dry_run_runs_every_step_and_returns_what_the_device_tool_can_carry(tmp_
     # what the device tool brings back: at most 8 files, no deeper than 2 folders, plain names
     files = [p for p in out.rglob("*") if p.is_file()]
     assert len(files) <= 8 and all(re.fullmatch(r"[A-Za-z0-9._-]+", p.name) for p in files)
-    assert not list(tmp_path.glob("gpu_session.*"))  # its scratch folder is removed
+    assert not list(short_tmpdir.glob("gpu_session.*"))  # its scratch folder is removed
