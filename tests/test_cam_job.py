@@ -497,13 +497,15 @@ def test_a_tmpdir_too_long_for_the_workers_is_one_line_not_a_hang(synthetic_root
     import subprocess
     import sys
 
-    from tests.test_workers import long_tempdir
+    from tests.test_workers import long_tempdir, skip_unless_too_long
 
+    tempdir = long_tempdir(tmp_path)
+    skip_unless_too_long(tempdir)
     root, _ = _copy_voc(synthetic_root, tmp_path / "data", 2)
     argv = [sys.executable, str(repo_root / "generate_cam_voc.py"), "--datapath", str(root), "--splitpath",
             str(root / "splits"), "--clip-weights", str(tiny_weights), "--device", "cpu", "--nworker", "1",
             "--no-progress"]
-    env = dict(os.environ, PYTHONPATH=str(repo_root), TMPDIR=str(long_tempdir(tmp_path)))
+    env = dict(os.environ, PYTHONPATH=str(repo_root), TMPDIR=str(tempdir))
     proc = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 CHECK = "from common.workers import check_worker_tempdir; check_worker_tempdir({nworker}); print('fits')"
 
@@ -23,8 +25,16 @@ def _check(nworker: int, tempdir: Path) -> subprocess.CompletedProcess:
                           text=True, timeout=120)
 
 
+def skip_unless_too_long(tempdir: Path) -> None:
+    """Skip where this Python's multiprocessing puts its sockets in a shorter folder by itself (newer versions
+    fall back to one): there is no hang to turn into an error."""
+    if _check(1, tempdir).returncode == 0:
+        pytest.skip(f"this Python opens DataLoader worker sockets under a {len(str(tempdir))}-character TMPDIR")
+
+
 def test_a_long_tmpdir_is_refused_before_any_worker_starts(tmp_path):
     tempdir = long_tempdir(tmp_path)
+    skip_unless_too_long(tempdir)
     refused = _check(2, tempdir)
     assert refused.returncode != 0
     last = refused.stderr.strip().splitlines()[-1]
