@@ -36,12 +36,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from common.io import atomic_write_text  # noqa: E402
+from data.benchmarks import EVAL_EPISODES  # noqa: E402
 from engine.bootstrap import (DEFAULT_RESAMPLES, percentile_interval, plan_joint_resamples,  # noqa: E402
-                              resampled_metrics)
+                              resampled_metrics, seed_mean_samples)
 from engine.episode_records import Cell, EpisodeRecords, read_run  # noqa: E402
 from engine.protocols import PROTOCOLS, Protocol  # noqa: E402
 
-RELEASED_EPISODES = {"pascal": 1000, "coco": 1000}  # what the presets' None means on these benchmarks
+# what a preset's None (the released count) means; FSS-1000's None (every image once) has no count to pass on
+RELEASED_EPISODES = {name: count for name, count in EVAL_EPISODES.items() if count}
 
 
 def pass_kinds(presets: list[Protocol], benchmark: str) -> dict[tuple[int, bool], list[int]]:
@@ -78,8 +80,7 @@ def preset_row(preset: Protocol, records: dict[Cell, EpisodeRecords], fold: int,
     """The preset's numbers from its seeds' passes (``records`` of the preset's kind)."""
     cells = [records[Cell(seed, fold, shot)] for seed in preset.seeds]
     per_seed = [cell.metrics()[0] for cell in cells]
-    plan = plan_joint_resamples(cells, resamples)
-    mean_samples = np.mean([resampled_metrics(cell, plan)[:, 0] for cell in cells], axis=0)
+    mean_samples = seed_mean_samples(cells, resamples)[:, 0]
     row: dict[str, Any] = {"preset": preset.name, "seeds": list(preset.seeds), "episodes": len(cells[0]),
                            "original_labels": preset.original_labels, "miou_per_seed": per_seed,
                            "miou": float(np.mean(per_seed)), "miou_interval": percentile_interval(mean_samples)}
