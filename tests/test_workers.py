@@ -25,17 +25,18 @@ def _check(nworker: int, tempdir: Path) -> subprocess.CompletedProcess:
                           text=True, timeout=120)
 
 
-def skip_unless_too_long(tempdir: Path) -> None:
-    """Skip where this Python's multiprocessing puts its sockets in a shorter folder by itself (newer versions
-    fall back to one): there is no hang to turn into an error."""
-    if _check(1, tempdir).returncode == 0:
+def skip_unless_too_long(tempdir: Path, nworker: int = 1) -> subprocess.CompletedProcess:
+    """The check with ``nworker`` workers under ``tempdir``; skips where this Python's multiprocessing puts its
+    sockets in a shorter folder by itself (newer versions fall back to one): no hang to turn into an error."""
+    checked = _check(nworker, tempdir)
+    if checked.returncode == 0:
         pytest.skip(f"this Python opens DataLoader worker sockets under a {len(str(tempdir))}-character TMPDIR")
+    return checked
 
 
 def test_a_long_tmpdir_is_refused_before_any_worker_starts(tmp_path):
     tempdir = long_tempdir(tmp_path)
-    skip_unless_too_long(tempdir)
-    refused = _check(2, tempdir)
+    refused = skip_unless_too_long(tempdir, nworker=2)
     assert refused.returncode != 0
     last = refused.stderr.strip().splitlines()[-1]
     assert last.startswith("common.workers.WorkerTempDirError: --nworker 2:"), last
