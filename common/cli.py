@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable, Optional
+from typing import Callable
 
 from common.errors import UserInputError
 
@@ -56,7 +56,7 @@ def error_message(exc: BaseException) -> str:
     return text
 
 
-def run_cli(main: Callable[[], Optional[int]], prog: str) -> int:
+def run_cli(main: Callable[[], object], prog: str) -> int:
     """Run an entry point's ``main`` and turn bad input into a message and exit status 2.
 
     * :class:`~common.errors.UserInputError`: ``"{prog}: error: {message}"`` on stderr, status 2 (under
@@ -66,14 +66,15 @@ def run_cli(main: Callable[[], Optional[int]], prog: str) -> int:
     * Ctrl-C: ``"{prog}: interrupted"`` (with the interrupt's message, if the entry point gave it one, e.g.
       how to continue), status 130;
     * anything else is a bug and keeps its traceback.
-    Returns ``main()``'s status (None counts as 0).
+    Returns ``main()``'s status when it returns an int (anything else, such as None or a result, counts as 0).
     """
     from common.distributed import current_rank, is_peer_failure, launched_by_torchrun
 
     rank = current_rank()
     prefix = f"{prog}: [rank {rank}] " if launched_by_torchrun() else f"{prog}: "
     try:
-        return int(main() or 0)
+        status = main()
+        return int(status) if isinstance(status, int) else 0
     except UserInputError as exc:
         if rank == 0 or not getattr(exc, "raised_on_every_rank", False):
             print(f"{prefix}error: {error_message(exc)}", file=sys.stderr, flush=True)

@@ -56,9 +56,8 @@ def is_peer_failure(exc: BaseException) -> bool:
     dist_error = getattr(dist, "DistError", None)
     if dist_error is not None and isinstance(exc, dist_error):
         return True
-    text = str(exc)
     return isinstance(exc, RuntimeError) and any(
-        marker in text for marker in ("Connection closed by peer", "Connection reset by peer", "Broken pipe"))
+        marker in str(exc) for marker in ("Connection closed by peer", "Connection reset by peer", "Broken pipe"))
 
 
 def check_on_main(check: Callable[[], None]) -> None:
@@ -192,5 +191,4 @@ def local_batch_size(global_bsz: int, info: DistInfo, flag: str = "--bsz") -> in
 
 def seed_for(base: int, epoch: int, rank: Optional[int] = None) -> int:
     """A 31-bit seed of ``(base, epoch[, rank])``, the same on every rank when ``rank`` is None."""
-    value = (base * 1_000_003 + epoch * 9_176 + (rank or 0) * 7_919) % (2**31 - 1)
-    return value
+    return (base * 1_000_003 + epoch * 9_176 + (rank or 0) * 7_919) % (2**31 - 1)

@@ -27,7 +27,6 @@ import torch
 from common.constants import IGNORE_LABEL
 
 
-
 def classify_prediction(pred_mask: torch.Tensor, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-episode background/foreground intersection and union areas.
 
@@ -56,10 +55,8 @@ def classify_prediction(pred_mask: torch.Tensor, batch: Mapping[str, Any]) -> tu
     area_inter, area_pred, area_gt = [], [], []
     for _pred, _gt in zip(pred, gt_mask):
         _inter = _pred[_pred == _gt]
-        if _inter.numel() == 0:
-            area_inter.append(torch.zeros(2, device=pred.device))
-        else:
-            area_inter.append(torch.histc(_inter, bins=2, min=0, max=1))
+        area_inter.append(torch.histc(_inter, bins=2, min=0, max=1) if _inter.numel()
+                          else torch.zeros(2, device=pred.device))
         area_pred.append(torch.histc(_pred, bins=2, min=0, max=1))
         area_gt.append(torch.histc(_gt, bins=2, min=0, max=1))
     inter = torch.stack(area_inter).t()  # (2, B)
@@ -132,15 +129,11 @@ class IoUMeter:
 
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return
-        packed = torch.cat([self.intersection.flatten(), self.union.flatten(),
-                            torch.stack([self.loss_sum, self.loss_count, self.episodes])])
+        buffers = [self.intersection, self.union, self.loss_sum, self.loss_count, self.episodes]
+        packed = torch.cat([buffer.flatten() for buffer in buffers])  # one collective for all of them
         dist.all_reduce(packed)
-        n = self.intersection.numel()
-        self.intersection.copy_(packed[:n].view_as(self.intersection))
-        self.union.copy_(packed[n:2 * n].view_as(self.union))
-        self.loss_sum.copy_(packed[2 * n])
-        self.loss_count.copy_(packed[2 * n + 1])
-        self.episodes.copy_(packed[2 * n + 2])
+        for buffer, part in zip(buffers, packed.split([buffer.numel() for buffer in buffers])):
+            buffer.copy_(part.view_as(buffer))
 
     def class_iou(self) -> torch.Tensor:
         """(2, nclass) IoU of every class (background row 0, foreground row 1), union clamped to >= 1."""

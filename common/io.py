@@ -37,17 +37,6 @@ class OutputWriteError(UserInputError, OSError):
     folder is read-only. The message names the file, its size and the free space."""
 
 
-def _refused_write(path: Path, size: Optional[int], exc: OSError) -> OutputWriteError:
-    folder = next((p for p in (path.parent, *path.parents) if p.is_dir()), Path("/"))
-    try:
-        free = f"; {shutil.disk_usage(folder).free / 1e6:.0f} MB free in {folder}"
-    except OSError:
-        free = ""
-    what = f"{path} ({size / 1e6:.1f} MB)" if size is not None else str(path)
-    return OutputWriteError(f"cannot write {what}: {exc.strerror or exc}{free}. Make room or choose another "
-                            "output folder, then run the command again")
-
-
 @contextlib.contextmanager
 def refused_writes_reported(path: PathLike, size: Optional[int] = None) -> Iterator[None]:
     """Turn a write that the machine refuses inside the block (see the module docstring) into an
@@ -59,7 +48,15 @@ def refused_writes_reported(path: PathLike, size: Optional[int] = None) -> Itera
     except OSError as exc:
         if exc.errno not in _REFUSED_WRITES:
             raise
-        raise _refused_write(Path(path), size, exc) from exc
+        path = Path(path)
+        folder = next((p for p in (path.parent, *path.parents) if p.is_dir()), Path("/"))
+        try:
+            free = f"; {shutil.disk_usage(folder).free / 1e6:.0f} MB free in {folder}"
+        except OSError:
+            free = ""
+        what = f"{path} ({size / 1e6:.1f} MB)" if size is not None else str(path)
+        raise OutputWriteError(f"cannot write {what}: {exc.strerror or exc}{free}. Make room or choose another "
+                               "output folder, then run the command again") from exc
 
 
 def _create_temp_file(path: Path) -> tuple[int, str]:
@@ -92,10 +89,8 @@ def atomic_write_bytes(data: bytes, path: PathLike) -> Path:
                 os.fsync(handle.fileno())
             os.replace(tmp_name, path)
         except BaseException:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp_name)
-            except FileNotFoundError:
-                pass
             raise
     return path
 
@@ -171,7 +166,5 @@ def prepare_output_folder(path: PathLike, flag: str) -> bool:
 def remove_if_empty(path: PathLike) -> None:
     """Remove the folder ``path`` if it exists and is empty (an output folder made for a job that stopped
     before writing anything); anything else is left alone."""
-    try:
+    with contextlib.suppress(OSError):
         Path(path).rmdir()
-    except OSError:
-        pass

@@ -106,16 +106,13 @@ class TensorBoardWriter:
             # folder of the earlier sessions, first in the file this session's events then go to
             folders = [self.logdir] + [sub for tag in SCALAR_TAGS for sub in sorted((self.logdir / tag).glob("*"))
                                        if sub.is_dir()]
+            from tensorboardX.proto.event_pb2 import Event, SessionLog
+
             with refused_writes_reported(self.logdir):
                 for folder in folders:
-                    self._write(folder, self._start_event(purge_step))
+                    self._write(folder, Event(wall_time=time.time(), step=purge_step,
+                                              session_log=SessionLog(status=SessionLog.START)))
                 self.flush()
-
-    @staticmethod
-    def _start_event(step: int) -> Any:
-        from tensorboardX.proto.event_pb2 import Event, SessionLog
-
-        return Event(wall_time=time.time(), step=step, session_log=SessionLog(status=SessionLog.START))
 
     def _write(self, folder: Path, event: Any) -> None:
         from tensorboardX.event_file_writer import EventsWriter

@@ -77,8 +77,7 @@ def format_duration(seconds: float) -> str:
     """``40s``, ``2m05s``, ``1h02m03s``; ``?`` when unknown."""
     if not math.isfinite(seconds) or seconds < 0:
         return "?"
-    whole = int(round(seconds))
-    hours, rest = divmod(whole, 3600)
+    hours, rest = divmod(int(round(seconds)), 3600)
     minutes, secs = divmod(rest, 60)
     if hours:
         return f"{hours}h{minutes:02d}m{secs:02d}s"
@@ -159,22 +158,12 @@ class Progress:
 
             self._bar = tqdm(total=total, desc=desc, unit=unit, leave=leave, initial=initial, dynamic_ncols=True,
                              file=sys.stderr)
-            self._redirect_console_logging()
+            # log records to a terminal are written above the bar while it is shown (undone by close)
+            for handler in logging.getLogger().handlers:
+                if (isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
+                        and _isatty(handler.stream)):
+                    self._redirected.append((handler, handler.setStream(_AboveTheBar(handler.stream))))
 
-    # ------------------------------------------------------------------ terminal
-    def _redirect_console_logging(self) -> None:
-        """Log records to a terminal are written above the bar while it is shown (undone by :meth:`close`)."""
-        for handler in logging.getLogger().handlers:
-            if (isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
-                    and _isatty(handler.stream)):
-                self._redirected.append((handler, handler.setStream(_AboveTheBar(handler.stream))))
-
-    def _restore_console_logging(self) -> None:
-        for handler, stream in reversed(self._redirected):
-            handler.setStream(stream)
-        self._redirected = []
-
-    # ------------------------------------------------------------------ reporting
     def rate(self) -> float:
         """Items (or steps) per second since the loop started."""
         elapsed = self.clock() - self.start
@@ -233,7 +222,9 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        self._restore_console_logging()
+        for handler, stream in reversed(self._redirected):
+            handler.setStream(stream)
+        self._redirected = []
 
     def __enter__(self) -> "Progress":
         return self

@@ -13,15 +13,14 @@ caption with a colour swatch over each tile. Nothing here changes its inputs.
 """
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import Any, Sequence, Union
+from typing import Sequence, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
-from common.vis import apply_mask, to_uint8_image
+from common.vis import apply_mask, font, mask_at, to_uint8_image
 
 GROUND_TRUTH_COLOR = (40, 200, 60)  # green
 PREDICTION_COLOR = (255, 50, 50)  # red
@@ -51,14 +50,6 @@ def prior_overlay(image: np.ndarray, prior: torch.Tensor, alpha: float = PRIOR_A
     return out.astype(np.uint8)
 
 
-def _binary_at(mask: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    """(h, w) 0/1 mask -> (H, W) uint8, nearest-resized when the sizes differ."""
-    mask = mask.detach().float().cpu()
-    if tuple(mask.shape[-2:]) != size:
-        mask = F.interpolate(mask[None, None], size, mode="nearest")[0, 0]
-    return (mask == 1).numpy().astype(np.uint8)
-
-
 def outline(mask: np.ndarray, width: int = 2) -> np.ndarray:
     """The pixels of a (H, W) 0/1 mask within ``width`` pixels of its edge (4-neighbour erosion), as bool."""
     inner = mask.astype(bool)
@@ -82,33 +73,19 @@ def _resized(tile: np.ndarray, side: int) -> np.ndarray:
     return np.asarray(Image.fromarray(tile).resize((side, side), Image.BILINEAR))
 
 
-@lru_cache(maxsize=4)
-def _font(size: int) -> Any:
-    try:
-        return ImageFont.load_default(size=size)  # a scalable font (Pillow >= 10.1)
-    except TypeError:
-        return ImageFont.load_default()
-
-
-def _fitting_size(captions: Sequence[str], tile: int, start: int) -> int:
-    """The largest text size, from ``start`` down to 8, at which each caption and its swatch fit in a tile."""
-    size = start
-    while size > 8 and max(_font(size).getlength(c) for c in captions) + 3 * size + 8 > tile:
-        size -= 1
-    return size
-
-
 HEAT = "heat"  # a caption's swatch: the heat scale (low to high) instead of one colour
 
 
 def _header(width: int, tile: int, title: str, captions: Sequence[tuple[str, Union[str, Sequence[int]]]]) -> np.ndarray:
     """A white band: ``title`` on the first line; on the second, over each tile, a swatch (an RGB colour, or
     :data:`HEAT` for the heat scale) and its caption."""
-    size = _fitting_size([caption for caption, _ in captions], tile, start=max(11, tile // 12))
+    size = max(11, tile // 12)  # the largest text size, down to 8, at which each caption and its swatch fit a tile
+    while size > 8 and max(font(size).getlength(caption) for caption, _ in captions) + 3 * size + 8 > tile:
+        size -= 1
     line = size + size // 2
     band = Image.new("RGB", (width, 2 * line), (255, 255, 255))
     draw = ImageDraw.Draw(band)
-    draw.text((3, size // 4), title, fill=(0, 0, 0), font=_font(size))
+    draw.text((3, size // 4), title, fill=(0, 0, 0), font=font(size))
     top = line + size // 4
     for k, (caption, color) in enumerate(captions):
         x = k * tile + 3
@@ -119,7 +96,7 @@ def _header(width: int, tile: int, title: str, captions: Sequence[tuple[str, Uni
         else:
             draw.rectangle((x, top, x + swatch_w - 1, top + size - 2), fill=tuple(color))
         draw.rectangle((x, top, x + swatch_w - 1, top + size - 2), outline=(0, 0, 0))
-        draw.text((x + swatch_w + 3, top), caption, fill=(0, 0, 0), font=_font(size))
+        draw.text((x + swatch_w + 3, top), caption, fill=(0, 0, 0), font=font(size))
     return np.asarray(band)
 
 
@@ -135,13 +112,12 @@ def watch_panel(support_img: torch.Tensor, support_prior: torch.Tensor, query_im
     """
     support = _resized(prior_overlay(to_uint8_image(support_img), support_prior), tile)
     query = _resized(to_uint8_image(query_img), tile)
-    truth, pred = _binary_at(query_mask, (tile, tile)), _binary_at(pred_mask, (tile, tile))
+    truth, pred = ((mask_at(mask, (tile, tile)) == 1).astype(np.uint8) for mask in (query_mask, pred_mask))
     with_truth = _outlined(apply_mask(query, truth, GROUND_TRUTH_COLOR, alpha=MASK_ALPHA), truth, GROUND_TRUTH_COLOR)
     with_pred = _outlined(apply_mask(query, pred, PREDICTION_COLOR, alpha=MASK_ALPHA), pred, PREDICTION_COLOR)
     with_pred = _outlined(with_pred, truth, GROUND_TRUTH_COLOR, width=1)  # where it should have been
     strip = np.concatenate([support, with_truth, with_pred], axis=1)
-    swatches = [HEAT, GROUND_TRUTH_COLOR, PREDICTION_COLOR]
-    header = _header(strip.shape[1], tile, title, list(zip(CAPTIONS, swatches)))
+    header = _header(strip.shape[1], tile, title, list(zip(CAPTIONS, (HEAT, GROUND_TRUTH_COLOR, PREDICTION_COLOR))))
     return np.concatenate([header, strip], axis=0)
 
 

@@ -34,7 +34,7 @@ def to_uint8_image(img: torch.Tensor) -> np.ndarray:
     return (rgb * 255).to(torch.uint8).permute(1, 2, 0).numpy()
 
 
-def _mask_at(mask: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+def mask_at(mask: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     """(h, w) mask -> (H, W) uint8 numpy, nearest-resized when the sizes differ (original-size scoring)."""
     mask = mask.detach().float().cpu()
     if tuple(mask.shape[-2:]) != size:
@@ -55,12 +55,10 @@ def episode_tiles(support_imgs: torch.Tensor, support_masks: torch.Tensor, query
     """The K + 2 tiles of an episode, each (H, W, 3) uint8: the masked supports, the query with the prediction,
     the query with its ground truth (arguments as :func:`episode_panel`)."""
     size = tuple(query_img.shape[-2:])
-    tiles = [apply_mask(to_uint8_image(img), _mask_at(mask, tuple(img.shape[-2:])), SUPPORT_COLOR)
+    tiles = [apply_mask(to_uint8_image(img), mask_at(mask, tuple(img.shape[-2:])), SUPPORT_COLOR)
              for img, mask in zip(support_imgs, support_masks)]
     query = to_uint8_image(query_img)
-    tiles.append(apply_mask(query, _mask_at(pred_mask, size), QUERY_COLOR))
-    tiles.append(apply_mask(query, _mask_at(query_mask, size), QUERY_COLOR))
-    return tiles
+    return tiles + [apply_mask(query, mask_at(mask, size), QUERY_COLOR) for mask in (pred_mask, query_mask)]
 
 
 def _strip(tiles: Sequence[np.ndarray]) -> np.ndarray:
@@ -80,7 +78,8 @@ def episode_panel(support_imgs: torch.Tensor, support_masks: torch.Tensor, query
 
 
 @lru_cache(maxsize=8)
-def _font(size: int) -> Any:
+def font(size: int) -> Any:
+    """PIL's default font at ``size`` pixels (a fixed-size bitmap font on Pillow < 10.1)."""
     try:
         return ImageFont.load_default(size=size)  # a scalable font (Pillow >= 10.1)
     except TypeError:
@@ -92,18 +91,8 @@ def _text_band(width: int, texts: Sequence[tuple[int, str]], size: int) -> np.nd
     band = Image.new("RGB", (width, size + size // 2), (255, 255, 255))
     draw = ImageDraw.Draw(band)
     for x, text in texts:
-        draw.text((x + 2, size // 4), text, fill=(0, 0, 0), font=_font(size))
+        draw.text((x + 2, size // 4), text, fill=(0, 0, 0), font=font(size))
     return np.asarray(band)
-
-
-def labelled_panel(tiles: Sequence[np.ndarray], captions: Sequence[str], title: str) -> np.ndarray:
-    """``tiles`` side by side under a title line and a caption over each tile: (h + H, sum of widths, 3) uint8."""
-    strip = _strip(tiles)
-    size = max(10, min(24, strip.shape[0] // 16))  # text height: legible on 64 px tiles and on 400 px ones
-    starts = np.cumsum([0] + [tile.shape[1] for tile in tiles[:-1]])
-    header = np.concatenate([_text_band(strip.shape[1], [(0, title)], size),
-                             _text_band(strip.shape[1], list(zip(starts.tolist(), captions)), size)], axis=0)
-    return np.concatenate([header, strip], axis=0)
 
 
 def labelled_episode_panel(support_imgs: torch.Tensor, support_masks: torch.Tensor, query_img: torch.Tensor,
@@ -112,10 +101,14 @@ def labelled_episode_panel(support_imgs: torch.Tensor, support_masks: torch.Tens
     """:func:`episode_panel` with a title (``class_name``, the foreground ``iou`` in percent) and tile captions
     (``support 1`` .. ``support K``, ``prediction``, ``ground truth``): (h + H, (K + 2) * W, 3) uint8."""
     tiles = episode_tiles(support_imgs, support_masks, query_img, query_mask, pred_mask)
-    nshot = len(tiles) - 2
-    captions = [f"support {k + 1}" for k in range(nshot)] + ["prediction", "ground truth"]
+    captions = [f"support {k + 1}" for k in range(len(tiles) - 2)] + ["prediction", "ground truth"]
     title = f"class: {class_name}" + (f"   IoU: {iou:.1f}" if iou is not None else "")
-    return labelled_panel(tiles, captions, title)
+    strip = _strip(tiles)
+    size = max(10, min(24, strip.shape[0] // 16))  # text height: legible on 64 px tiles and on 400 px ones
+    starts = np.cumsum([0] + [tile.shape[1] for tile in tiles[:-1]])
+    header = np.concatenate([_text_band(strip.shape[1], [(0, title)], size),
+                             _text_band(strip.shape[1], list(zip(starts.tolist(), captions)), size)], axis=0)
+    return np.concatenate([header, strip], axis=0)
 
 
 class Visualizer:
