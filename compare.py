@@ -67,7 +67,7 @@ def main(argv: Optional[Sequence[str]] = None) -> list:
 
 def cli(argv: Optional[Sequence[str]] = None) -> int:
     """Run :func:`main`; exit status 2 on bad input."""
-    return run_cli(lambda: main(argv) and None, "compare.py")
+    return run_cli(lambda: main(argv), "compare.py")
 
 
 if __name__ == "__main__":

@@ -87,10 +87,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(status(Path(args.grid_dir)))
         return 0
     check_minimums(parser, args, "launch")
-    for value, flag in ((args.gpus_per_job, "--gpus-per-job"), (args.cpus_per_task - 1, "--cpus-per-task"),
-                        (args.max_requeues, "--max-requeues"), (args.parallel - 1, "--parallel")):
-        if value < 0:
-            parser.error(f"argument {flag}: must be >= {0 if flag in ('--gpus-per-job', '--max-requeues') else 1}")
+    for flag, least in (("--gpus-per-job", 0), ("--cpus-per-task", 1), ("--max-requeues", 0), ("--parallel", 1)):
+        if getattr(args, flag[2:].replace("-", "_")) < least:
+            parser.error(f"argument {flag}: must be >= {least}")
     spec = GridSpec(benchmarks=tuple(args.benchmark), backbones=tuple(args.backbone), folds=tuple(args.fold),
                     train_flags=tuple(train_flags), nshots=tuple(args.nshots), test_nepisodes=args.test_nepisodes,
                     test_bsz=args.test_bsz, bootstrap=args.bootstrap)

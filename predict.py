@@ -26,7 +26,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from common.cli import ArgumentParser, HelpFormatter, run_cli
+from common.cli import ArgumentParser, run_cli
 from common.console import ensure_console_logging
 from common.errors import UserInputError
 from common.flags import add_flags
@@ -48,8 +48,7 @@ class PredictInputError(UserInputError, ValueError):
 
 def build_parser() -> argparse.ArgumentParser:
     """The flags of ``predict.py`` (names and help as in train.py / test.py where they exist)."""
-    parser = ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=HelpFormatter)
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     inputs = parser.add_argument_group("inputs")
     inputs.add_argument("--class-name", dest="class_name", required=True,
                         help="label text of the class to segment, e.g. 'zebra' (prompt: 'a photo of a {class}')")
@@ -215,10 +214,7 @@ def cli(argv: Optional[Sequence[str]] = None) -> int:
     """Parse the flags and predict; bad input prints ``predict.py: error: ...`` naming the file, status 2."""
     args = build_parser().parse_args(argv)
     ensure_console_logging("%(message)s")
-    def run() -> None:
-        main(args)
-
-    return run_cli(run, "predict.py")
+    return run_cli(lambda: main(args), "predict.py")
 
 
 if __name__ == "__main__":

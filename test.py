@@ -87,10 +87,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
 def cli(argv: Optional[Sequence[str]] = None) -> int:
     """Parse the flags and test; exit status 2 on bad input."""
-    def run() -> None:
-        main(parse_args("test", argv))
-
-    return run_cli(run, "test.py")
+    return run_cli(lambda: main(parse_args("test", argv)), "test.py")
 
 
 if __name__ == "__main__":

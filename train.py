@@ -36,10 +36,7 @@ def main(args: argparse.Namespace, *, loss_hook: Optional[Callable[[torch.Tensor
 
 def cli(argv: Optional[Sequence[str]] = None) -> int:
     """Parse the flags and train; exit status 1 when the loss became non-finite, 2 on bad input."""
-    def run() -> int:
-        return 0 if main(parse_args("train", argv))["status"] == "finished" else 1
-
-    return run_cli(run, "train.py")
+    return run_cli(lambda: 0 if main(parse_args("train", argv))["status"] == "finished" else 1, "train.py")
 
 
 if __name__ == "__main__":
