@@ -52,14 +52,11 @@ def extract_vgg(backbone: nn.Module, img: torch.Tensor) -> list[torch.Tensor]:
     """
     feats = []
     feat = img
-    last = VGG16_TAPS[-1]
-    for idx, module in enumerate(backbone.features):
+    for idx, module in zip(range(VGG16_TAPS[-1] + 1), backbone.features):  # up to the last tap
         # torchvision's ReLUs are in place: apply them out of place so a tapped tensor is never overwritten
         feat = torch.relu(feat) if isinstance(module, nn.ReLU) else module(feat)
         if idx in VGG16_TAPS:
             feats.append(feat)
-        if idx == last:
-            break
     return feats
 
 
@@ -153,17 +150,6 @@ def _imagenet_state_dict(name: str, spec: BackboneSpec) -> dict[str, torch.Tenso
     return torch.load(found[0], map_location="cpu", weights_only=True)
 
 
-def _read_weights(path: Path, name: str, spec: BackboneSpec) -> dict[str, torch.Tensor]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - truncated or not a torch file
-        raise BackboneWeightsError(f"--backbone-weights {path}: cannot read it ({brief(exc)}); expected a "
-                                   f"torchvision {name} state dict such as {spec.released_file}") from exc
-    if not isinstance(state, dict):
-        raise BackboneWeightsError(f"--backbone-weights {path}: expected a state dict, got {type(state).__name__}")
-    return state
-
-
 def build_backbone(name: str, weights: WeightsArg = "imagenet") -> nn.Module:
     """A frozen torchvision backbone (parameters ``requires_grad=False``, eval mode).
 
@@ -181,7 +167,14 @@ def build_backbone(name: str, weights: WeightsArg = "imagenet") -> nn.Module:
             if not path.is_file():
                 raise BackboneWeightsError(f"backbone weights file not found: {path} (expected a torchvision "
                                            f"{name} state dict such as {spec.released_file})")
-            state = _read_weights(path, name, spec)
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as exc:  # noqa: BLE001 - truncated or not a torch file
+                raise BackboneWeightsError(f"--backbone-weights {path}: cannot read it ({brief(exc)}); expected a "
+                                           f"torchvision {name} state dict such as {spec.released_file}") from exc
+            if not isinstance(state, dict):
+                raise BackboneWeightsError(f"--backbone-weights {path}: expected a state dict, got "
+                                           f"{type(state).__name__}")
         try:
             backbone.load_state_dict(state)
         except RuntimeError as exc:

@@ -54,9 +54,7 @@ def detect_backbone(state_dict: Mapping[str, torch.Tensor]) -> Optional[str]:
     if any(k.startswith("backbone.features.") for k in keys):
         return "vgg16"
     blocks = [int(m.group(1)) for k in keys if (m := re.match(r"backbone\.layer3\.(\d+)\.", k))]
-    if blocks:
-        return {5: "resnet50", 22: "resnet101"}.get(max(blocks))
-    return None
+    return {5: "resnet50", 22: "resnet101"}.get(max(blocks, default=None))
 
 
 def released_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -166,13 +164,8 @@ def check_state_fits(model: nn.Module, state: Mapping[str, torch.Tensor], origin
     unexpected = [k for k in state if k not in expected]
     shapes = [f"{k} {tuple(state[k].shape)} vs model {tuple(v.shape)}"
               for k, v in expected.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {_first(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {_first(unexpected)}")
-    if shapes:
-        problems.append(f"shape mismatches: {_first(shapes)}")
+    problems = [f"{what}: {_first(keys)}" for what, keys in
+                (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)) if keys]
     if problems:
         raise CheckpointMismatchError(f"{origin}checkpoint does not fit the model: " + "; ".join(problems))
 

@@ -30,11 +30,6 @@ def l2_normalize(feat: torch.Tensor, eps: float = EPS) -> torch.Tensor:
     return recomputable(flat / denominator, torch.div, flat, denominator)
 
 
-def raw_correlation(query_unit: torch.Tensor, support_unit: torch.Tensor) -> torch.Tensor:
-    """(B, C, Ha*Wa) x (B, C, Hb*Wb) -> (B, Ha*Wa, Hb*Wb) cosine similarities, not yet clamped."""
-    return torch.bmm(query_unit.transpose(1, 2), support_unit)
-
-
 class _ClampMinZero(torch.autograd.Function):
     """``x.clamp(min=0)`` whose backward keeps the output instead of the input.
 
@@ -80,32 +75,9 @@ def clamp_min_zero(x: torch.Tensor) -> torch.Tensor:
     return x.clamp(min=0)
 
 
-def group_correlations(corrs: Sequence[torch.Tensor], group_sizes: Sequence[int],
-                       clamp: bool = False) -> list[torch.Tensor]:
-    """Stack per-layer correlations into the pyramid, deepest group first.
-
-    Args:
-        corrs: per-layer (B, Ha, Wa, Hb, Wb), shallow to deep, ``sum(group_sizes)`` of them.
-        group_sizes: layers in the l2, l3, l4 groups.
-        clamp: clamp at zero after stacking (the same values as clamping each layer first).
-    Returns:
-        ``[corr_l4, corr_l3, corr_l2]``, each (B, n_layers, Ha, Wa, Hb, Wb) of that group's stride, stored as
-        (B, Ha, Wa, n_layers, Hb, Wb): the layout in which the 4D convolution's support-dims images
-        (B*Ha*Wa, n_layers, Hb, Wb) are a view (see :mod:`model.conv4d`).
-    """
-    out = []
-    start = 0
-    for size in group_sizes:
-        stacked = torch.stack(list(corrs[start:start + size]), dim=3)  # (B, Ha, Wa, n, Hb, Wb)
-        stacked = clamp_min_zero(stacked) if clamp else stacked
-        out.append(stacked.permute(0, 3, 1, 2, 4, 5))
-        start += size
-    return out[::-1]
-
-
 def multilayer_correlation(query_feats: Sequence[torch.Tensor], support_feats: Sequence[torch.Tensor],
                            group_sizes: Sequence[int]) -> list[torch.Tensor]:
-    """HSNet's ``Correlation.multilayer_correlation``: ``[corr_l4, corr_l3, corr_l2]``.
+    """HSNet's ``Correlation.multilayer_correlation``: the per-layer correlations stacked into the pyramid.
 
     Each group is stacked before it is clamped (elementwise, so the values are HSNet's): the clamp's backward
     then keeps the pyramid itself, which the 4D convolutions keep anyway.
@@ -113,10 +85,20 @@ def multilayer_correlation(query_feats: Sequence[torch.Tensor], support_feats: S
     Args:
         query_feats / support_feats: per-layer (B, C_l, H_l, W_l), shallow to deep.
         group_sizes: layers in the l2, l3, l4 groups.
+    Returns:
+        ``[corr_l4, corr_l3, corr_l2]`` (deepest group first), each (B, n_layers, Ha, Wa, Hb, Wb) of that group's
+        stride, stored as (B, Ha, Wa, n_layers, Hb, Wb): the layout in which the 4D convolution's support-dims
+        images (B*Ha*Wa, n_layers, Hb, Wb) are a view (see :mod:`model.conv4d`).
     """
-    corrs = [raw_correlation(l2_normalize(q), l2_normalize(s)).view(
+    # (B, C, Ha*Wa) x (B, C, Hb*Wb) -> (B, Ha*Wa, Hb*Wb) cosine similarities -> (B, Ha, Wa, Hb, Wb), not yet clamped
+    corrs = [torch.bmm(l2_normalize(q).transpose(1, 2), l2_normalize(s)).view(
         q.shape[0], *q.shape[-2:], *s.shape[-2:]) for q, s in zip(query_feats, support_feats)]
-    return group_correlations(corrs, group_sizes, clamp=True)
+    out, start = [], 0
+    for size in group_sizes:
+        stacked = torch.stack(corrs[start:start + size], dim=3)  # (B, Ha, Wa, n, Hb, Wb)
+        out.append(clamp_min_zero(stacked).permute(0, 3, 1, 2, 4, 5))
+        start += size
+    return out[::-1]
 
 
 def transpose_correlation(corr: torch.Tensor) -> torch.Tensor:

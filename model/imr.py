@@ -67,13 +67,9 @@ def imr_step(cam: torch.Tensor, encoded: torch.Tensor, mid_feat: torch.Tensor, s
     update = torch.sigmoid(z(x))
     reset = torch.sigmoid(r(x))
     candidate = torch.tanh(h(_concat(cam, encoded, mid_feat, reset * state)))
-    return recomputable(1 - update, _one_minus, update) * state + update * candidate
+    return recomputable(1 - update, torch.rsub, update, 1) * state + update * candidate  # rsub(u, 1): 1 - u
 
 
 @recomputed
 def _concat(*parts: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, dim=1)
-
-
-def _one_minus(x: torch.Tensor) -> torch.Tensor:
-    return 1 - x

@@ -245,8 +245,7 @@ class IMRHSNet(nn.Module):
                 return self.encode_stage(qf, sf, pairs)
 
         inputs = [*query_feats, *support_feats, *(mask for pair in masks for mask in pair)]
-        encoded_q, encoded_s = checkpoint(run, inputs, [p for p in self.hpn_learner.parameters() if p.requires_grad])
-        return encoded_q, encoded_s
+        return checkpoint(run, inputs, [p for p in self.hpn_learner.parameters() if p.requires_grad])
 
     # ------------------------------------------------------------------ forward
     def forward(self, query_img: torch.Tensor, support_img: torch.Tensor, support_cam: torch.Tensor,
@@ -265,17 +264,15 @@ class IMRHSNet(nn.Module):
         """
         if stage < 1:
             raise ValueError(f"stage must be >= 1, got {stage}")
-        training = query_mask is not None
-        if training and support_mask is None:
+        if query_mask is not None and support_mask is None:
             raise ValueError("training forward needs support_mask along with query_mask")
         if self.channels_last:
             query_img = query_img.contiguous(memory_format=torch.channels_last)
             support_img = support_img.contiguous(memory_format=torch.channels_last)
         grad = torch.is_grad_enabled()
         with RecomputeScope(enabled=grad and self.recompute_activations):
-            out = self._stages(query_img, support_img, support_cam, query_cam, query_mask, support_mask, stage,
-                               checkpointed=grad and self.checkpoint_learner)
-        return out
+            return self._stages(query_img, support_img, support_cam, query_cam, query_mask, support_mask, stage,
+                                checkpointed=grad and self.checkpoint_learner)
 
     def _stages(self, query_img: torch.Tensor, support_img: torch.Tensor, support_cam: torch.Tensor,
                 query_cam: torch.Tensor, query_mask: Optional[torch.Tensor], support_mask: Optional[torch.Tensor],

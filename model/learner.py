@@ -26,9 +26,8 @@ def building_block(in_channels: int, out_channels: Sequence[int], kernel_sizes: 
     layers: list[nn.Module] = []
     for idx, (outch, ksz, stride) in enumerate(zip(out_channels, kernel_sizes, support_strides, strict=True)):
         inch = in_channels if idx == 0 else out_channels[idx - 1]
-        layers.append(CenterPivotConv4d(inch, outch, (ksz,) * 4, (1, 1, stride, stride), (ksz // 2,) * 4))
-        layers.append(nn.GroupNorm(groups, outch))
-        layers.append(nn.ReLU(inplace=True))
+        layers += [CenterPivotConv4d(inch, outch, (ksz,) * 4, (1, 1, stride, stride), (ksz // 2,) * 4),
+                   nn.GroupNorm(groups, outch), nn.ReLU(inplace=True)]
     return nn.Sequential(*layers)
 
 
@@ -74,19 +73,14 @@ def resize_support_dims(corr: torch.Tensor, size: tuple[int, int]) -> torch.Tens
     return flat.view(bsz, ha, wa, ch, *size).permute(0, 3, 1, 2, 4, 5)
 
 
-def _match(coarse: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
-    """Resize ``coarse``'s query dims (and, if they differ, support dims) to ``fine``'s."""
+@recomputed
+def _mix(coarse: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
+    """A mixing block's input: ``coarse`` resized to ``fine`` (its query dims, and its support dims if they differ),
+    plus ``fine``, as a contiguous tensor (registered as this very sum)."""
     coarse = resize_query_dims(coarse, tuple(fine.shape[2:4]))
     if coarse.shape[4:] != fine.shape[4:]:
         coarse = resize_support_dims(coarse, tuple(fine.shape[4:]))
-    return coarse
-
-
-@recomputed
-def _mix(coarse: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
-    """A mixing block's input: ``coarse`` resized to ``fine``, plus ``fine``, as a contiguous tensor (registered
-    as this very sum)."""
-    return add_contiguous(_match(coarse, fine), fine)
+    return add_contiguous(coarse, fine)
 
 
 class HPNLearner(nn.Module):

@@ -92,12 +92,11 @@ class ReleasedMasking(_Masking):
     def apply_masks(self, query_mask: torch.Tensor, support_mask: torch.Tensor) -> None:
         """Multiply this stage's masks onto the kept feature lists (the compounding)."""
         if self.first_stage:  # query features x support CAM, support features x query CAM
-            self.query_feats = mask_features(self.query_feats, support_mask)
-            self.support_feats = mask_features(self.support_feats, query_mask)
+            query_mask, support_mask = support_mask, query_mask
             self.first_stage = False
-        else:  # each image's own new mask, multiplied onto the already-masked features
-            self.query_feats = mask_features(self.query_feats, query_mask)
-            self.support_feats = mask_features(self.support_feats, support_mask)
+        # later stages: each image's own new mask, multiplied onto the already-masked features
+        self.query_feats = mask_features(self.query_feats, query_mask)
+        self.support_feats = mask_features(self.support_feats, support_mask)
 
     def __call__(self, query_mask: torch.Tensor, support_mask: torch.Tensor) -> tuple[Pyramid, Pyramid]:
         self.apply_masks(query_mask, support_mask)
