@@ -30,7 +30,6 @@ images they use against the manifest (:mod:`priors.provenance`).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -39,7 +38,7 @@ from pathlib import Path
 from typing import Any, Mapping, NamedTuple, Optional
 
 from common.errors import UserInputError
-from common.io import atomic_write_text
+from common.io import atomic_write_text, sha256_file as file_sha256  # file_sha256: a file's content SHA-256
 
 logger = logging.getLogger(__name__)
 
@@ -86,11 +85,6 @@ def image_identity(path: Path) -> ImageIdentity:
     """The identity of the image file ``path`` now (the file is read and hashed)."""
     stat = os.stat(path)
     return ImageIdentity(bytes=stat.st_size, mtime_ns=stat.st_mtime_ns, sha256=file_sha256(path))
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's content (images are small: read at once)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 @dataclass(slots=True)
@@ -240,13 +234,14 @@ def claim_folder(folder: Path, settings: CamSettings, *, overwrite: bool = False
     """
     folder = Path(folder)
     stored = read_manifest(folder)
-    if stored is not None and not settings.differences(stored.settings) and stored.images is not None:
+    differences = settings.differences(stored.settings) if stored is not None else []
+    if stored is not None and not differences and stored.images is not None:
         stored.adopt = verify_existing
         return stored
     if not overwrite:
-        if stored is not None and settings.differences(stored.settings):
+        if differences:
             raise CamManifestError(
-                f"{folder} holds CAMs made with other settings ({'; '.join(settings.differences(stored.settings))}); "
+                f"{folder} holds CAMs made with other settings ({'; '.join(differences)}); "
                 "pass --overwrite to recompute them, or write these CAMs into another folder")
         if has_cam_files(folder) and not verify_existing:
             what = ("CAM files made by an earlier version that did not record their images" if stored is not None

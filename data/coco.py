@@ -4,10 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence
 
-import numpy as np
-
 from data.benchmarks import NCLASS, NFOLDS, CamPairSpec
-from data.episodes import Episode, coco_eval_episodes, coco_train_episode, released_coco_episode, train_rng
+from data.episodes import Episode, Pick, coco_episode
 from data.fewshot import FewShotDataset
 from data.splits import read_coco_split
 
@@ -37,15 +35,8 @@ class DatasetCOCO(FewShotDataset):
     def mask_path(self, name: str) -> Path:
         return (self.datapath / "COCO2014" / "annotations" / name).with_suffix(".png")
 
-    def _eval_episodes(self, n: int, seed: int) -> list[Episode]:
-        return coco_eval_episodes(self.class_ids, self.img_metadata_classwise, self.shot, n, seed)
-
-    def _train_episode(self, index: int) -> Episode:
-        return coco_train_episode(train_rng(self.seed, self.epoch, index), self.class_ids,
-                                  self.img_metadata_classwise, self.shot)
-
-    def _released_train_episode(self, rng: np.random.RandomState, index: int) -> Episode:
-        return released_coco_episode(rng, self.class_ids, self.img_metadata_classwise, self.shot)
+    def _episode(self, pick: Pick, index: int) -> Episode:
+        return coco_episode(pick, self.class_ids, self.img_metadata_classwise, self.shot)
 
 
 def cam_pairs(image_root: Path, split_root: Path, splits: Optional[Sequence[str]] = None) -> list[CamPairSpec]:

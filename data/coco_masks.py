@@ -1,12 +1,6 @@
-"""How a COCO-20i label PNG is painted from an image's instance annotations (used by ``data.prepare`` on
-the real COCO 2014 annotations and by ``data.synthetic`` on its own).
-
-COCO_PAINT_ORDER
-    The COCO mask PNG of an image equals painting its annotations, *crowd annotations included*, into a zero
-    (H, W) uint8 array in ascending order of the key ``(-ann["area"], ann["id"])`` -- larger objects first,
-    so smaller ones end up on top; ties broken by smaller annotation id first -- each pixel where
-    ``COCO.annToMask(ann) == 1`` set to the contiguous label ``1 + rank of ann["category_id"]`` among the 80
-    sorted category ids (person=1, ..., toothbrush=80; HSNet's class index + 1).
+"""How a COCO-20i label PNG is painted from an image's instance annotations (:data:`COCO_PAINT_ORDER`; used by
+``data.prepare`` on the real COCO 2014 annotations and by ``data.synthetic`` on its own). The labels are HSNet's
+class index + 1 (person=1, ..., toothbrush=80).
 """
 from __future__ import annotations
 
@@ -14,18 +8,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-__all__ = ["COCO_PAINT_ORDER", "coco_paint_key", "paint_coco_mask"]
+__all__ = ["COCO_PAINT_ORDER", "paint_coco_mask"]
 
 COCO_PAINT_ORDER = (
     "paint every annotation of an image (crowd included) into a zero uint8 (H, W) array in ascending order of "
     "(-ann['area'], ann['id']) -- larger first, smaller on top, ties by smaller id -- setting pixels where "
     "annToMask(ann) == 1 to 1 + the rank of ann['category_id'] among the 80 sorted category ids"
 )
-
-
-def coco_paint_key(ann: dict[str, Any]) -> tuple[float, int]:
-    """Sort key of COCO_PAINT_ORDER: larger area first, then smaller annotation id."""
-    return (-float(ann["area"]), int(ann["id"]))
 
 
 def paint_coco_mask(anns: Sequence[dict[str, Any]], height: int, width: int,
@@ -42,6 +31,6 @@ def paint_coco_mask(anns: Sequence[dict[str, Any]], height: int, width: int,
         (H, W) uint8 label mask, 0 background.
     """
     out = np.zeros((height, width), np.uint8)
-    for ann in sorted(anns, key=coco_paint_key):
+    for ann in sorted(anns, key=lambda ann: (-float(ann["area"]), int(ann["id"]))):  # larger first, then by id
         out[ann_to_mask(ann) > 0] = catid_to_label[int(ann["category_id"])]
     return out

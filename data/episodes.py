@@ -22,31 +22,22 @@ FSS-1000) take the query from the index and only the supports from that shared s
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from data.benchmarks import FSS_IMAGES_PER_CLASS
 
-__all__ = [
-    "EPISODE_RNGS",
-    "Episode",
-    "coco_eval_episodes",
-    "coco_train_episode",
-    "fss_support_names",
-    "listed_eval_episodes",
-    "listed_train_episode",
-    "released_choice",
-    "released_coco_episode",
-    "released_listed_episode",
-    "released_worker_episodes",
-    "train_rng",
-]
+__all__ = ["EPISODE_RNGS", "Episode", "Pick", "coco_episode", "fss_support_names", "listed_episode", "released_choice",
+           "released_pick", "released_worker_episodes", "train_pick"]
 
 # How training episodes are drawn: "independent" (per (seed, epoch, index), the default) or "released" (the
 # released train.py's shared NumPy stream per DataLoader worker, see released_worker_episodes).
 EPISODE_RNGS = ("independent", "released")
+
+Pick = Callable[[Sequence], Any]  # one uniform draw from a sequence: released_pick or train_pick
 
 
 @dataclass(frozen=True)
@@ -67,29 +58,16 @@ def released_choice(rng: np.random.RandomState, items: Sequence):
     return items[int(rng.choice(len(items), 1, replace=False)[0])]
 
 
-def _released_supports(rng: np.random.RandomState, names: Sequence[str], query: str, shot: int) -> tuple[str, ...]:
-    """The released support loop: draw until ``shot`` names differ from the query (repeats allowed)."""
-    supports: list[str] = []
-    while True:
-        name = released_choice(rng, names)
-        if name != query:
-            supports.append(name)
-        if len(supports) == shot:
-            return tuple(supports)
+def released_pick(rng: np.random.RandomState) -> Pick:
+    """The draws of the released loaders from the NumPy stream ``rng`` (:func:`released_choice`)."""
+    return functools.partial(released_choice, rng)
 
 
-def listed_eval_episodes(metadata: Sequence[tuple[str, int]], classwise: Mapping[int, Sequence[str]], shot: int,
-                         n: int, seed: int = 0) -> list[Episode]:
-    """The first ``n`` released val/test episodes for ``seed`` of a benchmark whose index selects the query:
-    PASCAL-5i and FSS-1000.
-
-    Episode ``i`` queries ``metadata[i % len(metadata)]`` and draws its supports from ``classwise[class]``.
-    PASCAL-5i: the fold's val list in file order, supports from the class's listed images. FSS-1000: the
-    split's images (sorted classes, then sorted file names), supports from :func:`fss_support_names` (HSNet's
-    ``np.random.choice(range(1, 11), 1, replace=False)`` consumes the stream as a choice among 10 names does).
-    """
-    rng = np.random.RandomState(seed)
-    return [released_listed_episode(rng, *metadata[idx % len(metadata)], classwise, shot) for idx in range(n)]
+def train_pick(seed: int, epoch: int, index: int) -> Pick:
+    """The draws of training episode ``index`` in ``epoch``: from a generator of those three numbers alone
+    (independent of workers and batch size)."""
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch), int(index)])
+    return lambda items: items[int(rng.integers(len(items)))]
 
 
 def fss_support_names(category: str) -> list[str]:
@@ -98,58 +76,24 @@ def fss_support_names(category: str) -> list[str]:
     return [f"{category}/{i}" for i in range(1, FSS_IMAGES_PER_CLASS + 1)]
 
 
-def coco_eval_episodes(class_ids: Sequence[int], classwise: Mapping[int, Sequence[str]], shot: int, n: int,
-                       seed: int = 0) -> list[Episode]:
-    """The first ``n`` released COCO-20i val/test episodes for ``seed``: a class uniformly from ``class_ids``,
-    a query uniformly from its images, then the supports (the released loader ignores the index)."""
-    rng = np.random.RandomState(seed)
-    return [released_coco_episode(rng, class_ids, classwise, shot) for _ in range(n)]
-
-
-def released_coco_episode(rng: np.random.RandomState, class_ids: Sequence[int], classwise: Mapping[int, Sequence[str]],
-                          shot: int) -> Episode:
-    """One episode of the released COCO-20i loader (``load_frame``) drawn from ``rng``: a class uniformly from
-    ``class_ids``, a query uniformly from its images, then the supports."""
-    cls = int(released_choice(rng, class_ids))
-    query = released_choice(rng, classwise[cls])
-    return Episode(query, _released_supports(rng, classwise[cls], query, shot), cls)
-
-
-def released_listed_episode(rng: np.random.RandomState, query: str, cls: int,
-                            classwise: Mapping[int, Sequence[str]], shot: int) -> Episode:
-    """One episode of the released PASCAL-5i loader (HSNet's FSS-1000 loader alike): the query is given (by the
-    index), the supports are drawn from ``classwise[cls]`` on ``rng``."""
-    return Episode(query, _released_supports(rng, classwise[cls], query, shot), int(cls))
-
-
-def train_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
-    """The generator of training episode ``index`` in ``epoch`` (independent of workers and batch size)."""
-    return np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch), int(index)])
-
-
-def _train_supports(rng: np.random.Generator, names: Sequence[str], query: str, shot: int) -> tuple[str, ...]:
+def listed_episode(pick: Pick, query: str, cls: int, classwise: Mapping[int, Sequence[str]], shot: int) -> Episode:
+    """An episode of the released PASCAL-5i loader (HSNet's FSS-1000 loader alike): the query is given (by the
+    index); the supports are drawn from ``classwise[cls]`` until ``shot`` of them differ from the query
+    (repeats allowed), as released."""
     supports: list[str] = []
-    while len(supports) < shot:  # the released rule: uniform draws, repeats allowed, never the query
-        name = names[int(rng.integers(len(names)))]
+    while len(supports) < shot:
+        name = pick(classwise[cls])
         if name != query:
             supports.append(name)
-    return tuple(supports)
+    return Episode(query, tuple(supports), int(cls))
 
 
-def listed_train_episode(rng: np.random.Generator, query: str, cls: int, classwise: Mapping[int, Sequence[str]],
-                         shot: int) -> Episode:
-    """A PASCAL-5i or FSS-1000 training episode: the query is fixed by the index (as released), the supports are
-    drawn from ``classwise[cls]``."""
-    return Episode(query, _train_supports(rng, classwise[cls], query, shot), int(cls))
-
-
-def coco_train_episode(rng: np.random.Generator, class_ids: Sequence[int], classwise: Mapping[int, Sequence[str]],
-                       shot: int) -> Episode:
-    """A COCO training episode: class, query and supports all random (the released loader ignores the index)."""
-    cls = int(class_ids[int(rng.integers(len(class_ids)))])
-    names = classwise[cls]
-    query = names[int(rng.integers(len(names)))]
-    return Episode(query, _train_supports(rng, names, query, shot), cls)
+def coco_episode(pick: Pick, class_ids: Sequence[int], classwise: Mapping[int, Sequence[str]],
+                 shot: int) -> Episode:
+    """An episode of the released COCO-20i loader (``load_frame``, which ignores the index): a class uniformly
+    from ``class_ids``, a query uniformly from its images, then the supports."""
+    cls = int(pick(class_ids))
+    return listed_episode(pick, pick(classwise[cls]), cls, classwise, shot)
 
 
 def released_worker_episodes(order: Sequence[int], *, batch_size: int, nworker: int, seed: int,

@@ -1,10 +1,14 @@
 """Errors of the data package: every bad input names the file it came from."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
 from common.errors import UserInputError
 
 __all__ = ["DataError", "SplitError", "SplitNotFoundError", "SplitChecksumError", "UnsafePickleError",
-           "MissingCAMError"]
+           "MissingCAMError", "file_errors"]
 
 
 class DataError(UserInputError, ValueError):
@@ -29,3 +33,15 @@ class UnsafePickleError(SplitError):
 
 class MissingCAMError(DataError, FileNotFoundError):
     """CAM priors needed by a dataset are not on disk."""
+
+
+@contextmanager
+def file_errors(path: Path, what: str, error: type[DataError] = DataError) -> Iterator[None]:
+    """Reading the ``what`` file ``path`` (an image, a mask, a prior): a missing or undecodable file raises
+    ``error`` naming it (PIL's ``UnidentifiedImageError`` is an ``OSError``)."""
+    try:
+        yield
+    except FileNotFoundError as exc:
+        raise error(f"{what} {path} not found") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise error(f"cannot read {what} {path}: {exc}") from exc

@@ -14,8 +14,8 @@ from torch.utils.data import Dataset, get_worker_info
 from common.constants import FEATURE_STRIDE, IGNORE_LABEL, IMG_SIZE
 from data.benchmarks import CLASS_NAMES, EVAL_EPISODES, NFOLDS, fold_classes
 from data.cam_files import cam_path
-from data.episodes import (EPISODE_RNGS, Episode, listed_eval_episodes, listed_train_episode,
-                           released_listed_episode, released_worker_episodes, train_rng)
+from data.episodes import (EPISODE_RNGS, Episode, Pick, listed_episode, released_pick, released_worker_episodes,
+                           train_pick)
 from data.errors import DataError
 from data.mask_values import NOTES_KEY, OutsideValueReport, encode_notes
 from data.readers import ImageTransform, read_cam, read_image, read_label
@@ -28,8 +28,7 @@ class FewShotDataset(Dataset):
 
     Subclasses set ``benchmark``, ``nclass``, ``has_ignore``, ``has_folds`` and implement :meth:`_read_split`
     (fills ``img_metadata`` and ``img_metadata_classwise``), :meth:`image_path` and :meth:`mask_path`;
-    :meth:`build_class_ids`, :meth:`read_mask`, :meth:`_targets`, :meth:`_eval_episodes`,
-    :meth:`_train_episode` and :meth:`_released_train_episode` may be overridden.
+    :meth:`build_class_ids`, :meth:`read_mask`, :meth:`_targets` and :meth:`_episode` may be overridden.
 
     Args:
         datapath: root holding ``VOC2012/``, ``COCO2014/`` or ``FSS-1000/``.
@@ -130,20 +129,27 @@ class FewShotDataset(Dataset):
         raise NotImplementedError
 
     # -- episodes: by default the index selects the query (PASCAL-5i, FSS-1000); COCO-20i overrides ----------
+    def _episode(self, pick: Pick, index: int) -> Episode:
+        """Episode ``index`` drawn with ``pick``: query ``img_metadata[index]``, supports of its class."""
+        query, cls = self.img_metadata[index]
+        return listed_episode(pick, query, cls, self.img_metadata_classwise, self.shot)
+
     def _eval_episodes(self, n: int, seed: int) -> list[Episode]:
-        """The first ``n`` released val/test episodes for ``seed``."""
-        return listed_eval_episodes(self.img_metadata, self.img_metadata_classwise, self.shot, n, seed)
+        """The first ``n`` released val/test episodes for ``seed``, drawn from one ``RandomState(seed)``: episode
+        ``i`` is :meth:`_episode` ``i % len(img_metadata)``. PASCAL-5i: the fold's val list in file order.
+        FSS-1000: the split's images (sorted classes, then sorted file names), supports among
+        :func:`data.episodes.fss_support_names` (HSNet's ``np.random.choice(range(1, 11), 1, replace=False)``
+        consumes the stream as a choice among 10 names does)."""
+        pick = released_pick(np.random.RandomState(seed))
+        return [self._episode(pick, i % len(self.img_metadata)) for i in range(n)]
 
     def _train_episode(self, index: int) -> Episode:
-        """Training episode ``index`` of the current epoch: query ``img_metadata[index]``, random supports."""
-        query, cls = self.img_metadata[index]
-        return listed_train_episode(train_rng(self.seed, self.epoch, index), query, cls,
-                                    self.img_metadata_classwise, self.shot)
+        """Training episode ``index`` of the current epoch, drawn independently of the others."""
+        return self._episode(train_pick(self.seed, self.epoch, index), index)
 
     def _released_train_episode(self, rng: np.random.RandomState, index: int) -> Episode:
         """Training episode ``index`` as the released loader draws it from the NumPy stream ``rng``."""
-        query, cls = self.img_metadata[index]
-        return released_listed_episode(rng, query, cls, self.img_metadata_classwise, self.shot)
+        return self._episode(released_pick(rng), index)
 
     # -- episodes ----------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -244,13 +250,8 @@ class FewShotDataset(Dataset):
             query_label = self._resize_label(query_label)
         query_mask, query_ignore = self._targets(query_label, cls)
 
-        support_imgs, support_masks, support_ignores = [], [], []
-        for name in episode.supports:
-            img, label, _ = self._load(name)
-            mask, ignore = self._targets(self._resize_label(label), cls)
-            support_imgs.append(img)
-            support_masks.append(mask)
-            support_ignores.append(ignore)
+        supports = [self._load(name) for name in episode.supports]
+        support_targets = [self._targets(self._resize_label(label), cls) for _, label, _ in supports]
 
         root = self.cam_root
         query_cam = read_cam(cam_path(root, episode.query, cls), self.cam_size)
@@ -261,8 +262,8 @@ class FewShotDataset(Dataset):
             "query_mask": query_mask,
             "query_name": episode.query,
             "org_query_imsize": org_size,
-            "support_imgs": torch.stack(support_imgs),
-            "support_masks": torch.stack(support_masks),
+            "support_imgs": torch.stack([img for img, _, _ in supports]),
+            "support_masks": torch.stack([mask for mask, _ in support_targets]),
             "support_names": list(episode.supports),
             "class_id": torch.tensor(cls),
             "query_cam": query_cam,
@@ -270,7 +271,7 @@ class FewShotDataset(Dataset):
         }
         if self.has_ignore:
             batch["query_ignore_idx"] = query_ignore
-            batch["support_ignore_idxs"] = torch.stack(support_ignores)
+            batch["support_ignore_idxs"] = torch.stack([ignore for _, ignore in support_targets])
         if get_worker_info() is not None:  # taken out again by data.dataset.EpisodeLoader in the main process
             batch[NOTES_KEY] = encode_notes(self._worker_notes)
         return batch

@@ -27,8 +27,7 @@ from data.readers import read_binary_mask
 from data.splits import FSS_SPLITS, read_fss_split
 
 __all__ = ["DatasetFSS", "cam_pairs", "fss_classes", "fss_image_names", "fss_prompts", "fss_vocabulary",
-           "prior_class_names",
-           "prompt_name"]
+           "prior_class_names", "prompt_name"]
 
 
 def prompt_name(category: str) -> str:

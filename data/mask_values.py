@@ -23,6 +23,7 @@ import torch.distributed as dist
 logger = logging.getLogger(__name__)
 
 NOTES_KEY = "_masks_outside_class_range"
+STRICT_FLAG = "--strict-masks"  # the flag that makes such values an error, named in the messages
 
 __all__ = ["NOTES_KEY", "OutsideValueReport", "decode_notes", "encode_notes"]
 
@@ -38,15 +39,10 @@ def decode_notes(text: str) -> list[tuple[str, list[int]]]:
 
 
 class OutsideValueReport:
-    """The mask files read with values outside the class range (read as background), in the main process.
+    """The mask files read with values outside the class range (read as background), in the main process."""
 
-    Args:
-        strict_hint: name of the flag that makes such values an error, for the messages.
-    """
-
-    def __init__(self, strict_hint: str = "--strict-masks") -> None:
+    def __init__(self) -> None:
         self.files: dict[str, list[int]] = {}
-        self.strict_hint = strict_hint
 
     def __len__(self) -> int:
         return len(self.files)
@@ -58,7 +54,7 @@ class OutsideValueReport:
             return
         self.files[path] = sorted({int(v) for v in values})
         logger.warning("mask %s holds value(s) %s outside the class range; read as background, as the released "
-                       "code reads them (%s stops instead)", path, self.files[path], self.strict_hint)
+                       "code reads them (%s stops instead)", path, self.files[path], STRICT_FLAG)
 
     def add_encoded(self, texts: Iterable[str]) -> None:
         """Record the notes of a batch (its :data:`NOTES_KEY` strings, one per episode)."""
@@ -72,10 +68,7 @@ class OutsideValueReport:
             return dict(self.files)
         parts: list[Optional[dict[str, list[int]]]] = [None] * dist.get_world_size()
         dist.all_gather_object(parts, self.files)
-        merged: dict[str, list[int]] = {}
-        for part in parts:
-            merged.update(part or {})
-        return merged
+        return {path: values for part in parts for path, values in (part or {}).items()}
 
     def summary(self, files: Optional[dict[str, list[int]]] = None) -> Optional[str]:
         """The end-of-run line (None when no file had such values); ``files`` defaults to this process's."""
@@ -85,4 +78,4 @@ class OutsideValueReport:
         first = sorted(files)[0]
         return (f"{len(files)} mask file(s) held values outside the class range and were read as background, as "
                 f"the released code reads them (first: {first} {files[first]}; a warning for each above); "
-                f"{self.strict_hint} makes this an error")
+                f"{STRICT_FLAG} makes this an error")

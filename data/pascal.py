@@ -23,9 +23,7 @@ class DatasetPASCAL(FewShotDataset):
     def _read_split(self) -> None:
         folds = [self.fold] if self.split == "val" else [f for f in range(self.nfolds) if f != self.fold]
         files = [self.split_root / "pascal" / self.split / f"fold{f}.txt" for f in folds]
-        metadata: list[tuple[str, int]] = []
-        for f in folds:
-            metadata += read_pascal_split(self.split_root, self.split, f)
+        metadata = [pair for f in folds for pair in read_pascal_split(self.split_root, self.split, f)]
         classwise: dict[int, list[str]] = {c: [] for c in range(self.nclass)}
         for name, cls in metadata:  # list order matters: the released sampler indexes these lists
             classwise[cls].append(name)

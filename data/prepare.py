@@ -33,6 +33,7 @@ needs its class lists before unpacking (the verified cache, or ``--splitpath``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import http.client
 import io
@@ -40,7 +41,6 @@ import logging
 import multiprocessing
 import os
 import shutil
-import sys
 import tarfile
 import urllib.error
 import urllib.request
@@ -53,7 +53,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from common.cli import ArgumentParser, HelpFormatter, run_cli
+from common.cli import ArgumentParser, run_cli
 from common.console import ensure_console_logging
 from common.flags import add_flags
 from common.progress import Progress
@@ -199,29 +199,20 @@ def unpack(archive: Path, datapath: Path, source: Source,
     (given the member's path below ``source.members``) may skip more. Progress is reported in archive members
     (:mod:`common.progress`; a tar's total is unknown without reading it twice)."""
     count = 0
-    if archive.name.endswith(".zip"):
-        with zipfile.ZipFile(archive) as zf, Progress(len(zf.infolist()), f"unpack {archive.name}",
-                                                      unit="members") as progress:
-            for info in zf.infolist():
+    zipped = archive.name.endswith(".zip")
+    with zipfile.ZipFile(archive) if zipped else tarfile.open(archive) as box:
+        # (name, regular file?, member) of every member, and how to open one
+        members = ([(i.filename, not i.is_dir(), i) for i in box.infolist()] if zipped
+                   else ((i.name, i.isfile(), i) for i in box))
+        open_member = box.open if zipped else box.extractfile
+        with Progress(len(members) if zipped else None, f"unpack {archive.name}", unit="members") as progress:
+            for name, is_file, info in members:
                 progress.update()
-                target = _target(datapath, source, info.filename)
-                if target is None or info.is_dir() or (accept and not accept(info.filename[len(source.members):])):
+                target = _target(datapath, source, name)
+                if target is None or not is_file or (accept and not accept(name[len(source.members):])):
                     continue
                 target.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, open(target, "wb") as dst:
-                    shutil.copyfileobj(src, dst, CHUNK)
-                count += 1
-    else:
-        with tarfile.open(archive) as tf, Progress(None, f"unpack {archive.name}", unit="members") as progress:
-            for info in tf:
-                progress.update()
-                target = _target(datapath, source, info.name)
-                if target is None or not info.isfile() or (accept and not accept(info.name[len(source.members):])):
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                src = tf.extractfile(info)
-                assert src is not None
-                with src, open(target, "wb") as dst:
+                with open_member(info) as src, open(target, "wb") as dst:
                     shutil.copyfileobj(src, dst, CHUNK)
                 count += 1
     if count == 0:
@@ -229,8 +220,9 @@ def unpack(archive: Path, datapath: Path, source: Source,
     return count
 
 
-def _fetch_and_unpack(sources: Sequence[Source], datapath: Path, download_dir: Path, *, keep: bool,
+def _fetch_and_unpack(sources: Sequence[Source], datapath: Path, download_dir: Optional[Path], *, keep: bool,
                       timeout: float) -> None:
+    download_dir = Path(download_dir or datapath / "downloads")
     state = datapath / ".prepare"
     state.mkdir(parents=True, exist_ok=True)
     for source in sources:
@@ -321,9 +313,14 @@ def build_coco_masks(instances_json: Path, out_dir: Path, *, nworker: int = 0) -
         raise DataError(f"{instances_json} not found")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings(), _quiet_stdout():
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        coco = COCO(str(instances_json))
+    printed = io.StringIO()  # pycocotools prints progress to stdout; it goes to the log instead
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(printed):
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            coco = COCO(str(instances_json))
+    finally:
+        for line in printed.getvalue().splitlines():
+            logger.debug("pycocotools: %s", line)
     cat_ids = sorted(coco.getCatIds())
     if len(cat_ids) != 80:
         raise DataError(f"{instances_json} has {len(cat_ids)} categories; COCO-20i needs the 80 of COCO 2014")
@@ -331,35 +328,17 @@ def build_coco_masks(instances_json: Path, out_dir: Path, *, nworker: int = 0) -
     ids = sorted(coco.getImgIds())
     chunks = [(ids[i:i + 256], str(out_dir)) for i in range(0, len(ids), 256)]
     written = 0
+    fork = nworker > 0 and "fork" in multiprocessing.get_all_start_methods()
     try:
-        with Progress(len(ids), f"{instances_json.name} masks", unit="images") as progress:
-            if nworker > 0 and "fork" in multiprocessing.get_all_start_methods():
-                with multiprocessing.get_context("fork").Pool(nworker) as pool:
-                    results = pool.imap_unordered(_mask_job, chunks)
-                    for chunk_written, chunk_images in results:
-                        written += chunk_written
-                        progress.update(chunk_images)
-            else:
-                for chunk in chunks:
-                    chunk_written, chunk_images = _mask_job(chunk)
-                    written += chunk_written
-                    progress.update(chunk_images)
+        with (Progress(len(ids), f"{instances_json.name} masks", unit="images") as progress,
+              multiprocessing.get_context("fork").Pool(nworker) if fork else contextlib.nullcontext() as pool):
+            for chunk_written, chunk_images in (pool.imap_unordered if fork else map)(_mask_job, chunks):
+                written += chunk_written
+                progress.update(chunk_images)
     finally:
         _COCO, _LABELS = None, {}
     logger.info("%s: %d masks written to %s (%d images)", instances_json.name, written, out_dir, len(ids))
     return written
-
-
-class _quiet_stdout:
-    """pycocotools prints progress to stdout; send it to the log instead."""
-
-    def __enter__(self):
-        self._old, sys.stdout = sys.stdout, io.StringIO()
-
-    def __exit__(self, *exc):
-        text, sys.stdout = sys.stdout.getvalue(), self._old
-        for line in text.splitlines():
-            logger.debug("pycocotools: %s", line)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -369,8 +348,7 @@ def prepare_pascal(datapath: Path, *, download_dir: Optional[Path] = None, sourc
                    keep_archives: bool = False, timeout: float = 60.0) -> Path:
     """Download and unpack PASCAL VOC2012 + SegmentationClassAug into ``datapath/VOC2012``."""
     datapath = Path(datapath)
-    _fetch_and_unpack(sources, datapath, Path(download_dir or datapath / "downloads"), keep=keep_archives,
-                      timeout=timeout)
+    _fetch_and_unpack(sources, datapath, download_dir, keep=keep_archives, timeout=timeout)
     for sub in ("JPEGImages", "SegmentationClassAug"):
         if not (datapath / "VOC2012" / sub).is_dir():
             raise DataError(f"{datapath / 'VOC2012' / sub} missing after unpacking")
@@ -381,8 +359,7 @@ def prepare_coco(datapath: Path, *, download_dir: Optional[Path] = None, sources
                  keep_archives: bool = False, timeout: float = 60.0, nworker: int = 0) -> Path:
     """Download and unpack COCO 2014 into ``datapath/COCO2014`` and build the COCO-20i mask PNGs."""
     datapath = Path(datapath)
-    _fetch_and_unpack(sources, datapath, Path(download_dir or datapath / "downloads"), keep=keep_archives,
-                      timeout=timeout)
+    _fetch_and_unpack(sources, datapath, download_dir, keep=keep_archives, timeout=timeout)
     base = datapath / "COCO2014"
     for split in COCO_SPLITS:
         done = datapath / ".prepare" / f"masks_{split}.done"
@@ -465,8 +442,7 @@ def prepare_fss(datapath: Path, split_root: Path, *, archive: Optional[Path] = N
 
 def build_parser() -> ArgumentParser:
     """Flags of ``python -m data.prepare``."""
-    parser = ArgumentParser(prog="python -m data.prepare", description=__doc__.splitlines()[0],
-                            formatter_class=HelpFormatter)
+    parser = ArgumentParser(prog="python -m data.prepare", description=__doc__.splitlines()[0])
     parser.add_argument("benchmark", choices=BENCHMARKS)
     add_flags(parser, "prepare", "--datapath")
     parser.add_argument("--download-dir", type=Path, default=None, help="archives (default: DATAPATH/downloads)")

@@ -21,9 +21,9 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from data.errors import DataError
+from data.errors import DataError, file_errors
 
 __all__ = ["PATTERN_FIELDS", "PriorFileError", "RESIZE_METHODS", "VALUE_KINDS", "prior_file_name", "read_prior",
            "resize_nearest", "resize_prior"]
@@ -50,16 +50,12 @@ def prior_file_name(pattern: str, image: str, cls: int) -> str:
 
 def _read_array(path: Path) -> np.ndarray:
     """The file's values as a 2-D array (PNG: grey levels or palette indices; ``.npy``: as stored)."""
-    try:
+    with file_errors(path, "prior", PriorFileError):
         if path.suffix.lower() == ".npy":
             array = np.load(path, allow_pickle=False)
         else:
             with Image.open(path) as img:
                 array = np.array(img)
-    except FileNotFoundError as exc:
-        raise PriorFileError(f"prior {path} not found") from exc
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise PriorFileError(f"cannot read prior {path}: {exc}") from exc
     if array.ndim == 3 and array.shape[0] == 1:
         array = array[0]
     if array.ndim != 2:

@@ -37,7 +37,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 from PIL import Image
 from tqdm import tqdm
 
-from common.cli import ArgumentParser, HelpFormatter, run_cli
+from common.cli import ArgumentParser, run_cli
 from common.flags import add_flags, check_minimums
 from common.io import atomic_torch_save, atomic_write_text, names_sha256
 from common.paths import DEFAULT_DATAPATH
@@ -45,7 +45,7 @@ from data.benchmarks import BENCHMARK_SPECS, BENCHMARKS
 from data.cam_files import cam_path
 from data.cam_manifest import (MANIFEST_NAME, CamManifest, CamManifestError, CamSettings, ImageIdentity, ImageRecord,
                                has_cam_files, image_identity, read_manifest)
-from data.errors import DataError
+from data.errors import DataError, file_errors
 from data.fss import prior_class_names
 from data.prior_files import (RESIZE_METHODS, VALUE_KINDS, PriorFileError, prior_file_name, read_prior,
                               resize_prior)
@@ -146,20 +146,17 @@ def _claim(out: Path, settings: ImportSettings) -> CamManifest:
     except CamManifestError as exc:
         raise DataError(f"--out {out} holds a {MANIFEST_NAME} that cannot be read as a CAM manifest; import into "
                         "another folder") from exc
+    if stored is not None and stored.settings.recipe != IMPORTED_RECIPE:
+        raise DataError(f"--out {out} holds CAMs made by the recipe {stored.settings.recipe!r} ({MANIFEST_NAME}); "
+                        "import into another folder")
+    legacy = stored is None and (out / LEGACY_RECORD_NAME).is_file()
+    differences = (wanted.differences(stored.settings) if stored is not None
+                   else _legacy_differences(out, settings) if legacy else [])
+    if differences:
+        raise DataError(f"--out {out} holds priors imported with other settings ({'; '.join(differences)}); "
+                        "import into another folder, or delete that one first")
     if stored is not None:
-        if stored.settings.recipe != IMPORTED_RECIPE:
-            raise DataError(f"--out {out} holds CAMs made by the recipe {stored.settings.recipe!r} ({MANIFEST_NAME}); "
-                            "import into another folder")
-        differences = wanted.differences(stored.settings)
-        if differences:
-            raise DataError(f"--out {out} holds priors imported with other settings ({'; '.join(differences)}); "
-                            "import into another folder, or delete that one first")
         return stored
-    legacy = (out / LEGACY_RECORD_NAME).is_file()
-    if legacy and _legacy_differences(out, settings):
-        raise DataError(f"--out {out} holds priors imported with other settings "
-                        f"({'; '.join(_legacy_differences(out, settings))}); import into another folder, or delete "
-                        "that one first")
     if not legacy and has_cam_files(out):
         raise DataError(f"--out {out} holds CAM files of another origin (no {MANIFEST_NAME}); import into another "
                         "folder")
@@ -186,13 +183,8 @@ def _check_present(pairs: Sequence[PriorPair], settings: ImportSettings, out: Pa
 
 def _image_size(path: Path) -> tuple[int, int]:
     """(W, H) of an image, from its header."""
-    try:
-        with Image.open(path) as img:
-            return img.size
-    except FileNotFoundError as exc:
-        raise DataError(f"image {path} not found") from exc
-    except OSError as exc:
-        raise DataError(f"cannot read image {path}: {exc}") from exc
+    with file_errors(path, "image"), Image.open(path) as img:
+        return img.size
 
 
 def _imported(manifest: CamManifest, pair: PriorPair, target: Path) -> bool:
@@ -267,10 +259,9 @@ def import_command(settings: Mapping[str, Any], out: Path, datapath: Path, split
 # ----------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     """Flags of ``python -m data.priors``."""
-    parser = ArgumentParser(prog="python -m data.priors", description=__doc__.splitlines()[0],
-                            formatter_class=HelpFormatter)
+    parser = ArgumentParser(prog="python -m data.priors", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="import")
-    sub = commands.add_parser("import", help="import a folder of priors made elsewhere", formatter_class=HelpFormatter,
+    sub = commands.add_parser("import", help="import a folder of priors made elsewhere",
                               description="Import one prior file per (image, class) into the CAM file layout.")
     add_flags(sub, "import", "--benchmark", benchmarks=BENCHMARKS)
     sub.add_argument("--source", required=True, help="folder of the prior files")

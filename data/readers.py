@@ -6,14 +6,14 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from common.constants import IGNORE_LABEL, IMAGENET_MEAN, IMAGENET_STD
 from common.errors import brief
 from common.resize import resize_bilinear
-from data.errors import DataError, MissingCAMError
+from data.errors import DataError, MissingCAMError, file_errors
 
 __all__ = ["ImageTransform", "read_binary_mask", "read_cam", "read_image", "read_label"]
 
@@ -22,24 +22,8 @@ BINARY_MASK_THRESHOLD = 128  # FSS-1000 (HSNet): grey level >= 128 is the object
 
 def read_image(path: Path) -> Image.Image:
     """The RGB image at ``path`` (fully decoded, so a truncated file fails here, naming itself)."""
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except FileNotFoundError as exc:
-        raise DataError(f"image {path} not found") from exc
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise DataError(f"cannot read image {path}: {exc}") from exc
-
-
-def _read_mask_array(path: Path, *, grey: bool) -> np.ndarray:
-    """The mask file's pixels (converted to grey levels when ``grey``), errors naming the file."""
-    try:
-        with Image.open(path) as img:
-            return np.array(img.convert("L") if grey else img)
-    except FileNotFoundError as exc:
-        raise DataError(f"mask {path} not found") from exc
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise DataError(f"cannot read mask {path}: {exc}") from exc
+    with file_errors(path, "image"), Image.open(path) as img:
+        return img.convert("RGB")
 
 
 def _check_mask_size(array: np.ndarray, path: Path, image_size: tuple[int, int], image_path: Path) -> None:
@@ -60,7 +44,8 @@ def read_label(path: Path, *, nclass: int, image_size: tuple[int, int], image_pa
         image_size: (W, H) of the image it annotates (PIL order); a different mask size is an error.
         image_path: that image, for the error message.
     """
-    array = _read_mask_array(path, grey=False)
+    with file_errors(path, "mask"), Image.open(path) as img:
+        array = np.array(img)
     if array.ndim != 2 or array.dtype != np.uint8:
         raise DataError(f"mask {path} must be a single-channel 8-bit PNG, got shape {array.shape} {array.dtype}")
     _check_mask_size(array, path, image_size, image_path)
@@ -86,7 +71,8 @@ def read_binary_mask(path: Path, *, image_size: tuple[int, int], image_path: Pat
         image_size: (W, H) of the image it annotates (PIL order); a different mask size is an error.
         image_path: that image, for the error message.
     """
-    array = _read_mask_array(path, grey=True)
+    with file_errors(path, "mask"), Image.open(path) as img:
+        array = np.array(img.convert("L"))
     _check_mask_size(array, path, image_size, image_path)
     return torch.from_numpy((array >= BINARY_MASK_THRESHOLD).astype(np.uint8))
 

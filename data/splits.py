@@ -235,8 +235,7 @@ def read_fss_split(root: Union[str, Path], split: str) -> list[str]:
     if not path.is_file():
         raise SplitNotFoundError(f"split list {path} not found (expected HSNet's data/splits layout under {root})")
     try:
-        with open(path, encoding="utf-8", newline=None) as f:  # newline=None: universal newlines, as HSNet
-            lines = f.read().split("\n")
+        lines = path.read_text(encoding="utf-8").split("\n")  # text mode: universal newlines, as HSNet
     except (OSError, UnicodeDecodeError) as exc:
         raise SplitError(f"cannot read split list {path}: {exc}") from exc
     if lines and lines[-1] == "":

@@ -313,19 +313,14 @@ def _render(rng: np.random.Generator, canvas: np.ndarray, obj: _Object) -> None:
     c2 = np.array(style.color2, np.float32) * 255 * gain
     ys, xs = np.nonzero(obj.mask)
     # Object-frame coordinates of the painted pixels, relative to the nearest part's centre and rotation.
-    best = None
-    u = v = np.zeros(0, np.float32)
+    best, u, v = np.full(xs.shape, np.inf), np.zeros(xs.shape), np.zeros(xs.shape)
     for cx, cy, radius, rot in obj.parts:
         dx, dy = (xs + 0.5 - cx) / radius, (ys + 0.5 - cy) / radius
         pu = math.cos(rot) * dx + math.sin(rot) * dy
         pv = -math.sin(rot) * dx + math.cos(rot) * dy
         dist = dx * dx + dy * dy
-        if best is None:
-            best, u, v = dist, pu, pv
-        else:
-            take = dist < best
-            best = np.where(take, dist, best)
-            u, v = np.where(take, pu, u), np.where(take, pv, v)
+        take = dist < best  # the first part wins a tie
+        best, u, v = np.where(take, dist, best), np.where(take, pu, u), np.where(take, pv, v)
     w = _texture(style, u, v, phase)[:, None]
     canvas[ys, xs] = np.clip((1 - w) * c1 + w * c2, 0, 255)
 
@@ -494,13 +489,9 @@ def _coco(root: Path, seed: int, ipc: int, min_size: int, max_size: int,
             # Annotation ids follow paint order, so (-area, id) reproduces it even on equal areas.
             for obj in sample.objects:
                 ann_id += 1
-                if obj.crowd:
-                    segm: Any = _uncompressed_rle(obj.mask)
-                else:
-                    segm = obj.polygons
                 rle = mask_utils.encode(np.asfortranarray(obj.mask))
                 annotations.append({
-                    "segmentation": segm,
+                    "segmentation": _uncompressed_rle(obj.mask) if obj.crowd else obj.polygons,
                     "area": float(obj.area),
                     "iscrowd": int(obj.crowd),
                     "image_id": image_id,
