@@ -48,7 +48,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from common.cli import ArgumentParser, HelpFormatter, run_cli
+from common.cli import ArgumentParser, run_cli
 from common.console import ensure_console_logging
 from common.constants import CAM_SIZE
 from common.device import configure_tf32, resolve_device
@@ -107,13 +107,10 @@ class CamJobSummary:
 # ----------------------------------------------------------------------------------------------------------
 def _unique(pairs: Iterable[CamPair]) -> list[CamPair]:
     """Drop pairs whose output file is already listed (first occurrence kept, order preserved)."""
-    seen: set[Path] = set()
-    out = []
+    first: dict[Path, CamPair] = {}
     for pair in pairs:
-        if pair.out_path not in seen:
-            seen.add(pair.out_path)
-            out.append(pair)
-    return out
+        first.setdefault(pair.out_path, pair)
+    return list(first.values())
 
 
 def benchmark_pairs(benchmark: str, imgpath: Path, split_root: Path, folders: Sequence[Path]) -> list[CamPair]:
@@ -153,9 +150,8 @@ def is_complete(path: Path, *, verify: bool = False, cam_size: Optional[int] = N
         cam = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 -- a truncated or foreign file: recompute it
         return False
-    shape = (cam_size, cam_size) if cam_size else None
     return isinstance(cam, torch.Tensor) and cam.dtype == torch.float32 and cam.dim() == 2 and \
-        (shape is None or tuple(cam.shape) == shape)
+        (not cam_size or tuple(cam.shape) == (cam_size, cam_size))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -189,10 +185,6 @@ class _ImageGroups(Dataset):
                 return _Item(index, self.preprocess(img), None, identity)
         except Exception as exc:  # noqa: BLE001 -- missing, truncated, not an image ...: report and go on
             return _Item(index, None, f"{type(exc).__name__}: {exc}")
-
-
-def _collate(items: list[_Item]) -> list[_Item]:
-    return items
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -362,21 +354,18 @@ def run_cam_job(pairs: Sequence[CamPair], recipe: PriorRecipe, *, bsz: int = 32,
         folder.mkdir(parents=True, exist_ok=True)
     check_worker_tempdir(nworker if paths else 0)
     loader = DataLoader(_ImageGroups(paths, recipe.preprocess), batch_size=bsz, shuffle=False,
-                        num_workers=nworker, collate_fn=_collate,
+                        num_workers=nworker, collate_fn=list,
                         pin_memory=recipe.device.type == "cuda", persistent_workers=False)
     bar = Progress(len(pending), "CAM", unit="pairs", enabled=progress and bool(pending), leave=True)
     try:
         for items in loader:
-            good = []
-            for item in items:
-                if item.error is None:
-                    good.append(item)
-                    continue
+            for item in (item for item in items if item.error is not None):
                 path, npairs = paths[item.index], len(groups[paths[item.index]])
                 logger.error("cannot read %s (%s); skipping its %d pair(s)", path, item.error, npairs)
                 summary.failed.append((str(path), item.error))
                 summary.failed_pairs += npairs
                 bar.update(npairs)
+            good = [item for item in items if item.error is None]
             if not good:
                 continue
             image_pairs = [groups[paths[item.index]] for item in good]
@@ -408,29 +397,6 @@ def run_cam_job(pairs: Sequence[CamPair], recipe: PriorRecipe, *, bsz: int = 32,
 # ----------------------------------------------------------------------------------------------------------
 # Command line (generate_cam_voc.py / generate_cam_coco.py / generate_cam_fss.py)
 # ----------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class CamJobPlan:
-    """What a CAM job does: its output folders, its pairs, and the prompts' class names (``class_idx`` order)."""
-
-    folders: list[Path]
-    pairs: list[CamPair]
-    class_names: Sequence[str]
-
-
-def plan_cam_job(args: argparse.Namespace, benchmark: str, datapath: Path, imgpath: Path,
-                 split_root: Path) -> CamJobPlan:
-    """The CAM job of ``benchmark`` from its flags: the output folders (``--traincampath``/``--valcampath``, or
-    ``--campath`` where the splits share one), the pairs, the prompts."""
-    spec = BENCHMARK_SPECS[benchmark]
-    if spec.one_cam_folder:
-        folders = [_resolve(args.campath, datapath / spec.cam_dirs[0])]
-    else:
-        folders = [_resolve(args.traincampath, datapath / spec.cam_dirs[0]),
-                   _resolve(args.valcampath, datapath / spec.cam_dirs[1])]
-    return CamJobPlan(folders, benchmark_pairs(benchmark, imgpath, split_root, folders),
-                      spec.prompt_names(split_root))
-
-
 def build_parser(benchmark: str) -> argparse.ArgumentParser:
     """Flags of ``generate_cam_voc.py`` (``"pascal"``), ``generate_cam_coco.py`` (``"coco"``) or
     ``generate_cam_fss.py`` (``"fss"``)."""
@@ -440,7 +406,7 @@ def build_parser(benchmark: str) -> argparse.ArgumentParser:
     texts = {"description": f"CAM priors for every (image, class) pair of {spec.title}",
              "imgpath": "images",
              "campath": "output folder", **spec.cam_job_help}
-    parser = ArgumentParser(description=texts["description"], formatter_class=HelpFormatter)
+    parser = ArgumentParser(description=texts["description"])
     add_flags(parser, "cam", "--datapath")
     parser.add_argument("--imgpath", type=str, default=None,
                         help=f"{texts['imgpath']} (default: <datapath>/{spec.image_dir})")
@@ -478,18 +444,6 @@ def main(benchmark: str, argv: Optional[Sequence[str]] = None) -> int:
     return run_cli(lambda: run_from_flags(benchmark, argv), CAM_SCRIPTS.get(benchmark, "generate_cam"))
 
 
-def recipe_options(args: argparse.Namespace, benchmark: str, device: torch.device) -> dict[str, Any]:
-    """:func:`priors.recipes.build_prior`'s keyword options from the CAM job's flags: the weights (a file, or
-    ``random``: recorded as such in the manifest, never as a file's hash), device, precision, each recipe's own."""
-    return {"weights": args.clip_weights, "device": device, "precision": args.precision,
-            **RECIPES[args.prior].options(args, benchmark)}
-
-
-def cam_settings(recipe: PriorRecipe, cam_size: int) -> CamSettings:
-    """What the manifest of a folder of ``recipe``'s CAMs of side ``cam_size`` records."""
-    return CamSettings(recipe.version, {**recipe.settings, "cam_size": int(cam_size)})
-
-
 def run_from_flags(benchmark: str, argv: Optional[Sequence[str]] = None) -> int:
     """The CAM job of ``benchmark`` from command-line flags; bad input raises a UserInputError."""
     from priors.recipes.clip_gradcam import resolve_clip_precision
@@ -518,15 +472,19 @@ def run_from_flags(benchmark: str, argv: Optional[Sequence[str]] = None) -> int:
                 device)
     configure_tf32(args.tf32)
     split_root = resolve_split_root(args.splitpath)
-    plan = plan_cam_job(args, benchmark, datapath, imgpath, split_root)
-    pairs = plan.pairs
-    logger.info("%d distinct (image, class) pairs from the %s split lists in %s", len(pairs), benchmark, split_root)
+    # the output folders: --traincampath/--valcampath, or --campath where the splits share one
     flags = ("--campath",) if spec.one_cam_folder else ("--traincampath", "--valcampath")
-    folders = dict.fromkeys(plan.folders)  # (PASCAL's two folders may be one)
+    job_folders = [_resolve(getattr(args, flag[2:]), datapath / name) for flag, name in zip(flags, spec.cam_dirs)]
+    pairs = benchmark_pairs(benchmark, imgpath, split_root, job_folders)
+    class_names = spec.prompt_names(split_root)  # the prompts, in class_idx order
+    logger.info("%d distinct (image, class) pairs from the %s split lists in %s", len(pairs), benchmark, split_root)
+    folders = dict.fromkeys(job_folders)  # (PASCAL's two folders may be one)
     created = [folder for folder, flag in zip(folders, flags) if prepare_output_folder(folder, flag)]
     try:
-        recipe = build_prior(args.prior, plan.class_names, **recipe_options(args, benchmark, device))
-        settings = cam_settings(recipe, args.cam_size)
+        # --clip-weights random is recorded as such in the manifest, never as a file's hash
+        recipe = build_prior(args.prior, class_names, weights=args.clip_weights, device=device,
+                             precision=args.precision, **RECIPES[args.prior].options(args, benchmark))
+        settings = CamSettings(recipe.version, {**recipe.settings, "cam_size": int(args.cam_size)})
         manifests = {folder: claim_folder(folder, settings, overwrite=args.overwrite,
                                           verify_existing=args.verify_existing) for folder in folders}
     except UserInputError:

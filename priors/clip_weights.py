@@ -10,18 +10,20 @@ carry no class information, which every use says loudly.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import warnings
 from pathlib import Path
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 import torch
 
 from common.errors import UserInputError
+from common.io import sha256_file
 
 __all__ = ["CLIP_PRECISIONS", "CLIP_PRECISION_CHOICES", "DEFAULT_CACHE_DIR", "RANDOM_WEIGHTS", "ClipWeightsError",
-           "build_openai_clip", "random_clip_seed", "random_weights_identity", "random_weights_warning",
-           "read_clip_state_dict", "resolve_openai_weights"]
+           "build_openai_clip", "load_openai_clip", "random_clip_seed", "random_weights_identity",
+           "random_weights_warning", "read_clip_state_dict", "resolve_openai_weights"]
 
 PathLike = Union[str, os.PathLike]
 RANDOM_WEIGHTS = "random"
@@ -123,9 +125,12 @@ def build_openai_clip(state_dict: dict[str, torch.Tensor], *, source: str, preci
                       model_name: str) -> torch.nn.Module:
     """An eval-mode, frozen open_clip ``CLIP`` (QuickGELU) from an OpenAI-format state dict whose keys the caller
     checked: ``precision`` ``"fp16"`` keeps OpenAI's float16 weights (``clip.load(jit=False)`` on a GPU),
-    ``"fp32"`` makes everything float32. Raises ClipWeightsError naming ``source`` when open_clip cannot build it."""
+    ``"fp32"`` makes everything float32 (else ValueError). Raises ClipWeightsError naming ``source`` when open_clip
+    cannot build it."""
     from open_clip.model import build_model_from_openai_state_dict
 
+    if precision not in CLIP_PRECISIONS:
+        raise ValueError(f"precision must be one of {CLIP_PRECISIONS}, got {precision!r}")
     # Non-persistent buffers that a TorchScript archive of an open_clip model carries; not weights.
     state_dict = {k: v for k, v in state_dict.items() if not k.endswith("attn_mask")}
     try:
@@ -138,3 +143,22 @@ def build_openai_clip(state_dict: dict[str, torch.Tensor], *, source: str, preci
     if precision == "fp32":
         model = model.float()
     return model.eval().requires_grad_(False)
+
+
+def load_openai_clip(model_name: str, weights: Optional[PathLike], cache_dir: Optional[PathLike], precision: str, *,
+                     build: Callable[..., torch.nn.Module], random_state_dict: Callable[[int], dict[str, torch.Tensor]],
+                     log: logging.Logger) -> tuple[torch.nn.Module, Callable[[], str]]:
+    """CLIP ``model_name`` on the CPU, built by ``build(state_dict, source=, precision=)`` from a ``--clip-weights``
+    value (random weights from ``random_state_dict(seed)``, with the warning, or OpenAI's file, found or
+    downloaded by :func:`resolve_openai_weights`), and a function giving its weights' identity (computed only
+    when asked: the file's SHA-256, or :func:`random_weights_identity`). ``log``: the recipe's logger."""
+    seed = random_clip_seed(weights)
+    if seed is not None:
+        state = random_state_dict(seed)
+        log.warning(random_weights_warning(str(weights), model_name))
+        model = build(state, source=f"--clip-weights {weights}", precision=precision)
+        return model, lambda: random_weights_identity(seed, state, model_name)
+    path = resolve_openai_weights(model_name, weights, cache_dir=cache_dir)
+    model = build(read_clip_state_dict(path, model_name), source=f"--clip-weights {path}", precision=precision)
+    log.info("CLIP %s weights: %s", model_name, path)
+    return model, lambda: sha256_file(path)

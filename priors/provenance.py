@@ -78,9 +78,7 @@ def check_cams_exist(dataset: FewShotDataset) -> None:
         path = cam_path(root, name, cls)
         by_dir[path.parent].append(path)
     missing: list[Path] = []
-    total = 0
     for folder, paths in by_dir.items():
-        total += len(paths)
         try:
             present = set(os.listdir(folder))
         except (FileNotFoundError, NotADirectoryError):
@@ -93,6 +91,7 @@ def check_cams_exist(dataset: FewShotDataset) -> None:
         except CamManifestError:
             manifest = None
         verb = "import" if manifest is not None and manifest.settings.recipe == IMPORTED_RECIPE else "generate"
+        total = sum(map(len, by_dir.values()))
         raise MissingCAMError(
             f"{len(missing)} of {total} CAM priors needed by {dataset.benchmark} {dataset.split_name}"
             f"{f' fold {dataset.fold}' if dataset.has_folds else ''} are missing under {root} (first: {missing[0]});\n"
@@ -108,11 +107,6 @@ class CamFolderCheck:
     warnings: list[str] = field(default_factory=list)
 
 
-def expected_class_names(dataset: FewShotDataset) -> Sequence[str]:
-    """The class names a CAM job runs the softmax over for ``dataset``'s benchmark (prompt order)."""
-    return prior_class_names(dataset.benchmark, dataset.split_root)
-
-
 def _check_settings(manifest: CamManifest, dataset: FewShotDataset, command: str) -> list[str]:
     settings = manifest.settings
     stored = settings.settings.get("class_names_sha256")
@@ -122,7 +116,7 @@ def _check_settings(manifest: CamManifest, dataset: FewShotDataset, command: str
                                    f"{command} --overwrite")
         return [f"{manifest.path}: CAMs of the recipe {settings.recipe!r}, which records no class names: not "
                 f"checked against {dataset.benchmark}'s classes"]
-    expected = names_sha256(expected_class_names(dataset))
+    expected = names_sha256(prior_class_names(dataset.benchmark, dataset.split_root))  # the CAM job's prompts
     if stored != expected:
         raise CamManifestError(
             f"{manifest.path}: its CAMs were made for other class names (class_names_sha256 {stored[:12]}..., "

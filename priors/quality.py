@@ -93,12 +93,11 @@ class PriorQuality:
         per_class = self.class_iou()
         classes = sorted(per_class)
         table = np.array([per_class[c] for c in classes]) if classes else np.zeros((0, len(THRESHOLDS)))
-        with np.errstate(invalid="ignore"):
-            mean = np.array([np.nanmean(col) if np.isfinite(col).any() else np.nan for col in table.T])
-        best = int(np.nanargmax(mean)) if np.isfinite(mean).any() else THRESHOLDS.index(FIXED_THRESHOLD)
-        fixed = THRESHOLDS.index(FIXED_THRESHOLD)
         with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.array([np.nanmean(col) if np.isfinite(col).any() else np.nan for col in table.T])
             background = 100.0 * self.background[0] / self.background[1]
+        fixed = THRESHOLDS.index(FIXED_THRESHOLD)
+        best = int(np.nanargmax(mean)) if np.isfinite(mean).any() else fixed
         full = {c: 100.0 * g / v if v else float("nan") for c, (g, v) in self.full_image.items()}
 
         def number(x: float) -> Optional[float]:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from common.cli import ArgumentParser, HelpFormatter, run_cli
+from common.cli import ArgumentParser, run_cli
 from common.console import ensure_console_logging
 from common.flags import add_flags
 from common.io import atomic_write_bytes, atomic_write_text
@@ -112,7 +112,7 @@ def write_report(out: Path, title: str, summary: dict[str, Any], meta: dict[str,
 # ----------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     """Flags of ``evaluate_priors.py``."""
-    parser = ArgumentParser(prog="evaluate_priors.py", formatter_class=HelpFormatter,
+    parser = ArgumentParser(prog="evaluate_priors.py",
                             description="IoU of a folder of CAM priors with the ground truth, per class and mean, "
                                         "at the best single threshold (0.05..0.95) and at 0.5")
     add_flags(parser, "evaluate_priors", "--benchmark", "--fold", "--split", benchmarks=BENCHMARKS)
@@ -156,4 +156,4 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``evaluate_priors.py``: 0 done, 2 bad input (one line naming the file or flag)."""
-    return run_cli(lambda: (run(argv), 0)[1], "evaluate_priors.py")
+    return run_cli(lambda: run(argv), "evaluate_priors.py")

@@ -8,13 +8,11 @@ imported on first use, the id its CAM folders record and its CAM-job flags; a re
   :mod:`priors.recipes.clip_gradcam`);
 * ``clip-es``: CLIP-ES refined CAMs, CLIP ViT-B/16 (:mod:`priors.recipes.clip_es`).
 
-Every builder takes the benchmark's class names first and keyword options (``weights``, ``model``, ``device``,
-``precision``, ``weights_sha256``, and its own); every recipe is a :class:`~priors.recipes.base.PriorRecipe`:
-``recipe.name``, ``recipe.version`` and ``recipe.settings`` (what the CAM folder's manifest records),
-``recipe.preprocess`` (PIL image -> input, in DataLoader workers) and ``recipe.compute(inputs, class_lists,
-cam_size)``. The CAM job (:mod:`priors.cam_job`, ``generate_cam_*.py --prior NAME``) builds them from here.
-Priors made elsewhere (published pseudo-masks) are imported by :mod:`data.priors` instead. A new recipe: a
-module in this folder and its entry in :data:`RECIPES` (docs/extending.md).
+Every builder takes the benchmark's class names first and keyword options (:attr:`RecipeSpec.builder`); every
+recipe is a :class:`~priors.recipes.base.PriorRecipe`. The CAM job (:mod:`priors.cam_job`, ``generate_cam_*.py
+--prior NAME``) builds them from here; priors made elsewhere (published pseudo-masks) are imported by
+:mod:`data.priors` instead. A new recipe: a module in this folder and its entry in :data:`RECIPES`
+(docs/extending.md).
 
     recipe = build_prior("clip-es", PASCAL_CLASSES, weights="ViT-B-16.pt", benchmark="pascal")
     maps = recipe([image], [[class_index]], cam_size=50)[0]       # (1, 50, 50) float32 in [0, 1]

@@ -29,6 +29,7 @@ tokens attend within the image), and the last block runs once per image with one
 from __future__ import annotations
 
 import math
+import operator
 import os
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Union
@@ -70,17 +71,13 @@ class ClipESImage:
     size: tuple[int, int]
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    return image.convert("RGB")
-
-
 class ClipESPreprocess:
     """PIL image -> :class:`ClipESImage`: bicubic resize of each side up to a multiple of ``patch_size``, RGB
     conversion (after resizing, as released), CLIP mean/std. Picklable (no model), for DataLoader workers."""
 
     def __init__(self, patch_size: int = 16) -> None:
         self.patch_size = int(patch_size)
-        self.tail = transforms.Compose([_to_rgb, transforms.ToTensor(),
+        self.tail = transforms.Compose([operator.methodcaller("convert", "RGB"), transforms.ToTensor(),
                                         transforms.Normalize(OPENAI_DATASET_MEAN, OPENAI_DATASET_STD)])
 
     def __call__(self, image: Image.Image) -> ClipESImage:
@@ -115,18 +112,15 @@ def _tokens(visual: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
     return visual.ln_pre(x)
 
 
-def _attend(block: nn.Module, normed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The block's self-attention on (N, L, D) ``normed`` tokens -> output (N, L, D), head-averaged weights (N, L, L)."""
-    attn = block.attn
-    q = normed if attn.batch_first else normed.transpose(0, 1)
-    out, weights = attn(q, q, q, need_weights=True, average_attn_weights=True)
-    return (out if attn.batch_first else out.transpose(0, 1)), weights
-
-
-def _block(block: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One residual attention block on (N, L, D) tokens -> (tokens, attention (N, L, L))."""
-    out, weights = _attend(block, block.ln_1(x))
-    x = x + block.ls_1(out)
+def _block(block: nn.Module, x: torch.Tensor,
+           normed: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One residual attention block on (N, L, D) tokens -> (tokens, head-averaged attention (N, L, L));
+    ``normed``: its ``ln_1(x)``, when the caller needs that tensor (the Grad-CAM layer)."""
+    q = block.ln_1(x) if normed is None else normed
+    batch_first = block.attn.batch_first
+    q = q if batch_first else q.transpose(0, 1)                                   # (N, L, D) or (L, N, D)
+    out, weights = block.attn(q, q, q, need_weights=True, average_attn_weights=True)
+    x = x + block.ls_1(out if batch_first else out.transpose(0, 1))
     return x + block.ls_2(block.mlp(block.ln_2(x))), weights
 
 
@@ -240,8 +234,6 @@ class ClipES(PriorRecipe):
     @torch.no_grad()
     def _encode_names(self, names: Sequence[str]) -> torch.Tensor:
         """CLIP-ES's ``zeroshot_classifier`` with one template: normalised text features (K, E), float32."""
-        if not names:
-            return torch.zeros(0, self.model.text_projection.shape[1], device=self.device)
         tokens = open_clip.tokenize([self.prompt_template.format(name) for name in names]).to(self.device)
         feats = self.model.encode_text(tokens).float()
         feats = feats / feats.norm(dim=-1, keepdim=True)
@@ -270,9 +262,7 @@ class ClipES(PriorRecipe):
         x = tokens.unsqueeze(0).expand(len(classes), -1, -1)                       # (P, L, D)
         with torch.enable_grad():
             normed = block.ln_1(x).detach().requires_grad_(True)                   # the Grad-CAM layer
-            out, attention = _attend(block, normed)
-            y = x + block.ls_1(out)
-            y = y + block.ls_2(block.mlp(block.ln_2(y)))
+            y, attention = _block(block, x, normed)
             pooled = visual.ln_post(y)[:, 1:, :].mean(dim=1) @ visual.proj         # (P, E)
             pooled = pooled / pooled.norm(dim=1, keepdim=True)
             text = text.to(pooled.dtype)
@@ -310,8 +300,7 @@ class ClipES(PriorRecipe):
         stacked = torch.stack([a[1:, 1:] for a in attentions] + [last[1:, 1:]])[-AFFINITY_LAYERS:]
         affinity = sinkhorn_affinity(stacked.mean(dim=0))                           # (n, n)
         refined = _min_max(refine_with_affinity(affinity, cams, self.box_threshold))
-        width, height = size
-        highres = [cv2.resize(m, (width, height)) for m in refined]                # as CLIP-ES saves them
+        highres = [cv2.resize(m, size) for m in refined]  # at the image's (W, H), as CLIP-ES saves them
         if cam_size is not None:
             highres = [cv2.resize(m, (cam_size, cam_size)) for m in highres]
         return torch.from_numpy(np.ascontiguousarray(np.stack(highres), dtype=np.float32))
@@ -359,8 +348,7 @@ def build_clip_es(class_names: Sequence[str], *, weights: Optional[Union[str, os
     if model is None:
         model, identity = load_clip_vit_with_identity(weights, device=device, precision=precision)
         weights_sha256 = weights_sha256 or identity
-    else:
-        model = model.to(device)
+    model = model.to(device)
     prompt_names, background, threshold = clip_es_vocabulary(class_names, benchmark)
     return ClipES(model, class_names, prompt_names=prompt_names, background_names=background,
                   label_mode=label_mode, box_threshold=threshold, weights_sha256=weights_sha256)

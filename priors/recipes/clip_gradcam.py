@@ -43,8 +43,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import operator
 import os
-from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
 import cv2
@@ -61,10 +61,8 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from common.constants import CAM_SIZE
-from common.io import sha256_file
-from priors.clip_weights import (CLIP_PRECISION_CHOICES, CLIP_PRECISIONS, RANDOM_WEIGHTS, ClipWeightsError,
-                                build_openai_clip, random_clip_seed, random_weights_identity, random_weights_warning,
-                                read_clip_state_dict, resolve_openai_weights)
+from priors.clip_weights import (CLIP_PRECISION_CHOICES, RANDOM_WEIGHTS, ClipWeightsError, build_openai_clip,
+                                load_openai_clip, random_clip_seed, random_weights_identity)
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +71,7 @@ PathLike = Union[str, os.PathLike]
 __all__ = [
     "ClipGradCAM", "ClipPromptHead", "ClipWeightsError", "RANDOM_WEIGHTS", "build_clip_from_state_dict",
     "clip_image_size", "clip_preprocess", "compute_cams", "encode_prompts", "load_clip", "load_clip_with_identity",
-    "random_clip_identity", "random_clip_seed", "random_clip_state_dict", "random_clip_warning", "resize_cams",
-    "resolve_clip_precision", "resolve_clip_weights",
+    "random_clip_identity", "random_clip_seed", "random_clip_state_dict", "resize_cams", "resolve_clip_precision",
 ]
 
 PROMPT_TEMPLATE = "a photo of a {}"
@@ -98,8 +95,6 @@ def build_clip_from_state_dict(state_dict: dict[str, torch.Tensor], *, source: s
     keeps float32 parameters, exactly the model OpenAI's ``clip.load(..., jit=False)`` returns on a GPU, with
     which the authors' CAM files were made.
     """
-    if precision not in CLIP_PRECISIONS:
-        raise ValueError(f"precision must be one of {CLIP_PRECISIONS}, got {precision!r}")
     required = ("visual.layer1.0.conv1.weight", "visual.attnpool.positional_embedding", "text_projection",
                 "token_embedding.weight", "positional_embedding", "ln_final.weight")
     missing = [k for k in required if k not in state_dict]
@@ -121,17 +116,6 @@ def resolve_clip_precision(precision: str, device: Union[str, torch.device]) -> 
     return "fp16" if torch.device(device).type == "cuda" else "fp32"
 
 
-def resolve_clip_weights(weights: Optional[PathLike] = None, *, cache_dir: Optional[PathLike] = None) -> Path:
-    """The CLIP weights file: ``weights`` if given (it must exist), else ``{cache_dir}/RN50.pt``, downloaded
-    there when missing (verified by its SHA-256). Raises ClipWeightsError saying where to put the file."""
-    return resolve_openai_weights(CLIP_MODEL_NAME, weights, cache_dir=cache_dir)
-
-
-def random_clip_warning(weights: str) -> str:
-    """The warning every use of random CLIP RN50 weights prints (``weights``: the ``--clip-weights`` value)."""
-    return random_weights_warning(weights, CLIP_MODEL_NAME)
-
-
 def random_clip_identity(seed: int, state_dict: dict[str, torch.Tensor]) -> str:
     """What the CAM manifest records for random RN50 weights in place of a file's SHA-256
     (:func:`priors.clip_weights.random_weights_identity`)."""
@@ -140,18 +124,9 @@ def random_clip_identity(seed: int, state_dict: dict[str, torch.Tensor]) -> str:
 
 def _load(weights: Optional[PathLike], cache_dir: Optional[PathLike],
           precision: str) -> tuple[nn.Module, Callable[[], str]]:
-    """The model on the CPU and a function giving its weights' identity (computed only when asked)."""
-    seed = random_clip_seed(weights)
-    if seed is not None:
-        state = random_clip_state_dict(seed)
-        logger.warning(random_clip_warning(str(weights)))
-        model = build_clip_from_state_dict(state, source=f"--clip-weights {weights}", precision=precision)
-        return model, lambda: random_clip_identity(seed, state)
-    path = resolve_clip_weights(weights, cache_dir=cache_dir)
-    model = build_clip_from_state_dict(read_clip_state_dict(path, CLIP_MODEL_NAME), source=f"--clip-weights {path}",
-                                       precision=precision)
-    logger.info("CLIP RN50 weights: %s", path)
-    return model, lambda: sha256_file(path)
+    """The model on the CPU and a function giving its weights' identity (:func:`load_openai_clip`)."""
+    return load_openai_clip(CLIP_MODEL_NAME, weights, cache_dir, precision, build=build_clip_from_state_dict,
+                            random_state_dict=random_clip_state_dict, log=logger)
 
 
 def load_clip(weights: Optional[PathLike] = None, *, device: Union[str, torch.device] = "cpu",
@@ -190,14 +165,10 @@ def clip_preprocess(image_size: int = 224) -> Callable[[Image.Image], torch.Tens
     return transforms.Compose([
         transforms.Resize(image_size, interpolation=InterpolationMode.BICUBIC),
         transforms.CenterCrop(image_size),
-        _to_rgb,
+        operator.methodcaller("convert", "RGB"),
         transforms.ToTensor(),
         transforms.Normalize(OPENAI_DATASET_MEAN, OPENAI_DATASET_STD),
     ])
-
-
-def _to_rgb(image: Image.Image) -> Image.Image:
-    return image.convert("RGB")
 
 
 def clip_image_size(model: nn.Module) -> int:
@@ -295,8 +266,7 @@ class ClipGradCAM:
     """
 
     def __init__(self, model: nn.Module, class_names: Sequence[str], *, amp: bool = False) -> None:
-        model.eval()
-        self.model = model
+        self.model = model.eval()
         self.class_names = tuple(class_names)
         self.device = next(model.parameters()).device
         self.dtype = clip_dtype(model)

@@ -10,32 +10,21 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 from typing import Callable, Optional, Union
 
 import torch
 from torch import nn
 
-
-from common.io import sha256_file
-from priors.recipes.clip_gradcam import CLIP_PRECISIONS
-from priors.clip_weights import (ClipWeightsError, build_openai_clip, random_clip_seed, random_weights_identity,
-                                random_weights_warning, read_clip_state_dict, resolve_openai_weights)
+from priors.clip_weights import ClipWeightsError, build_openai_clip, load_openai_clip
 
 __all__ = ["VIT_MODEL_NAME", "build_clip_vit", "load_clip_vit", "load_clip_vit_with_identity",
-           "random_clip_vit_state_dict", "resolve_vit_weights"]
+           "random_clip_vit_state_dict"]
 
 logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
 VIT_MODEL_NAME = "ViT-B-16"
 QK_GAIN = 3.0  # random weights: query/key scale (see random_clip_vit_state_dict)
-
-
-def resolve_vit_weights(weights: Optional[PathLike] = None, *, cache_dir: Optional[PathLike] = None) -> Path:
-    """The ViT-B/16 weights file: ``weights`` if given (it must exist), else ``{cache_dir}/ViT-B-16.pt``,
-    downloaded there when missing (SHA-256 checked by open_clip). Raises ClipWeightsError saying where to put it."""
-    return resolve_openai_weights(VIT_MODEL_NAME, weights, cache_dir=cache_dir)
 
 
 def build_clip_vit(state_dict: dict[str, torch.Tensor], *, source: str = "state dict",
@@ -45,8 +34,6 @@ def build_clip_vit(state_dict: dict[str, torch.Tensor], *, source: str = "state 
     Shapes (width, depth, patch size, grid) are read from the tensors. ``precision``: ``"fp32"`` (what CLIP-ES
     computes on a CPU) or ``"fp16"`` (OpenAI's float16 weights, what ``clip.load`` keeps on a GPU).
     """
-    if precision not in CLIP_PRECISIONS:
-        raise ValueError(f"precision must be one of {CLIP_PRECISIONS}, got {precision!r}")
     if "visual.proj" not in state_dict or "visual.class_embedding" not in state_dict:
         what = "a ResNet CLIP" if "visual.layer1.0.conv1.weight" in state_dict else "no visual.proj/class_embedding"
         raise ClipWeightsError(f"{source}: not an OpenAI CLIP ViT checkpoint such as ViT-B-16.pt ({what})")
@@ -55,18 +42,9 @@ def build_clip_vit(state_dict: dict[str, torch.Tensor], *, source: str = "state 
 
 def _load(weights: Optional[PathLike], cache_dir: Optional[PathLike],
           precision: str) -> tuple[nn.Module, Callable[[], str]]:
-    """The model on the CPU and a function giving its weights' identity (computed only when asked)."""
-    seed = random_clip_seed(weights)
-    if seed is not None:
-        state = random_clip_vit_state_dict(seed)
-        logger.warning(random_weights_warning(str(weights), VIT_MODEL_NAME))
-        model = build_clip_vit(state, source=f"--clip-weights {weights}", precision=precision)
-        return model, lambda: random_weights_identity(seed, state, VIT_MODEL_NAME)
-    path = resolve_vit_weights(weights, cache_dir=cache_dir)
-    model = build_clip_vit(read_clip_state_dict(path, VIT_MODEL_NAME), source=f"--clip-weights {path}",
-                           precision=precision)
-    logger.info("CLIP %s weights: %s", VIT_MODEL_NAME, path)
-    return model, lambda: sha256_file(path)
+    """The model on the CPU and a function giving its weights' identity (:func:`load_openai_clip`)."""
+    return load_openai_clip(VIT_MODEL_NAME, weights, cache_dir, precision, build=build_clip_vit,
+                            random_state_dict=random_clip_vit_state_dict, log=logger)
 
 
 def load_clip_vit(weights: Optional[PathLike] = None, *, device: Union[str, torch.device] = "cpu",
@@ -75,9 +53,9 @@ def load_clip_vit(weights: Optional[PathLike] = None, *, device: Union[str, torc
 
     Args:
         weights: OpenAI's ``ViT-B-16.pt`` (TorchScript) or a state dict with its keys; None: the cache,
-            downloaded when online (:func:`resolve_vit_weights`); ``"random"`` / ``"random:SEED"``: ViT-B/16 from
-            :func:`random_clip_vit_state_dict` (seed 0 / SEED), offline, with a warning: its priors carry no
-            class information.
+            downloaded when online (:func:`priors.clip_weights.resolve_openai_weights`); ``"random"`` /
+            ``"random:SEED"``: ViT-B/16 from :func:`random_clip_vit_state_dict` (seed 0 / SEED), offline, with a
+            warning: its priors carry no class information.
     Raises:
         ClipWeightsError: a missing/unreadable/incompatible file, or no download possible.
     """

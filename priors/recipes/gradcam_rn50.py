@@ -83,7 +83,5 @@ def build_gradcam_rn50(class_names: Sequence[str], *, weights: Optional[Union[st
     if model is None:
         model, identity = load_clip_with_identity(weights, device=device, precision=precision)
         weights_sha256 = weights_sha256 or identity
-    else:
-        model = model.to(device)
-    return GradCamRN50(ClipGradCAM(model, class_names, amp=amp), weights_sha256)
+    return GradCamRN50(ClipGradCAM(model.to(device), class_names, amp=amp), weights_sha256)
 
