@@ -1,15 +1,11 @@
 """The command-line flags of train.py and test.py, defined once, validated and resolved.
 
-Released flags keep their names and defaults (``--datapath --benchmark --logpath --bsz --lr --niter --nworker
---fold --stage --backbone --traincampath --valcampath``; test: ``--load --nshot --visualize``, and
-``--use_original_imgsize`` spelt ``--use-original-imgsize`` like every other flag, the released spelling kept as
-an alias). Flags added by this reproduction: ``--splitpath --device --img-size --masking
---backbone-weights --seed --nepisodes --amp [fp16|bf16] --tf32 --strict-masks --resume``, train.py's ``--episode-rng
---slim-checkpoints --checkpoint-learner``;
-test only: ``--seeds`` (alias ``--seed``), ``--bootstrap``. test.py's ``--fold``, ``--nshot`` and ``--seeds``
-also take several values (``args.folds``, ``args.nshots``, ``args.seeds``; one value works as released;
-``args.seed`` is the first seed), and its ``--load`` is then a path template holding ``{fold}``
-(``args.checkpoints``: fold -> checkpoint, every one checked before any work).
+Released flags keep their names and defaults (``--use_original_imgsize`` is spelt ``--use-original-imgsize`` like
+every other flag, the released spelling kept as an alias); the flags added by this reproduction are in each
+script's ``-h``. test.py's ``--fold``, ``--nshot`` and ``--seeds`` (alias ``--seed``) also take several values
+(``args.folds``, ``args.nshots``, ``args.seeds``; one value works as released; ``args.seed`` is the first seed),
+and its ``--load`` is then a path template holding ``{fold}`` (``args.checkpoints``: fold -> checkpoint, every
+one checked before any work).
 
 Paths: a path given on the command line is taken relative to the working directory, as any shell user expects;
 the *defaults* are not: the released ``../Datasets_HSN`` meant "next to the repository", so the default data
@@ -42,7 +38,7 @@ import sys
 from pathlib import Path
 from typing import Literal, Optional, Sequence
 
-from common.cli import ArgumentParser, HelpFormatter
+from common.cli import ArgumentParser
 from common.flags import add_flags, check_minimums
 from common.paths import DEFAULT_DATAPATH, LOG_ROOT
 from data.benchmarks import BENCHMARKS, DEFAULT_CAM_DIRS, FOLD_BENCHMARKS, NFOLDS
@@ -60,8 +56,7 @@ def build_parser(script: Script) -> argparse.ArgumentParser:
     """The parser of ``train.py`` (``script="train"``) or ``test.py`` (``script="test"``)."""
     training = script == "train"
     parser = ArgumentParser(
-        description=("Train" if training else "Test") + " IMR-HSNet (few-shot segmentation from image label text)",
-        formatter_class=HelpFormatter)
+        description=("Train" if training else "Test") + " IMR-HSNet (few-shot segmentation from image label text)")
 
     given = {"benchmarks": BENCHMARKS, "folds": range(NFOLDS), "backbones": tuple(BACKBONES),
              "maskings": tuple(MASKING_MODES), "resamples": DEFAULT_RESAMPLES}
@@ -125,11 +120,6 @@ def _distinct(parser: argparse.ArgumentParser, flag: str, values: Sequence[int])
         parser.error(f"argument {flag}: each value once, got {' '.join(map(str, values))}")
 
 
-def fold_checkpoint(load: str, fold: int) -> str:
-    """The checkpoint of ``fold``: ``load`` with ``{fold}`` replaced by the fold number (a plain path as is)."""
-    return load.replace(FOLD_PLACEHOLDER, str(fold))
-
-
 def _resolve_checkpoints(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Check ``--load`` for every fold before any work starts; set ``args.checkpoints`` (fold -> absolute path).
 
@@ -144,7 +134,7 @@ def _resolve_checkpoints(parser: argparse.ArgumentParser, args: argparse.Namespa
                      f"best_model.pt (got {args.load})")
     checkpoints = {}
     for fold in args.folds:
-        path = Path(fold_checkpoint(args.load, fold)).expanduser().resolve()
+        path = Path(args.load.replace(FOLD_PLACEHOLDER, str(fold))).expanduser().resolve()
         if not path.is_file():
             parser.error(f"argument --load: checkpoint of fold {fold} not found: {path} (from --load {args.load})")
         checkpoints[fold] = str(path)
@@ -161,15 +151,6 @@ def explicit_flags(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]
     return {dest for dest, value in vars(probe).items() if value is not unset}
 
 
-def _apply_protocol(parser: argparse.ArgumentParser, args: argparse.Namespace, explicit: set[str]) -> None:
-    """``--protocol``'s values where no flag set them (:func:`engine.protocols.resolve_protocol`);
-    ``args.protocol_overridden``: ``{dest: [preset's value, given value]}``."""
-    try:
-        args.protocol_overridden = resolve_protocol(args, explicit)["overridden"]
-    except ProtocolError as exc:
-        parser.error(str(exc))
-
-
 def validate_and_resolve(args: argparse.Namespace, script: Script,
                          parser: Optional[argparse.ArgumentParser] = None,
                          explicit: Optional[set[str]] = None) -> argparse.Namespace:
@@ -177,7 +158,11 @@ def validate_and_resolve(args: argparse.Namespace, script: Script,
     ``--protocol``'s values where the flags in ``explicit`` (dests; None: every protocol value) do not set them."""
     parser = parser or build_parser(script)
     if script == "test" and getattr(args, "protocol", None):
-        _apply_protocol(parser, args, set(vars(args)) if explicit is None else explicit)
+        explicit = set(vars(args)) if explicit is None else explicit
+        try:  # {dest: [preset's value, given value]}
+            args.protocol_overridden = resolve_protocol(args, explicit)["overridden"]
+        except ProtocolError as exc:
+            parser.error(str(exc))
     check_minimums(parser, args, script)  # --bsz --stage --nepisodes --nworker --img-size --niter --bootstrap
     folds = [args.fold] if script == "train" else args.folds
     if args.benchmark not in FOLD_BENCHMARKS and folds != [0]:
@@ -217,14 +202,13 @@ def validate_and_resolve(args: argparse.Namespace, script: Script,
             parser.error(f"arguments --traincampath/--valcampath: {args.benchmark} uses one CAM folder for both; "
                          f"got {args.traincampath} and {args.valcampath}")
         args.traincampath = args.valcampath = args.traincampath or args.valcampath
-    needed = ["--valcampath"] + (["--traincampath"] if script == "train" else [])
     for flag, default in (("--traincampath", datapath / train_dir), ("--valcampath", datapath / val_dir)):
-        attr = flag[2:]
-        value = getattr(args, attr)
-        if flag in needed:
-            setattr(args, attr, str(_existing(parser, flag, value, default)))
+        value = getattr(args, flag[2:])
+        if flag == "--valcampath" or script == "train":  # test.py reads no training CAMs: need not exist
+            path = _existing(parser, flag, value, default)
         else:
-            setattr(args, attr, str(Path(value).expanduser().resolve() if value else default))
+            path = Path(value).expanduser().resolve() if value else default
+        setattr(args, flag[2:], str(path))
     if args.splitpath:
         args.splitpath = str(_existing(parser, "--splitpath", args.splitpath, Path()))
     if args.backbone_weights.lower() == "none":

@@ -42,7 +42,7 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 
 from data.benchmarks import NFOLDS
-from engine.episode_records import Cell, EpisodeRecords
+from engine.episode_records import EpisodeRecords
 
 BASE_SEED = 24  # fixed: intervals are a function of the episodes alone
 DEFAULT_RESAMPLES = 1000
@@ -85,19 +85,6 @@ class ResamplePlan:
     draws: tuple[np.ndarray, ...]
     members: tuple[tuple[tuple[int, ...], ...], ...] = ()
 
-    @property
-    def resamples(self) -> int:
-        """R, the number of resamples."""
-        return len(self.draws[0]) if self.draws else 0
-
-
-def _rng(cell: Cell) -> np.random.Generator:
-    return np.random.default_rng([BASE_SEED, cell.seed & 0xFFFFFFFF, cell.fold, cell.shot])
-
-
-def _joint_rng(fold: int, shot: int, seeds: Sequence[int]) -> np.random.Generator:
-    return np.random.default_rng([BASE_SEED, fold, shot, *sorted(seed & 0xFFFFFFFF for seed in seeds)])
-
 
 def _clusters(records: EpisodeRecords) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per class of ``records.class_ids``: (query names, (M_c, 4) int64 counts summed per query)."""
@@ -114,7 +101,8 @@ def _clusters(records: EpisodeRecords) -> list[tuple[np.ndarray, np.ndarray]]:
 
 def plan_resamples(records: EpisodeRecords, resamples: int) -> ResamplePlan:
     """The fixed resamples of ``records``' cell (a function of its class and query lists and of the cell)."""
-    rng = _rng(records.cell)
+    cell = records.cell
+    rng = np.random.default_rng([BASE_SEED, cell.seed & 0xFFFFFFFF, cell.fold, cell.shot])
     clusters = _clusters(records)
     draws = tuple(rng.integers(0, len(names), size=(resamples, len(names))) if len(names)
                   else np.zeros((resamples, 0), dtype=np.int64) for names, _ in clusters)
@@ -133,8 +121,8 @@ def resampled_metrics(records: EpisodeRecords, plan: ResamplePlan) -> np.ndarray
         clusters = _on_union(records, clusters, plan)
     elif tuple(tuple(map(str, n)) for n, _ in clusters) != plan.clusters:
         raise ValueError(f"{records.cell.label()}: the records do not have the plan's query images")
-    sums = np.stack([sums[draw].sum(axis=1) if draw.shape[1] else np.zeros((len(draw), 4), np.int64)
-                     for (_, sums), draw in zip(clusters, plan.draws)], axis=1).astype(np.float64)  # (R, C, 4)
+    sums = np.stack([sums[draw].sum(axis=1) for (_, sums), draw in zip(clusters, plan.draws)],
+                    axis=1).astype(np.float64)  # (R, C, 4)
     inter, union = sums[..., :2], sums[..., 2:]
     miou = (inter[..., 1] / np.maximum(union[..., 1], 1.0)).mean(axis=1) * 100
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -161,7 +149,7 @@ def plan_joint_resamples(records: Sequence[EpisodeRecords], resamples: int) -> R
                          f"{'; '.join(r.cell.label() for r in records) or 'none'}")
     first = records[0].cell
     per_seed = [_clusters(r) for r in records]
-    rng = _joint_rng(first.fold, first.shot, seeds)
+    rng = np.random.default_rng([BASE_SEED, first.fold, first.shot, *sorted(seed & 0xFFFFFFFF for seed in seeds)])
     clusters, draws, members = [], [], []
     for c in range(len(records[0].class_ids)):
         seen: dict[str, set[int]] = {}
@@ -205,8 +193,6 @@ def seed_mean_samples(records: Sequence[EpisodeRecords], resamples: int = DEFAUL
     """
     records = list(records)
     plan = plan_joint_resamples(records, resamples)
-    if len(records) == 1:
-        return resampled_metrics(records[0], plan)
     return mean_samples(resampled_metrics(r, plan) for r in records)
 
 

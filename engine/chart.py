@@ -69,8 +69,9 @@ def write_miou_chart(panels: Mapping[int, tuple[FoldValues, FoldValues]], path: 
             heights = [values[i] for i in keep if values[i] is not None]
             bounds = [*intervals[shot].folds, intervals[shot].mean] if name == "ours" and shot in intervals else []
             kept = [bounds[i] for i in keep if values[i] is not None] if bounds else []
-            if kept and all(b is not None for b in kept):
-                bars = ax.bar(xs, heights, width, color=COLORS[name])
+            with_intervals = bool(kept) and all(b is not None for b in kept)
+            bars = ax.bar(xs, heights, width, color=COLORS[name])
+            if with_intervals:
                 # the interval as drawn from its ends (a percentile interval need not be centred on the value)
                 ax.errorbar(xs, [(b[0] + b[1]) / 2 for b in kept], yerr=[(b[1] - b[0]) / 2 for b in kept], fmt="none",
                             ecolor=ERROR_COLOR, elinewidth=1, capsize=3)
@@ -79,12 +80,9 @@ def write_miou_chart(panels: Mapping[int, tuple[FoldValues, FoldValues]], path: 
                     ax.annotate(f"{h:.1f}", (x, b[1]), xytext=(0, 2), textcoords="offset points", ha="center",
                                 va="bottom", fontsize=7)
             else:
-                bars = ax.bar(xs, heights, width, color=COLORS[name])
                 ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
             label = name if heights else f"{name}: no numbers"
-            if kept and name == "ours" and all(b is not None for b in kept):
-                label += " (95% interval)"
-            handles.append(Patch(color=COLORS[name], label=label))
+            handles.append(Patch(color=COLORS[name], label=label + (" (95% interval)" if with_intervals else "")))
         ax.set_xticks(range(len(keep)), [_label(i, panels[shot][0]) for i in keep], fontsize=8)
         ax.set_ylim(0, top * 1.3)
         ax.set_ylabel("mIoU (%)")

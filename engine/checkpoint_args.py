@@ -16,15 +16,12 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from data.benchmarks import FOLD_BENCHMARKS
+from engine.args import flag_name
 
 logger = logging.getLogger(__name__)
 
 ARGS_NAME = "args.json"
 COMPARED = ("benchmark", "backbone", "masking", "stage", "img_size")  # and the fold, per checkpoint
-
-
-def _flag(key: str) -> str:
-    return "--" + key.replace("_", "-")
 
 
 def training_args(checkpoint: Path) -> Optional[Mapping[str, Any]]:
@@ -47,7 +44,7 @@ def setting_differences(stored: Mapping[str, Any], args: argparse.Namespace, fol
     tested = {key: getattr(args, key) for key in COMPARED}
     if args.benchmark in FOLD_BENCHMARKS:
         tested["fold"] = fold
-    return [f"{_flag(key)} {stored[key]!r} -> {value!r}" for key, value in tested.items()
+    return [f"{flag_name(key)} {stored[key]!r} -> {value!r}" for key, value in tested.items()
             if key in stored and stored[key] != value]
 
 
@@ -55,8 +52,11 @@ def checkpoint_warnings(args: argparse.Namespace) -> list[str]:
     """Warnings (logged, and returned for ``results.json``) about ``args.checkpoints`` (fold -> path): settings
     that differ from the ``args.json`` beside a checkpoint, and one file given for several folds."""
     warnings = []
+    seen: dict[tuple[int, int], list[int]] = {}  # the folds of each file
     for fold in args.folds:
         checkpoint = Path(args.checkpoints[fold])
+        stat = os.stat(checkpoint)
+        seen.setdefault((stat.st_dev, stat.st_ino), []).append(fold)
         try:
             stored = training_args(checkpoint)
         except ValueError as exc:
@@ -66,10 +66,6 @@ def checkpoint_warnings(args: argparse.Namespace) -> list[str]:
         if differences:
             warnings.append(f"fold {fold}: {checkpoint} was trained with other settings than it is tested with "
                             f"(trained -> tested, from {checkpoint.parent / ARGS_NAME}): {'; '.join(differences)}")
-    seen: dict[tuple[int, int], list[int]] = {}
-    for fold in args.folds:
-        stat = os.stat(args.checkpoints[fold])
-        seen.setdefault((stat.st_dev, stat.st_ino), []).append(fold)
     for folds in seen.values():
         if len(folds) > 1:
             warnings.append(f"folds {', '.join(map(str, folds))} are tested with the same checkpoint file "

@@ -70,15 +70,10 @@ def time_minutes(value: str) -> int:
     match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", value.strip())
     if not match:
         raise ClusterError(f"--time {value}: give minutes, HH:MM:SS or D-HH:MM:SS (e.g. 24:00:00)")
-    days, a, b, c = (int(x) if x else None for x in match.groups())
-    if days is None and b is None:  # "MM"
-        seconds = a * 60
-    elif days is None and c is None:  # "MM:SS"
-        seconds = a * 60 + b
-    elif days is None:  # "HH:MM:SS"
-        seconds = a * 3600 + b * 60 + c
-    else:  # "D-HH[:MM[:SS]]"
-        seconds = days * 86400 + a * 3600 + (b or 0) * 60 + (c or 0)
+    days, *fields = match.groups()
+    parts = [int(x) for x in fields if x]
+    units = (3600, 60, 1) if days or len(parts) == 3 else (60, 1)  # "D-HH[:MM[:SS]]", "HH:MM:SS"; "MM[:SS]"
+    seconds = int(days or 0) * 86400 + sum(part * unit for part, unit in zip(parts, units))
     return max(1, -(-seconds // 60))
 
 
@@ -102,9 +97,7 @@ def slurm_partitions() -> Optional[list[str]]:
         done = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    if done.returncode:
-        return None
-    return sorted({line.strip() for line in done.stdout.splitlines() if line.strip()})
+    return None if done.returncode else sorted({line.strip() for line in done.stdout.splitlines() if line.strip()})
 
 
 def slurm_states(job_ids: Sequence[str]) -> dict[str, str]:
@@ -161,15 +154,10 @@ def slurm_parameters(options: ClusterOptions, name: str, *, tasks: int, gpus: in
         # the jobs import this checkout's packages, wherever Python is installed
         "setup": [f"export PYTHONPATH={shlex.quote(str(REPO_ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}"],
     }
-    if gpus:
-        params["gpus_per_node"] = gpus
-    for key in ("partition", "account", "qos", "constraint"):
-        if getattr(options, key):
-            params[key] = getattr(options, key)
-    if options.mem_gb:
-        params["mem"] = f"{options.mem_gb}GB"
-    if dependency:
-        params["dependency"] = dependency
+    optional = {"gpus_per_node": gpus, "partition": options.partition, "account": options.account, "qos": options.qos,
+                "constraint": options.constraint, "mem": options.mem_gb and f"{options.mem_gb}GB",
+                "dependency": dependency}
+    params.update({key: value for key, value in optional.items() if value})  # in the order --dry-run prints
     # requeueable whatever the cluster's JobRequeue default; a test job whose training failed is removed
     params["additional_parameters"] = {"requeue": True, **({"kill_on_invalid_dep": "yes"} if dependency else {})}
     return params
@@ -243,22 +231,17 @@ def launch(grid: Path, spec: GridSpec, options: ClusterOptions, *, dry_run: bool
     grid_lib.check_train_flags(spec.train_flags)
     relaunch = grid_lib.check_grid_folder(grid, spec)
     slurm = options.executor == "slurm"
-    if slurm and not dry_run:
-        check_slurm(options)
-    elif slurm and shutil.which("sinfo"):
+    if slurm and (not dry_run or shutil.which("sinfo")):
         check_slurm(options)
     _check_batch(spec, options, grid)
     plans = plan_grid(grid, spec, record_states)
     groups = grid_lib.test_groups(spec)
-    first_args = {g.name: grid_lib.resolve_cell(spec, g.cells()[0], grid) for g in groups}
-    test_argvs = [grid_lib.group_test_argv(spec, g, grid, first_args[g.name]) for g in groups]
+    test_argvs = [grid_lib.group_test_argv(spec, g, grid, grid_lib.resolve_cell(spec, g.cells()[0], grid))
+                  for g in groups]
     tests_done = all(grid_lib.group_finished(grid, g) for g in groups)
-    latest = grid_lib.latest_jobs(grid_lib.read_jobs(grid))
-    old_test = latest.get("test")
+    old_test = grid_lib.latest_jobs(grid_lib.read_jobs(grid)).get("test")
     old_test_state = record_states([old_test]).get(old_test.job_id) if old_test else None
 
-    gpus = options.gpus_per_job
-    train_threads = options.cpus_per_task
     grace = max(0.0, options.signal_delay_s - SIGNAL_MARGIN_S)
     to_submit = [p for p in plans if p.action == "submit"]
     _print(f"grid {grid}{' (relaunch)' if relaunch else ''}: {len(plans)} training cells, "
@@ -270,7 +253,7 @@ def launch(grid: Path, spec: GridSpec, options: ClusterOptions, *, dry_run: bool
         if dry_run and plan.action == "submit":
             _print(f"    python train.py {shlex.join(plan.argv)}")
             if slurm:
-                params = slurm_parameters(options, plan.cell.name, tasks=options.tasks, gpus=gpus)
+                params = slurm_parameters(options, plan.cell.name, tasks=options.tasks, gpus=options.gpus_per_job)
                 _print(f"    sbatch {sbatch_flags(params)}")
     test_needed = not tests_done and not (to_submit == [] and old_test_state in LIVE_STATES)
     if test_needed:
@@ -279,7 +262,7 @@ def launch(grid: Path, spec: GridSpec, options: ClusterOptions, *, dry_run: bool
             for argv in test_argvs:
                 _print(f"    python test.py {shlex.join(argv)}")
             if slurm:
-                params = slurm_parameters(options, "test", tasks=1, gpus=min(gpus, 1),
+                params = slurm_parameters(options, "test", tasks=1, gpus=min(options.gpus_per_job, 1),
                                           dependency="afterok:<the training jobs above>")
                 _print(f"    sbatch {sbatch_flags(params)}")
     else:
@@ -291,10 +274,10 @@ def launch(grid: Path, spec: GridSpec, options: ClusterOptions, *, dry_run: bool
     grid_lib.write_spec(grid, spec, command)
     folder = grid / grid_lib.SUBMITIT_DIR
     os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
-    jobs = [grid_lib.JobRecord(**vars(r)) for r in grid_lib.read_jobs(grid)]
+    jobs = grid_lib.read_jobs(grid)
 
     def make_job(plan: Plan) -> "grid_jobs.TrainCellJob":
-        return grid_jobs.TrainCellJob(plan.argv, str(plan.cell.run_dir(grid).absolute()), train_threads,
+        return grid_jobs.TrainCellJob(plan.argv, str(plan.cell.run_dir(grid).absolute()), options.cpus_per_task,
                                       options.max_requeues, grace)
 
     test_job = grid_jobs.TestGridJob(str(grid), test_argvs, options.cpus_per_task)
@@ -304,45 +287,37 @@ def launch(grid: Path, spec: GridSpec, options: ClusterOptions, *, dry_run: bool
     return _run_local(grid, folder, options, to_submit, make_job, test_job if test_needed else None, jobs, poll_s)
 
 
-def _sbatch(executor: Any, job: Any, name: str) -> Any:
-    """Submit ``job``; sbatch's refusal (a bad --gpus-per-job, --account, ...) becomes one line, exit 2."""
-    from submitit.core.utils import FailedJobError
-
-    try:
-        return executor.submit(job)
-    except FailedJobError as exc:
-        reason = " ".join(str(exc).split()) or "no message"
-        raise ClusterError(f"sbatch refused the job of {name}: {reason} (the jobs submitted before it are in "
-                           f"jobs.json; fix the flag and run the same command again)") from None
-
-
 def _submit_slurm(grid: Path, folder: Path, options: ClusterOptions, plans: list[Plan], to_submit: list[Plan],
                   make_job: Callable, test_job: Any, jobs: list[JobRecord], old_test: Optional[JobRecord],
                   old_test_state: Optional[str]) -> int:
     import submitit
+    from submitit.core.utils import FailedJobError
+
+    def submit(name: str, job: Any, **params: Any) -> str:
+        """sbatch ``job``; its refusal (a bad --gpus-per-job, --account, ...) becomes one line, exit 2."""
+        executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=options.max_requeues)
+        executor.update_parameters(**slurm_parameters(options, name, **params))
+        try:
+            job_id = str(executor.submit(job).job_id)
+        except FailedJobError as exc:
+            reason = " ".join(str(exc).split()) or "no message"
+            raise ClusterError(f"sbatch refused the job of {name}: {reason} (the jobs submitted before it are in "
+                               f"jobs.json; fix the flag and run the same command again)") from None
+        jobs.append(JobRecord(name, job_id, "slurm"))
+        grid_lib.write_jobs(grid, jobs)  # after every job: an interrupted launch still knows what it queued
+        return job_id
 
     live = [p.job_id for p in plans if p.action == "queued" and p.job_id]
     for plan in to_submit:
-        executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=options.max_requeues)
-        executor.update_parameters(**slurm_parameters(options, plan.cell.name, tasks=options.tasks,
-                                                      gpus=options.gpus_per_job))
-        job = _sbatch(executor, make_job(plan), plan.cell.name)
-        jobs.append(JobRecord(plan.cell.name, str(job.job_id), "slurm"))
-        grid_lib.write_jobs(grid, jobs)  # after every job: an interrupted launch still knows what it queued
-        live.append(str(job.job_id))
-        _print(f"  submitted {plan.cell.name}: job {job.job_id}")
+        live.append(submit(plan.cell.name, make_job(plan), tasks=options.tasks, gpus=options.gpus_per_job))
+        _print(f"  submitted {plan.cell.name}: job {live[-1]}")
     if test_job is not None:
         if old_test is not None and old_test_state in LIVE_STATES and to_submit:
             subprocess.run(["scancel", old_test.job_id], capture_output=True, timeout=60)
             _print(f"  cancelled the earlier test job {old_test.job_id} (it waited for jobs now replaced)")
-        executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=options.max_requeues)
         dependency = "afterok:" + ":".join(live) if live else None
-        executor.update_parameters(**slurm_parameters(options, "test", tasks=1, gpus=min(options.gpus_per_job, 1),
-                                                      dependency=dependency))
-        job = _sbatch(executor, test_job, "test")
-        jobs.append(JobRecord("test", str(job.job_id), "slurm"))
-        grid_lib.write_jobs(grid, jobs)
-        _print(f"  submitted test: job {job.job_id}" + (f" ({dependency})" if dependency else ""))
+        job_id = submit("test", test_job, tasks=1, gpus=min(options.gpus_per_job, 1), dependency=dependency)
+        _print(f"  submitted test: job {job_id}" + (f" ({dependency})" if dependency else ""))
     _print(f"watch it: python launch.py status {grid}")
     return 0
 
@@ -351,11 +326,16 @@ def _run_local(grid: Path, folder: Path, options: ClusterOptions, to_submit: lis
                test_job: Any, jobs: list[JobRecord], poll_s: float) -> int:
     import submitit
 
-    def executor(tasks: int, gpus: int) -> "submitit.LocalExecutor":
-        ex = submitit.LocalExecutor(folder=folder)
-        ex.update_parameters(timeout_min=options.minutes, tasks_per_node=tasks, gpus_per_node=gpus, nodes=1,
-                             signal_delay_s=options.signal_delay_s)
-        return ex
+    def start(name: str, job: Any, tasks: int, gpus: int) -> tuple[JobRecord, Any]:
+        executor = submitit.LocalExecutor(folder=folder)
+        executor.update_parameters(timeout_min=options.minutes, tasks_per_node=tasks, gpus_per_node=gpus, nodes=1,
+                                   signal_delay_s=options.signal_delay_s)
+        job = executor.submit(job)
+        record = JobRecord(name, str(job.job_id), "local")
+        jobs.append(record)
+        grid_lib.write_jobs(grid, jobs)
+        _print(f"  started {name}: local job {job.job_id}")
+        return record, job
 
     def finish(record: JobRecord, job: Any) -> bool:
         try:
@@ -374,12 +354,7 @@ def _run_local(grid: Path, folder: Path, options: ClusterOptions, to_submit: lis
     while waiting or running:
         while waiting and len(running) < max(1, options.parallel):
             plan = waiting.pop(0)
-            job = executor(options.tasks, options.gpus_per_job).submit(make_job(plan))
-            record = JobRecord(plan.cell.name, str(job.job_id), "local")
-            jobs.append(record)
-            grid_lib.write_jobs(grid, jobs)
-            running.append((record, job))
-            _print(f"  started {plan.cell.name}: local job {job.job_id}")
+            running.append(start(plan.cell.name, make_job(plan), options.tasks, options.gpus_per_job))
         time.sleep(poll_s)
         for entry in [e for e in running if e[1].done()]:
             running.remove(entry)
@@ -389,11 +364,7 @@ def _run_local(grid: Path, folder: Path, options: ClusterOptions, to_submit: lis
                "again (it submits only the cells that did not finish)")
         return 1
     if test_job is not None:
-        job = executor(1, min(options.gpus_per_job, 1)).submit(test_job)
-        record = JobRecord("test", str(job.job_id), "local")
-        jobs.append(record)
-        grid_lib.write_jobs(grid, jobs)
-        _print(f"  started test: local job {job.job_id}")
+        record, job = start("test", test_job, 1, min(options.gpus_per_job, 1))
         while not job.done():
             time.sleep(poll_s)
         if not finish(record, job):

@@ -23,7 +23,7 @@ is paired); the output says so.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -85,10 +85,8 @@ class Difference:
 
     def as_dict(self) -> dict[str, Any]:
         """As written to ``compare.json`` (``fold`` "mean" for the mean over the folds)."""
-        return {"metric": self.metric, "shot": self.shot, "fold": "mean" if self.fold is None else self.fold,
-                "a": self.a, "b": self.b, "diff": self.diff,
-                "interval": None if self.interval is None else list(self.interval),
-                "share_b_greater": self.share_b_greater}
+        return {**asdict(self), "fold": "mean" if self.fold is None else self.fold,
+                "interval": None if self.interval is None else list(self.interval)}
 
 
 def load_test_run(path: Union[str, Path], side: str) -> ComparedRun:
@@ -146,19 +144,7 @@ def compare_means(a: ComparedRun, b: ComparedRun) -> list[Difference]:
     """B - A of runs of different protocols: per metric, shot and fold (and over the folds) each side's mean over
     its own seeds; no interval (the episodes differ: nothing is paired), ``share_b_greater`` NaN."""
     check_protocol(a, b, across_protocols=True)
-    out = []
-    for metric in METRICS:
-        for shot in a.document["nshots"]:
-            per_fold = []
-            for fold in a.document["folds"]:
-                value_a = float(np.mean([a.value(Cell(seed, fold, shot), metric) for seed in a.seeds]))
-                value_b = float(np.mean([b.value(Cell(seed, fold, shot), metric) for seed in b.seeds]))
-                per_fold.append((value_a, value_b))
-                out.append(Difference(metric, shot, fold, value_a, value_b, value_b - value_a, None, float("nan")))
-            if len(per_fold) > 1:
-                value_a, value_b = (float(np.mean(side)) for side in zip(*per_fold))
-                out.append(Difference(metric, shot, None, value_a, value_b, value_b - value_a, None, float("nan")))
-    return out
+    return _differences(a, b, None)
 
 
 def across_protocols(a: ComparedRun, b: ComparedRun) -> bool:
@@ -169,33 +155,42 @@ def across_protocols(a: ComparedRun, b: ComparedRun) -> bool:
 def compare_runs(a: ComparedRun, b: ComparedRun, resamples: int = DEFAULT_RESAMPLES) -> list[Difference]:
     """B - A per metric, shot and fold, and over the folds, with paired bootstrap intervals (same resamples)."""
     check_protocol(a, b)
-    seeds, folds, shots = a.seeds, list(a.document["folds"]), list(a.document["nshots"])
     samples: dict[Cell, np.ndarray] = {}  # (R, 2) paired differences B - A, mIoU and FB-IoU
-    for fold in folds:
-        for shot in shots:
-            cells = [Cell(seed, fold, shot) for seed in seeds]
+    for fold in a.document["folds"]:
+        for shot in a.document["nshots"]:
+            cells = [Cell(seed, fold, shot) for seed in a.seeds]
             plan = plan_joint_resamples([a.records[cell] for cell in cells], resamples)
             for cell in cells:
                 samples[cell] = resampled_metrics(b.records[cell], plan) - resampled_metrics(a.records[cell], plan)
+    return _differences(a, b, samples)
+
+
+def _differences(a: ComparedRun, b: ComparedRun, samples: Optional[dict[Cell, np.ndarray]]) -> list[Difference]:
+    """The rows of B - A, each side's number the mean over its own seeds; with ``samples`` (per cell, the (R, 2)
+    paired differences) a row's interval comes from their means over the seeds, and over the folds."""
+    folds = list(a.document["folds"])
     out = []
     for column, metric in enumerate(METRICS):
-        for shot in shots:
+        for shot in a.document["nshots"]:
             per_fold = []
             for fold in folds:
-                cells = [Cell(seed, fold, shot) for seed in seeds]
-                value_a = float(np.mean([a.value(cell, metric) for cell in cells]))
-                value_b = float(np.mean([b.value(cell, metric) for cell in cells]))
-                diffs = mean_samples(samples[cell][:, column] for cell in cells)
+                value_a = float(np.mean([a.value(Cell(seed, fold, shot), metric) for seed in a.seeds]))
+                value_b = float(np.mean([b.value(Cell(seed, fold, shot), metric) for seed in b.seeds]))
+                diffs = None if samples is None else \
+                    mean_samples(samples[Cell(seed, fold, shot)][:, column] for seed in a.seeds)
                 per_fold.append((value_a, value_b, diffs))
                 out.append(_difference(metric, shot, fold, value_a, value_b, diffs))
             if len(folds) > 1:
-                value_a = float(np.mean([f[0] for f in per_fold]))
-                value_b = float(np.mean([f[1] for f in per_fold]))
-                out.append(_difference(metric, shot, None, value_a, value_b, mean_samples(f[2] for f in per_fold)))
+                means_a, means_b, diffs = zip(*per_fold)
+                out.append(_difference(metric, shot, None, float(np.mean(means_a)), float(np.mean(means_b)),
+                                       None if samples is None else mean_samples(diffs)))
     return out
 
 
-def _difference(metric: str, shot: int, fold: Optional[int], a: float, b: float, diffs: np.ndarray) -> Difference:
+def _difference(metric: str, shot: int, fold: Optional[int], a: float, b: float,
+                diffs: Optional[np.ndarray]) -> Difference:
+    if diffs is None:  # unpaired: no interval
+        return Difference(metric, shot, fold, a, b, b - a, None, float("nan"))
     share = float(np.mean(diffs > 0)) if not np.isnan(diffs).any() else float("nan")
     return Difference(metric, shot, fold, a, b, b - a, percentile_interval(diffs), share)
 

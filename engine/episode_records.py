@@ -36,6 +36,7 @@ from common.io import atomic_write_bytes
 
 EPISODES_NAME = "episodes.npz"
 COUNT_COLUMNS = ("inter_bg", "inter_fg", "union_bg", "union_fg")
+COLUMNS = ("seed", "fold", "shot", "episode", "class_id", "query", "supports", *COUNT_COLUMNS)
 
 
 class RecordsError(UserInputError, ValueError):
@@ -78,20 +79,14 @@ class EpisodeRecords:
     def __len__(self) -> int:
         return len(self.class_id)
 
-    def class_sums(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-class (2, nclass) float64 sums of intersection and union (nclass = max class id + 1)."""
+    def metrics(self) -> tuple[float, float]:
+        """``(mIoU, FB-IoU)`` in percent, recomputed from the (2, nclass) float64 per-class sums of intersection
+        and union: equal to what the test pass printed."""
         nclass = max([*self.class_ids, *self.class_id.tolist()]) + 1
         index = torch.as_tensor(self.class_id, dtype=torch.long)
-        sums = []
-        for counts in (self.intersection, self.union):
-            total = torch.zeros(2, nclass, dtype=torch.float64)
-            total.index_add_(1, index, torch.as_tensor(counts, dtype=torch.float64).t())
-            sums.append(total)
-        return sums[0], sums[1]
-
-    def metrics(self) -> tuple[float, float]:
-        """``(mIoU, FB-IoU)`` in percent, recomputed: equal to what the test pass printed."""
-        inter, union = self.class_sums()
+        zeros = torch.zeros(2, nclass, dtype=torch.float64)
+        inter, union = (zeros.index_add(1, index, torch.as_tensor(counts, dtype=torch.float64).t())
+                        for counts in (self.intersection, self.union))
         return iou_from_sums(inter, union, torch.as_tensor(self.class_ids, dtype=torch.long))
 
     def first_difference(self, other: "EpisodeRecords") -> Optional[str]:
@@ -100,14 +95,10 @@ class EpisodeRecords:
             return f"fold classes {list(self.class_ids)} vs {list(other.class_ids)}"
         return first_difference(self.episodes(), other.episodes())
 
-    def episode(self, index: int) -> tuple[int, str, tuple[str, ...]]:
-        """``(class_id, query, supports)`` of episode ``index``."""
-        supports = tuple(str(name) for name in self.supports[index] if name)
-        return int(self.class_id[index]), str(self.query[index]), supports
-
     def episodes(self) -> list[tuple[int, str, tuple[str, ...]]]:
         """``(class_id, query, supports)`` of every episode."""
-        return [self.episode(i) for i in range(len(self))]
+        return [(int(cls), str(query), tuple(str(name) for name in supports if name))
+                for cls, query, supports in zip(self.class_id, self.query, self.supports)]
 
 
 def first_difference(mine: Sequence[tuple[int, str, tuple[str, ...]]],
@@ -180,8 +171,7 @@ def episodes_npz(records: Iterable[EpisodeRecords]) -> bytes:
     """The ``episodes.npz`` bytes of ``records`` (cells in the given order)."""
     records = list(records)
     width = max([r.supports.shape[1] for r in records] + [1])
-    columns: dict[str, list[np.ndarray]] = {key: [] for key in ("seed", "fold", "shot", "episode", "class_id",
-                                                                "query", "supports", *COUNT_COLUMNS)}
+    columns: dict[str, list[np.ndarray]] = {key: [] for key in COLUMNS}
     for r in records:
         n = len(r)
         for key, value in zip(("seed", "fold", "shot"), r.cell):
@@ -219,8 +209,7 @@ def read_episodes(path: Path, class_ids: Mapping[Cell, Sequence[int]]) -> dict[C
             columns = {key: data[key] for key in data.files}
     except (OSError, ValueError, KeyError) as exc:
         raise RecordsError(f"cannot read {path} ({type(exc).__name__}: {exc})") from exc
-    missing = [key for key in ("seed", "fold", "shot", "episode", "class_id", "query", "supports", *COUNT_COLUMNS)
-               if key not in columns]
+    missing = [key for key in COLUMNS if key not in columns]
     if missing:
         raise RecordsError(f"{path} is not an episodes file of test.py (no {', '.join(missing)})")
     out = {}

@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, astuple, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -118,12 +118,7 @@ class TestGroup:
 def expand(spec: GridSpec) -> list[Cell]:
     """The cells, benchmark-major: ``pascal x vgg16 x 0..3``, then ``pascal x resnet50``, ... (FSS-1000: one cell
     per backbone, it has no folds)."""
-    cells = []
-    for benchmark in spec.benchmarks:
-        for backbone in spec.backbones:
-            folds = spec.folds if benchmark in FOLD_BENCHMARKS else (0,)
-            cells += [Cell(benchmark, backbone, fold) for fold in folds]
-    return cells
+    return [cell for group in test_groups(spec) for cell in group.cells()]
 
 
 def test_groups(spec: GridSpec) -> list[TestGroup]:
@@ -135,11 +130,8 @@ def test_groups(spec: GridSpec) -> list[TestGroup]:
 def given_flags(argv: Sequence[str], script: str = "train") -> set[str]:
     """The destinations of the flags present in ``argv`` (``--lr 1e-3`` -> ``{"lr"}``), per ``script``'s parser."""
     actions = build_parser(script)._option_string_actions  # noqa: SLF001 - argparse keeps no public map
-    found = set()
-    for token in argv:
-        if token.startswith("--") and token.split("=", 1)[0] in actions:
-            found.add(actions[token.split("=", 1)[0]].dest)
-    return found
+    flags = [token.split("=", 1)[0] for token in argv if token.startswith("--")]
+    return {actions[flag].dest for flag in flags if flag in actions}
 
 
 def check_train_flags(argv: Sequence[str]) -> None:
@@ -171,8 +163,7 @@ def _as_flags(args: argparse.Namespace, names: Sequence[str]) -> list[str]:
     actions = {action.dest: action for action in build_parser("test")._actions if action.option_strings}
     argv: list[str] = []
     for name in names:
-        value, action = getattr(args, name, None), actions[name]
-        flag = action.option_strings[0]
+        value, flag = getattr(args, name, None), actions[name].option_strings[0]
         if value is None or value is False:
             continue
         argv += [flag] if value is True else [flag, str(value)]
@@ -266,10 +257,8 @@ def check_cell_folder(run_dir: Path, args: argparse.Namespace) -> bool:
     except (OSError, ValueError):
         raise GridError(f"cell run folder {run_dir} holds files but no readable {ARGS_NAME} of a run; move it away "
                         "(or choose another --grid-dir)") from None
-    probe = argparse.Namespace(**vars(args))
-    if probe.seed is None:
-        probe.seed = stored.get("seed")
-    differences = ["it is a test run"] if "nshots" in stored else flag_differences(stored, probe)
+    # a left-out --seed is no difference: the run's own continues (flag_differences)
+    differences = ["it is a test run"] if "nshots" in stored else flag_differences(stored, args)
     if differences:
         raise GridError(f"cell run folder {run_dir} holds another run ({'; '.join(differences)}); move it away or "
                         "choose another --grid-dir")
@@ -319,10 +308,7 @@ def write_jobs(grid: Path, records: Sequence[JobRecord]) -> None:
 
 def latest_jobs(records: Sequence[JobRecord]) -> dict[str, JobRecord]:
     """The newest job of every name."""
-    latest: dict[str, JobRecord] = {}
-    for record in records:
-        latest[record.name] = record
-    return latest
+    return {record.name: record for record in records}
 
 
 # --- status ---------------------------------------------------------------------------------------------------
@@ -374,23 +360,20 @@ def grid_status(grid: Path, states: Callable[[Sequence[JobRecord]], dict[str, st
         raise GridError(f"{grid} holds no grid ({GRID_NAME} missing); give the --grid-dir of a launch.py grid")
     latest = latest_jobs(read_jobs(grid))
     known = states(list(latest.values()))
+
+    def job(name: str) -> tuple[str, str]:
+        record = latest.get(name)
+        return (record.job_id, known.get(record.job_id, "UNKNOWN")) if record else ("-", "not submitted")
+
     rows = []
     for cell in expand(spec):
         run_dir = cell.run_dir(grid)
-        record = latest.get(cell.name)
-        niter = _niter(run_dir)
-        done = epochs_finished(run_dir)
-        best = best_miou_in_log(run_dir / LOG_NAME)
-        rows.append(CellStatus(cell.name, record.job_id if record else "-",
-                               known.get(record.job_id, "UNKNOWN") if record else "not submitted",
-                               f"{done if done is not None else 0}/{niter or '?'}",
+        done, best = epochs_finished(run_dir), best_miou_in_log(run_dir / LOG_NAME)
+        rows.append(CellStatus(cell.name, *job(cell.name), f"{done or 0}/{_niter(run_dir) or '?'}",
                                f"{best:.2f}" if best is not None else "-", _last_line(run_dir / LOG_NAME)))
-    record = latest.get("test")
     for group in test_groups(spec):
-        log = group.run_dir(grid) / LOG_NAME
-        rows.append(CellStatus(f"test {group.name}", record.job_id if record else "-",
-                               known.get(record.job_id, "UNKNOWN") if record else "not submitted",
-                               "complete" if group_finished(grid, group) else "-", "-", _last_line(log)))
+        rows.append(CellStatus(f"test {group.name}", *job("test"), "complete" if group_finished(grid, group) else "-",
+                               "-", _last_line(group.run_dir(grid) / LOG_NAME)))
     return rows
 
 
@@ -404,13 +387,12 @@ def _niter(run_dir: Path) -> Optional[int]:
 def format_status(rows: Sequence[CellStatus], width: int = 60) -> str:
     """The rows as an aligned table (the log line cut to ``width`` characters)."""
     header = CellStatus("cell", "job", "state", "epochs", "best mIoU", "last log line")
-    table = [header, *rows]
-    cols = [max(len(getattr(r, key)) for r in table) for key in ("name", "job_id", "state", "epoch", "best_miou")]
+    table = [astuple(row) for row in (header, *rows)]  # the log line last
+    cols = [max(len(row[i]) for row in table) for i in range(len(table[0]) - 1)]
     lines = []
-    for row in table:
-        cells = [row.name, row.job_id, row.state, row.epoch, row.best_miou]
+    for *cells, line in table:
         text = "  ".join(value.ljust(w) for value, w in zip(cells, cols))
-        line = row.last_line if len(row.last_line) <= width else row.last_line[:width - 3] + "..."
+        line = line if len(line) <= width else line[:width - 3] + "..."
         lines.append(f"{text}  {line}".rstrip())
     return "\n".join(lines)
 

@@ -60,8 +60,7 @@ class PreemptionWatch:
 
     def __init__(self, grace_s: float, requeue: Callable[[], bool], rank: int) -> None:
         self.grace_s, self._requeue, self.rank = grace_s, requeue, rank
-        self.requested = False
-        self.requeued = False
+        self.requested = self.requeued = False
         self._lock = threading.Lock()
         self._timer: Optional[threading.Timer] = None
 
@@ -173,8 +172,7 @@ class TrainCellJob(submitit.helpers.Checkpointable):
         watch.cancel()
         if result["status"] != "finished":
             raise RuntimeError(f"training of {self.run_dir} stopped: {result['status']} (see its log.txt)")
-        return {"status": result["status"], "best_miou": result["best_miou"], "epochs": result["epochs"],
-                "run_dir": str(result["run_dir"])}
+        return {**result, "run_dir": str(result["run_dir"])}  # status, best_miou, epochs
 
 
 class TestGridJob(submitit.helpers.Checkpointable):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Optional, Union
 
 import torch
@@ -49,8 +49,7 @@ class PassResult:
     per_class_iou: dict[int, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"loss": self.loss, "miou": self.miou, "fb_iou": self.fb_iou, "episodes": self.episodes,
-                "per_class_iou": self.per_class_iou}
+        return asdict(self)
 
 
 def to_device(batch: Mapping[str, Any], device: torch.device) -> Batch:
@@ -60,14 +59,11 @@ def to_device(batch: Mapping[str, Any], device: torch.device) -> Batch:
             for key, value in batch.items()}
 
 
-AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
-
-
 def autocast(device: torch.device, amp: Union[bool, str, None]):
     """Autocast on CUDA (``--amp``): ``"bf16"`` to bfloat16, ``"fp16"`` or ``True`` to float16; a null context
     when ``amp`` is off or the device is not CUDA."""
     if amp and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=AMP_DTYPES["bf16" if amp == "bf16" else "fp16"])
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
     return contextlib.nullcontext()
 
 

@@ -65,17 +65,6 @@ class Protocol:
             values["bsz"] = 1
         return values
 
-    def summary(self, benchmark: Optional[str] = None) -> str:
-        """One line: ``bam (BAM, chunbolang/BAM): seeds 510 365 382 322 988, 1000 episodes per fold, ...``."""
-        episodes = (self.episodes[benchmark] if benchmark else None)
-        count = (f"{episodes} episodes per fold" if episodes else "the released episode count") if benchmark else \
-            ", ".join(f"{TITLES.get(b, b)} {n or 'released count'}" for b, n in self.episodes.items()) + " episodes"
-        labels = "labels at the original size" if self.original_labels else "labels resized to the input side"
-        statistic = {"mean": "the mean", "mean+best": "the mean and the best seed",
-                     "mean+sd": "the mean and the sd over seeds"}[self.statistic]
-        return (f"{self.name} ({self.paper}): seed(s) {' '.join(map(str, self.seeds))}, {count}, {labels}, "
-                f"{statistic}")
-
 
 _HSNET = "juhongm999/hsnet@6b1bc12"
 _IMR = "Whileherham/IMR-HSNet@5757227"
@@ -158,15 +147,14 @@ def resolve_protocol(args: argparse.Namespace, explicit: set[str]) -> dict[str, 
         ProtocolError: the preset does not define ``args.benchmark``, or an explicit flag contradicts it.
     """
     protocol = PROTOCOLS[args.protocol]
-    if args.benchmark not in protocol.episodes and args.protocol == DEFAULT_PROTOCOL and "protocol" not in explicit:
-        # a benchmark no paper defines (a registered one): its own spec's episodes and seed 0, as without presets
-        return {"name": protocol.name, "preset": {}, "overridden": {}, "statistic": protocol.statistic,
-                "best_of_seeds": protocol.best_of_seeds, "sources": dict(protocol.sources)}
-    if args.benchmark not in protocol.episodes:
+    preset: dict[str, Any] = {}  # stays empty for a benchmark no paper defines (a registered one) under the
+    # default protocol: its own spec's episodes and seed 0, as without presets
+    if args.benchmark in protocol.episodes:
+        preset = protocol.settings(args.benchmark)
+    elif args.protocol != DEFAULT_PROTOCOL or "protocol" in explicit:
         defined = ", ".join(TITLES.get(b, b) for b in protocol.episodes)
         raise ProtocolError(f"argument --protocol: {protocol.name} defines no {TITLES.get(args.benchmark, args.benchmark)} "
                             f"test (its source tests {defined}); choose another --protocol or --benchmark")
-    preset = protocol.settings(args.benchmark)
     overridden = {}
     for dest, value in preset.items():
         if dest in explicit:

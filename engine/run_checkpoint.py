@@ -69,8 +69,7 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
                          np_state["has_gauss"], np_state["cached_gaussian"]))
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        cuda_states = list(state["cuda"])[: torch.cuda.device_count()]
-        for index, cuda_state in enumerate(cuda_states):
+        for index, cuda_state in enumerate(list(state["cuda"])[: torch.cuda.device_count()]):
             torch.cuda.set_rng_state(cuda_state.cpu(), index)
 
 

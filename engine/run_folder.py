@@ -62,10 +62,6 @@ class RunFolder:
     created: bool
 
 
-def _is_empty(path: Path) -> bool:
-    return not path.exists() or (path.is_dir() and not any(path.iterdir()))
-
-
 def flag_differences(stored: Mapping[str, Any], args: argparse.Namespace,
                      may_change: tuple[str, ...] = RESUME_MAY_CHANGE) -> list[str]:
     """``"--lr 0.0004 -> 0.001"`` for every flag (other than ``may_change``) whose value differs from the run's
@@ -90,11 +86,6 @@ def stored_args(path: Path) -> dict[str, Any]:
         return json.loads(args_file.read_text())
     except (OSError, ValueError) as exc:
         raise RunFolderError(f"--resume: cannot read {args_file} ({exc})") from exc
-
-
-def _check_new(path: Path, training: bool) -> None:
-    if not _is_empty(path):
-        raise RunFolderError(f"{path} already holds a run; continue it with --resume, or choose another --logpath")
 
 
 def _check_resumable(path: Path, args: argparse.Namespace, training: bool = True) -> None:
@@ -124,7 +115,10 @@ def open_run_folder(path: Path, args: argparse.Namespace, info: DistInfo, *, tra
 
     def check() -> None:
         check_not_a_file(path, "--logpath")
-        _check_resumable(path, args, training) if resume else _check_new(path, training)
+        if resume:
+            _check_resumable(path, args, training)
+        elif path.is_dir() and any(path.iterdir()):
+            raise RunFolderError(f"{path} already holds a run; continue it with --resume, or choose another --logpath")
         prepare_output_folder(path, "--logpath")
 
     check_on_main(check)

@@ -2,26 +2,12 @@
 
 :class:`RunWatch` writes, into the run's own events folder (``tbd/runs``, the run ``runs`` in TensorBoard's run
 list; step = epoch), under tags of its own (the released ``data/loss``, ``data/miou``, ``data/fb_iou`` are
-:meth:`common.logger.TensorBoardWriter.log_epoch`'s and stay as they were):
-
-=================================  ====================================================================
-``train/lr``                       the learning rate of the epoch (Adam's first parameter group)
-``train/episodes_per_s``           training episodes (all ranks) per second of the training pass
-``train/epoch_s``                  seconds of the training pass
-``val/episodes_per_s``             the same for the validation pass
-``val/epoch_s``
-``val/best_miou``                  the best validation mIoU so far (what ``best_model.pt`` holds)
-``train/nonfinite_skipped_steps``  optimizer steps skipped for non-finite values: the fp16 GradScaler's
-                                   (``--amp``), which skips a step whose gradients overflowed; always 0
-                                   otherwise, since a non-finite loss stops the run
-``memory/cuda_peak_allocated_mib`` CUDA: ``torch.cuda.max_memory_allocated`` during the epoch (rank 0)
-``memory/cpu_peak_rss_mib``        CPU: the process's peak resident memory so far (its DataLoader workers
-                                   are other processes and not counted)
-``val/episode_NNNN`` (images)      the same few validation episodes every epoch (:mod:`common.tb_images`)
-``run/flags`` (text)               the run's flags as a table, when the session starts
-``run/final`` (text)               status, epochs and final metrics, when the run ends
-HParams                            the flags (session start) and the end status (:mod:`common.tb_summaries`)
-=================================  ====================================================================
+:meth:`common.logger.TensorBoardWriter.log_epoch`'s and stay as they were): the scalars of :data:`DESCRIPTIONS`
+(the learning rate, each pass's seconds and episodes per second, the best validation mIoU, the optimizer steps
+the fp16 GradScaler skipped, the peak memory; docs/training.md has the table), the same few validation episodes
+every epoch as pictures (``val/episode_NNNN``, :mod:`common.tb_images`), the run's flags as a table when the
+session starts (``run/flags``), its status, epochs and final metrics when it ends (``run/final``), and the
+HParams of the session: the flags and the end status (:mod:`common.tb_summaries`).
 
 Nothing of it runs inside a training step but a counter of optimizer steps; the validation pass copies the
 shown episodes to the CPU when their batch goes by, and the pictures are drawn and written after the pass.

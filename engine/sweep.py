@@ -35,12 +35,10 @@ from common.seed import fix_randseed
 from common.vis import Visualizer
 from data.benchmarks import FOLD_BENCHMARKS, TITLES
 from data.dataset import OutsideValueReport, build_dataloader, build_dataset
-from priors.provenance import check_cams_exist
 from data.fewshot import FewShotDataset
 from data.synthetic import MARKER as SYNTHETIC_MARKER
 from engine.bootstrap import (CONFIDENCE, METHOD, BASE_SEED, bootstrap_samples, percentile_interval,
                               seed_mean_samples)
-from priors.provenance import check_cam_provenance
 from engine.episode_records import (EPISODES_NAME, Cell, EpisodeCollector, EpisodeRecords, RecordsError,
                                     first_difference, read_run, run_cells, write_episodes)
 from engine.loops import PassResult, test_pass
@@ -51,6 +49,7 @@ from engine.tables import (OUTPUT_NAMES, RunResult, TableRow, build_table, table
 from model import build_model
 from model.checkpoint import (SlimState, backbone_sha256, check_backbone, check_state_fits, checkpoint_backbone_weights,
                               load_model_state, read_state_dict)
+from priors.provenance import check_cam_provenance, check_cams_exist
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +68,7 @@ class Sweep:
     runs: dict[Cell, RunResult] = field(default_factory=dict)
     records: dict[Cell, EpisodeRecords] = field(default_factory=dict)
     samples: dict[Cell, np.ndarray] = field(default_factory=dict)
-    _seed_means: dict[tuple[int, int], tuple[tuple[int, ...], int, np.ndarray]] = field(default_factory=dict)
+    _seed_means: dict[tuple[Any, ...], np.ndarray] = field(default_factory=dict)  # by (fold, shot), seeds, R
 
     def add(self, run: RunResult, records: EpisodeRecords, resamples: int) -> None:
         """A finished cell, bootstrapped with ``resamples`` resamples (0: not at all)."""
@@ -87,14 +86,11 @@ class Sweep:
                 groups.setdefault((cell.fold, cell.shot), []).append(cell)
         out = {}
         for key, cells in groups.items():
-            if len(cells) < 2:
-                continue
-            seeds = tuple(cell.seed for cell in cells)
-            kept = self._seed_means.get(key)
-            if kept is None or kept[:2] != (seeds, resamples):  # computed once per set of finished seeds
-                kept = (seeds, resamples, seed_mean_samples([self.records[cell] for cell in cells], resamples))
-                self._seed_means[key] = kept
-            out[key] = kept[2]
+            if len(cells) > 1:
+                memo = (key, tuple(cell.seed for cell in cells), resamples)  # once per set of finished seeds
+                if memo not in self._seed_means:
+                    self._seed_means[memo] = seed_mean_samples([self.records[cell] for cell in cells], resamples)
+                out[key] = self._seed_means[memo]
         return out
 
     def finished(self) -> list[RunResult]:
@@ -170,8 +166,7 @@ def test_one(model: torch.nn.Module, dataset: FewShotDataset, args: argparse.Nam
     sampler = EpisodeSampler(len(dataset), rank=info.rank, world_size=info.world_size)
     loader = build_dataloader(dataset, bsz=local_batch_size(args.bsz, info), nworker=args.nworker, shuffle=False,
                               seed=cell.seed, sampler=sampler)
-    visualizer = Visualizer(vis_dir, dataset.class_names()) if vis_dir is not None else None
-    hook = (lambda batch, pred, idx, iou: visualizer.save_batch(batch, pred, idx, iou)) if visualizer else None
+    hook = Visualizer(vis_dir, dataset.class_names()).save_batch if vis_dir is not None else None
     collector = EpisodeCollector()
     fix_randseed(cell.seed)
     result = test_pass(model, loader, IoUMeter.for_dataset(dataset, device), nshot=cell.shot, stage=args.stage,
@@ -280,18 +275,17 @@ def run_sweep(args: argparse.Namespace, *, device: torch.device, info: DistInfo,
                 log_params(logger, model)
             digest = sha256_file(checkpoint)
             for cell in fold_cells:
-                shot = cell.shot
                 if not single:
                     logger.info("==================== %s: %s ====================", _where(cell, len(args.seeds)),
                                 checkpoint)
                 vis_dir = None
                 if args.visualize and info.is_main:
-                    name = f"fold{fold}_{shot}shot" if len(args.seeds) == 1 else f"seed{cell.seed}_fold{fold}_{shot}shot"
+                    name = ("" if len(args.seeds) == 1 else f"seed{cell.seed}_") + f"fold{fold}_{cell.shot}shot"
                     vis_dir = run_dir / "vis" if single else run_dir / "vis" / name
                 result, records = test_one(model, datasets[cell], args, cell=cell, device=device, info=info,
                                            vis_dir=vis_dir)
                 logger.info("Fold %d mIoU: %5.2f \t FB-IoU: %5.2f", fold, result.miou, result.fb_iou)
-                run = RunResult(fold=fold, nshot=shot, checkpoint=checkpoint, checkpoint_sha256=digest,
+                run = RunResult(fold=fold, nshot=cell.shot, checkpoint=checkpoint, checkpoint_sha256=digest,
                                 miou=result.miou, fb_iou=result.fb_iou, episodes=result.episodes,
                                 per_class_iou={str(k): v for k, v in result.per_class_iou.items()},
                                 seed=cell.seed, class_ids=records.class_ids,

@@ -102,13 +102,10 @@ class TableRow:
         """``"ours"``, ``"paper"``, ``"diff"``, ``"seed S"`` or ``"sd over seeds"``."""
         if name.startswith("seed "):
             return self.seeds[int(name.split()[1])]
-        if name == SD_LINE:
-            assert self.seeds_sd is not None
-            return self.seeds_sd
-        if name == BEST_LINE:
-            assert self.seeds_best is not None
-            return self.seeds_best
-        return {"ours": self.ours, "paper": self.paper, "diff": self.diff}[name]
+        line = {"ours": self.ours, "paper": self.paper, "diff": self.diff, SD_LINE: self.seeds_sd,
+                BEST_LINE: self.seeds_best}[name]
+        assert line is not None
+        return line
 
     def lines(self) -> list[str]:
         """The row's lines, in print order."""

@@ -38,18 +38,17 @@ from common.io import atomic_write_text
 from common.logger import TensorBoardWriter, log_args, log_params, setup_logging
 from common.seed import fix_randseed
 from data.dataset import OutsideValueReport, build_dataloader, build_dataset
-from priors.provenance import check_cams_exist
 from data.fewshot import FewShotDataset
 from engine import run_checkpoint as ckpt
 from engine import run_folder
 from engine.args import args_to_json, resolve_run_dir
-from priors.provenance import cam_manifest_digests, check_cam_provenance
 from engine.loops import NonFiniteLossError, autocast, forward_1shot, to_device, train_epoch, validate_epoch
 from engine.micro_batches import MicroBatchChoice, resolve_micro_bsz
 from engine.run_folder import RunFolder
 from engine.run_watch import RunWatch
 from model import build_model
 from model.checkpoint import BACKBONE_PREFIX, backbone_record, check_backbone, is_slim
+from priors.provenance import cam_manifest_digests, check_cam_provenance, check_cams_exist
 
 logger = logging.getLogger("train")
 
@@ -272,13 +271,12 @@ def resolve_micro_batch(args: argparse.Namespace, trainer: Trainer, loaders: Epi
     and leaves the gradients cleared. The choice is logged and added to this run part's arguments file
     (``micro_bsz_chosen``)."""
     batch_size = loaders.trn_loader.batch_size or 1
-    amp = args.amp if device.type == "cuda" else False
 
     def try_step(size: int) -> None:  # on the bare model: no DDP communication while ranks probe alone
         episodes = [loaders.val_set[i % len(loaders.val_set)] for i in range(size)]
         batch = to_device(torch.utils.data.default_collate(episodes), device)
         try:
-            with autocast(device, amp):
+            with autocast(device, args.amp):  # a null context off CUDA
                 _, loss = forward_1shot(trainer.model, batch, args.stage)
             loss.backward()
         finally:
@@ -310,7 +308,6 @@ def run_epochs(args: argparse.Namespace, trainer: Trainer, loaders: EpisodeLoade
 
     ``loss_hook`` and ``after_epoch`` are test seams (inject a loss, simulate a crash after an epoch).
     """
-    amp = args.amp if device.type == "cuda" else False  # "fp16" (with trainer.scaler), "bf16" or off
     micro_bsz = resolve_micro_batch(args, trainer, loaders, run_dir, info, device)
     resumed = trainer.start_epoch > 0
     writer = TensorBoardWriter(run_dir, enabled=info.is_main, purge_step=trainer.start_epoch if resumed else None)
@@ -327,12 +324,12 @@ def run_epochs(args: argparse.Namespace, trainer: Trainer, loaders: EpisodeLoade
             with watch.timed("train"):
                 trn = train_epoch(trainer.net, loaders.trn_loader, trainer.optimizer,
                                   IoUMeter.for_dataset(loaders.trn_set, device), epoch=epoch, stage=args.stage,
-                                  device=device, amp=amp, scaler=trainer.scaler, micro_bsz=micro_bsz,
+                                  device=device, amp=args.amp, scaler=trainer.scaler, micro_bsz=micro_bsz,
                                   loss_hook=loss_hook)
             fix_randseed(0)  # validation episodes are the same every epoch
             with watch.timed("val"):
                 val = validate_epoch(trainer.net, loaders.val_loader, IoUMeter.for_dataset(loaders.val_set, device),
-                                     epoch=epoch, stage=args.stage, device=device, amp=amp,
+                                     epoch=epoch, stage=args.stage, device=device, amp=args.amp,
                                      batch_hook=watch.val_batch if watch.enabled else None)
             if info.is_main:
                 if val.miou > best_miou:
