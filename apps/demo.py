@@ -38,18 +38,19 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from common.cli import EXIT_BAD_INPUT, ArgumentParser, HelpFormatter, run_cli
-from common.constants import FEATURE_STRIDE
+from common.cli import EXIT_BAD_INPUT, ArgumentParser, run_cli
+from common.constants import FEATURE_STRIDE, IGNORE_LABEL
 from common.errors import UserInputError
 from common.flags import add_flags
 from common.device import resolve_device
-from common.io import atomic_torch_save, atomic_write_bytes, atomic_write_text, prepare_output_folder
+from common.io import atomic_torch_save, atomic_write_bytes, atomic_write_text, prepare_output_folder, sha256_file
 from common.paths import REPO_ROOT
 from common.resize import resize_bilinear
 from data.benchmarks import DEFAULT_CAM_DIRS
 from data.synthetic import MAX_DISTRACTORS
-from model.backbone import BACKBONES
-from model.checkpoint import released_state_dict
+from model import build_model
+from model.backbone import BACKBONES, build_backbone
+from model.checkpoint import load_model_state, released_state_dict
 from priors.clip_weights import RANDOM_WEIGHTS, random_clip_seed
 from model.masking import MASKING_MODES
 
@@ -58,7 +59,7 @@ logger = logging.getLogger("demo")
 
 def build_parser() -> argparse.ArgumentParser:
     """Flags of ``demo.py``; the defaults are what ``make demo`` runs."""
-    parser = ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     given = {"backbones": tuple(BACKBONES), "maskings": tuple(MASKING_MODES), "max_distractors": MAX_DISTRACTORS,
              "distractor_counts": range(MAX_DISTRACTORS + 1)}
     add_flags(parser, "demo", "--out", "--seed", "--backbone", "--backbone-weights", **given)
@@ -118,8 +119,6 @@ def clip_weights_value(args: argparse.Namespace) -> str:
 
 def write_random_backbone(args: argparse.Namespace, weights_dir: Path) -> str:
     """A seeded random backbone state dict (``--pretrain-epochs 0`` without ``--backbone-weights``)."""
-    from model.backbone import build_backbone
-
     path = weights_dir / f"{args.backbone}_random.pth"
     torch.manual_seed(args.seed)
     atomic_torch_save(build_backbone(args.backbone, "none").state_dict(), path)
@@ -138,8 +137,6 @@ def cam_provenance(data_root: Path, clip_path: str) -> str:
 
     A missing weights file gives ``null`` here; the CAM step then fails with its own message naming the file.
     """
-    from common.io import sha256_file
-
     clip = Path(clip_path)
     if random_clip_seed(clip_path) is not None:  # random weights are made from their seed
         identity: Optional[str] = clip_path
@@ -167,8 +164,6 @@ def clear_stale_cams(data_root: Path, cam_dirs: Sequence[Path], made_for: str) -
 
 def write_untrained_checkpoint(args: argparse.Namespace, backbone_path: str, path: Path) -> Path:
     """The model before training (same backbone as the trained one), in the released checkpoint format."""
-    from model import build_model
-
     torch.manual_seed(args.seed)
     model = build_model(args.backbone, backbone_weights=backbone_path)
     return atomic_torch_save(released_state_dict(model), path)
@@ -176,22 +171,18 @@ def write_untrained_checkpoint(args: argparse.Namespace, backbone_path: str, pat
 
 def load_checkpoint(args: argparse.Namespace, checkpoint: Path) -> torch.nn.Module:
     """The demo's model (``--backbone``, ``--masking``) with ``checkpoint`` loaded, in eval mode on the CPU."""
-    from model import build_model
-    from model.checkpoint import load_model_state
-
     model = build_model(args.backbone, backbone_weights="none", masking=args.masking)
     load_model_state(model, checkpoint)
     return model.eval()
 
 
-def test_dataset(args: argparse.Namespace, data_root: Path, cam_dirs: Sequence[Path], *, shot: int,
-                 nepisodes: int) -> Any:
-    """Fold 0's test episodes of the demo's benchmark (the ones ``test.py`` draws with seed 0)."""
+def test_dataset(args: argparse.Namespace, data_root: Path, cam_dirs: Sequence[Path]) -> Any:
+    """Fold 0's 1-shot test episodes of the demo's benchmark (the ``--nepisodes`` ``test.py`` draws with seed 0)."""
     from data.dataset import build_dataset
 
-    return build_dataset("pascal", datapath=data_root, fold=0, split="test", shot=shot, img_size=args.img_size,
+    return build_dataset("pascal", datapath=data_root, fold=0, split="test", shot=1, img_size=args.img_size,
                          cam_train_path=cam_dirs[0], cam_val_path=cam_dirs[1], splitpath=data_root / "splits",
-                         nepisodes=nepisodes, seed=0)
+                         nepisodes=args.nepisodes, seed=0)
 
 
 GREEN, RED, BLUE, ORANGE = (0, 200, 0), (220, 30, 30), (40, 90, 255), (255, 160, 0)
@@ -298,9 +289,6 @@ def two_support_figure(args: argparse.Namespace, dataset: Any, model: torch.nn.M
         records.append({"query": query, "classes": [a, b], "supports": [support_a, support_b],
                         "iou": {f"support {s} vs class {c}": _iou(predictions[s], masks[c])
                                 for s in (a, b) for c in (a, b)}})
-    if not lines:
-        raise UserInputError(f"--images-per-class {args.images_per_class}: no test image holds objects of two test "
-                             "classes (with supports of each), so qualitative.png cannot be drawn; raise it")
     titles = ["support A", "pred. (A)", "support B", "pred. (B)", "A green, B orange"]
     save_png(_with_header(np.concatenate(lines, 0), titles), path)
     return records
@@ -398,7 +386,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
               "--images-per-class", args.images_per_class, "--max-distractors", args.max_distractors],
              logs / "synthetic.log")
     cam_dirs = tuple(data_root / name for name in DEFAULT_CAM_DIRS["pascal"])  # (train, val)
-    dataset = test_dataset(args, data_root, cam_dirs, shot=1, nepisodes=args.nepisodes)
+    dataset = test_dataset(args, data_root, cam_dirs)
     check_demo_data(args, dataset)  # before the long steps
     clip_path = clip_weights_value(args)
     made_for = cam_provenance(data_root, clip_path)
@@ -451,10 +439,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     results["backbone_pretraining"] = pretraining
     results["cam_priors"] = prior_quality
     results["settings"] = {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()}
-    if args.backbone_weights is None:
-        random_backbone = args.pretrain_epochs == 0
-    else:
-        random_backbone = args.backbone_weights.lower() == "none"
+    random_backbone = (args.pretrain_epochs == 0 if args.backbone_weights is None
+                       else args.backbone_weights.lower() == "none")
     results["random_weights"] = {"clip": random_clip_seed(clip_path) is not None, "backbone": random_backbone}
     results["seconds"] = time.perf_counter() - started
     atomic_write_text(json.dumps(results, indent=2) + "\n", out / RESULTS_NAME)
@@ -488,8 +474,6 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 def share_with_other_objects(dataset: Any) -> float:
     """The share (%) of ``dataset``'s test episodes whose query shows an object of another class than the
     episode's (any class label other than the episode's, boundary 255 and background aside, in its mask file)."""
-    from common.constants import IGNORE_LABEL
-
     with_others = 0
     for episode in dataset.episodes:
         labels = set(np.unique(np.asarray(Image.open(dataset.mask_path(episode.query)))).tolist())

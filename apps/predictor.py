@@ -150,10 +150,8 @@ def match_class_name(class_name: str, vocabulary: str = "pascal") -> ClassNameMa
     name = " ".join(str(class_name).split())
     if not _key(name):
         raise FlagError(f"--class-name {class_name!r} is empty (give the label text, e.g. 'zebra')")
-    known = _match_known(name, vocabulary)
-    if known is None:
-        return ClassNameMatch(given=name, name=name, how="new", vocabulary=vocabulary)
-    return ClassNameMatch(given=name, name=known[0], how=known[1], vocabulary=vocabulary)
+    own, how = _match_known(name, vocabulary) or (name, "new")
+    return ClassNameMatch(given=name, name=own, how=how, vocabulary=vocabulary)
 
 
 def prompt_classes(class_name: str, vocabulary: str = "pascal") -> tuple[tuple[str, ...], int]:
@@ -277,15 +275,12 @@ class Segmenter:
         return next(self.model.parameters()).device
 
     # ------------------------------------------------------------------ CAM priors
-    def _gradcam(self, classes: tuple[str, ...]) -> ClipGradCAM:
-        if classes not in self._gradcams:
-            self._gradcams[classes] = ClipGradCAM(self.clip_model, classes)
-        return self._gradcams[classes]
-
     def cams(self, images: Sequence[Image.Image], class_name: str) -> torch.Tensor:
         """CLIP Grad-CAM priors of ``class_name`` in ``images``: (N, h, h) float32 on the CPU, h = img_size / 8."""
         classes, index = prompt_classes(class_name, self.vocabulary)
-        gradcam = self._gradcam(classes)
+        if classes not in self._gradcams:
+            self._gradcams[classes] = ClipGradCAM(self.clip_model, classes)
+        gradcam = self._gradcams[classes]
         cams = gradcam(gradcam.preprocess_batch(list(images)), [index] * len(images), CAM_FILE_SIZE)  # (N, 50, 50)
         side = self.img_size // FEATURE_STRIDE
         if cams.shape[-1] != side and len(images):
@@ -296,13 +291,6 @@ class Segmenter:
     def _images(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """PIL images -> (N, 3, S, S) normalised batch on the model's device."""
         return torch.stack([self.transform(img.convert("RGB")) for img in images]).to(self.device)
-
-    def _tell(self, match: ClassNameMatch) -> None:
-        """Log once per class name how it was read: a synonym (info) or a class new to the vocabulary (warning)."""
-        message = match.message()
-        if message and match.given not in self._told:
-            self._told.add(match.given)
-            (logger.warning if match.how == "new" else logger.info)(message)
 
     @torch.no_grad()
     def segment(self, supports: Sequence[Image.Image], queries: Sequence[Image.Image],
@@ -330,7 +318,10 @@ class Segmenter:
             raise ValueError("segment() needs at least one query image")
         classes, index = prompt_classes(class_name, self.vocabulary)
         match = match_class_name(class_name, self.vocabulary)
-        self._tell(match)
+        message = match.message()
+        if message and match.given not in self._told:  # once per name: a synonym (info), a new class (warning)
+            self._told.add(match.given)
+            (logger.warning if match.how == "new" else logger.info)(message)
         nshot = len(supports)
 
         cams = self.cams(supports + queries, class_name).to(self.device)  # (K + N, h, h)

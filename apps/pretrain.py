@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from common.cli import ArgumentParser, HelpFormatter, run_cli
+from common.cli import ArgumentParser, run_cli
 from common.console import ensure_console_logging
 from common.device import resolve_device
 from common.flags import add_flags
@@ -114,13 +114,6 @@ class PooledClassifier(nn.Module):
         return self.head(feature.mean(dim=(2, 3)))
 
 
-def _zero_init_residuals(backbone: nn.Module) -> None:
-    # each residual block starts as the identity: a deep ResNet then trains in a few epochs from scratch
-    for module in backbone.modules():
-        if hasattr(module, "bn3") and hasattr(module, "downsample"):
-            nn.init.zeros_(module.bn3.weight)
-
-
 @torch.no_grad()
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, bsz: int = 64) -> float:
     """Top-1 accuracy (%) of ``model`` on ``images`` (moved to the model's device batch by batch)."""
@@ -144,7 +137,10 @@ def pretrain_backbone(config: PretrainConfig) -> tuple[nn.Module, dict[str, Any]
 
     torch.manual_seed(config.seed)
     backbone = get_spec(config.backbone).build()
-    _zero_init_residuals(backbone)
+    # each residual block starts as the identity: a deep ResNet then trains in a few epochs from scratch
+    for module in backbone.modules():
+        if hasattr(module, "bn3") and hasattr(module, "downsample"):
+            nn.init.zeros_(module.bn3.weight)
     device = resolve_device(config.device)
     model = PooledClassifier(config.backbone, backbone, len(classes)).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -189,8 +185,7 @@ def pretrain_backbone(config: PretrainConfig) -> tuple[nn.Module, dict[str, Any]
 def build_parser() -> argparse.ArgumentParser:
     """Flags of ``python -m apps.pretrain``."""
     defaults = PretrainConfig()
-    parser = ArgumentParser(prog="python -m apps.pretrain", description=__doc__.splitlines()[0],
-                            formatter_class=HelpFormatter)
+    parser = ArgumentParser(prog="python -m apps.pretrain", description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="the torchvision state-dict file to write (OUT.json beside it)")
     given = {**asdict(defaults), "backbones": tuple(BACKBONES), "benchmarks": FOLD_BENCHMARKS,
              "folds": range(NFOLDS), "distractor_counts": range(synthetic.MAX_DISTRACTORS + 1)}

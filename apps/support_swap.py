@@ -41,8 +41,7 @@ class WrongSupportEpisodes(Dataset):
         if dataset.episodes is None:
             raise ValueError("wrong-support episodes need a test dataset (split 'val' or 'test')")
         self.dataset = dataset
-        classes = np.array([episode.class_id for episode in dataset.episodes])
-        if len(set(classes.tolist())) < 2:
+        if len({episode.class_id for episode in dataset.episodes}) < 2:
             raise ValueError("wrong-support episodes need test episodes of at least two classes")
         listed = listed_classes(dataset)
         rng = np.random.RandomState(seed)
@@ -63,9 +62,7 @@ class WrongSupportEpisodes(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         batch = self.dataset.load_episode(self.dataset.episodes[index])
         donor = self.dataset.load_episode(self.dataset.episodes[self.donors[index]])
-        for key in _SUPPORT_KEYS:
-            if key in donor:
-                batch[key] = donor[key]
+        batch.update({key: donor[key] for key in _SUPPORT_KEYS if key in donor})
         batch["support_class_id"] = donor["class_id"]
         return batch
 
