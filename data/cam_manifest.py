@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Mapping, NamedTuple, Optional
 
 from common.errors import UserInputError
-from common.io import atomic_write_text, sha256_file as file_sha256  # file_sha256: a file's content SHA-256
+from common.io import atomic_write_text, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class ImageIdentity(NamedTuple):
 def image_identity(path: Path) -> ImageIdentity:
     """The identity of the image file ``path`` now (the file is read and hashed)."""
     stat = os.stat(path)
-    return ImageIdentity(bytes=stat.st_size, mtime_ns=stat.st_mtime_ns, sha256=file_sha256(path))
+    return ImageIdentity(bytes=stat.st_size, mtime_ns=stat.st_mtime_ns, sha256=sha256_file(path))
 
 
 @dataclass(slots=True)
@@ -210,7 +210,7 @@ def read_manifest(folder: Path) -> Optional[CamManifest]:
 def manifest_digest(folder: Path) -> Optional[str]:
     """SHA-256 of ``folder``'s manifest file (None without one): recorded with a run, it names the CAMs used."""
     path = Path(folder) / MANIFEST_NAME
-    return file_sha256(path) if path.is_file() else None
+    return sha256_file(path) if path.is_file() else None
 
 
 def write_manifest(folder: Path, settings: CamSettings) -> Path:

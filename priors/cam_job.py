@@ -54,14 +54,13 @@ from common.constants import CAM_SIZE
 from common.device import configure_tf32, resolve_device
 from common.flags import add_flags, check_minimums
 from common.errors import UserInputError
-from common.io import atomic_torch_save, prepare_output_folder, remove_if_empty
+from common.io import atomic_torch_save, prepare_output_folder, remove_if_empty, sha256_file
 from common.paths import DEFAULT_DATAPATH
 from common.progress import Progress
 from common.workers import check_worker_tempdir
 from data.benchmarks import BENCHMARK_SPECS, BENCHMARKS, CAM_SCRIPTS
 from data.cam_files import cam_path, split_cam_path
-from data.cam_manifest import (CamManifest, CamSettings, ImageIdentity, ImageRecord, claim_folder, file_sha256,
-                               image_identity)
+from data.cam_manifest import CamManifest, CamSettings, ImageIdentity, ImageRecord, claim_folder, image_identity
 from data.splits import resolve_split_root
 from priors.clip_weights import CLIP_PRECISION_CHOICES, random_clip_seed
 from priors.recipes import DEFAULT_PRIOR, RECIPES, PriorRecipe, build_prior
@@ -240,7 +239,7 @@ class _Ledger:
                     state = "unrecorded"
                 elif record.identity.same_stat(stat):
                     state = "same"
-                elif stat.st_size == record.identity.bytes and file_sha256(image) == record.identity.sha256:
+                elif stat.st_size == record.identity.bytes and sha256_file(image) == record.identity.sha256:
                     record.identity = ImageIdentity(stat.st_size, stat.st_mtime_ns, record.identity.sha256)
                     self.dirty.add(manifest.folder)
                     state = "same"

@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-from common.io import names_sha256
+from common.io import names_sha256, sha256_file
 from data.cam_files import cam_path
-from data.cam_manifest import (MANIFEST_NAME, CamManifest, CamManifestError, file_sha256, manifest_digest,
+from data.cam_manifest import (MANIFEST_NAME, CamManifest, CamManifestError, manifest_digest,
                                parse_manifest, read_manifest, read_manifest_text)
 from data.benchmarks import BENCHMARK_SPECS, CAM_SCRIPTS
 from data.fewshot import FewShotDataset
@@ -149,7 +149,7 @@ def _check_images(manifest: CamManifest, datasets: Sequence[FewShotDataset], com
             continue  # reading the image reports it, naming the file
         if record.identity.same_stat(stat):
             continue
-        same_content = stat.st_size == record.identity.bytes and file_sha256(image) == record.identity.sha256
+        same_content = stat.st_size == record.identity.bytes and sha256_file(image) == record.identity.sha256
         if not same_content:
             what = (f"{record.identity.bytes} -> {stat.st_size} bytes" if stat.st_size != record.identity.bytes
                     else "same size, other content")
